@@ -1,0 +1,213 @@
+//! Node identity: one Ed25519 key pair per node.
+//!
+//! The public key (base64, 44 characters) names a peer everywhere: in the
+//! config, in logs, in the CLI and (later) in the DHT. The Noise static key is
+//! the X25519 form of the same key (the Ed25519 → X25519 birational map, as
+//! libsodium's `crypto_sign_ed25519_*_to_curve25519`), so a single secret
+//! serves both the handshake and signed records.
+//!
+//! Owns: key encoding/decoding and the X25519 conversion. Must not: read files
+//! (the config and CLI do that) or generate randomness it was not handed.
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+
+/// Errors decoding a key from its base64 text form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("not valid base64 (expected 44 characters of standard base64)")]
+    Base64,
+    #[error("decodes to {len} bytes, a key is 32 bytes")]
+    Length { len: usize },
+    #[error("not a valid Ed25519 public key (not a point on the curve)")]
+    NotOnCurve,
+}
+
+fn decode32(text: &str) -> Result<[u8; 32], KeyError> {
+    let bytes = B64.decode(text.trim()).map_err(|_| KeyError::Base64)?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| KeyError::Length { len: bytes.len() })
+}
+
+/// The secret half: the 32-byte Ed25519 seed.
+#[derive(Clone)]
+pub struct SecretKey {
+    signing: SigningKey,
+}
+
+impl SecretKey {
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self {
+            signing: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    /// A fresh key from the operating system's CSPRNG.
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed)?;
+        Ok(Self::from_seed(seed))
+    }
+
+    pub fn public(&self) -> PublicKey {
+        PublicKey {
+            ed: self.signing.verifying_key().to_bytes(),
+        }
+    }
+
+    /// The X25519 private scalar used as the Noise static key.
+    pub fn x25519(&self) -> [u8; 32] {
+        self.signing.to_scalar_bytes()
+    }
+
+    pub fn seed(&self) -> [u8; 32] {
+        self.signing.to_bytes()
+    }
+
+    /// The base64 text written to a private key file.
+    pub fn to_base64(&self) -> String {
+        B64.encode(self.seed())
+    }
+
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing
+    }
+}
+
+impl FromStr for SecretKey {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        decode32(s).map(Self::from_seed)
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    // Never print the secret, not even in debug logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey(public={})", self.public())
+    }
+}
+
+/// A peer's name: its Ed25519 public key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicKey {
+    ed: [u8; 32],
+}
+
+impl PublicKey {
+    /// Accepts only encodings of points on the curve, so a typo in a config
+    /// fails at load time rather than as a silent handshake failure.
+    pub fn from_bytes(ed: [u8; 32]) -> Result<Self, KeyError> {
+        let vk = VerifyingKey::from_bytes(&ed).map_err(|_| KeyError::NotOnCurve)?;
+        Ok(Self { ed: vk.to_bytes() })
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.ed
+    }
+
+    /// The X25519 public key the peer uses as its Noise static key.
+    pub fn x25519(&self) -> [u8; 32] {
+        // `from_bytes` guaranteed the point decodes.
+        match VerifyingKey::from_bytes(&self.ed) {
+            Ok(vk) => vk.to_montgomery().to_bytes(),
+            Err(_) => [0u8; 32],
+        }
+    }
+
+    /// First 8 characters of the base64 form: enough to tell peers apart in logs.
+    pub fn short(&self) -> String {
+        let mut s = self.to_string();
+        s.truncate(8);
+        s
+    }
+}
+
+impl FromStr for PublicKey {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        Self::from_bytes(decode32(s)?)
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&B64.encode(self.ed))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trip_and_length() {
+        let sk = SecretKey::from_seed([7u8; 32]);
+        let text = sk.to_base64();
+        assert_eq!(text.len(), 44);
+        let back: SecretKey = text.parse().unwrap();
+        assert_eq!(back.public(), sk.public());
+        let pk_text = sk.public().to_string();
+        assert_eq!(pk_text.len(), 44);
+        assert_eq!(pk_text.parse::<PublicKey>().unwrap(), sk.public());
+    }
+
+    #[test]
+    fn rejects_bad_text() {
+        assert_eq!("not base64!".parse::<PublicKey>(), Err(KeyError::Base64));
+        assert_eq!(
+            "AAAA".parse::<PublicKey>(),
+            Err(KeyError::Length { len: 3 })
+        );
+    }
+
+    #[test]
+    fn x25519_forms_agree() {
+        // A Noise NK handshake succeeds only if the X25519 public key derived
+        // from the Ed25519 public matches the scalar derived from the seed:
+        // otherwise two correctly configured peers could never connect.
+        let sk = SecretKey::from_seed([42u8; 32]);
+        let params: snow::params::NoiseParams =
+            "Noise_NK_25519_ChaChaPoly_BLAKE2s".parse().unwrap();
+        let scalar = sk.x25519();
+        let remote = sk.public().x25519();
+        let mut init = snow::Builder::new(params.clone())
+            .remote_public_key(&remote)
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let mut resp = snow::Builder::new(params)
+            .local_private_key(&scalar)
+            .unwrap()
+            .build_responder()
+            .unwrap();
+        let (mut m1, mut p) = ([0u8; 128], [0u8; 128]);
+        let n = init.write_message(b"hi", &mut m1).unwrap();
+        let k = resp.read_message(&m1[..n], &mut p).unwrap();
+        assert_eq!(&p[..k], b"hi");
+        // A different key must fail.
+        let other = SecretKey::from_seed([43u8; 32]).x25519();
+        let mut init2 = snow::Builder::new("Noise_NK_25519_ChaChaPoly_BLAKE2s".parse().unwrap())
+            .remote_public_key(&SecretKey::from_seed([43u8; 32]).public().x25519())
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let _ = other;
+        let mut resp2 = snow::Builder::new("Noise_NK_25519_ChaChaPoly_BLAKE2s".parse().unwrap())
+            .local_private_key(&scalar)
+            .unwrap()
+            .build_responder()
+            .unwrap();
+        let n = init2.write_message(b"hi", &mut m1).unwrap();
+        assert!(resp2.read_message(&m1[..n], &mut p).is_err());
+    }
+}
