@@ -1,0 +1,697 @@
+//! [`RawConfig`] → domain types, collecting every error with its place.
+//!
+//! Each table has one function here that takes its raw struct and returns the
+//! validated value (or `None` after recording why). Cross-entry rules
+//! (unique names and keys, non-overlapping `allowed_ips`, not listing
+//! ourselves) run after every entry has been checked on its own.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read as _;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::raw::{RawConfig, RawInterface, RawPeer};
+use super::{ConfigError, DEFAULT_INTERFACE, DEFAULT_LISTEN_PORT, DEFAULT_MTU, Endpoint};
+use super::{Interface, Peer, duration};
+use crate::identity::{PublicKey, SecretKey};
+
+/// Linux `IFNAMSIZ` is 16 including the terminating NUL.
+const IFNAME_MAX: usize = 15;
+/// RFC 791: every IPv4 host must accept 576-byte datagrams.
+const MTU_MIN_V4: i64 = 576;
+/// RFC 8200 §5: the IPv6 minimum link MTU.
+const MTU_MIN_V6: i64 = 1280;
+const MTU_MAX: i64 = 9000;
+const KEEPALIVE_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+const KEEPALIVE_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
+/// A key file holds 44 characters; anything much larger is the wrong file.
+const KEY_FILE_MAX: u64 = 1024;
+
+/// Where errors and warnings are collected, with what is needed to place them.
+pub(super) struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+    line_starts: Vec<usize>,
+    /// Key paths already reported by deserialization (and removed from the tree).
+    removed: &'a HashSet<String>,
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<ConfigError>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(file: &'a Path, text: &'a str, removed: &'a HashSet<String>) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self {
+            file,
+            text,
+            line_starts,
+            removed,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// 1-based line and column (in characters) of byte `offset`.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.line_starts.partition_point(|&s| s <= offset).max(1);
+        let start = self.line_starts.get(line - 1).copied().unwrap_or(0);
+        let column = match self.text.get(start..offset) {
+            Some(s) => s.chars().count(),
+            None => offset - start,
+        };
+        (line, column + 1)
+    }
+
+    fn line(&self, span: &Range<usize>) -> usize {
+        self.line_col(span.start).0
+    }
+
+    pub fn located(&self, span: Option<Range<usize>>, key: &str, message: String) -> ConfigError {
+        let (line, column) = span.map_or((0, 0), |s| self.line_col(s.start));
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            key: key.to_string(),
+            message,
+        }
+    }
+
+    fn error(&mut self, span: Range<usize>, key: &str, message: String) {
+        let e = self.located(Some(span), key, message);
+        self.errors.push(e);
+    }
+
+    fn warn(&mut self, span: Range<usize>, key: &str, message: String) {
+        let w = self.located(Some(span), key, message);
+        self.warnings.push(w);
+    }
+
+    /// A required key is absent from the table whose header is at `span`.
+    fn missing(&mut self, span: Range<usize>, table: &str, key: &str, hint: &str) {
+        let path = format!("{table}.{key}");
+        if !self.removed.contains(&path) {
+            self.error(span, &path, format!("missing required key {key:?}; {hint}"));
+        }
+    }
+}
+
+/// Validate the whole file. `None` if anything was wrong (see `ctx.errors`).
+pub(super) fn config(
+    ctx: &mut Ctx<'_>,
+    raw: RawConfig,
+    base_dir: &Path,
+) -> Option<(Interface, Vec<Peer>)> {
+    let interface = match raw.interface {
+        Some(table) => interface(ctx, table, base_dir),
+        None => {
+            if !ctx.removed.contains("interface") {
+                ctx.error(
+                    0..0,
+                    "interface",
+                    "missing required table [interface]; it needs at least \"address\" and \
+                     \"private_key_file\""
+                        .to_string(),
+                );
+            }
+            None
+        }
+    };
+    let own_key = interface.as_ref().map(|i| i.private_key.public());
+    let peers = peers(ctx, raw.peer, own_key);
+    Some((interface?, peers?))
+}
+
+fn interface(
+    ctx: &mut Ctx<'_>,
+    table: Spanned<RawInterface>,
+    base_dir: &Path,
+) -> Option<Interface> {
+    let header = table.span();
+    let raw = table.into_inner();
+    let mut ok = true;
+
+    let name = match raw.name {
+        None => Some(DEFAULT_INTERFACE.to_string()),
+        Some(v) => match check_ifname(v.get_ref()) {
+            Ok(()) => Some(v.into_inner()),
+            Err(msg) => {
+                ctx.error(v.span(), "interface.name", msg);
+                None
+            }
+        },
+    };
+
+    let address = match raw.address {
+        None => {
+            ctx.missing(
+                header.clone(),
+                "interface",
+                "address",
+                "give this node's overlay address and prefix, e.g. address = \"100.96.0.1/16\"",
+            );
+            None
+        }
+        Some(v) => match parse_cidr(v.get_ref(), "100.96.0.1/16") {
+            Ok(net) => Some(net),
+            Err(msg) => {
+                ctx.error(v.span(), "interface.address", msg);
+                None
+            }
+        },
+    };
+
+    let private_key = private_key(
+        ctx,
+        header.clone(),
+        raw.private_key,
+        raw.private_key_file,
+        base_dir,
+    );
+
+    let listen_port = match raw.listen_port {
+        None => Some(DEFAULT_LISTEN_PORT),
+        Some(v) => match u16::try_from(*v.get_ref()) {
+            Ok(port) => Some(port),
+            Err(_) => {
+                ctx.error(
+                    v.span(),
+                    "interface.listen_port",
+                    format!(
+                        "listen_port must be between 0 and 65535 (0 = any free port), got {}",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+        },
+    };
+
+    let mtu = match raw.mtu {
+        None => Some(DEFAULT_MTU),
+        Some(v) => {
+            let mtu = *v.get_ref();
+            let v6 = matches!(address, Some(IpNet::V6(_)));
+            if !(MTU_MIN_V4..=MTU_MAX).contains(&mtu) {
+                ctx.error(
+                    v.span(),
+                    "interface.mtu",
+                    format!("mtu must be between {MTU_MIN_V4} and {MTU_MAX}, got {mtu}"),
+                );
+                None
+            } else if v6 && mtu < MTU_MIN_V6 {
+                ctx.error(
+                    v.span(),
+                    "interface.mtu",
+                    format!(
+                        "mtu {mtu} is below {MTU_MIN_V6}, the minimum for IPv6 (the address is IPv6)"
+                    ),
+                );
+                None
+            } else {
+                u16::try_from(mtu).ok()
+            }
+        }
+    };
+
+    ok &= name.is_some() && address.is_some() && private_key.is_some();
+    ok &= listen_port.is_some() && mtu.is_some();
+    if !ok {
+        return None;
+    }
+    Some(Interface {
+        name: name?,
+        address: address?,
+        private_key: private_key?,
+        listen_port: listen_port?,
+        mtu: mtu?,
+    })
+}
+
+fn private_key(
+    ctx: &mut Ctx<'_>,
+    header: Range<usize>,
+    inline: Option<Spanned<String>>,
+    file: Option<Spanned<String>>,
+    base_dir: &Path,
+) -> Option<SecretKey> {
+    match (inline, file) {
+        (None, None) => {
+            ctx.error(
+                header,
+                "interface.private_key_file",
+                "missing required key \"private_key_file\" (or \"private_key\"); create a key \
+                 with `kith genkey > /etc/kith/private.key` and point private_key_file at it"
+                    .to_string(),
+            );
+            None
+        }
+        (Some(inline), None) => match inline.get_ref().parse::<SecretKey>() {
+            Ok(key) => Some(key),
+            Err(e) => {
+                // Never echo the value: it is meant to be a secret.
+                ctx.error(
+                    inline.span(),
+                    "interface.private_key",
+                    format!("invalid private_key: {e}; generate one with `kith genkey`"),
+                );
+                None
+            }
+        },
+        (inline, Some(file)) => {
+            if let Some(inline) = inline {
+                ctx.warn(
+                    inline.span(),
+                    "interface.private_key",
+                    "both private_key and private_key_file are set; using private_key_file \
+                     and ignoring private_key (remove one)"
+                        .to_string(),
+                );
+            }
+            let path = base_dir.join(file.get_ref());
+            match read_key_file(&path) {
+                Ok((key, mode)) => {
+                    if mode & 0o077 != 0 {
+                        ctx.warn(
+                            file.span(),
+                            "interface.private_key_file",
+                            format!(
+                                "private key file \"{}\" is readable by group/others (mode {:03o}); \
+                                 run `chmod 600 {}`",
+                                path.display(),
+                                mode & 0o777,
+                                path.display()
+                            ),
+                        );
+                    }
+                    Some(key)
+                }
+                Err(msg) => {
+                    ctx.error(file.span(), "interface.private_key_file", msg);
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// Read a private key file: the base64 seed, surrounding whitespace ignored.
+/// Returns the key and the file's permission bits (0 where there are none).
+fn read_key_file(path: &Path) -> Result<(SecretKey, u32), String> {
+    let shown = path.display();
+    let cannot = |e: std::io::Error| format!("cannot read private key file \"{shown}\": {e}");
+    // Check the kind first: a FIFO or device (/dev/zero) would block or never end.
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(format!(
+            "private key file \"{shown}\" is not a regular file; point private_key_file at the \
+             file written by `kith genkey`"
+        ));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(KEY_FILE_MAX + 1).read_to_string(&mut text))
+        .map_err(cannot)?;
+    if text.len() as u64 > KEY_FILE_MAX {
+        return Err(format!(
+            "private key file \"{shown}\" is too large to hold a key (a key file is 44 characters \
+             of base64)"
+        ));
+    }
+    let key = text.trim().parse::<SecretKey>().map_err(|e| {
+        format!("private key file \"{shown}\" does not hold a valid key: {e}; regenerate it with `kith genkey`")
+    })?;
+    Ok((key, mode_bits(&meta)))
+}
+
+#[cfg(unix)]
+fn mode_bits(meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    meta.permissions().mode()
+}
+
+#[cfg(not(unix))]
+fn mode_bits(_meta: &std::fs::Metadata) -> u32 {
+    0
+}
+
+/// A Linux interface name (see the kernel's `dev_valid_name`).
+fn check_ifname(name: &str) -> Result<(), String> {
+    const HINT: &str = "use 1 to 15 letters, digits, '-', '_' or '.', e.g. \"kith0\"";
+    if name.is_empty() {
+        return Err(format!("interface name is empty; {HINT}"));
+    }
+    if name.len() > IFNAME_MAX {
+        return Err(format!(
+            "interface name {name:?} is {} bytes long, Linux allows at most {IFNAME_MAX}; {HINT}",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("interface name {name:?} is not allowed; {HINT}"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!("interface name {name:?} contains {c:?}; {HINT}"));
+    }
+    Ok(())
+}
+
+fn parse_cidr(text: &str, example: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>().map_err(|_| {
+        if text.parse::<IpAddr>().is_ok() {
+            format!("missing prefix length: expected a CIDR like {example:?}, got {text:?}")
+        } else {
+            format!("expected a CIDR like {example:?}, got {text:?}")
+        }
+    })
+}
+
+/// What is remembered of an earlier peer for cross-peer checks.
+struct Seen {
+    index: usize,
+    /// The peer's name if it had a valid one, for messages.
+    name: String,
+    line: usize,
+}
+
+fn peer_label(name: &Option<String>, index: usize) -> String {
+    match name {
+        Some(n) => format!("peer {n:?}"),
+        None => format!("peer[{index}]"),
+    }
+}
+
+fn peers(
+    ctx: &mut Ctx<'_>,
+    raw: Vec<Spanned<RawPeer>>,
+    own_key: Option<PublicKey>,
+) -> Option<Vec<Peer>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut ok = true;
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut keys: HashMap<PublicKey, Seen> = HashMap::new();
+    // Every accepted allowed_ips entry so far: (net, owner label, key path, line).
+    let mut routes: Vec<(IpNet, String, String, usize)> = Vec::new();
+
+    for (i, table) in raw.into_iter().enumerate() {
+        let header = table.span();
+        let raw = table.into_inner();
+        let prefix = format!("peer[{i}]");
+        let key_of = |k: &str| format!("{prefix}.{k}");
+
+        let name = match raw.name {
+            None => {
+                ctx.missing(
+                    header.clone(),
+                    &prefix,
+                    "name",
+                    "give each peer a unique name, e.g. name = \"nas\"",
+                );
+                None
+            }
+            Some(v) => {
+                let line = ctx.line(&v.span());
+                let n = v.get_ref();
+                if n.trim().is_empty() || n.chars().any(char::is_control) {
+                    ctx.error(
+                        v.span(),
+                        &key_of("name"),
+                        format!(
+                            "peer name {n:?} must be non-empty and printable, e.g. name = \"nas\""
+                        ),
+                    );
+                    None
+                } else if let Some(first) = names.get(n) {
+                    ctx.error(
+                        v.span(),
+                        &key_of("name"),
+                        format!("duplicate peer name {n:?} (first at line {first}); names must be unique"),
+                    );
+                    None
+                } else {
+                    names.insert(n.clone(), line);
+                    Some(v.into_inner())
+                }
+            }
+        };
+        let label = peer_label(&name, i);
+
+        let public_key = match raw.public_key {
+            None => {
+                ctx.missing(
+                    header.clone(),
+                    &prefix,
+                    "public_key",
+                    "copy it from `kith pubkey` on that peer",
+                );
+                None
+            }
+            Some(v) => match v.get_ref().parse::<PublicKey>() {
+                Err(e) => {
+                    ctx.error(
+                        v.span(),
+                        &key_of("public_key"),
+                        format!(
+                            "invalid public key {:?}: {e}; copy it from `kith pubkey` on that peer",
+                            v.get_ref()
+                        ),
+                    );
+                    None
+                }
+                Ok(key) if Some(key) == own_key => {
+                    ctx.error(
+                        v.span(),
+                        &key_of("public_key"),
+                        "this is our own public key (from [interface]); a node must not list \
+                         itself as a peer"
+                            .to_string(),
+                    );
+                    None
+                }
+                Ok(key) => {
+                    if let Some(first) = keys.get(&key) {
+                        ctx.error(
+                            v.span(),
+                            &key_of("public_key"),
+                            format!(
+                                "duplicate public key: already used by {} (peer[{}], line {}); \
+                                 each peer needs its own key",
+                                first.name, first.index, first.line
+                            ),
+                        );
+                        None
+                    } else {
+                        let line = ctx.line(&v.span());
+                        keys.insert(
+                            key,
+                            Seen {
+                                index: i,
+                                name: label.clone(),
+                                line,
+                            },
+                        );
+                        Some(key)
+                    }
+                }
+            },
+        };
+
+        let allowed_ips = match raw.allowed_ips {
+            None => {
+                ctx.missing(
+                    header.clone(),
+                    &prefix,
+                    "allowed_ips",
+                    "list the addresses this peer may send from, e.g. allowed_ips = [\"100.96.0.2/32\"]",
+                );
+                None
+            }
+            Some(list) => {
+                let mut nets = Vec::new();
+                let mut list_ok = true;
+                for (j, item) in list.into_inner().into_iter().enumerate() {
+                    let key = format!("{prefix}.allowed_ips[{j}]");
+                    let text = item.get_ref();
+                    let net = match parse_cidr(text, "100.96.0.2/32") {
+                        Ok(net) => net,
+                        Err(msg) => {
+                            ctx.error(item.span(), &key, msg);
+                            list_ok = false;
+                            continue;
+                        }
+                    };
+                    if net.trunc() != net {
+                        let host_len = if net.addr().is_ipv4() { 32 } else { 128 };
+                        ctx.error(
+                            item.span(),
+                            &key,
+                            format!(
+                                "{net} has host bits set; write the network \"{}\" (or \"{}/{host_len}\" \
+                                 for a single host)",
+                                net.trunc(),
+                                net.addr()
+                            ),
+                        );
+                        list_ok = false;
+                        continue;
+                    }
+                    let clash = routes.iter().find(|(other, ..)| overlaps(&net, other));
+                    if let Some((other, owner, other_key, line)) = clash {
+                        ctx.error(
+                            item.span(),
+                            &key,
+                            format!(
+                                "allowed_ips {net} overlaps {other} of {owner} ({other_key}, line {line}); \
+                                 an address may route to only one peer"
+                            ),
+                        );
+                        list_ok = false;
+                        continue;
+                    }
+                    let line = ctx.line(&item.span());
+                    routes.push((net, label.clone(), key, line));
+                    nets.push(net);
+                }
+                list_ok.then_some(nets)
+            }
+        };
+
+        let endpoint = match raw.endpoint {
+            None => Some(None),
+            Some(v) => match v.get_ref().parse::<Endpoint>() {
+                Ok(ep) => Some(Some(ep)),
+                Err(e) => {
+                    ctx.error(
+                        v.span(),
+                        &key_of("endpoint"),
+                        format!("invalid endpoint {:?}: {e}", v.get_ref()),
+                    );
+                    None
+                }
+            },
+        };
+
+        let keepalive = match raw.keepalive {
+            None => Some(None),
+            Some(v) => match duration::parse(v.get_ref()) {
+                Ok(d) if d.is_zero() => {
+                    ctx.error(
+                        v.span(),
+                        &key_of("keepalive"),
+                        "keepalive 0 is not allowed; omit the key to disable keepalives"
+                            .to_string(),
+                    );
+                    None
+                }
+                Ok(d) if !(KEEPALIVE_MIN..=KEEPALIVE_MAX).contains(&d) => {
+                    ctx.error(
+                        v.span(),
+                        &key_of("keepalive"),
+                        format!(
+                            "keepalive must be between 1s and 1h, got {:?}; 25s suits most NATs",
+                            v.get_ref()
+                        ),
+                    );
+                    None
+                }
+                Ok(d) => Some(Some(d)),
+                Err(e) => {
+                    ctx.error(
+                        v.span(),
+                        &key_of("keepalive"),
+                        format!("invalid keepalive {:?}: {e}", v.get_ref()),
+                    );
+                    None
+                }
+            },
+        };
+
+        match (name, public_key, allowed_ips, endpoint, keepalive) {
+            (Some(name), Some(public_key), Some(allowed_ips), Some(endpoint), Some(keepalive)) => {
+                out.push(Peer {
+                    name,
+                    public_key,
+                    allowed_ips,
+                    endpoint,
+                    keepalive,
+                });
+            }
+            _ => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// Two prefixes overlap iff one contains the other's network address.
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// The directory a relative `private_key_file` is resolved against.
+pub(super) fn base_dir(config_path: &Path) -> PathBuf {
+    match config_path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_characters() {
+        let removed = HashSet::new();
+        let text = "ab\né=x\n\nz";
+        let ctx = Ctx::new(Path::new("f"), text, &removed);
+        assert_eq!(ctx.line_col(0), (1, 1));
+        assert_eq!(ctx.line_col(2), (1, 3));
+        assert_eq!(ctx.line_col(3), (2, 1));
+        // 'é' is two bytes but one column.
+        assert_eq!(ctx.line_col(5), (2, 2));
+        assert_eq!(ctx.line_col(8), (3, 1));
+        assert_eq!(ctx.line_col(9), (4, 1));
+        assert_eq!(ctx.line_col(999), (4, 2));
+        // Inside a multi-byte character: still a position, no panic.
+        assert_eq!(ctx.line_col(4).0, 2);
+    }
+
+    #[test]
+    fn interface_names() {
+        assert!(check_ifname("kith0").is_ok());
+        assert!(check_ifname("a.b-c_d").is_ok());
+        assert!(check_ifname("123456789012345").is_ok());
+        for bad in [
+            "",
+            "1234567890123456",
+            "a/b",
+            "a b",
+            "a:b",
+            "a\tb",
+            ".",
+            "..",
+        ] {
+            assert!(check_ifname(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn overlap_rule() {
+        let n = |s: &str| s.parse::<IpNet>().unwrap();
+        assert!(overlaps(&n("10.0.0.0/8"), &n("10.1.0.0/16")));
+        assert!(overlaps(&n("10.1.0.0/16"), &n("10.0.0.0/8")));
+        assert!(overlaps(&n("10.0.0.1/32"), &n("10.0.0.1/32")));
+        assert!(!overlaps(&n("10.0.0.0/24"), &n("10.0.1.0/24")));
+        assert!(!overlaps(&n("0.0.0.0/0"), &n("::/0")));
+    }
+}
