@@ -1,0 +1,116 @@
+//! `iperf3` between two lab hosts: a one-shot server in one namespace, a
+//! JSON-reporting client in the other.
+
+use std::net::IpAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use super::json::Json;
+use super::{Host, LabError, Result, sys};
+
+/// One iperf3 TCP run, as reported by the client's `-J` output.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IperfReport {
+    /// Receiver-side goodput.
+    pub bits_per_second: f64,
+    /// TCP retransmissions seen by the sender.
+    pub retransmits: f64,
+}
+
+impl IperfReport {
+    pub fn gbit_per_s(&self) -> f64 {
+        self.bits_per_second / 1e9
+    }
+}
+
+/// Runs a `seconds`-long single-stream TCP test from `client` to `server`'s
+/// address `addr` on `port`.
+pub fn tcp(
+    server: &Host,
+    client: &Host,
+    addr: IpAddr,
+    port: u16,
+    seconds: u32,
+) -> Result<IperfReport> {
+    sys::require_tool("iperf3")?;
+    let port = port.to_string();
+    let mut srv = server
+        .command("iperf3")
+        .args(["-s", "-1", "-B", &addr.to_string(), "-p", &port])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| LabError::io(format!("starting iperf3 -s in {}", server.netns()), e))?;
+    let mut cmd = client.command("iperf3");
+    cmd.args([
+        "-J",
+        "-c",
+        &addr.to_string(),
+        "-p",
+        &port,
+        "-t",
+        &seconds.to_string(),
+    ]);
+    // The server needs a moment to listen: retry while it refuses.
+    let mut outcome = Err(String::new());
+    for _ in 0..30 {
+        let out = sys::output(&mut cmd)?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            outcome = Ok(stdout);
+            break;
+        }
+        // With -J, iperf3 reports its errors in the JSON on stdout.
+        let error = Json::parse(&stdout)
+            .and_then(|v| v.path(&["error"]).and_then(Json::as_str).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        let refused = error.contains("refused");
+        outcome = Err(error);
+        if !refused {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let json = outcome.map_err(|error| LabError::Command {
+        cmd: sys::describe(&cmd),
+        status: "failed".into(),
+        stderr: error,
+    })?;
+    parse(&json).ok_or_else(|| LabError::Parse {
+        cmd: sys::describe(&cmd),
+        detail: json.chars().take(400).collect(),
+    })
+}
+
+/// Reads `end.sum_received.bits_per_second` and `end.sum_sent.retransmits`.
+pub(crate) fn parse(json: &str) -> Option<IperfReport> {
+    let v = Json::parse(json)?;
+    Some(IperfReport {
+        bits_per_second: v
+            .path(&["end", "sum_received", "bits_per_second"])?
+            .as_f64()?,
+        retransmits: v
+            .path(&["end", "sum_sent", "retransmits"])
+            .and_then(Json::as_f64)
+            .unwrap_or(0.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_client_json() {
+        let json = r#"{"start": {"connected": []},
+            "intervals": [{"streams": [{"end": 1.0, "bits_per_second": 1}]}],
+            "end": {"sum_sent": {"bits_per_second": 9.5e9, "retransmits": 12},
+                    "sum_received": {"bits_per_second": 9.4e9}}}"#;
+        let r = parse(json).unwrap();
+        assert_eq!(r.bits_per_second, 9.4e9);
+        assert_eq!(r.retransmits, 12.0);
+        assert!((r.gbit_per_s() - 9.4).abs() < 1e-9);
+    }
+}

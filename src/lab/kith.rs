@@ -1,0 +1,349 @@
+//! The kith daemon as a lab process: a generated config and key file in the
+//! lab's directory, `kith up -c FILE` inside a namespace, its stderr
+//! appended to `<host>.log`.
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::host::parse_cidr_addr;
+use super::{Host, LabError, Result, sys};
+use crate::identity::SecretKey;
+
+/// One node's settings; rendered to the daemon's TOML config.
+#[derive(Debug, Clone)]
+pub struct KithSpec {
+    /// TUN interface name, e.g. `kith0`.
+    pub interface: String,
+    /// Overlay address in CIDR form, e.g. `100.96.0.1/16`.
+    pub address: String,
+    pub listen_port: u16,
+    pub key: SecretKey,
+    pub peers: Vec<PeerSpec>,
+    /// `KITH_LOG` for the daemon, e.g. `info` or `debug`.
+    pub log_level: String,
+}
+
+/// A `[[peer]]` entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerSpec {
+    pub name: String,
+    pub public_key: String,
+    pub allowed_ips: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepalive: Option<String>,
+}
+
+impl KithSpec {
+    /// A node on `kith0` listening on 51871, logging at `KITH_LOG` (or info).
+    pub fn new(address: &str, key: SecretKey) -> Self {
+        Self {
+            interface: "kith0".into(),
+            address: address.into(),
+            listen_port: 51871,
+            key,
+            peers: Vec::new(),
+            log_level: std::env::var("KITH_LOG").unwrap_or_else(|_| "info".into()),
+        }
+    }
+
+    /// Adds a peer that may send from `overlay` (a /32) and, if `endpoint`
+    /// is given, is contacted there.
+    pub fn peer(mut self, name: &str, other: &KithSpec, endpoint: Option<String>) -> Self {
+        let overlay = other
+            .overlay_ip()
+            .map_or_else(|_| other.address.clone(), |ip| format!("{ip}/32"));
+        self.peers.push(PeerSpec {
+            name: name.into(),
+            public_key: other.key.public().to_string(),
+            allowed_ips: vec![overlay],
+            endpoint,
+            keepalive: None,
+        });
+        self
+    }
+
+    pub fn overlay_ip(&self) -> Result<Ipv4Addr> {
+        parse_cidr_addr(&self.address)
+    }
+
+    /// The config file text; the key is read from `key_file`.
+    pub fn render(&self, key_file: &Path) -> Result<String> {
+        #[derive(Serialize)]
+        struct File<'a> {
+            interface: Interface<'a>,
+            peer: &'a [PeerSpec],
+        }
+        #[derive(Serialize)]
+        struct Interface<'a> {
+            name: &'a str,
+            address: &'a str,
+            private_key_file: String,
+            listen_port: u16,
+        }
+        let file = File {
+            interface: Interface {
+                name: &self.interface,
+                address: &self.address,
+                private_key_file: key_file.display().to_string(),
+                listen_port: self.listen_port,
+            },
+            peer: &self.peers,
+        };
+        toml::to_string(&file).map_err(|e| LabError::Parse {
+            cmd: "rendering a kith config".into(),
+            detail: e.to_string(),
+        })
+    }
+}
+
+/// A kith daemon running (or stopped) in a lab host. Dropping it kills the
+/// daemon; during a panic the tail of its log is printed.
+pub struct KithNode {
+    host: Host,
+    bin: PathBuf,
+    spec: KithSpec,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl KithNode {
+    pub(crate) fn spawn(dir: &Path, host: &Host, bin: &Path, spec: KithSpec) -> Result<Self> {
+        if !bin.is_file() {
+            return Err(LabError::io(
+                format!("kith binary {}", bin.display()),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+        let key = dir.join(format!("{}.key", host.name()));
+        write_file(&key, &(spec.key.to_base64() + "\n"), 0o600)?;
+        let config = dir.join(format!("{}.toml", host.name()));
+        write_file(&config, &spec.render(&key)?, 0o644)?;
+        let mut node = Self {
+            host: host.clone(),
+            bin: bin.to_owned(),
+            spec,
+            config,
+            log: dir.join(format!("{}.log", host.name())),
+            child: None,
+        };
+        node.start()?;
+        Ok(node)
+    }
+
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    pub fn spec(&self) -> &KithSpec {
+        &self.spec
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The whole log so far (all runs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of the log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Starts the daemon (after a kill or stop); no-op if it is running.
+    pub fn start(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| LabError::io(format!("opening {}", self.log.display()), e))?;
+        let _ = writeln!(
+            log,
+            "--- kith-lab: starting kith in {} ---",
+            self.host.netns()
+        );
+        let mut cmd = self.host.command(&self.bin);
+        cmd.args(["up", "-c"])
+            .arg(&self.config)
+            .env("KITH_LOG", &self.spec.log_level)
+            .stdin(Stdio::null())
+            .stdout(
+                log.try_clone()
+                    .map_err(|e| LabError::io("duplicating the log fd", e))?,
+            )
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .map_err(|e| LabError::io(format!("starting `{}`", sys::describe(&cmd)), e))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: the daemon gets no chance to clean up.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            child
+                .wait()
+                .map_err(|e| LabError::io("waiting for kith after SIGKILL", e))?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: Duration) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        sys::signal(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(())
+    }
+
+    /// Kill, then start again with the same config.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        self.start()
+    }
+
+    /// Waits until the TUN interface exists with the overlay address; fails
+    /// early, with the log's tail, if the daemon exits.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        let want = self.spec.overlay_ip()?;
+        loop {
+            if self.host.addresses(&self.spec.interface).contains(&want) {
+                return Ok(start.elapsed());
+            }
+            self.check_running()?;
+            if start.elapsed() > timeout {
+                return Err(LabError::Timeout {
+                    what: format!(
+                        "kith in {} to bring up {} with {want}",
+                        self.host.netns(),
+                        self.spec.interface
+                    ),
+                    timeout,
+                    detail: format!("; log {}:\n{}", self.log.display(), self.log_tail(30)),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// An error if the daemon has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        let Some(child) = self.child.as_mut() else {
+            return Err(self.exited("not started".into()));
+        };
+        match child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => {
+                self.child = None;
+                Err(self.exited(status.to_string()))
+            }
+            Err(e) => Err(LabError::io("checking on kith", e)),
+        }
+    }
+
+    fn exited(&self, status: String) -> LabError {
+        LabError::DaemonExited {
+            netns: self.host.netns().to_owned(),
+            status,
+            log: self.log.clone(),
+            tail: self.log_tail(30),
+        }
+    }
+}
+
+impl Drop for KithNode {
+    fn drop(&mut self) {
+        let _ = self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- kith log of {} ({}), last 40 lines ---\n{}\n---",
+                self.host.netns(),
+                self.log.display(),
+                self.log_tail(40)
+            );
+        }
+    }
+}
+
+fn write_file(path: &Path, text: &str, mode: u32) -> Result<()> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| LabError::io(format!("writing {}", path.display()), e))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| LabError::io(format!("writing {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_daemon_contract() {
+        let a = KithSpec::new("100.96.0.1/16", SecretKey::from_seed([1; 32]));
+        let b = KithSpec::new("100.96.0.2/16", SecretKey::from_seed([2; 32]));
+        let a = a.peer("b", &b, Some("198.18.0.2:51871".into()));
+        let text = a.render(Path::new("/tmp/a.key")).unwrap();
+        let parsed: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(parsed["interface"]["name"].as_str(), Some("kith0"));
+        assert_eq!(
+            parsed["interface"]["address"].as_str(),
+            Some("100.96.0.1/16")
+        );
+        assert_eq!(
+            parsed["interface"]["private_key_file"].as_str(),
+            Some("/tmp/a.key")
+        );
+        assert_eq!(parsed["interface"]["listen_port"].as_integer(), Some(51871));
+        let peer = &parsed["peer"][0];
+        assert_eq!(peer["name"].as_str(), Some("b"));
+        assert_eq!(
+            peer["public_key"].as_str(),
+            Some(b.key.public().to_string().as_str())
+        );
+        assert_eq!(peer["allowed_ips"][0].as_str(), Some("100.96.0.2/32"));
+        assert_eq!(peer["endpoint"].as_str(), Some("198.18.0.2:51871"));
+        assert!(peer.get("keepalive").is_none());
+    }
+}

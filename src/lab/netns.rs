@@ -1,0 +1,111 @@
+//! Network namespaces: create, delete, enter from a thread, and sweep the
+//! ones that labs of dead processes left behind.
+//!
+//! Each live lab claims its prefix with a file `/run/kith-lab/<prefix>.pid`
+//! holding its process id, written before any namespace exists. The sweep
+//! deletes namespaces named like a lab's (`k` + 5 hex digits + `-`) whose
+//! claim is missing or whose process is gone.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+use super::{LabError, Result, sys};
+
+const CLAIMS: &str = "/run/kith-lab";
+
+fn claim_path(prefix: &str) -> PathBuf {
+    PathBuf::from(CLAIMS).join(format!("{prefix}.pid"))
+}
+
+pub(crate) fn claim_prefix(prefix: &str) -> Result<()> {
+    std::fs::create_dir_all(CLAIMS).map_err(|e| LabError::io(format!("creating {CLAIMS}"), e))?;
+    let path = claim_path(prefix);
+    std::fs::write(&path, std::process::id().to_string())
+        .map_err(|e| LabError::io(format!("writing {}", path.display()), e))
+}
+
+pub(crate) fn release_prefix(prefix: &str) {
+    let _ = std::fs::remove_file(claim_path(prefix));
+}
+
+pub(crate) fn create(netns: &str) -> Result<()> {
+    sys::run(sys::ip("").args(["netns", "add", netns]))?;
+    sys::run(sys::ip(netns).args(["link", "set", "lo", "up"]))?;
+    Ok(())
+}
+
+/// Kills every process left in `netns`, then deletes it.
+pub(crate) fn destroy(netns: &str) {
+    if let Ok(pids) = sys::run(sys::ip("").args(["netns", "pids", netns])) {
+        for pid in pids.split_whitespace().filter_map(|p| p.parse().ok()) {
+            sys::signal(pid, libc::SIGKILL);
+        }
+    }
+    let _ = sys::run(sys::ip("").args(["netns", "del", netns]));
+}
+
+/// Moves the calling thread into `netns`: sockets it creates afterwards
+/// live there. Use on a thread of its own (see `Host::run_in`).
+pub(crate) fn enter(netns: &str) -> Result<()> {
+    let path = format!("/run/netns/{netns}");
+    let file = File::open(&path).map_err(|e| LabError::io(format!("opening {path}"), e))?;
+    // SAFETY: setns on a valid namespace fd only changes this thread's
+    // network namespace; the fd stays open for the duration of the call.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(LabError::io(
+            format!("entering network namespace {netns} (setns)"),
+            std::io::Error::last_os_error(),
+        ))
+    }
+}
+
+/// Whether `name` looks like a lab namespace: `k` + 5 hex digits + `-`.
+pub(crate) fn lab_prefix_of(name: &str) -> Option<&str> {
+    let (prefix, rest) = name.split_once('-')?;
+    let hex = prefix.strip_prefix('k')?;
+    (hex.len() == 5 && hex.bytes().all(|b| b.is_ascii_hexdigit()) && !rest.is_empty())
+        .then_some(prefix)
+}
+
+fn claim_is_live(prefix: &str) -> bool {
+    std::fs::read_to_string(claim_path(prefix))
+        .ok()
+        .and_then(|pid| pid.trim().parse().ok())
+        .is_some_and(sys::alive)
+}
+
+/// Deletes lab namespaces whose owning process is gone.
+pub(crate) fn sweep_stale() {
+    let Ok(list) = sys::run(sys::ip("").args(["netns", "list"])) else {
+        return;
+    };
+    for line in list.lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        if let Some(prefix) = lab_prefix_of(name)
+            && !claim_is_live(prefix)
+        {
+            destroy(name);
+            release_prefix(prefix);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_lab_namespaces() {
+        assert_eq!(lab_prefix_of("k1a2b3-a"), Some("k1a2b3"));
+        assert_eq!(lab_prefix_of("kabcde-router1"), Some("kabcde"));
+        assert_eq!(lab_prefix_of("k1a2b3-"), None);
+        assert_eq!(lab_prefix_of("k1a2b-a"), None);
+        assert_eq!(lab_prefix_of("kxyzab-a"), None);
+        assert_eq!(lab_prefix_of("docker-a"), None);
+        assert_eq!(lab_prefix_of("k1a2b3"), None);
+    }
+}

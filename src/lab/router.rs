@@ -1,0 +1,172 @@
+//! NAT routers: a namespace with forwarding on, a WAN link to an upstream
+//! host, a LAN bridge its clients attach to, and an nftables ruleset chosen
+//! by [`NatKind`].
+//!
+//! Adding a NAT kind (full cone, symmetric, CGNAT, a miniupnpd gateway) is a
+//! new [`NatKind`] variant with its ruleset in [`NatKind::ruleset`]; kinds
+//! that need a service (miniupnpd) start it in [`build`] and keep the child
+//! in [`Router`], which kills it on drop. A CGNAT is two routers chained:
+//! the inner one's upstream is the outer one's LAN client.
+
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::process::Stdio;
+
+use super::host::{iface_name, parse_cidr_addr};
+use super::{Host, Iface, Lab, LabError, Result, sys};
+
+/// How a router translates addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NatKind {
+    /// Linux `masquerade`: source NAT to the WAN address, keeping the source
+    /// port when it is free (so in practice endpoint-independent mapping),
+    /// with address-and-port-dependent filtering: only replies to flows
+    /// started from the LAN come in.
+    Masquerade,
+}
+
+impl NatKind {
+    /// The nftables ruleset for a router whose WAN interface is `wan` and
+    /// whose LAN bridge is `lan`.
+    pub fn ruleset(self, wan: &str, lan: &str) -> String {
+        match self {
+            NatKind::Masquerade => format!(
+                "table ip kithlab {{\n\
+                 \tchain postrouting {{\n\
+                 \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+                 \t\toifname \"{wan}\" masquerade\n\
+                 \t}}\n\
+                 \tchain forward {{\n\
+                 \t\ttype filter hook forward priority filter; policy drop;\n\
+                 \t\tct state established,related accept\n\
+                 \t\tiifname \"{lan}\" oifname \"{wan}\" accept\n\
+                 \t}}\n\
+                 }}\n"
+            ),
+        }
+    }
+}
+
+/// What to build: the router's name, NAT kind, and its two sides.
+#[derive(Debug, Clone)]
+pub struct RouterSpec<'a> {
+    pub name: &'a str,
+    pub kind: NatKind,
+    /// The host the WAN link goes to (e.g. an "internet" namespace).
+    pub upstream: &'a Host,
+    /// The upstream end's address on the WAN link, e.g. `198.18.1.1/24`;
+    /// also the router's default gateway.
+    pub upstream_addr: &'a str,
+    /// The router's public (WAN) address, e.g. `198.18.1.2/24`.
+    pub wan_addr: &'a str,
+    /// The router's LAN address, e.g. `192.168.1.1/24`.
+    pub lan_addr: &'a str,
+}
+
+/// A built router. LAN hosts join with [`Router::attach`].
+#[derive(Debug, Clone)]
+pub struct Router {
+    pub host: Host,
+    pub kind: NatKind,
+    /// The router's WAN end (public address).
+    pub wan: Iface,
+    /// The LAN bridge (gateway address of its clients).
+    pub lan: Iface,
+}
+
+/// Name of the LAN bridge inside every router namespace.
+const LAN_BRIDGE: &str = "lan";
+
+pub(crate) fn build(lab: &Lab, spec: &RouterSpec<'_>) -> Result<Router> {
+    sys::require_tool("nft")?;
+    let host = lab.host(spec.name)?;
+    let (_, wan) = lab.link(spec.upstream, spec.upstream_addr, &host, spec.wan_addr)?;
+    host.enable_forwarding()?;
+    host.add_default_route(parse_cidr_addr(spec.upstream_addr)?)?;
+    host.ip(&["link", "add", LAN_BRIDGE, "type", "bridge"])?;
+    let lan = host.configure_iface(LAN_BRIDGE, Some(spec.lan_addr))?;
+    load_ruleset(&host, &spec.kind.ruleset(&wan.name, LAN_BRIDGE))?;
+    Ok(Router {
+        host,
+        kind: spec.kind,
+        wan,
+        lan,
+    })
+}
+
+fn load_ruleset(host: &Host, ruleset: &str) -> Result<()> {
+    let mut cmd: Command = host.command("nft");
+    cmd.args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let what = format!("loading nftables rules in {}", host.netns());
+    let mut child = cmd.spawn().map_err(|e| LabError::io(what.clone(), e))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(ruleset.as_bytes())
+            .map_err(|e| LabError::io(what.clone(), e))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| LabError::io(what, e))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(LabError::Command {
+            cmd: format!("{} <<< {ruleset}", sys::describe(&cmd)),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+impl Router {
+    /// The router's public address.
+    pub fn public_ip(&self) -> Option<Ipv4Addr> {
+        self.wan.addr
+    }
+
+    /// Joins `client` to the LAN with address `client_addr` (CIDR) and makes
+    /// the router its default gateway.
+    pub fn attach(&self, client: &Host, client_addr: &str) -> Result<Iface> {
+        let router_if = iface_name(self.host.prefix(), client.name())?;
+        let client_if = iface_name(self.host.prefix(), self.host.name())?;
+        self.host.ip(&[
+            "link",
+            "add",
+            &router_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &client_if,
+            "netns",
+            client.netns(),
+        ])?;
+        self.host
+            .ip(&["link", "set", &router_if, "master", LAN_BRIDGE, "up"])?;
+        let end = client.configure_iface(&client_if, Some(client_addr))?;
+        let gateway = self.lan.addr.ok_or_else(|| LabError::Parse {
+            cmd: "router".into(),
+            detail: "LAN bridge has no address".into(),
+        })?;
+        client.add_default_route(gateway)?;
+        Ok(end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masquerade_ruleset_names_both_sides() {
+        let rules = NatKind::Masquerade.ruleset("k1a2b3-inet", "lan");
+        assert!(rules.contains("oifname \"k1a2b3-inet\" masquerade"));
+        assert!(rules.contains("iifname \"lan\" oifname \"k1a2b3-inet\" accept"));
+        assert!(rules.contains("policy drop"));
+    }
+}

@@ -1,0 +1,103 @@
+//! Running the system tools the lab drives (`ip`, `nft`, `ping`, `tcpdump`,
+//! `iperf3`), with errors that say what to install or check.
+
+use std::path::Path;
+use std::process::Command;
+
+use super::{LabError, Result};
+
+/// The Debian package that provides each tool the lab runs.
+const PACKAGES: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("nft", "nftables"),
+    ("ping", "iputils-ping"),
+    ("tcpdump", "tcpdump"),
+    ("iperf3", "iperf3"),
+];
+
+pub(crate) fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        Ok(())
+    } else {
+        Err(LabError::NotRoot)
+    }
+}
+
+/// Checks that `tool` is on PATH (or in /usr/sbin, /sbin, which a root
+/// shell may lack on PATH).
+pub(crate) fn require_tool(tool: &'static str) -> Result<()> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(Into::into))
+        .any(|dir| Path::new(&dir).join(tool).is_file());
+    if found {
+        Ok(())
+    } else {
+        let package = PACKAGES
+            .iter()
+            .find(|(t, _)| *t == tool)
+            .map_or("it", |(_, p)| *p);
+        Err(LabError::MissingTool { tool, package })
+    }
+}
+
+/// `ip -n <netns>` (or plain `ip` for the root namespace when `netns` is empty).
+pub(crate) fn ip(netns: &str) -> Command {
+    let mut cmd = Command::new("ip");
+    if !netns.is_empty() {
+        cmd.args(["-n", netns]);
+    }
+    cmd
+}
+
+/// `ip netns exec <netns> <program>`.
+pub(crate) fn netns_exec(netns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns]).arg(program);
+    cmd
+}
+
+/// The command line, for messages.
+pub(crate) fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs `cmd` to completion; its stdout on success, an error with its
+/// stderr on a non-zero exit.
+pub(crate) fn run(cmd: &mut Command) -> Result<String> {
+    let out = output(cmd)?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(LabError::Command {
+            cmd: describe(cmd),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+/// Runs `cmd` to completion whatever its exit status.
+pub(crate) fn output(cmd: &mut Command) -> Result<std::process::Output> {
+    cmd.output()
+        .map_err(|e| LabError::io(format!("running `{}`", describe(cmd)), e))
+}
+
+/// Sends `signal` to `pid`, ignoring a process that is already gone.
+pub(crate) fn signal(pid: u32, signal: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
+/// Whether a process with this pid exists.
+pub(crate) fn alive(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
