@@ -1,0 +1,37 @@
+//! Core: the sans-IO protocol engine. One entry point, [`Node`].
+//!
+//! Owns the Noise handshakes, sessions and their replay windows, cryptokey
+//! routing, per-peer timers and endpoint roaming. It never touches a socket,
+//! never reads a clock and uses only the randomness it was handed: the
+//! daemon (or a simulator) feeds it events with the current time and drains
+//! what it wants sent.
+//!
+//! Data flow:
+//! - TUN → [`Node::handle_tun`] → a data message written straight into the
+//!   caller's buffer ([`TunOutcome::Send`]), or queued while a handshake runs;
+//! - UDP → [`Node::handle_udp`] → plaintext written into the caller's buffer
+//!   ([`UdpOutcome::WriteTun`]), or a handshake step whose reply is queued;
+//! - [`Node::handle_timeout`] at [`Node::poll_timeout`] runs retries,
+//!   keepalives, rekeys and expiry;
+//! - [`Node::poll_transmit`] / [`Node::poll_event`] drain control traffic
+//!   and operator-level events.
+//!
+//! The per-packet paths allocate nothing: handshake traffic (rare) is the
+//! only thing that goes through the queue.
+
+mod limiter;
+mod node;
+mod noise;
+mod replay;
+mod routes;
+mod session;
+mod timers;
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+
+pub use node::*;
+pub use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
+pub use timers::*;

@@ -1,0 +1,53 @@
+//! Cryptokey routing: which peer owns an address.
+//!
+//! Outbound packets pick the peer by longest-prefix match on the
+//! destination; inbound packets are accepted only if their source maps back
+//! to the peer that sent them. The config forbids overlaps, but the table
+//! still does a true longest-prefix match so it stays correct if that rule
+//! is ever relaxed.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::PeerId;
+
+#[derive(Debug, Default, Clone)]
+pub struct RouteTable {
+    /// Sorted by prefix length, longest first, so the first hit is the best.
+    entries: Vec<(IpNet, PeerId)>,
+}
+
+impl RouteTable {
+    pub fn insert(&mut self, net: IpNet, peer: PeerId) {
+        let at = self
+            .entries
+            .partition_point(|(n, _)| n.prefix_len() >= net.prefix_len());
+        self.entries.insert(at, (net.trunc(), peer));
+    }
+
+    pub fn lookup(&self, addr: IpAddr) -> Option<PeerId> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n.contains(&addr))
+            .map(|&(_, p)| p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_prefix_wins() {
+        let mut t = RouteTable::default();
+        t.insert("10.0.0.0/8".parse().unwrap(), PeerId(0));
+        t.insert("10.1.2.0/24".parse().unwrap(), PeerId(1));
+        t.insert("10.1.0.0/16".parse().unwrap(), PeerId(2));
+        assert_eq!(t.lookup("10.1.2.3".parse().unwrap()), Some(PeerId(1)));
+        assert_eq!(t.lookup("10.1.3.3".parse().unwrap()), Some(PeerId(2)));
+        assert_eq!(t.lookup("10.9.9.9".parse().unwrap()), Some(PeerId(0)));
+        assert_eq!(t.lookup("11.0.0.1".parse().unwrap()), None);
+        assert_eq!(t.lookup("::1".parse().unwrap()), None);
+    }
+}

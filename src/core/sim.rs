@@ -1,0 +1,293 @@
+//! A deterministic network simulator for [`Node`]s: a virtual clock, a
+//! datagram network with latency, jitter (so reordering) and loss, and TUN
+//! devices that record what they were handed. Time advances only to the
+//! next delivery or the next node deadline (quinn-proto's `Pair` idea).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+use crate::identity::SecretKey;
+
+pub struct SimNode {
+    pub node: Node,
+    pub addr: SocketAddr,
+    pub overlay: Ipv4Addr,
+    /// Packets written to this node's TUN.
+    pub tun: Vec<Vec<u8>>,
+    pub events: Vec<Event>,
+    pub drops: Vec<DropReason>,
+    pub up: bool,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct InFlight {
+    at: Instant,
+    seq: u64,
+    from: SocketAddr,
+    to: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+pub struct Sim {
+    pub now: Instant,
+    pub nodes: Vec<SimNode>,
+    net: BinaryHeap<Reverse<InFlight>>,
+    seq: u64,
+    pub latency: Duration,
+    pub jitter: Duration,
+    /// Probability each datagram is lost, 0.0..=1.0.
+    pub loss: f64,
+    rng: StdRng,
+    /// Every datagram put on the wire, for tests that replay or inspect.
+    pub wire_log: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    unix0: Duration,
+    t0: Instant,
+}
+
+pub fn key(n: u8) -> SecretKey {
+    SecretKey::from_seed([n; 32])
+}
+
+pub fn underlay(n: u8) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0, n)), 51871)
+}
+
+pub fn overlay(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(100, 96, 0, n)
+}
+
+/// A minimal IPv4 packet (UDP protocol number, no checksum: the core does
+/// not look past addresses and length).
+pub fn ip_packet(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let total = 20 + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    p[20..].copy_from_slice(payload);
+    p
+}
+
+/// Peer entry for node `n` as seen by others.
+pub fn peer_cfg(n: u8, with_endpoint: bool) -> PeerConfig {
+    PeerConfig {
+        name: format!("n{n}"),
+        public_key: key(n).public(),
+        allowed_ips: vec![format!("{}/32", overlay(n)).parse().unwrap()],
+        endpoint: with_endpoint.then(|| underlay(n)),
+        keepalive: None,
+    }
+}
+
+impl Sim {
+    pub fn new(seed: u64) -> Self {
+        let t0 = Instant::now();
+        Self {
+            t0,
+            now: t0,
+            nodes: Vec::new(),
+            net: BinaryHeap::new(),
+            seq: 0,
+            latency: Duration::from_millis(10),
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            rng: StdRng::seed_from_u64(seed),
+            wire_log: Vec::new(),
+            unix0: Duration::from_secs(1_800_000_000),
+        }
+    }
+
+    /// Add node number `n` (key n, underlay 198.18.0.n, overlay 100.96.0.n).
+    pub fn add(&mut self, n: u8, peers: Vec<PeerConfig>) -> usize {
+        let node = self.make_node(n, peers);
+        self.nodes.push(SimNode {
+            node,
+            addr: underlay(n),
+            overlay: overlay(n),
+            tun: Vec::new(),
+            events: Vec::new(),
+            drops: Vec::new(),
+            up: true,
+        });
+        self.nodes.len() - 1
+    }
+
+    fn make_node(&mut self, n: u8, peers: Vec<PeerConfig>) -> Node {
+        let cfg = NodeConfig {
+            secret: key(n),
+            psk: [0; 32],
+            peers,
+        };
+        // The wall clock advances with virtual time.
+        let unix = self.unix0 + self.now.saturating_duration_since(self.t0);
+        let mut seed = [0u8; 32];
+        self.rng.fill(&mut seed);
+        Node::new(cfg, self.now, unix, seed)
+    }
+
+    /// Replace node `i` with a fresh process (same key and address), as a
+    /// daemon restart does.
+    pub fn restart(&mut self, i: usize, n: u8, peers: Vec<PeerConfig>) {
+        let node = self.make_node(n, peers);
+        let s = &mut self.nodes[i];
+        s.node = node;
+        s.up = true;
+    }
+
+    pub fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            let now = self.now;
+            self.nodes[i].node.start(now);
+            self.flush(i);
+        }
+    }
+
+    pub fn start_node(&mut self, i: usize) {
+        let now = self.now;
+        self.nodes[i].node.start(now);
+        self.flush(i);
+    }
+
+    fn index_of(&self, addr: SocketAddr) -> Option<usize> {
+        self.nodes.iter().position(|n| n.addr == addr)
+    }
+
+    /// Put a datagram on the simulated wire, subject to loss and latency.
+    pub fn send_raw(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        self.wire_log.push((from, to, bytes.clone()));
+        if self.loss > 0.0 && self.rng.random_bool(self.loss) {
+            return;
+        }
+        let jitter = if self.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            Duration::from_micros(self.rng.random_range(0..self.jitter.as_micros() as u64))
+        };
+        self.seq += 1;
+        self.net.push(Reverse(InFlight {
+            at: self.now + self.latency + jitter,
+            seq: self.seq,
+            from,
+            to,
+            bytes,
+        }));
+    }
+
+    /// Drain node `i`'s transmits and events.
+    fn flush(&mut self, i: usize) {
+        while let Some(t) = self.nodes[i].node.poll_transmit() {
+            let from = self.nodes[i].addr;
+            self.send_raw(from, t.dst, t.payload);
+        }
+        while let Some(e) = self.nodes[i].node.poll_event() {
+            self.nodes[i].events.push(e);
+        }
+    }
+
+    /// An application on node `i` sends `payload` to node `dst`'s overlay address.
+    pub fn send_ip(&mut self, i: usize, dst: Ipv4Addr, payload: &[u8]) -> TunOutcome {
+        let pkt = ip_packet(self.nodes[i].overlay, dst, payload);
+        self.send_packet(i, &pkt)
+    }
+
+    pub fn send_packet(&mut self, i: usize, pkt: &[u8]) -> TunOutcome {
+        let mut out = vec![0u8; pkt.len() + OVERHEAD];
+        let now = self.now;
+        let r = self.nodes[i].node.handle_tun(now, pkt, &mut out);
+        if let TunOutcome::Send { dst, len } = r {
+            let from = self.nodes[i].addr;
+            out.truncate(len);
+            self.send_raw(from, dst, out);
+        }
+        self.flush(i);
+        r
+    }
+
+    /// Deliver one datagram to the node at `to` right now.
+    pub fn deliver(
+        &mut self,
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: &[u8],
+    ) -> Option<UdpOutcome> {
+        let i = self.index_of(to)?;
+        if !self.nodes[i].up {
+            return None;
+        }
+        let mut out = vec![0u8; bytes.len().max(64)];
+        let now = self.now;
+        let r = self.nodes[i].node.handle_udp(now, from, bytes, &mut out);
+        match r {
+            UdpOutcome::WriteTun { len } => self.nodes[i].tun.push(out[..len].to_vec()),
+            UdpOutcome::Dropped(d) => self.nodes[i].drops.push(d),
+            _ => {}
+        }
+        self.flush(i);
+        Some(r)
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        let net = self.net.peek().map(|Reverse(f)| f.at);
+        let timers = self
+            .nodes
+            .iter()
+            .filter(|n| n.up)
+            .filter_map(|n| n.node.poll_timeout())
+            .min();
+        match (net, timers) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Advance to the next event if it is before `until`; false when idle.
+    pub fn step(&mut self, until: Instant) -> bool {
+        let Some(at) = self.next_wakeup().filter(|&t| t <= until) else {
+            return false;
+        };
+        self.now = self.now.max(at);
+        while self.net.peek().is_some_and(|Reverse(f)| f.at <= self.now) {
+            let Some(Reverse(f)) = self.net.pop() else {
+                break;
+            };
+            self.deliver(f.from, f.to, &f.bytes);
+        }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].up
+                && self.nodes[i]
+                    .node
+                    .poll_timeout()
+                    .is_some_and(|t| t <= self.now)
+            {
+                let now = self.now;
+                self.nodes[i].node.handle_timeout(now);
+                self.flush(i);
+            }
+        }
+        true
+    }
+
+    /// Run the simulation for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        while self.step(until) {}
+        self.now = until;
+    }
+
+    pub fn connected(&self, i: usize) -> usize {
+        self.nodes[i]
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Connected { .. }))
+            .count()
+    }
+}

@@ -1,0 +1,336 @@
+//! Simulator tests of the core: two or three nodes on a virtual clock.
+
+use std::time::Duration;
+
+use super::sim::*;
+use super::*;
+
+/// Two nodes that know each other's endpoints.
+fn pair(seed: u64) -> Sim {
+    let mut sim = Sim::new(seed);
+    sim.add(1, vec![peer_cfg(2, true)]);
+    sim.add(2, vec![peer_cfg(1, true)]);
+    sim
+}
+
+fn delivered(sim: &Sim, i: usize, marker: &[u8]) -> usize {
+    sim.nodes[i]
+        .tun
+        .iter()
+        .filter(|p| p.windows(marker.len()).any(|w| w == marker))
+        .count()
+}
+
+#[test]
+fn handshake_then_data_both_ways() {
+    let mut sim = pair(1);
+    sim.start_node(0);
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.connected(0), 1, "initiator connected");
+    assert_eq!(
+        sim.connected(1),
+        1,
+        "responder connected after key confirmation"
+    );
+    assert!(matches!(
+        sim.send_ip(0, overlay(2), b"hello b"),
+        TunOutcome::Send { .. }
+    ));
+    assert!(matches!(
+        sim.send_ip(1, overlay(1), b"hello a"),
+        TunOutcome::Send { .. }
+    ));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(delivered(&sim, 1, b"hello b"), 1);
+    assert_eq!(delivered(&sim, 0, b"hello a"), 1);
+    // The packet arrives exactly as sent (padding stripped).
+    assert_eq!(
+        sim.nodes[1].tun[0],
+        ip_packet(overlay(1), overlay(2), b"hello b")
+    );
+}
+
+#[test]
+fn first_packet_queued_until_handshake() {
+    let mut sim = pair(2);
+    assert_eq!(sim.send_ip(0, overlay(2), b"early"), TunOutcome::Queued);
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(delivered(&sim, 1, b"early"), 1);
+}
+
+#[test]
+fn rekey_while_traffic_flows() {
+    let mut sim = pair(3);
+    sim.start_all();
+    sim.run_for(Duration::from_secs(1));
+    let mut sent = 0;
+    // Ten minutes of traffic both ways, one packet each per 100 ms.
+    for _ in 0..6000 {
+        sim.send_ip(0, overlay(2), b"a->b");
+        sim.send_ip(1, overlay(1), b"b->a");
+        sent += 1;
+        sim.run_for(Duration::from_millis(100));
+    }
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(
+        delivered(&sim, 1, b"a->b"),
+        sent,
+        "every packet a->b arrived across rekeys"
+    );
+    assert_eq!(
+        delivered(&sim, 0, b"b->a"),
+        sent,
+        "every packet b->a arrived across rekeys"
+    );
+    let hs = sim.nodes[0].node.peer_status(PeerId(0)).unwrap().handshakes;
+    // 600 s at one rekey per ~120 s, plus the first.
+    assert!(
+        (5..=8).contains(&hs),
+        "expected periodic rekeys, saw {hs} handshakes"
+    );
+}
+
+#[test]
+fn replayed_data_rejected() {
+    let mut sim = pair(4);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(100));
+    let log_start = sim.wire_log.len();
+    sim.send_ip(0, overlay(2), b"once");
+    sim.run_for(Duration::from_millis(100));
+    let (from, to, bytes) = sim.wire_log[log_start..]
+        .iter()
+        .find(|(_, to, b)| *to == underlay(2) && b[0] == crate::wire::TYPE_DATA)
+        .cloned()
+        .expect("data packet on the wire");
+    assert_eq!(delivered(&sim, 1, b"once"), 1);
+    let r = sim.deliver(from, to, &bytes).unwrap();
+    assert!(
+        matches!(r, UdpOutcome::Dropped(DropReason::Session(session_replay)) if matches!(session_replay, super::session::SessionError::Replay(_))),
+        "{r:?}"
+    );
+    assert_eq!(delivered(&sim, 1, b"once"), 1, "replay reached the TUN");
+}
+
+#[test]
+fn reordering_within_window_accepted() {
+    let mut sim = pair(5);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(100));
+    // Encrypt 3000 packets without delivering, then deliver newest first.
+    let mut packets = Vec::new();
+    for i in 0..3000u32 {
+        let pkt = ip_packet(overlay(1), overlay(2), &i.to_be_bytes());
+        let mut out = vec![0u8; pkt.len() + OVERHEAD];
+        let now = sim.now;
+        match sim.nodes[0].node.handle_tun(now, &pkt, &mut out) {
+            TunOutcome::Send { len, .. } => packets.push(out[..len].to_vec()),
+            other => panic!("{other:?}"),
+        }
+    }
+    for p in packets.iter().rev() {
+        let r = sim.deliver(underlay(1), underlay(2), p).unwrap();
+        assert!(matches!(r, UdpOutcome::WriteTun { .. }), "{r:?}");
+    }
+    assert_eq!(sim.nodes[1].tun.len(), 3000);
+}
+
+#[test]
+fn converges_under_20_percent_loss() {
+    for seed in 0..10 {
+        let mut sim = pair(100 + seed);
+        sim.loss = 0.2;
+        sim.jitter = Duration::from_millis(5);
+        sim.start_all();
+        sim.run_for(Duration::from_secs(30));
+        assert!(
+            sim.connected(0) >= 1 && sim.connected(1) >= 1,
+            "seed {seed}: no session under 20% loss"
+        );
+        let mut sent = 0;
+        for _ in 0..200 {
+            sim.send_ip(0, overlay(2), b"lossy");
+            sent += 1;
+            sim.run_for(Duration::from_millis(50));
+        }
+        sim.run_for(Duration::from_secs(1));
+        let got = delivered(&sim, 1, b"lossy");
+        // 20% loss on one traversal: expect ~80%, never near zero.
+        assert!(
+            got * 100 >= sent * 65,
+            "seed {seed}: only {got}/{sent} delivered"
+        );
+    }
+}
+
+#[test]
+fn simultaneous_initiation_converges_without_flap() {
+    let mut sim = pair(6);
+    sim.latency = Duration::from_millis(30);
+    sim.start_all(); // both initiate at the same instant
+    sim.run_for(Duration::from_secs(1));
+    for _ in 0..50 {
+        sim.send_ip(0, overlay(2), b"x");
+        sim.send_ip(1, overlay(1), b"y");
+        sim.run_for(Duration::from_millis(200));
+    }
+    let hs_a = sim.nodes[0].node.peer_status(PeerId(0)).unwrap().handshakes;
+    let hs_b = sim.nodes[1].node.peer_status(PeerId(0)).unwrap().handshakes;
+    // Keep traffic up for another 90 s (< rekey time): no new handshakes.
+    for _ in 0..450 {
+        sim.send_ip(0, overlay(2), b"x");
+        sim.send_ip(1, overlay(1), b"y");
+        sim.run_for(Duration::from_millis(200));
+    }
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(delivered(&sim, 1, b"x"), 500);
+    assert_eq!(delivered(&sim, 0, b"y"), 500);
+    assert_eq!(
+        sim.nodes[0].node.peer_status(PeerId(0)).unwrap().handshakes,
+        hs_a,
+        "a flapped"
+    );
+    assert_eq!(
+        sim.nodes[1].node.peer_status(PeerId(0)).unwrap().handshakes,
+        hs_b,
+        "b flapped"
+    );
+    assert_eq!(sim.connected(0), 1);
+    assert_eq!(sim.connected(1), 1);
+}
+
+#[test]
+fn unknown_initiator_rejected() {
+    let mut sim = Sim::new(7);
+    sim.add(1, vec![peer_cfg(2, true)]);
+    sim.add(2, vec![peer_cfg(1, true)]);
+    // Node 3 knows node 2, but node 2 does not list node 3.
+    let c = sim.add(3, vec![peer_cfg(2, true)]);
+    sim.start_node(c);
+    sim.send_ip(c, overlay(2), b"let me in");
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(sim.connected(c), 0);
+    assert!(
+        sim.nodes[1].drops.contains(&DropReason::UnknownPeer),
+        "{:?}",
+        sim.nodes[1].drops
+    );
+    assert!(sim.nodes[1].tun.is_empty());
+    // Node 3 also cannot speak for another peer's address.
+    assert_eq!(delivered(&sim, 1, b"let me in"), 0);
+}
+
+#[test]
+fn garbage_handshake_dropped_before_dh() {
+    let mut sim = pair(8);
+    let mut junk = vec![0u8; crate::wire::INITIATION_LEN];
+    junk[0] = crate::wire::TYPE_INITIATION;
+    let r = sim.deliver(underlay(9), underlay(2), &junk).unwrap();
+    assert_eq!(r, UdpOutcome::Dropped(DropReason::BadMac));
+}
+
+#[test]
+fn peer_restart_replaces_session() {
+    let mut sim = pair(9);
+    sim.start_all();
+    sim.run_for(Duration::from_secs(1));
+    sim.send_ip(0, overlay(2), b"before");
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(delivered(&sim, 1, b"before"), 1);
+    let old_init = sim
+        .wire_log
+        .iter()
+        .find(|(from, _, b)| *from == underlay(1) && b[0] == crate::wire::TYPE_INITIATION)
+        .cloned()
+        .unwrap();
+    let b_sessions_before = sim.nodes[1].node.session_indices(PeerId(0));
+
+    sim.run_for(Duration::from_secs(3));
+    sim.restart(0, 1, vec![peer_cfg(2, true)]);
+    sim.start_node(0);
+    sim.run_for(Duration::from_millis(200));
+    // Both directions work on the new session.
+    sim.send_ip(0, overlay(2), b"after-a");
+    sim.send_ip(1, overlay(1), b"after-b");
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(delivered(&sim, 1, b"after-a"), 1);
+    assert_eq!(delivered(&sim, 0, b"after-b"), 1);
+    assert_ne!(
+        sim.nodes[1].node.session_indices(PeerId(0))[0],
+        b_sessions_before[0],
+        "b still sends on the old session"
+    );
+    // The old initiation, replayed, is refused.
+    let r = sim.deliver(old_init.0, old_init.1, &old_init.2).unwrap();
+    assert_eq!(r, UdpOutcome::Dropped(DropReason::StaleInitiation));
+}
+
+#[test]
+fn inner_source_must_be_allowed() {
+    let mut sim = pair(10);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(100));
+    // Node 1 claims to be 100.96.0.77, which is not in its allowed_ips at node 2.
+    // Node 1 routes by destination, so it sends it.
+    let spoof = ip_packet("100.96.0.77".parse().unwrap(), overlay(2), b"spoofed");
+    assert!(matches!(
+        sim.send_packet(0, &spoof),
+        TunOutcome::Send { .. }
+    ));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(delivered(&sim, 1, b"spoofed"), 0);
+    assert!(sim.nodes[1].drops.contains(&DropReason::SourceNotAllowed));
+}
+
+#[test]
+fn roaming_moves_endpoint() {
+    let mut sim = pair(11);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(100));
+    // Node 1 moves to a new address (e.g. a new Wi-Fi network).
+    let new_addr: std::net::SocketAddr = "198.18.5.5:40000".parse().unwrap();
+    sim.nodes[0].addr = new_addr;
+    sim.send_ip(0, overlay(2), b"from new place");
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(delivered(&sim, 1, b"from new place"), 1);
+    assert!(
+        sim.nodes[1]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::EndpointChanged { to, .. } if *to == new_addr))
+    );
+    // Replies go to the new address.
+    sim.send_ip(1, overlay(1), b"reply");
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(delivered(&sim, 0, b"reply"), 1);
+}
+
+#[test]
+fn keepalive_keeps_quiet_peer_alive_and_gives_up_when_gone() {
+    let mut sim = Sim::new(12);
+    let mut p2 = peer_cfg(2, true);
+    p2.keepalive = Some(Duration::from_secs(25));
+    sim.add(1, vec![p2]);
+    sim.add(2, vec![peer_cfg(1, true)]);
+    sim.start_node(0);
+    sim.run_for(Duration::from_secs(100));
+    let keepalives = sim
+        .wire_log
+        .iter()
+        .filter(|(f, _, b)| *f == underlay(1) && b[0] == crate::wire::TYPE_DATA && b.len() == 32)
+        .count();
+    assert!(
+        keepalives >= 4,
+        "persistent keepalive every 25 s, saw {keepalives}"
+    );
+    // Node 2 vanishes: node 1 retries with backoff, then gives up.
+    sim.nodes[1].up = false;
+    sim.send_ip(0, overlay(2), b"anyone?");
+    sim.run_for(Duration::from_secs(200));
+    let inits = sim
+        .wire_log
+        .iter()
+        .filter(|(f, _, b)| *f == underlay(1) && b[0] == crate::wire::TYPE_INITIATION)
+        .count();
+    assert!(inits < 40, "handshake retries must back off, saw {inits}");
+}
