@@ -9,6 +9,10 @@
 //! - [`lab`]: the network-namespace lab used by the demo and end-to-end tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod cli;
 pub mod config;
+pub mod core;
+pub mod daemon;
 pub mod identity;
 pub mod lab;
+pub mod wire;
