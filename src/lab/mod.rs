@@ -16,6 +16,8 @@
 //! 3. [`Lab::spawn_kith`] writes a config and key file into the scratch
 //!    directory and runs `kith up` in a namespace, its log going to a file;
 //!    the returned [`KithNode`] can be killed, stopped and restarted.
+//!    [`Lab::switch`] makes a bridge for segments of more than two hosts;
+//!    [`topology::Pair`] is the two-node kith setup most callers want.
 //! 4. Probes: [`Host::ping`], [`Host::wait_reachable`], [`Capture`]
 //!    (tcpdump), [`transfer::tcp`] (hashed bulk TCP from threads that
 //!    [`Host::run_in`] moves into a namespace with `setns`), [`iperf`].
@@ -34,11 +36,14 @@ mod kith;
 mod netns;
 mod ping;
 mod router;
+mod switch;
 mod sys;
+pub mod topology;
 pub mod transfer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use capture::{Capture, Pcap};
@@ -46,6 +51,7 @@ pub use host::{Host, Iface};
 pub use kith::{KithNode, KithSpec, PeerSpec};
 pub use ping::PingStats;
 pub use router::{NatKind, Router, RouterSpec};
+pub use switch::Switch;
 
 /// Everything that can go wrong while building or probing a lab.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +113,7 @@ pub struct Lab {
     prefix: String,
     dir: PathBuf,
     namespaces: Mutex<Vec<String>>,
+    keep_files: AtomicBool,
 }
 
 impl Lab {
@@ -132,6 +139,7 @@ impl Lab {
             prefix: prefix.to_owned(),
             dir,
             namespaces: Mutex::new(Vec::new()),
+            keep_files: AtomicBool::new(false),
         })
     }
 
@@ -142,6 +150,12 @@ impl Lab {
     /// The scratch directory: configs, keys, logs, captures.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Keep the scratch directory (configs, logs, captures) after drop, as
+    /// happens anyway when the lab is dropped during a panic.
+    pub fn keep_files(&self) {
+        self.keep_files.store(true, Ordering::Relaxed);
     }
 
     /// A new namespace `<prefix>-<name>` with `lo` up.
@@ -183,6 +197,13 @@ impl Lab {
         router::build(self, spec)
     }
 
+    /// A switch (bridge) in a new namespace `<prefix>-<name>`, for segments
+    /// with more than two hosts; attach them with [`Switch::attach`].
+    pub fn switch(&self, name: &str) -> Result<Switch> {
+        let host = self.host(name)?;
+        Switch::create(&host, "sw0", None)
+    }
+
     /// Writes `spec`'s config and key file into the scratch directory and
     /// starts `kith up` (the binary at `bin`) inside `host`.
     pub fn spawn_kith(&self, host: &Host, bin: &Path, spec: KithSpec) -> Result<KithNode> {
@@ -198,7 +219,7 @@ impl Drop for Lab {
             netns::destroy(ns);
         }
         netns::release_prefix(&self.prefix);
-        if std::thread::panicking() {
+        if std::thread::panicking() || self.keep_files.load(Ordering::Relaxed) {
             eprintln!(
                 "kith-lab: lab {} failed; configs and logs kept in {}",
                 self.prefix,

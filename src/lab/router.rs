@@ -13,7 +13,8 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::process::Stdio;
 
-use super::host::{iface_name, parse_cidr_addr};
+use super::host::parse_cidr_addr;
+use super::switch::Switch;
 use super::{Host, Iface, Lab, LabError, Result, sys};
 
 /// How a router translates addresses.
@@ -72,8 +73,8 @@ pub struct Router {
     pub kind: NatKind,
     /// The router's WAN end (public address).
     pub wan: Iface,
-    /// The LAN bridge (gateway address of its clients).
-    pub lan: Iface,
+    /// The LAN bridge (its address is the clients' gateway).
+    pub lan: Switch,
 }
 
 /// Name of the LAN bridge inside every router namespace.
@@ -85,8 +86,7 @@ pub(crate) fn build(lab: &Lab, spec: &RouterSpec<'_>) -> Result<Router> {
     let (_, wan) = lab.link(spec.upstream, spec.upstream_addr, &host, spec.wan_addr)?;
     host.enable_forwarding()?;
     host.add_default_route(parse_cidr_addr(spec.upstream_addr)?)?;
-    host.ip(&["link", "add", LAN_BRIDGE, "type", "bridge"])?;
-    let lan = host.configure_iface(LAN_BRIDGE, Some(spec.lan_addr))?;
+    let lan = Switch::create(&host, LAN_BRIDGE, Some(spec.lan_addr))?;
     load_ruleset(&host, &spec.kind.ruleset(&wan.name, LAN_BRIDGE))?;
     Ok(Router {
         host,
@@ -132,24 +132,8 @@ impl Router {
     /// Joins `client` to the LAN with address `client_addr` (CIDR) and makes
     /// the router its default gateway.
     pub fn attach(&self, client: &Host, client_addr: &str) -> Result<Iface> {
-        let router_if = iface_name(self.host.prefix(), client.name())?;
-        let client_if = iface_name(self.host.prefix(), self.host.name())?;
-        self.host.ip(&[
-            "link",
-            "add",
-            &router_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &client_if,
-            "netns",
-            client.netns(),
-        ])?;
-        self.host
-            .ip(&["link", "set", &router_if, "master", LAN_BRIDGE, "up"])?;
-        let end = client.configure_iface(&client_if, Some(client_addr))?;
-        let gateway = self.lan.addr.ok_or_else(|| LabError::Parse {
+        let end = self.lan.attach(client, client_addr)?;
+        let gateway = self.lan.bridge.addr.ok_or_else(|| LabError::Parse {
             cmd: "router".into(),
             detail: "LAN bridge has no address".into(),
         })?;
