@@ -1,1 +1,333 @@
-fn main() {}
+//! `kith-lab`: kith in a network-namespace lab, for people.
+//!
+//! - `kith-lab demo` narrates kith's main job on a real (namespaced)
+//!   network, stage by stage, and exits non-zero if any stage fails.
+//! - `kith-lab bench` measures, on the same namespaces in one run, TCP
+//!   throughput (iperf3) and ping RTT over the raw veth link and over kith.
+//!
+//! Both find the `kith` binary next to this one, or take `--kith PATH`.
+//! Needs root. The lab machinery lives in `kith::lab`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use kith::lab::topology::{A_OVERLAY, A_UNDERLAY, B_OVERLAY, B_UNDERLAY, Pair};
+use kith::lab::{Lab, iperf, transfer};
+
+#[derive(Parser)]
+#[command(
+    name = "kith-lab",
+    about = "kith in a network-namespace lab (needs root)"
+)]
+struct Cli {
+    /// The kith binary (default: `kith` next to this executable).
+    #[arg(long, global = true, value_name = "PATH")]
+    kith: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show kith connecting two hosts: tunnel, ping both ways, bulk TCP.
+    Demo {
+        /// Megabytes moved through the tunnel.
+        #[arg(long, default_value_t = 20)]
+        megabytes: u64,
+    },
+    /// Measure kith against the raw link: iperf3 TCP and ping RTT.
+    Bench {
+        /// Seconds per iperf3 run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Pings per direction and path.
+        #[arg(long, default_value_t = 20)]
+        pings: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = kith_binary(cli.kith).and_then(|kith| match cli.command {
+        Command::Demo { megabytes } => demo(&kith, megabytes),
+        Command::Bench { seconds, pings } => bench(&kith, seconds, pings),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kith-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn kith_binary(given: Option<PathBuf>) -> Result<PathBuf> {
+    let path = match given {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .context("finding this executable's directory")?
+            .with_file_name("kith"),
+    };
+    if !path.is_file() {
+        bail!(
+            "kith binary not found at {}: build it (`cargo build --release`) or pass --kith PATH",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+// ---------------------------------------------------------------- demo
+
+/// One demo stage: builds its own lab, narrates, returns a one-line result.
+/// Later stages (NAT traversal, relays, home sites behind different NAT
+/// routers) are further entries in [`STAGES`].
+struct Stage {
+    title: &'static str,
+    run: fn(&Lab, &DemoArgs) -> Result<String>,
+}
+
+struct DemoArgs {
+    kith: PathBuf,
+    megabytes: u64,
+}
+
+const STAGES: &[Stage] = &[Stage {
+    title: "Direct: two hosts on one link",
+    run: stage_direct,
+}];
+
+fn say(line: &str) {
+    println!("  {line}");
+}
+
+fn demo(kith: &Path, megabytes: u64) -> Result<()> {
+    let args = DemoArgs {
+        kith: kith.to_owned(),
+        megabytes,
+    };
+    println!(
+        "kith demo — {} stage(s), using {}\n",
+        STAGES.len(),
+        kith.display()
+    );
+    let mut results = Vec::new();
+    for (i, stage) in STAGES.iter().enumerate() {
+        println!("Stage {}: {}", i + 1, stage.title);
+        let lab = Lab::new()?;
+        say(&format!(
+            "lab {} (namespaces {}-*)",
+            lab.prefix(),
+            lab.prefix()
+        ));
+        let outcome = (stage.run)(&lab, &args);
+        if let Err(e) = &outcome {
+            lab.keep_files();
+            say(&format!("FAILED: {e:#}"));
+        }
+        drop(lab);
+        say("cleaned up (daemons stopped, namespaces deleted)\n");
+        results.push((stage.title, outcome));
+    }
+    println!("Summary");
+    let mut failed = 0;
+    for (title, outcome) in &results {
+        match outcome {
+            Ok(summary) => println!("  ok    {title}: {summary}"),
+            Err(e) => {
+                failed += 1;
+                println!("  FAIL  {title}: {e:#}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} stage(s) failed", results.len());
+    }
+    println!("\nAll stages passed.");
+    Ok(())
+}
+
+fn stage_direct(lab: &Lab, args: &DemoArgs) -> Result<String> {
+    say(&format!(
+        "hosts a ({A_UNDERLAY}) and b ({B_UNDERLAY}) share a veth link; neither has a route to the other's overlay address"
+    ));
+    let mut pair = Pair::start(lab, &args.kith).context("starting kith on a and b")?;
+    say(&format!(
+        "generated a key pair per host: a is {}, b is {}",
+        pair.node_a.spec().key.public(),
+        pair.node_b.spec().key.public()
+    ));
+    say(&format!(
+        "kith up on both: a = {A_OVERLAY} on kith0, b = {B_OVERLAY} on kith0 (configs: {}, {})",
+        pair.node_a.config_path().display(),
+        pair.node_b.config_path().display()
+    ));
+    let took = pair.wait_tunnel(Duration::from_secs(10))?;
+    say(&format!(
+        "tunnel up: first ping answered both ways after {} ms",
+        took.as_millis()
+    ));
+
+    let ab = pair
+        .a
+        .ping(IpAddr::V4(B_OVERLAY), 5, Duration::from_millis(200))?;
+    let ba = pair
+        .b
+        .ping(IpAddr::V4(A_OVERLAY), 5, Duration::from_millis(200))?;
+    for (label, stats) in [("a → b", ab), ("b → a", ba)] {
+        say(&format!(
+            "ping {label} over the overlay: {}/{} replies, avg {}",
+            stats.received,
+            stats.transmitted,
+            stats
+                .avg_ms()
+                .map_or("-".into(), |ms| format!("{ms:.3} ms"))
+        ));
+    }
+    if !ab.all_received() || !ba.all_received() {
+        bail!("pings over the overlay were lost (a → b {ab:?}, b → a {ba:?})");
+    }
+
+    let bytes = args.megabytes * 1_000_000;
+    let report = transfer::tcp(
+        &pair.b,
+        SocketAddr::new(IpAddr::V4(B_OVERLAY), 5001),
+        &pair.a,
+        bytes,
+    )
+    .context("TCP transfer through the tunnel")?;
+    let ok = if report.intact() {
+        "byte-identical (BLAKE2b-512 matches)"
+    } else {
+        "CORRUPTED"
+    };
+    say(&format!(
+        "TCP a → b through the tunnel: {} MB in {:.2} s = {:.0} Mbit/s, {ok}",
+        args.megabytes,
+        report.elapsed.as_secs_f64(),
+        report.mbit_per_s()
+    ));
+    if !report.intact() {
+        bail!(
+            "the transfer arrived damaged: {} of {} bytes, hashes differ",
+            report.received_bytes,
+            report.sent_bytes
+        );
+    }
+    Ok(format!(
+        "tunnel in {} ms, ping {:.2}/{:.2} ms, {:.0} Mbit/s TCP, data intact",
+        took.as_millis(),
+        ab.avg_ms().unwrap_or(f64::NAN),
+        ba.avg_ms().unwrap_or(f64::NAN),
+        report.mbit_per_s()
+    ))
+}
+
+// ---------------------------------------------------------------- bench
+
+fn bench(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
+    let lab = Lab::new()?;
+    let result = bench_in(&lab, kith, seconds, pings);
+    if result.is_err() {
+        lab.keep_files();
+    }
+    result
+}
+
+fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
+    println!(
+        "kith bench — lab {}: a ({A_UNDERLAY}) ↔ b ({B_UNDERLAY}) on one veth link",
+        lab.prefix()
+    );
+    let mut pair = Pair::start(lab, kith).context("starting kith on a and b")?;
+    pair.wait_tunnel(Duration::from_secs(10))?;
+    let interval = Duration::from_millis(100);
+    let (raw_b, kith_b) = (IpAddr::V4(B_UNDERLAY), IpAddr::V4(B_OVERLAY));
+    let (raw_a, kith_a) = (IpAddr::V4(A_UNDERLAY), IpAddr::V4(A_OVERLAY));
+
+    println!("iperf3 TCP a → b, {seconds} s over the raw link …");
+    let tcp_raw = iperf::tcp(&pair.b, &pair.a, raw_b, 5201, seconds)?;
+    println!("iperf3 TCP a → b, {seconds} s over kith …");
+    let tcp_kith = iperf::tcp(&pair.b, &pair.a, kith_b, 5201, seconds)?;
+    println!(
+        "ping, {pings} each way and path at {} ms …",
+        interval.as_millis()
+    );
+    let ping_raw_ab = pair.a.ping(raw_b, pings, interval)?;
+    let ping_kith_ab = pair.a.ping(kith_b, pings, interval)?;
+    let ping_raw_ba = pair.b.ping(raw_a, pings, interval)?;
+    let ping_kith_ba = pair.b.ping(kith_a, pings, interval)?;
+    pair.node_a.check_running()?;
+    pair.node_b.check_running()?;
+
+    let ms = |s: kith::lab::PingStats| s.avg_ms().unwrap_or(f64::NAN);
+    println!();
+    println!(
+        "{:<26} {:>12} {:>12} {:>10}",
+        "", "raw veth", "kith", "kith/raw"
+    );
+    let row = |label: &str, raw: f64, k: f64, unit_fmt: fn(f64) -> String| {
+        println!(
+            "{label:<26} {:>12} {:>12} {:>10.2}",
+            unit_fmt(raw),
+            unit_fmt(k),
+            k / raw
+        );
+    };
+    row(
+        "TCP a → b (Gbit/s)",
+        tcp_raw.gbit_per_s(),
+        tcp_kith.gbit_per_s(),
+        |v| format!("{v:.3}"),
+    );
+    row(
+        "TCP retransmits",
+        tcp_raw.retransmits,
+        tcp_kith.retransmits,
+        |v| format!("{v:.0}"),
+    );
+    row(
+        "ping a → b avg (ms)",
+        ms(ping_raw_ab),
+        ms(ping_kith_ab),
+        |v| format!("{v:.3}"),
+    );
+    row(
+        "ping b → a avg (ms)",
+        ms(ping_raw_ba),
+        ms(ping_kith_ba),
+        |v| format!("{v:.3}"),
+    );
+    let loss = |s: kith::lab::PingStats| s.transmitted - s.received;
+    println!(
+        "{:<26} {:>12} {:>12}",
+        "ping lost (a→b, b→a)",
+        format!("{}, {}", loss(ping_raw_ab), loss(ping_raw_ba)),
+        format!("{}, {}", loss(ping_kith_ab), loss(ping_kith_ba))
+    );
+    for node in [&pair.node_a, &pair.node_b] {
+        if let Some(rss) = node.pid().and_then(peak_rss_kib) {
+            println!(
+                "{:<26} {:>25}",
+                format!("kith peak RSS ({})", node.host().name()),
+                format!("{:.1} MB", rss as f64 / 1024.0)
+            );
+        }
+    }
+    println!(
+        "\nkith reaches {:.1}% of the raw link's TCP throughput.",
+        100.0 * tcp_kith.bits_per_second / tcp_raw.bits_per_second
+    );
+    Ok(())
+}
+
+/// VmHWM (peak resident set) of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

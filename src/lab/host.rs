@@ -96,6 +96,7 @@ impl Host {
 
     /// Turns on IPv4 forwarding (routers).
     pub fn enable_forwarding(&self) -> Result<()> {
+        sys::require_tool("sysctl")?;
         self.exec("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"])
             .map(drop)
     }

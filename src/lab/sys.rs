@@ -13,6 +13,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     ("tcpdump", "tcpdump"),
     ("iperf3", "iperf3"),
+    ("sysctl", "procps"),
 ];
 
 pub(crate) fn require_root() -> Result<()> {

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the lab, demo, bench and end-to-end tests
+# need. Idempotent: runs `apt-get update` (once) only if something is missing.
+set -euo pipefail
+
+packages=(iproute2 nftables iperf3 tcpdump iputils-ping procps)
+
+if [[ $EUID -ne 0 ]]; then
+    echo "setup.sh: run as root (installing packages; the lab needs root too)" >&2
+    exit 1
+fi
+
+missing=()
+for pkg in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+
+if ((${#missing[@]})); then
+    echo "setup.sh: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # iperf3 asks whether to start a daemon; answer no.
+    echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections 2>/dev/null || true
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+    echo "setup.sh: all packages present (${packages[*]})"
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "setup.sh: cargo not found: install Rust 1.95+ (https://rustup.rs)" >&2
+    exit 1
+fi
+if [[ ! -c /dev/net/tun ]]; then
+    echo "setup.sh: /dev/net/tun missing: the kernel needs TUN support (modprobe tun)" >&2
+    exit 1
+fi
