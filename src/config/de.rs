@@ -77,7 +77,18 @@ pub(super) fn deserialize(text: &str) -> Deserialized {
         };
         let key = path_string(&path);
         let message = match e.message().strip_prefix("unknown field `") {
-            Some(rest) => unknown_key_message(doc.get_ref(), &path, rest),
+            Some(rest) => {
+                let (message, suggestion) = unknown_key_message(doc.get_ref(), &path, rest);
+                // "adress" → "did you mean address?" already says it; do not
+                // also report "address" as missing.
+                if let Some(s) = suggestion {
+                    let mut meant = path.clone();
+                    meant.pop();
+                    meant.push(Seg::Key(s.to_string()));
+                    out.removed.insert(path_string(&meant));
+                }
+                message
+            }
             None => humanize(e.message()),
         };
         out.errors.push(Located {
@@ -209,7 +220,12 @@ fn remove_in_value(value: &mut DeValue<'_>, path: &[Seg]) -> bool {
 }
 
 /// `rest` is serde's message after "unknown field `": "adress`, expected `address` or `mtu`".
-fn unknown_key_message(doc: &DeTable<'_>, path: &[Seg], rest: &str) -> String {
+/// Returns the message and the suggested key, if any.
+fn unknown_key_message<'r>(
+    doc: &DeTable<'_>,
+    path: &[Seg],
+    rest: &'r str,
+) -> (String, Option<&'r str>) {
     let name = match path.last() {
         Some(Seg::Key(k)) => k.clone(),
         _ => rest.split('`').next().unwrap_or_default().to_string(),
@@ -221,11 +237,12 @@ fn unknown_key_message(doc: &DeTable<'_>, path: &[Seg], rest: &str) -> String {
         .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
         .unwrap_or_default();
     let mut msg = if is_table {
-        format!("unknown table [{name}]")
+        format!("unknown table [{}]", path_string(path))
     } else {
         format!("unknown key {name:?}")
     };
-    match suggest(&name, &known) {
+    let suggestion = suggest(&name, &known);
+    match suggestion {
         Some(best) => {
             let _ = write!(msg, "; did you mean {best:?}?");
         }
@@ -234,7 +251,7 @@ fn unknown_key_message(doc: &DeTable<'_>, path: &[Seg], rest: &str) -> String {
             let _ = write!(msg, "; expected one of: {}", known.join(", "));
         }
     }
-    msg
+    (msg, suggestion)
 }
 
 /// The closest known name within edit distance 2, if any.

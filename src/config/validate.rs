@@ -306,7 +306,17 @@ fn private_key(
 /// Returns the key and the file's permission bits (0 where there are none).
 fn read_key_file(path: &Path) -> Result<(SecretKey, u32), String> {
     let shown = path.display();
-    let cannot = |e: std::io::Error| format!("cannot read private key file \"{shown}\": {e}");
+    let cannot = |e: std::io::Error| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "; check the path (a relative path is resolved against the config file's \
+                 directory) or create the key with `kith genkey`"
+            }
+            std::io::ErrorKind::PermissionDenied => "; run kith as a user that may read it",
+            _ => "",
+        };
+        format!("cannot read private key file \"{shown}\": {e}{hint}")
+    };
     // Check the kind first: a FIFO or device (/dev/zero) would block or never end.
     let meta = std::fs::metadata(path).map_err(cannot)?;
     if !meta.is_file() {
