@@ -160,3 +160,55 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const VALID: &str = "[interface]\nname = \"kith0\"\naddress = \"100.96.0.1/16\"\n\
+        private_key = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\nlisten_port = 0\nmtu = 1280\n\
+        [[peer]]\nname = \"nas\"\npublic_key = \"gTl3Dqh9F19Wo1Rmw0x+zMuNipG07jeiXfYPW4/Js5Q=\"\n\
+        allowed_ips = [\"100.96.0.2/32\", \"fd00::/64\"]\nendpoint = \"[::1]:5\"\nkeepalive = \"1m\"\n";
+
+    #[test]
+    fn valid_text_parses() {
+        let c = parse(Path::new("t.toml"), VALID).unwrap();
+        assert_eq!(c.peers.len(), 1);
+        assert_eq!(c.interface.listen_port, 0);
+    }
+
+    proptest! {
+        // Fuzz-like: any text, and a valid file with lines dropped or
+        // characters swapped, gives Ok or located errors, never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = parse(Path::new("t.toml"), &text);
+        }
+
+        #[test]
+        fn mangled_valid_file_never_panics(
+            drop in proptest::collection::vec(any::<bool>(), 12),
+            at in 0usize..400,
+            with in "[\\[\\]=\"., a-z0-9\\n:/é]{0,3}",
+        ) {
+            let mut text: String = VALID
+                .lines()
+                .zip(drop.iter().chain(std::iter::repeat(&false)))
+                .filter(|(_, d)| !**d)
+                .map(|(l, _)| format!("{l}\n"))
+                .collect();
+            let at = (0..=at.min(text.len())).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            text.insert_str(at, &with);
+            match parse(Path::new("t.toml"), &text) {
+                Ok(_) => {}
+                Err(ConfigErrors(errors)) => {
+                    prop_assert!(!errors.is_empty());
+                    for e in errors {
+                        prop_assert!(e.line >= 1 && e.column >= 1, "{e}");
+                    }
+                }
+            }
+        }
+    }
+}
