@@ -18,15 +18,15 @@
 mod notify;
 mod socket;
 
+use socket::{Received, Udp};
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, Endpoint};
-use crate::core::{Event, Node, NodeConfig, PeerConfig, TunOutcome, UdpOutcome, OVERHEAD};
+use crate::core::{Event, Node, NodeConfig, OVERHEAD, PeerConfig, TunOutcome, UdpOutcome};
 
 /// Errors that stop the daemon from starting, each saying what to check.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +67,11 @@ async fn node_config(cfg: &Config) -> NodeConfig {
             keepalive: p.keepalive,
         });
     }
-    NodeConfig { secret: cfg.interface.private_key.clone(), psk: [0; 32], peers }
+    NodeConfig {
+        secret: cfg.interface.private_key.clone(),
+        psk: [0; 32],
+        peers,
+    }
 }
 
 async fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
@@ -87,12 +91,28 @@ async fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
 
 fn create_tun(cfg: &Config) -> Result<tun_rs::AsyncDevice, StartError> {
     let iface = &cfg.interface;
-    let mut builder = tun_rs::DeviceBuilder::new().name(&iface.name).mtu(iface.mtu);
-    builder = match iface.address {
-        ipnet::IpNet::V4(n) => builder.ipv4(n.addr(), n.prefix_len(), None),
-        ipnet::IpNet::V6(n) => builder.ipv6(n.addr(), n.prefix_len()),
+    let build = |offload: bool| {
+        let mut builder = tun_rs::DeviceBuilder::new()
+            .name(&iface.name)
+            .mtu(iface.mtu)
+            .offload(offload);
+        builder = match iface.address {
+            ipnet::IpNet::V4(n) => builder.ipv4(n.addr(), n.prefix_len(), None),
+            ipnet::IpNet::V6(n) => builder.ipv6(n.addr(), n.prefix_len()),
+        };
+        builder.build_async()
     };
-    builder.build_async().map_err(|source| StartError::Tun { name: iface.name.clone(), source })
+    // Offload (IFF_VNET_HDR + TSO) lets one read carry up to 64 KiB of TCP;
+    // kernels without it still get a working, slower device.
+    build(true)
+        .or_else(|e| {
+            debug!(error = %e, "TUN offload unavailable; using plain TUN");
+            build(false)
+        })
+        .map_err(|source| StartError::Tun {
+            name: iface.name.clone(),
+            source,
+        })
 }
 
 /// Run until SIGINT or SIGTERM.
@@ -101,9 +121,12 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         warn!("{w}");
     }
     let tun = create_tun(&cfg)?;
-    let udp = socket::bind_udp(cfg.interface.listen_port)
-        .map_err(|source| StartError::Bind { port: cfg.interface.listen_port, source })?;
+    let udp = Udp::bind(cfg.interface.listen_port).map_err(|source| StartError::Bind {
+        port: cfg.interface.listen_port,
+        source,
+    })?;
     let local = udp.local_addr()?;
+    let (gso, gro) = udp.offloads();
     info!(
         interface = %cfg.interface.name,
         address = %cfg.interface.address,
@@ -112,16 +135,24 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         peers = cfg.peers.len(),
         "kith is up"
     );
+    debug!(
+        tun_offload = tun.tcp_gso(),
+        udp_gso = gso,
+        udp_gro = gro,
+        "data path offloads"
+    );
 
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(StartError::Random)?;
-    let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let now = Instant::now();
     let mut node = Node::new(node_config(&cfg).await, now, unix_now, seed);
     node.start(now);
     notify::ready();
 
-    let mut shell = Shell { node, udp, tun, mtu: usize::from(cfg.interface.mtu) };
+    let mut shell = Shell { node, udp, tun };
     shell.flush().await;
     let result = shell.run().await;
     notify::stopping();
@@ -130,9 +161,73 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
 
 struct Shell {
     node: Node,
-    udp: UdpSocket,
+    udp: Udp,
     tun: tun_rs::AsyncDevice,
-    mtu: usize,
+}
+
+/// Offset of the IP packet in TUN write buffers: room for the virtio-net
+/// header that offload mode prepends.
+const TUN_HDR: usize = tun_rs::VIRTIO_NET_HDR_LEN;
+/// Segments one offloaded TUN read can split into.
+const TUN_BATCH: usize = tun_rs::IDEAL_BATCH_SIZE;
+/// How many further reads to drain before giving other work a turn.
+const DRAIN: usize = 32;
+
+/// Every buffer of the data path, allocated once at start: the per-packet
+/// path allocates nothing.
+struct Buffers {
+    /// Raw offloaded TUN read (virtio header + up to 64 KiB).
+    tun_raw: Vec<u8>,
+    /// The TUN read split into IP packets.
+    tun_pkts: Vec<Vec<u8>>,
+    tun_sizes: Vec<usize>,
+    /// Encrypted datagrams waiting for one GSO send.
+    gso: Vec<u8>,
+    /// A received (possibly coalesced) UDP read.
+    udp_in: Vec<u8>,
+    /// Decrypted packets waiting for one TUN write (coalesced by GRO).
+    tun_out: Vec<Vec<u8>>,
+    gro: tun_rs::GROTable,
+}
+
+impl Buffers {
+    fn new() -> Self {
+        let big = crate::wire::MAX_DATAGRAM + OVERHEAD;
+        Self {
+            tun_raw: vec![0; TUN_HDR + crate::wire::MAX_DATAGRAM],
+            tun_pkts: vec![vec![0; big]; TUN_BATCH],
+            tun_sizes: vec![0; TUN_BATCH],
+            gso: vec![0; socket::MAX_GSO_BYTES + big],
+            udp_in: vec![0; crate::wire::MAX_DATAGRAM],
+            tun_out: (0..socket::MAX_GSO_SEGMENTS)
+                .map(|_| Vec::with_capacity(TUN_HDR + big))
+                .collect(),
+            gro: tun_rs::GROTable::default(),
+        }
+    }
+}
+
+/// A run of encrypted datagrams in `Buffers::gso` for one destination, all
+/// `segment` bytes long except possibly the last: the shape UDP GSO sends.
+#[derive(Default)]
+struct GsoRun {
+    dst: Option<SocketAddr>,
+    segment: usize,
+    used: usize,
+    count: usize,
+    /// The last datagram was shorter than `segment`: the run is closed.
+    short: bool,
+}
+
+impl GsoRun {
+    /// Can a datagram of `len` bytes for `dst` extend this run?
+    fn fits(&self, dst: SocketAddr, len: usize) -> bool {
+        self.dst == Some(dst)
+            && !self.short
+            && len <= self.segment
+            && self.count < socket::MAX_GSO_SEGMENTS
+            && self.used + len <= socket::MAX_GSO_BYTES
+    }
 }
 
 impl Shell {
@@ -141,10 +236,7 @@ impl Shell {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
-        // Buffers allocated once: the per-packet path does not allocate.
-        let mut udp_in = vec![0u8; crate::wire::MAX_DATAGRAM];
-        let mut tun_in = vec![0u8; crate::wire::MAX_DATAGRAM];
-        let mut out = vec![0u8; crate::wire::MAX_DATAGRAM + OVERHEAD];
+        let mut b = Buffers::new();
         loop {
             let deadline = self
                 .node
@@ -157,23 +249,23 @@ impl Shell {
                 _ = hup.recv() => {
                     warn!("SIGHUP: config reload is not supported yet; restart kith to apply changes");
                 }
-                r = self.udp.recv_from(&mut udp_in) => {
-                    let (n, from) = r?;
-                    self.on_udp(from, &udp_in[..n], &mut out);
-                    // Drain what else is waiting before going back to select.
-                    for _ in 0..64 {
-                        match self.udp.try_recv_from(&mut udp_in) {
-                            Ok((n, from)) => self.on_udp(from, &udp_in[..n], &mut out),
+                r = self.udp.recv(&mut b.udp_in) => {
+                    self.on_udp(r?, &mut b).await;
+                    for _ in 0..DRAIN {
+                        match self.udp.try_recv(&mut b.udp_in) {
+                            Ok(r) => self.on_udp(r, &mut b).await,
                             Err(_) => break,
                         }
                     }
                 }
-                r = self.tun.recv(&mut tun_in) => {
-                    let n = r?;
-                    self.on_tun(&tun_in[..n], &mut out).await;
-                    for _ in 0..64 {
-                        match self.tun.try_recv(&mut tun_in) {
-                            Ok(n) => self.on_tun(&tun_in[..n], &mut out).await,
+                r = self.tun.recv_multiple(&mut b.tun_raw, &mut b.tun_pkts, &mut b.tun_sizes, 0) => {
+                    match r {
+                        Ok(n) => self.on_tun(n, &mut b).await,
+                        Err(e) => debug!(error = %e, "TUN read failed"),
+                    }
+                    for _ in 0..DRAIN {
+                        match self.tun.try_recv_multiple(&mut b.tun_raw, &mut b.tun_pkts, &mut b.tun_sizes, 0) {
+                            Ok(n) => self.on_tun(n, &mut b).await,
                             Err(_) => break,
                         }
                     }
@@ -186,31 +278,79 @@ impl Shell {
         }
     }
 
-    fn on_udp(&mut self, from: SocketAddr, datagram: &[u8], out: &mut [u8]) {
-        match self.node.handle_udp(Instant::now(), from, datagram, out) {
-            UdpOutcome::WriteTun { len } => {
-                if let Err(e) = self.tun.try_send(&out[..len]) {
-                    debug!(error = %e, "TUN write failed; packet dropped");
+    /// Decrypt a (possibly coalesced) read and write the packets to the TUN
+    /// in one batch, which lets the kernel merge TCP segments again.
+    async fn on_udp(&mut self, r: Received, b: &mut Buffers) {
+        let now = Instant::now();
+        let mut k = 0;
+        for datagram in b.udp_in[..r.len].chunks(r.segment.max(1)) {
+            let out = &mut b.tun_out[k];
+            out.resize(TUN_HDR + datagram.len(), 0);
+            match self
+                .node
+                .handle_udp(now, r.from, datagram, &mut out[TUN_HDR..])
+            {
+                UdpOutcome::WriteTun { len } => {
+                    out.truncate(TUN_HDR + len);
+                    k += 1;
                 }
+                UdpOutcome::Dropped(reason) => debug!(addr = %r.from, %reason, "datagram dropped"),
+                UdpOutcome::Stun | UdpOutcome::Handled => {}
             }
-            UdpOutcome::Dropped(reason) => debug!(addr = %from, %reason, "datagram dropped"),
-            UdpOutcome::Stun | UdpOutcome::Handled => {}
+        }
+        if k > 0 {
+            if let Err(e) = self
+                .tun
+                .send_multiple(&mut b.gro, &mut b.tun_out[..k], TUN_HDR)
+                .await
+            {
+                debug!(error = %e, "TUN write failed; packets dropped");
+            }
         }
     }
 
-    async fn on_tun(&mut self, packet: &[u8], out: &mut [u8]) {
-        if packet.len() > self.mtu + 64 {
-            debug!(len = packet.len(), "oversized TUN packet dropped");
-            return;
-        }
-        match self.node.handle_tun(Instant::now(), packet, out) {
-            TunOutcome::Send { dst, len } => {
-                if let Err(e) = self.udp.send_to(&out[..len], dst).await {
-                    debug!(addr = %dst, error = %e, "UDP send failed");
+    /// Encrypt a batch of TUN packets straight into the GSO buffer and send
+    /// each run of same-destination, same-size datagrams with one syscall.
+    async fn on_tun(&mut self, n: usize, b: &mut Buffers) {
+        let now = Instant::now();
+        let mut run = GsoRun::default();
+        for i in 0..n.min(TUN_BATCH) {
+            let pkt = &b.tun_pkts[i][..b.tun_sizes[i]];
+            let at = run.used;
+            match self.node.handle_tun(now, pkt, &mut b.gso[at..]) {
+                TunOutcome::Send { dst, len } => {
+                    if !run.fits(dst, len) {
+                        if run.count > 0 {
+                            self.send_run(&run, &b.gso).await;
+                            b.gso.copy_within(at..at + len, 0);
+                        }
+                        run = GsoRun {
+                            dst: Some(dst),
+                            segment: len,
+                            ..GsoRun::default()
+                        };
+                    }
+                    run.short = len < run.segment;
+                    run.used += len;
+                    run.count += 1;
                 }
+                TunOutcome::Queued => {}
+                TunOutcome::Dropped(reason) => debug!(%reason, "TUN packet dropped"),
             }
-            TunOutcome::Queued => {}
-            TunOutcome::Dropped(reason) => debug!(%reason, "TUN packet dropped"),
+        }
+        if run.count > 0 {
+            self.send_run(&run, &b.gso).await;
+        }
+    }
+
+    async fn send_run(&self, run: &GsoRun, gso: &[u8]) {
+        let Some(dst) = run.dst else { return };
+        if let Err(e) = self
+            .udp
+            .send_segments(dst, &gso[..run.used], run.segment)
+            .await
+        {
+            debug!(addr = %dst, error = %e, "UDP send failed");
         }
     }
 

@@ -1,38 +1,251 @@
-//! The UDP socket, sized for bulk traffic: an undersized receive buffer is
-//! what makes slow VPNs drop packets under load (design §10).
+//! The UDP socket, batched: one `sendmsg` carries a run of equal-sized
+//! datagrams to one destination (UDP GSO, `UDP_SEGMENT`), one `recvmsg`
+//! returns a run the kernel coalesced (UDP GRO). Design §10: syscalls, not
+//! crypto, are what limit a user-space VPN, and an undersized receive buffer
+//! is what makes slow ones drop packets under load.
+//!
+//! Both offloads are probed at run time; a kernel without them gets one
+//! datagram per syscall and nothing else changes.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdp};
+use std::mem::{MaybeUninit, size_of};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket as StdUdp};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 const BUFFER_BYTES: libc::c_int = 4 << 20;
+/// Linux's limit on segments per GSO send (`UDP_MAX_SEGMENTS`).
+pub const MAX_GSO_SEGMENTS: usize = 64;
+/// Largest payload one GSO send may carry.
+pub const MAX_GSO_BYTES: usize = 65_000;
 
-fn setsockopt(fd: libc::c_int, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: fd is a valid open socket; the value is a plain c_int.
+fn setsockopt(
+    fd: libc::c_int,
+    level: libc::c_int,
+    opt: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: fd is an open socket; the option value is a plain c_int.
     let rc = unsafe {
         libc::setsockopt(
             fd,
-            libc::SOL_SOCKET,
+            level,
             opt,
             (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
-pub fn bind_udp(port: u16) -> io::Result<UdpSocket> {
-    let sock = StdUdp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))?;
-    let fd = sock.as_raw_fd();
-    // The FORCE variants pass the sysctl cap when we hold CAP_NET_ADMIN;
-    // otherwise fall back to what the cap allows.
-    for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
-        if setsockopt(fd, force, BUFFER_BYTES).is_err() {
-            let _ = setsockopt(fd, plain, BUFFER_BYTES);
+pub struct Udp {
+    sock: UdpSocket,
+    gso: AtomicBool,
+    gro: bool,
+}
+
+/// One received datagram, or a run of them the kernel coalesced: split
+/// `len` bytes into chunks of `segment` bytes (the last may be shorter).
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub len: usize,
+    pub from: SocketAddr,
+    pub segment: usize,
+}
+
+impl Udp {
+    pub fn bind(port: u16) -> io::Result<Self> {
+        let sock = StdUdp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))?;
+        let fd = sock.as_raw_fd();
+        // The FORCE variants pass the sysctl cap when we hold CAP_NET_ADMIN;
+        // otherwise take what the cap allows.
+        for (force, plain) in [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        ] {
+            if setsockopt(fd, libc::SOL_SOCKET, force, BUFFER_BYTES).is_err() {
+                let _ = setsockopt(fd, libc::SOL_SOCKET, plain, BUFFER_BYTES);
+            }
+        }
+        let gro = setsockopt(fd, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
+        sock.set_nonblocking(true)?;
+        Ok(Self {
+            sock: UdpSocket::from_std(sock)?,
+            gso: AtomicBool::new(true),
+            gro,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+
+    pub fn offloads(&self) -> (bool, bool) {
+        (self.gso.load(Ordering::Relaxed), self.gro)
+    }
+
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        self.sock
+            .async_io(Interest::READABLE, || recvmsg(&self.sock, buf))
+            .await
+    }
+
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        self.sock
+            .try_io(Interest::READABLE, || recvmsg(&self.sock, buf))
+    }
+
+    /// Send `buf` to `dst` as datagrams of `segment` bytes (the last may be
+    /// shorter): one syscall with GSO, one per datagram without.
+    pub async fn send_segments(
+        &self,
+        dst: SocketAddr,
+        buf: &[u8],
+        segment: usize,
+    ) -> io::Result<()> {
+        if buf.len() > segment && self.gso.load(Ordering::Relaxed) {
+            match self
+                .sock
+                .async_io(Interest::WRITABLE, || {
+                    sendmsg_gso(&self.sock, dst, buf, segment)
+                })
+                .await
+            {
+                Ok(()) => return Ok(()),
+                // EIO: the device cannot segment (e.g. checksum offload off);
+                // EINVAL/ENOPROTOOPT: kernel without UDP GSO.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)
+                    ) =>
+                {
+                    tracing::debug!(error = %e, "UDP GSO unavailable; sending one datagram per syscall");
+                    self.gso.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for chunk in buf.chunks(segment.max(1)) {
+            self.sock.send_to(chunk, dst).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn send_to(&self, buf: &[u8], dst: SocketAddr) -> io::Result<()> {
+        self.sock.send_to(buf, dst).await.map(drop)
+    }
+}
+
+fn sockaddr_v4(dst: SocketAddr) -> io::Result<libc::sockaddr_in> {
+    let SocketAddr::V4(v4) = dst else {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "IPv6 underlay not supported yet",
+        ));
+    };
+    // SAFETY: sockaddr_in is plain data; all-zero is a valid value.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = v4.port().to_be();
+    sa.sin_addr = libc::in_addr {
+        s_addr: u32::from_ne_bytes(v4.ip().octets()),
+    };
+    Ok(sa)
+}
+
+/// Control-message space for one `u16`/`c_int` option.
+const CMSG_SPACE: usize = 32;
+
+#[repr(C, align(8))]
+struct CmsgBuf([u8; CMSG_SPACE]);
+
+fn sendmsg_gso(sock: &UdpSocket, dst: SocketAddr, buf: &[u8], segment: usize) -> io::Result<()> {
+    let mut sa = sockaddr_v4(dst)?;
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let mut control = CmsgBuf([0; CMSG_SPACE]);
+    // SAFETY: msghdr is plain data; the pointers below stay valid for the
+    // duration of the sendmsg call, and CMSG_* stay within `control`.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = (&mut sa as *mut libc::sockaddr_in).cast();
+        msg.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.0.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment as u16);
+        let rc = libc::sendmsg(sock.as_raw_fd(), &msg, 0);
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
         }
     }
-    sock.set_nonblocking(true)?;
-    UdpSocket::from_std(sock)
+    Ok(())
+}
+
+fn recvmsg(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
+    let mut sa = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = CmsgBuf([0; CMSG_SPACE]);
+    // SAFETY: as in sendmsg_gso; the kernel writes at most msg_namelen /
+    // msg_controllen bytes, and we read cmsgs only through CMSG_* walkers.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = sa.as_mut_ptr().cast();
+        msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.0.as_mut_ptr().cast();
+        msg.msg_controllen = CMSG_SPACE as _;
+        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, 0);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let len = n as usize;
+        let mut segment = len;
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                if size > 0 {
+                    segment = size as usize;
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        let sa = sa.assume_init();
+        let from = match sa.ss_family as libc::c_int {
+            libc::AF_INET => {
+                let v4 = &*(&sa as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)),
+                    u16::from_be(v4.sin_port),
+                ))
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "datagram from a non-IPv4 address",
+                ));
+            }
+        };
+        Ok(Received { len, from, segment })
+    }
 }
