@@ -625,10 +625,10 @@ impl Node {
         let Some(&id) = self.by_index.get(&resp.receiver) else {
             return UdpOutcome::Dropped(DropReason::UnknownIndex);
         };
-        if !self.peers[id.0]
+        if self.peers[id.0]
             .pending
             .as_ref()
-            .is_some_and(|h| h.local_index == resp.receiver)
+            .is_none_or(|h| h.local_index != resp.receiver)
         {
             return UdpOutcome::Dropped(DropReason::UnknownIndex);
         }

@@ -298,14 +298,13 @@ impl Shell {
                 UdpOutcome::Stun | UdpOutcome::Handled => {}
             }
         }
-        if k > 0 {
-            if let Err(e) = self
+        if k > 0
+            && let Err(e) = self
                 .tun
                 .send_multiple(&mut b.gro, &mut b.tun_out[..k], TUN_HDR)
                 .await
-            {
-                debug!(error = %e, "TUN write failed; packets dropped");
-            }
+        {
+            debug!(error = %e, "TUN write failed; packets dropped");
         }
     }
 
