@@ -19,6 +19,8 @@
 //! The per-packet paths allocate nothing: handshake traffic (rare) is the
 //! only thing that goes through the queue.
 
+#![cfg_attr(not(test), deny(clippy::disallowed_methods))]
+
 mod limiter;
 mod node;
 mod noise;

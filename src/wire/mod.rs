@@ -31,6 +31,8 @@
 //! 32  enc(cookie 16) (32)                 16  ChaCha20-Poly1305(payload) | tag
 //! ```
 
+#![cfg_attr(not(test), deny(clippy::disallowed_methods))]
+
 mod ip;
 mod packet;
 
