@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Write the checked-in seed corpora under fuzz/seeds/<target>/.
+
+Tiny, hand-picked inputs: the wire snapshots of src/wire/packet/tests.rs,
+minimal IPv4/IPv6 headers, a few configs, and node_udp mode bytes. Re-run
+after changing a layout; the files are committed, so this is optional.
+"""
+
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, "seeds", target)
+    os.makedirs(d, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+# wire_packet: the snapshots of src/wire/packet/tests.rs.
+initiation = b"\x81\0\0\0" + struct.pack(">I", 0xDEADBEEF) + bytes(range(108)) + bytes(32)
+response = b"\x82\0\0\0" + struct.pack(">II", 1, 2) + b"\xaa" * 48 + b"\x11" * 16 + b"\x22" * 16
+cookie = b"\x83\0\0\0" + struct.pack(">I", 7) + b"\x01" * 24 + b"\x02" * 32
+data = b"\x84\0\0\0" + struct.pack(">IQ", 0x01020304, 0x1122334455667788) + b"\x33" * 16
+stun = b"\x00\x01\x00\x58\x21\x12\xa4\x42" + bytes(12 + 0x58)  # RFC 5769 §2.1 header
+assert (len(initiation), len(response), len(cookie), len(data)) == (148, 92, 64, 32)
+for name, msg in [
+    ("initiation", initiation),
+    ("response", response),
+    ("cookie_reply", cookie),
+    ("data", data),
+    ("data_long", data + b"\x44" * 64),
+    ("stun", stun),
+    ("reserved_set", b"\x84\0\x01\0" + bytes(28)),
+]:
+    write("wire_packet", name, msg)
+
+# wire_ip: src/wire/ip.rs's test packet, an IPv6 packet, and liars.
+v4 = bytearray(32)
+v4[0] = 0x45
+v4[2:4] = struct.pack(">H", 28)
+v4[12:16] = bytes([100, 96, 0, 1])
+v4[16:20] = bytes([100, 96, 0, 2])
+v6 = bytearray(48)
+v6[0] = 0x60
+v6[4:6] = struct.pack(">H", 8)
+v6[8:24] = bytes.fromhex("fd006b69000000000000000000000001")
+v6[24:40] = bytes.fromhex("fd006b69000000000000000000000002")
+v4_liar = bytearray(v4[:20])
+v4_liar[2:4] = struct.pack(">H", 100)
+for name, pkt in [("v4_padded", v4), ("v6", v6), ("v4_truncated", v4_liar), ("v4_short", b"\x45" * 10)]:
+    write("wire_ip", name, bytes(pkt))
+
+# config: keys for seeds [1; 32] and [2; 32] (as SecretKey::from_seed).
+SK1 = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+PK2 = "gTl3Dqh9F19Wo1Rmw0x+zMuNipG07jeiXfYPW4/Js5Q="
+valid = f"""# a node and one peer
+[interface]
+name = "kith0"
+address = "100.96.0.1/16"
+private_key = "{SK1}"
+listen_port = 51871
+mtu = 1420
+
+[[peer]]
+name = "nas"
+public_key = "{PK2}"
+allowed_ips = ["100.96.0.2/32", "fd00:6b69::2/128"]
+endpoint = "198.51.100.7:51871"
+keepalive = "25s"
+"""
+write("config", "valid", valid)
+write("config", "typo", valid.replace("address", "adress").replace("endpoint", "endpont"))
+write("config", "syntax", "[interface]\naddress = = \"x\"\n")
+write("config", "key_file", "[interface]\naddress = \"100.96.0.1/16\"\nprivate_key_file = \"missing.key\"\n")
+write("config", "bad_values", valid.replace("1420", "100").replace("25s", "25 parsecs").replace("/32", "/33"))
+write("config", "empty", "")
+
+# node_udp: mode byte, then a raw datagram or a mask over A's genuine message.
+write("node_udp", "genuine", b"\x03")  # exactly A's message: must reach the TUN
+write("node_udp", "genuine_roamed", b"\x01")  # same, from a new address
+write("node_udp", "bit_flip", b"\x03" + bytes(20) + b"\x01")  # one ciphertext bit
+write("node_udp", "counter_bump", b"\x03" + bytes(15) + b"\x01")  # last counter byte
+write("node_udp", "cut_tag", b"\x07")  # genuine minus its last byte
+write("node_udp", "initiation", b"\x02" + initiation)
+write("node_udp", "response", b"\x02" + response)
+write("node_udp", "data", b"\x02" + data)
+write("node_udp", "stun", b"\x00" + stun)
