@@ -72,8 +72,13 @@ fn pubkey() -> Result<()> {
     if std::io::stdin().is_terminal() {
         eprintln!("paste a private key, then Ctrl-D");
     }
-    std::io::stdin().read_to_string(&mut text).context("reading stdin")?;
-    let key: SecretKey = text.trim().parse().map_err(|e| anyhow::anyhow!("stdin is not a kith private key: {e}"))?;
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("reading stdin")?;
+    let key: SecretKey = text
+        .trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("stdin is not a kith private key: {e}"))?;
     println!("{}", key.public());
     Ok(())
 }
@@ -99,10 +104,16 @@ fn up(file: &std::path::Path) -> Result<()> {
         Ok(cfg) => cfg,
         Err(errors) => {
             eprintln!("{errors}");
-            bail!("{} has {} error(s); fix them and start again", file.display(), errors.0.len())
+            bail!(
+                "{} has {} error(s); fix them and start again",
+                file.display(),
+                errors.0.len()
+            )
         }
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(crate::daemon::run(cfg))?;
     Ok(())
 }
