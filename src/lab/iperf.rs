@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::json::Json;
+use serde_json::Value;
 use super::{Host, LabError, Result, sys};
 
 /// One iperf3 TCP run, as reported by the client's `-J` output.
@@ -61,8 +61,9 @@ pub fn tcp(
             break;
         }
         // With -J, iperf3 reports its errors in the JSON on stdout.
-        let error = Json::parse(&stdout)
-            .and_then(|v| v.path(&["error"]).and_then(Json::as_str).map(str::to_owned))
+        let error = serde_json::from_str::<Value>(&stdout)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
             .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_owned());
         let refused = error.contains("refused");
         outcome = Err(error);
@@ -86,15 +87,10 @@ pub fn tcp(
 
 /// Reads `end.sum_received.bits_per_second` and `end.sum_sent.retransmits`.
 pub(crate) fn parse(json: &str) -> Option<IperfReport> {
-    let v = Json::parse(json)?;
+    let v: Value = serde_json::from_str(json).ok()?;
     Some(IperfReport {
-        bits_per_second: v
-            .path(&["end", "sum_received", "bits_per_second"])?
-            .as_f64()?,
-        retransmits: v
-            .path(&["end", "sum_sent", "retransmits"])
-            .and_then(Json::as_f64)
-            .unwrap_or(0.0),
+        bits_per_second: v["end"]["sum_received"]["bits_per_second"].as_f64()?,
+        retransmits: v["end"]["sum_sent"]["retransmits"].as_f64().unwrap_or(0.0),
     })
 }
 

@@ -31,7 +31,6 @@
 mod capture;
 mod host;
 pub mod iperf;
-mod json;
 mod kith;
 mod netns;
 mod ping;
