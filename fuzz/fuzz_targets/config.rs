@@ -33,12 +33,17 @@ fuzz_target!(|data: &[u8]| {
         assert!(e.line <= lines.len() + 1, "line past the end: {e:?}");
         if let Some(l) = lines.get(e.line - 1) {
             let chars = l.chars().count() + 1;
-            assert!(e.column <= chars, "column past the line end: {e:?}\ninput: {text:?}");
+            assert!(
+                e.column <= chars,
+                "column past the line end: {e:?}\ninput: {text:?}"
+            );
         }
         assert!(e.to_string().starts_with("fuzz.toml:"));
     }
     assert!(
-        errors.windows(2).all(|w| (w[0].line, w[0].column) <= (w[1].line, w[1].column)),
+        errors
+            .windows(2)
+            .all(|w| (w[0].line, w[0].column) <= (w[1].line, w[1].column)),
         "errors not sorted by position: {errors:?}"
     );
 });

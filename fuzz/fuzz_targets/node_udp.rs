@@ -152,7 +152,11 @@ fuzz_target!(|data: &[u8]| {
     let mut out = vec![0u8; datagram.len().max(64)];
     let outcome = w.b.handle_udp(w.now, from, &datagram, &mut out);
     if let UdpOutcome::WriteTun { len } = outcome {
-        assert!(len <= out.len(), "WriteTun of {len} bytes from a {} byte buffer", out.len());
+        assert!(
+            len <= out.len(),
+            "WriteTun of {len} bytes from a {} byte buffer",
+            out.len()
+        );
     }
     if datagram == w.genuine {
         assert_eq!(outcome, UdpOutcome::WriteTun { len: w.inner.len() });
@@ -163,7 +167,10 @@ fuzz_target!(|data: &[u8]| {
 
     // Replay: the same bytes again never reach the TUN.
     let again = w.b.handle_udp(w.now, from, &datagram, &mut out);
-    assert!(!matches!(again, UdpOutcome::WriteTun { .. }), "replayed: {again:?}");
+    assert!(
+        !matches!(again, UdpOutcome::WriteTun { .. }),
+        "replayed: {again:?}"
+    );
 
     // Whatever the datagram did, the timers and queues still work.
     w.b.handle_timeout(w.now + Duration::from_secs(1));

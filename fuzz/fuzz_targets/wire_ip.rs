@@ -19,9 +19,17 @@ fuzz_target!(|data: &[u8]| {
             match data[0] >> 4 {
                 4 => {
                     assert!(h.total_len >= 20);
-                    assert_eq!(h.total_len, usize::from(u16::from_be_bytes([data[2], data[3]])));
+                    assert_eq!(
+                        h.total_len,
+                        usize::from(u16::from_be_bytes([data[2], data[3]]))
+                    );
                     let v4 = |at: usize| {
-                        IpAddr::V4(Ipv4Addr::new(data[at], data[at + 1], data[at + 2], data[at + 3]))
+                        IpAddr::V4(Ipv4Addr::new(
+                            data[at],
+                            data[at + 1],
+                            data[at + 2],
+                            data[at + 3],
+                        ))
                     };
                     assert_eq!(h.src, v4(12));
                     assert_eq!(h.dst, v4(16));

@@ -61,7 +61,10 @@ fn check_handshake(data: &[u8], emitted: &[u8], mac1_input: &[u8], mac1: &[u8], 
     assert_eq!(m2 + wire::MAC_LEN, data.len());
     assert_eq!(mac1_input, &data[..m1]);
     assert_eq!(&emitted[..m1], &data[..m1]);
-    assert!(emitted[m1..].iter().all(|&b| b == 0), "emit must zero the MACs");
+    assert!(
+        emitted[m1..].iter().all(|&b| b == 0),
+        "emit must zero the MACs"
+    );
     assert_eq!(mac1, &data[m1..m2]);
     assert_eq!(mac2, &data[m2..]);
 }
