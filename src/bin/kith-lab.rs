@@ -271,11 +271,16 @@ fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
         "", "raw veth", "kith", "kith/raw"
     );
     let row = |label: &str, raw: f64, k: f64, unit_fmt: fn(f64) -> String| {
+        // A ratio to zero (e.g. no retransmits on the raw link) means nothing.
+        let ratio = if raw > 0.0 {
+            format!("{:.2}", k / raw)
+        } else {
+            "-".into()
+        };
         println!(
-            "{label:<26} {:>12} {:>12} {:>10.2}",
+            "{label:<26} {:>12} {:>12} {ratio:>10}",
             unit_fmt(raw),
-            unit_fmt(k),
-            k / raw
+            unit_fmt(k)
         );
     };
     row(

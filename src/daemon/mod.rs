@@ -152,7 +152,12 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     node.start(now);
     notify::ready();
 
-    let mut shell = Shell { node, udp, tun };
+    let mut shell = Shell {
+        node,
+        udp,
+        tun,
+        mtu: usize::from(cfg.interface.mtu),
+    };
     shell.flush().await;
     let result = shell.run().await;
     notify::stopping();
@@ -163,6 +168,7 @@ struct Shell {
     node: Node,
     udp: Udp,
     tun: tun_rs::AsyncDevice,
+    mtu: usize,
 }
 
 /// Offset of the IP packet in TUN write buffers: room for the virtio-net
@@ -191,16 +197,20 @@ struct Buffers {
 }
 
 impl Buffers {
-    fn new() -> Self {
+    fn new(mtu: usize) -> Self {
         let big = crate::wire::MAX_DATAGRAM + OVERHEAD;
+        // Split TUN segments never exceed the MTU; the slack covers a
+        // device whose MTU was raised behind our back.
+        let segment = mtu + 256 + OVERHEAD;
         Self {
             tun_raw: vec![0; TUN_HDR + crate::wire::MAX_DATAGRAM],
-            tun_pkts: vec![vec![0; big]; TUN_BATCH],
+            tun_pkts: vec![vec![0; segment]; TUN_BATCH],
             tun_sizes: vec![0; TUN_BATCH],
             gso: vec![0; socket::MAX_GSO_BYTES + big],
             udp_in: vec![0; crate::wire::MAX_DATAGRAM],
+            // GRO grows the first buffer of each flow up to 64 KiB, on demand.
             tun_out: (0..socket::MAX_GSO_SEGMENTS)
-                .map(|_| Vec::with_capacity(TUN_HDR + big))
+                .map(|_| Vec::with_capacity(TUN_HDR + segment))
                 .collect(),
             gro: tun_rs::GROTable::default(),
         }
@@ -236,7 +246,7 @@ impl Shell {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
-        let mut b = Buffers::new();
+        let mut b = Buffers::new(self.mtu);
         loop {
             let deadline = self
                 .node
