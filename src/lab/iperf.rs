@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::Value;
 use super::{Host, LabError, Result, sys};
+use serde_json::Value;
 
 /// One iperf3 TCP run, as reported by the client's `-J` output.
 #[derive(Debug, Clone, Copy, PartialEq)]
