@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod daemon;
+pub mod discovery;
 pub mod identity;
 pub mod lab;
 pub mod wire;

@@ -46,6 +46,8 @@ pub struct Config {
     /// The file it was read from (for messages).
     pub source: PathBuf,
     pub interface: Interface,
+    pub network: Network,
+    pub discovery: Discovery,
     pub peers: Vec<Peer>,
     /// Non-fatal findings (e.g. a world-readable private key file).
     pub warnings: Vec<String>,
@@ -60,6 +62,53 @@ pub struct Interface {
     /// 0 = any port.
     pub listen_port: u16,
     pub mtu: u16,
+}
+
+/// `[network]`: which rendezvous namespace this node lives in.
+#[derive(Debug, Clone, Default)]
+pub struct Network {
+    /// Rendezvous namespace (salts the DHT records); required when `dht = true`.
+    pub id: Option<String>,
+    /// 32-byte network secret read from `secret_file` (base64, 44 characters):
+    /// the PSK of every handshake and a key of the DHT records.
+    pub secret: Option<[u8; 32]>,
+}
+
+/// The public Mainline bootstrap nodes, used when `[discovery] bootstrap`
+/// is not set. Tests always replace them with their own.
+pub const DEFAULT_BOOTSTRAP: &[&str] = &[
+    "router.bittorrent.com:6881",
+    "dht.transmissionbt.com:6881",
+    "dht.libtorrent.org:25401",
+    "router.utorrent.com:6881",
+];
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/kith";
+
+/// `[discovery]`: how this node finds its peers' current addresses.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    /// Publish and resolve records in the Mainline DHT (default true).
+    pub dht: bool,
+    /// `host:port` of the DHT bootstrap nodes (default [`DEFAULT_BOOTSTRAP`]).
+    pub bootstrap: Vec<String>,
+    /// UDP port of the DHT node (0 = any; it has its own socket).
+    pub dht_port: u16,
+    /// Where the candidate cache and the record sequence number live.
+    pub state_dir: PathBuf,
+    /// Also serve as a full DHT node (for nodes with a public address).
+    pub dht_server: bool,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Self {
+            dht: true,
+            bootstrap: DEFAULT_BOOTSTRAP.iter().map(|s| s.to_string()).collect(),
+            dht_port: 0,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            dht_server: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +195,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         Some((interface, peers)) if errors.is_empty() => Ok(Config {
             source: path.to_path_buf(),
             interface,
+            // Parsed by the [network]/[discovery] work in progress.
+            network: Network::default(),
+            discovery: Discovery::default(),
             peers,
             warnings: ctx.warnings.iter().map(ToString::to_string).collect(),
         }),

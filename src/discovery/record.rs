@@ -1,0 +1,1 @@
+//! The DHT record: sealing, opening and verifying (in progress).
