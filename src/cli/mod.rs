@@ -28,6 +28,16 @@ pub enum Command {
         /// The config file.
         file: PathBuf,
     },
+    /// Run a standalone Mainline DHT node (server mode): a bootstrap node
+    /// for a private network or a test lab.
+    DhtNode {
+        /// Address and UDP port to listen on, e.g. 198.18.0.100:6881.
+        #[arg(long)]
+        listen: std::net::SocketAddrV4,
+        /// Other DHT nodes to join (host:port); none starts a new network.
+        #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+        bootstrap: Vec<String>,
+    },
     /// Run the daemon in the foreground.
     Up {
         /// The config file.
@@ -42,6 +52,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pubkey => pubkey(),
         Command::CheckConfig { file } => check_config(&file),
         Command::Up { config } => up(&config),
+        Command::DhtNode { listen, bootstrap } => dht_node(listen, bootstrap),
     }
 }
 
@@ -115,5 +126,41 @@ fn up(file: &std::path::Path) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(crate::daemon::run(cfg))?;
+    Ok(())
+}
+
+fn dht_node(listen: std::net::SocketAddrV4, bootstrap: Vec<String>) -> Result<()> {
+    use crate::discovery::dht;
+    let settings = dht::DhtSettings {
+        bind: Some(*listen.ip()),
+        port: listen.port(),
+        bootstrap,
+        server: true,
+    };
+    let node = dht::build(&settings)?.as_async();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let info = node.info().await;
+        tracing::info!(addr = %info.local_addr(), id = %info.id(), "DHT node listening");
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut report = tokio::time::interval(std::time::Duration::from_secs(30));
+        report.tick().await;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = report.tick() => {
+                    let info = node.info().await;
+                    tracing::debug!(dht_size_estimate = info.dht_size_estimate().0, "DHT node running");
+                }
+            }
+        }
+        tracing::info!("DHT node stopping");
+        Ok::<(), std::io::Error>(())
+    })?;
     Ok(())
 }
