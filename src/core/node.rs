@@ -20,6 +20,8 @@ use crate::wire::{
 
 /// Packets held per peer while its handshake runs; the oldest is dropped first.
 pub const MAX_QUEUED_PER_PEER: usize = 64;
+/// Candidate addresses kept per peer (a DHT record carries at most this many).
+pub const MAX_CANDIDATES: usize = 16;
 /// Plaintext is padded to a multiple of this to blur packet sizes
 /// (WireGuard whitepaper §5.4.6).
 const PAD_TO: usize = 16;
@@ -133,6 +135,9 @@ pub enum Event {
     HandshakeGaveUp { peer: PeerId },
     /// Long silence: keys wiped.
     Disconnected { peer: PeerId },
+    /// No known address answers (or there is none): discovery should look
+    /// the peer up and call [`Node::handle_candidates`].
+    NeedCandidates { peer: PeerId },
 }
 
 /// A snapshot for `status` and logs.
@@ -161,7 +166,11 @@ struct Peer {
     x25519: [u8; 32],
     /// mac1 key for messages we send to this peer.
     mac1_key: [u8; 32],
+    /// The address we send to: the last one an authenticated packet came
+    /// from, or the static endpoint until then.
     endpoint: Option<SocketAddr>,
+    /// Other addresses to try with each handshake initiation.
+    candidates: Vec<SocketAddr>,
     pending: Option<Pending>,
     /// Sending session.
     current: Option<Session>,
@@ -260,6 +269,7 @@ impl Node {
                 x25519,
                 mac1_key: noise::mac1_key(&x25519),
                 endpoint: p.endpoint,
+                candidates: Vec::new(),
                 cfg: p,
                 pending: None,
                 current: None,
@@ -289,9 +299,8 @@ impl Node {
     pub fn start(&mut self, now: Instant) {
         for i in 0..self.peers.len() {
             let id = PeerId(i);
-            if self.peers[i].endpoint.is_some() {
-                self.initiate(now, id);
-            }
+            // Peers with no address yet make `initiate` ask for candidates.
+            self.initiate(now, id);
             if let Some(k) = self.peers[i].cfg.keepalive {
                 self.peers[i]
                     .timers
@@ -322,14 +331,21 @@ impl Node {
         })
     }
 
-    /// Tell the node about a (new) address for a peer, e.g. from discovery.
-    /// Starts a handshake if there is no session.
-    pub fn set_endpoint(&mut self, now: Instant, id: PeerId, addr: SocketAddr) {
+    /// Addresses a peer may be reachable at (from discovery, a cache or the
+    /// config). Every handshake initiation goes to all of them at once; the
+    /// first authenticated answer picks the path. Starts a handshake now if
+    /// there is no usable session.
+    pub fn handle_candidates(&mut self, now: Instant, id: PeerId, addrs: &[SocketAddr]) {
         let Some(p) = self.peers.get_mut(id.0) else {
             return;
         };
-        p.endpoint = Some(addr);
-        if p.current.is_none() && p.pending.is_none() {
+        p.candidates.clear();
+        for a in addrs {
+            if !p.candidates.contains(a) && p.candidates.len() < MAX_CANDIDATES {
+                p.candidates.push(*a);
+            }
+        }
+        if !p.current.as_ref().is_some_and(|s| s.is_valid(now)) {
             self.initiate(now, id);
         }
     }
@@ -360,7 +376,8 @@ impl Node {
             return TunOutcome::Dropped(DropReason::NoRoute);
         };
         let packet = &packet[..hdr.total_len];
-        if self.peers[id.0].endpoint.is_none() {
+        let p = &self.peers[id.0];
+        if p.endpoint.is_none() && p.candidates.is_empty() {
             return TunOutcome::Dropped(DropReason::NoEndpoint);
         }
         match self.encrypt_to(now, id, packet, out) {
@@ -466,9 +483,11 @@ impl Node {
 
     /// Send a handshake initiation (IK message 1: `-> e, es, s, ss`).
     fn initiate(&mut self, now: Instant, id: PeerId) {
-        let Some(dst) = self.peers[id.0].endpoint else {
+        let p = &self.peers[id.0];
+        if p.endpoint.is_none() && p.candidates.is_empty() {
+            self.events.push_back(Event::NeedCandidates { peer: id });
             return;
-        };
+        }
         let timestamp = self.timestamp(now);
         let (static_secret, psk, remote) = (self.static_secret, self.psk, self.peers[id.0].x25519);
         let state = self
@@ -520,8 +539,19 @@ impl Node {
             attempts,
         });
         p.timers.set(Timer::HandshakeRetry, now + backoff + jitter);
-        tracing::debug!(peer = %p.cfg.name, addr = %dst, attempt = attempts + 1, hs_stage = "initiation", "sending handshake initiation");
-        self.transmits.push_back(Transmit { dst, payload: msg });
+        // The same message to every address: the responder answers the
+        // first copy and rejects the rest as replays (same timestamp).
+        let targets = p
+            .endpoint
+            .iter()
+            .chain(p.candidates.iter().filter(|c| Some(**c) != p.endpoint));
+        for dst in targets {
+            tracing::debug!(peer = %p.cfg.name, addr = %dst, attempt = attempts + 1, hs_stage = "initiation", "sending handshake initiation");
+            self.transmits.push_back(Transmit {
+                dst: *dst,
+                payload: msg.clone(),
+            });
+        }
     }
 
     fn check_mac1(&self, input: &[u8], mac1: &[u8; wire::MAC_LEN]) -> bool {
@@ -819,6 +849,10 @@ impl Node {
                     self.by_index.remove(&index);
                     self.events.push_back(Event::HandshakeGaveUp { peer: id });
                 } else {
+                    if h.attempts == 0 {
+                        // The known addresses did not answer: look for fresh ones.
+                        self.events.push_back(Event::NeedCandidates { peer: id });
+                    }
                     self.initiate(now, id);
                 }
             }

@@ -157,6 +157,14 @@ impl Sim {
         self.flush(i);
     }
 
+    /// Call into node `i` directly (e.g. as discovery would), then put
+    /// what it queued on the wire.
+    pub fn act(&mut self, i: usize, f: impl FnOnce(&mut Node, Instant)) {
+        let now = self.now;
+        f(&mut self.nodes[i].node, now);
+        self.flush(i);
+    }
+
     fn index_of(&self, addr: SocketAddr) -> Option<usize> {
         self.nodes.iter().position(|n| n.addr == addr)
     }

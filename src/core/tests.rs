@@ -334,3 +334,56 @@ fn keepalive_keeps_quiet_peer_alive_and_gives_up_when_gone() {
         .count();
     assert!(inits < 40, "handshake retries must back off, saw {inits}");
 }
+
+#[test]
+fn candidates_are_all_tried_and_the_answering_one_wins() {
+    let mut sim = Sim::new(13);
+    // Node 1 knows no endpoint for node 2; node 2 knows none for node 1.
+    sim.add(1, vec![peer_cfg(2, false)]);
+    sim.add(2, vec![peer_cfg(1, false)]);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(100));
+    assert!(
+        sim.nodes[0]
+            .events
+            .contains(&Event::NeedCandidates { peer: PeerId(0) }),
+        "a peer without any address must ask discovery"
+    );
+    assert_eq!(sim.connected(0), 0);
+    // Discovery delivers two candidates: a dead LAN address and the real one.
+    let dead: std::net::SocketAddr = "192.168.77.9:51871".parse().unwrap();
+    sim.act(0, |node, now| {
+        node.handle_candidates(now, PeerId(0), &[dead, underlay(2)])
+    });
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.connected(0), 1);
+    let inits_to = |addr| {
+        sim.wire_log
+            .iter()
+            .filter(|(_, to, b)| *to == addr && b[0] == crate::wire::TYPE_INITIATION)
+            .count()
+    };
+    assert_eq!(inits_to(dead), 1, "the dead candidate was tried");
+    assert_eq!(inits_to(underlay(2)), 1);
+    assert_eq!(
+        sim.nodes[0].node.peer_status(PeerId(0)).unwrap().endpoint,
+        Some(underlay(2)),
+        "the path is the address that answered"
+    );
+    sim.send_ip(0, overlay(2), b"found you");
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(delivered(&sim, 1, b"found you"), 1);
+}
+
+#[test]
+fn unanswered_handshake_asks_for_fresh_candidates() {
+    let mut sim = pair(14);
+    sim.nodes[1].up = false; // the peer moved away; its old address is silent
+    sim.start_node(0);
+    sim.run_for(Duration::from_secs(3));
+    assert!(
+        sim.nodes[0]
+            .events
+            .contains(&Event::NeedCandidates { peer: PeerId(0) })
+    );
+}

@@ -390,6 +390,9 @@ impl Shell {
             Event::Disconnected { peer } => {
                 info!(peer = %self.node.peer_name(peer), "peer silent for 9 minutes; session keys wiped")
             }
+            Event::NeedCandidates { peer } => {
+                debug!(peer = %self.node.peer_name(peer), "no known address answers")
+            }
         }
     }
 }
