@@ -14,6 +14,9 @@
 //! STUN (top two bits `00`), whatever the bytes at offset 4 happen to be.
 //! All integers are big-endian (network order).
 //!
+//! `record` holds the plaintext and envelope of the DHT record (not a UDP
+//! message: it travels as a BEP 44 value; layout in `record.rs`).
+//!
 //! ```text
 //! Initiation (148 bytes)                  Response (92 bytes)
 //!  0  type=0x81 | reserved (3, zero)       0  type=0x82 | reserved (3)
@@ -35,7 +38,9 @@
 
 mod ip;
 mod packet;
+mod record;
 
 pub use ip::*;
 
 pub use packet::*;
+pub use record::*;
