@@ -7,6 +7,7 @@
 //! never chooses paths or opens tunnels: candidates go to the core, which
 //! tries them.
 
+pub mod cache;
 pub mod dht;
 pub mod record;
 

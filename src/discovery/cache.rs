@@ -1,0 +1,123 @@
+//! The on-disk memory of discovery, under the state directory:
+//! - `peers.json`: each peer's last candidates that led to a session, so a
+//!   restart while the DHT is unreachable still finds its peers;
+//! - `dht-seq`: the last BEP 44 sequence number we published, so `seq`
+//!   stays monotonic across restarts.
+//!
+//! Writes go to a temporary file and are renamed into place: a crash never
+//! leaves a half-written cache.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::PublicKey;
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CachedPeer {
+    pub candidates: Vec<SocketAddr>,
+    /// Unix seconds when they last worked.
+    pub updated: u64,
+}
+
+/// Candidates by peer public key (base64), as stored.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerCache {
+    pub peers: BTreeMap<String, CachedPeer>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cannot write {path}: {source}. Check that [discovery] state_dir exists and is writable")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("ignoring unreadable cache {path}: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+    let err = |source| CacheError::Write { path: path.to_path_buf(), source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+impl PeerCache {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("peers.json")
+    }
+
+    /// A missing file is an empty cache; a corrupt one is reported and
+    /// treated as empty (it will be rewritten on the next success).
+    pub fn load(state_dir: &Path) -> Result<Self, CacheError> {
+        let path = Self::path(state_dir);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| CacheError::Corrupt { path, detail: e.to_string() }),
+            Err(_) => Ok(Self::default()),
+        }
+    }
+
+    pub fn save(&self, state_dir: &Path) -> Result<(), CacheError> {
+        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        write_atomically(&Self::path(state_dir), &bytes)
+    }
+
+    pub fn get(&self, peer: &PublicKey) -> Option<&CachedPeer> {
+        self.peers.get(&peer.to_string())
+    }
+
+    /// Remember what worked; returns true if anything changed.
+    pub fn remember(&mut self, peer: &PublicKey, candidates: Vec<SocketAddr>, now_unix: u64) -> bool {
+        let entry = CachedPeer { candidates, updated: now_unix };
+        let key = peer.to_string();
+        if self.peers.get(&key).is_some_and(|old| old.candidates == entry.candidates) {
+            return false;
+        }
+        self.peers.insert(key, entry);
+        true
+    }
+}
+
+/// The last published sequence number, if any.
+pub fn load_seq(state_dir: &Path) -> Option<i64> {
+    std::fs::read_to_string(state_dir.join("dht-seq")).ok()?.trim().parse().ok()
+}
+
+pub fn save_seq(state_dir: &Path, seq: i64) -> Result<(), CacheError> {
+    write_atomically(&state_dir.join("dht-seq"), seq.to_string().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::SecretKey;
+
+    #[test]
+    fn round_trip_and_corruption() {
+        let dir = std::env::temp_dir().join(format!("kith-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(PeerCache::load(&dir).unwrap(), PeerCache::default());
+        let peer = SecretKey::from_seed([3; 32]).public();
+        let mut c = PeerCache::default();
+        let addrs = vec!["198.18.0.2:51871".parse().unwrap()];
+        assert!(c.remember(&peer, addrs.clone(), 100));
+        assert!(!c.remember(&peer, addrs.clone(), 200), "unchanged candidates are not a change");
+        c.save(&dir).unwrap();
+        let back = PeerCache::load(&dir).unwrap();
+        assert_eq!(back.get(&peer).unwrap().candidates, addrs);
+
+        std::fs::write(PeerCache::path(&dir), b"{not json").unwrap();
+        assert!(matches!(PeerCache::load(&dir), Err(CacheError::Corrupt { .. })));
+
+        assert_eq!(load_seq(&dir), None);
+        save_seq(&dir, 42).unwrap();
+        assert_eq!(load_seq(&dir), Some(42));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
