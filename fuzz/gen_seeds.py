@@ -66,6 +66,16 @@ private_key = "{SK1}"
 listen_port = 51871
 mtu = 1420
 
+[network]
+id = "home"
+
+[discovery]
+dht = true
+bootstrap = ["198.51.100.1:6881", "dht.example.net:25401"]
+dht_port = 6881
+state_dir = "/var/lib/kith"
+dht_server = false
+
 [[peer]]
 name = "nas"
 public_key = "{PK2}"
@@ -76,7 +86,11 @@ keepalive = "25s"
 write("config", "valid", valid)
 write("config", "typo", valid.replace("address", "adress").replace("endpoint", "endpont"))
 write("config", "syntax", "[interface]\naddress = = \"x\"\n")
-write("config", "key_file", "[interface]\naddress = \"100.96.0.1/16\"\nprivate_key_file = \"missing.key\"\n")
+write("config", "key_file", "[interface]\naddress = \"100.96.0.1/16\"\nprivate_key_file = \"missing.key\"\n"
+      "[network]\nid = \"home\"\nsecret_file = \"missing.secret\"\n")
+write("config", "discovery", valid.replace('id = "home"', 'id = "my home"').replace(":25401\"]", ":0\", \"x\"]")
+      .replace("dht_port = 6881", "dht_port = 51871").replace("dht_server", "dht_sever"))
+write("config", "no_network", valid.replace('[network]\nid = "home"\n', ""))
 write("config", "bad_values", valid.replace("1420", "100").replace("25s", "25 parsecs").replace("/32", "/33"))
 write("config", "empty", "")
 

@@ -81,7 +81,10 @@ fn check_config_reports_ok_and_located_errors() {
     let good = dir.join("good.toml");
     std::fs::write(
         &good,
-        format!("[interface]\naddress = \"100.96.0.1/16\"\nprivate_key = \"{key}\"\n"),
+        format!(
+            "[interface]\naddress = \"100.96.0.1/16\"\nprivate_key = \"{key}\"\n\
+             [discovery]\ndht = false\n"
+        ),
     )
     .unwrap();
     let (code, out, _) = run(&["check-config", good.to_str().unwrap()], "");
@@ -90,7 +93,10 @@ fn check_config_reports_ok_and_located_errors() {
     let bad = dir.join("bad.toml");
     std::fs::write(
         &bad,
-        format!("[interface]\naddress = \"100.96.0.300/16\"\nprivate_key = \"{key}\"\n"),
+        format!(
+            "[interface]\naddress = \"100.96.0.300/16\"\nprivate_key = \"{key}\"\n\
+             [network]\nid = \"home\"\n"
+        ),
     )
     .unwrap();
     let (code, _, err) = run(&["check-config", bad.to_str().unwrap()], "");
@@ -102,5 +108,18 @@ fn check_config_reports_ok_and_located_errors() {
     let (code, _, err) = run(&["up", "-c", bad.to_str().unwrap()], "");
     assert_ne!(code, 0);
     assert!(err.contains(&located), "{err}");
+
+    // Without [network] id the DHT (on by default) has no namespace.
+    let no_id = dir.join("no-id.toml");
+    std::fs::write(
+        &no_id,
+        format!("[interface]\naddress = \"100.96.0.1/16\"\nprivate_key = \"{key}\"\n"),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check-config", no_id.to_str().unwrap()], "");
+    assert_ne!(code, 0);
+    let located = format!("{}:1:1: network.id: missing [network] id", no_id.display());
+    assert!(err.contains(&located), "expected {located:?} in:\n{err}");
+    assert!(err.contains("dht = false"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,8 +1,12 @@
 //! Bad config files and exactly what `config::parse` must say about them.
 //!
 //! Each row is a config text, written to its own temp directory next to a
-//! valid private key file `key` (mode 0600), and the full list of expected
-//! errors as (line, column, key path, message substring). Placeholders in
+//! valid private key file `key` and network secret file `secret` (mode 0600)
+//! and some bad secret files, and the full list of expected errors as (line,
+//! column, key path, message substring). Rows about other things get
+//! `[discovery] dht = false` appended (after their last line, so the lines
+//! they name do not move); rows about `[network]`/`[discovery]` give the
+//! whole text. Placeholders in
 //! the text and expectations: `{OWN}` our public key, `{PK2}`/`{PK3}` peers'
 //! public keys, `{SK}` our private key, `{DIR}` the temp directory.
 
@@ -20,13 +24,34 @@ fn pk(n: u8) -> String {
     SecretKey::from_seed([n; 32]).public().to_string()
 }
 
-/// A fresh directory holding a valid `key` file (mode 0600).
+/// A fresh directory holding a valid `key` file and `secret` file (mode
+/// 0600), and the bad secret files `short.secret` (3 bytes),
+/// `garbage.secret` (not base64) and `big.secret` (over 1 KiB).
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kith-config-errors-{}-{tag}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     write_key(&dir.join("key"), 0o600);
+    write_secret(&dir.join("secret"), &secret_b64(), 0o600);
+    write_secret(&dir.join("short.secret"), "AAAA\n", 0o600);
+    write_secret(&dir.join("garbage.secret"), "not base64!\n", 0o600);
+    write_secret(&dir.join("big.secret"), &"A".repeat(2000), 0o600);
     dir
+}
+
+/// The network secret the good `secret` file holds: 32 bytes of 9, as
+/// `kith genkey` would print it.
+fn secret_b64() -> String {
+    SecretKey::from_seed([9; 32]).to_base64() + "\n"
+}
+
+fn write_secret(path: &Path, text: &str, mode: u32) {
+    fs::write(path, text).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
 }
 
 fn write_key(path: &Path, mode: u32) {
@@ -57,6 +82,11 @@ fn parse_in(tag: &str, text: &str) -> (PathBuf, Result<Config, ConfigErrors>) {
 
 /// Interface lines that are valid, for rows about something else.
 const IFACE: &str = "[interface]\naddress = \"100.96.0.1/16\"\nprivate_key_file = \"key\"\n";
+/// Appended to rows about something else: without a `[network] id` the DHT
+/// (on by default) is an error.
+const NO_DHT: &str = "\n[discovery]\ndht = false\n";
+/// `[network]` lines that are valid (lines 4-5 after [`IFACE`]).
+const NET: &str = "[network]\nid = \"home\"\n";
 
 type Expect = (usize, usize, &'static str, &'static str);
 
@@ -66,7 +96,13 @@ struct Row {
     errors: Vec<Expect>,
 }
 
+/// A row about something else than the DHT: `text` with [`NO_DHT`] appended.
 fn row(name: &'static str, text: &str, errors: &[Expect]) -> Row {
+    exact(name, &format!("{text}{NO_DHT}"), errors)
+}
+
+/// A row whose text is exactly `text`.
+fn exact(name: &'static str, text: &str, errors: &[Expect]) -> Row {
     Row {
         name,
         text: text.to_string(),
@@ -77,6 +113,11 @@ fn row(name: &'static str, text: &str, errors: &[Expect]) -> Row {
 /// A row whose text starts with the valid [interface] (lines 1-3).
 fn with_iface(name: &'static str, rest: &str, errors: &[Expect]) -> Row {
     row(name, &format!("{IFACE}{rest}"), errors)
+}
+
+/// Like [`with_iface`], but `rest` is the rest of the file exactly.
+fn iface_exact(name: &'static str, rest: &str, errors: &[Expect]) -> Row {
+    exact(name, &format!("{IFACE}{rest}"), errors)
 }
 
 fn rows() -> Vec<Row> {
@@ -388,6 +429,245 @@ fn rows() -> Vec<Row> {
                 "expected a string, got integer `25`",
             )],
         ),
+        // [network] and [discovery]
+        iface_exact(
+            "dht by default without network id",
+            "",
+            &[(
+                1,
+                1,
+                "network.id",
+                "missing [network] id, which the DHT needs to find your peers ([discovery] dht is \
+                 true by default): set id = \"home\" (any name shared by your nodes) under \
+                 [network], or set [discovery] dht = false to use only static endpoints",
+            )],
+        ),
+        iface_exact(
+            "dht = true without network id",
+            "[discovery]\ndht = true\n",
+            &[(
+                4,
+                1,
+                "network.id",
+                "missing [network] id, which the DHT needs to find your peers ([discovery] dht = true)",
+            )],
+        ),
+        iface_exact(
+            "network table without id",
+            "[network]\nsecret_file = \"secret\"\n",
+            &[(1, 1, "network.id", "missing [network] id")],
+        ),
+        iface_exact(
+            "network id with a space",
+            "[network]\nid = \"my home\"\n",
+            &[(
+                5,
+                6,
+                "network.id",
+                "network id \"my home\" contains ' '; use 1 to 64 letters, digits, '.', '_' or '-'",
+            )],
+        ),
+        iface_exact(
+            "network id with a slash",
+            "[network]\nid = \"home/lan\"\n",
+            &[(5, 6, "network.id", "network id \"home/lan\" contains '/'")],
+        ),
+        iface_exact(
+            "network id too long",
+            &format!("[network]\nid = \"{}\"\n", "x".repeat(65)),
+            &[(
+                5,
+                6,
+                "network.id",
+                "network id is 65 characters long, at most 64 are allowed",
+            )],
+        ),
+        iface_exact(
+            "network id empty",
+            "[network]\nid = \"\"\n",
+            &[(5, 6, "network.id", "network id is empty")],
+        ),
+        iface_exact(
+            "network id not a string",
+            "[network]\nid = 5\n",
+            &[(5, 6, "network.id", "expected a string, got integer `5`")],
+        ),
+        iface_exact(
+            "secret file missing",
+            &format!("{NET}secret_file = \"nope.secret\"\n"),
+            &[(
+                6,
+                15,
+                "network.secret_file",
+                "cannot read network secret file \"{DIR}/nope.secret\": No such file or directory \
+                 (os error 2); check the path (a relative path is resolved against the config \
+                 file's directory) or create the secret with `kith genkey > network.secret`",
+            )],
+        ),
+        iface_exact(
+            "secret file is a directory",
+            &format!("{NET}secret_file = \"{{DIR}}\"\n"),
+            &[(
+                6,
+                15,
+                "network.secret_file",
+                "network secret file \"{DIR}\" is not a regular file; point secret_file at the \
+                 file written by `kith genkey > network.secret`",
+            )],
+        ),
+        iface_exact(
+            "secret file wrong length",
+            &format!("{NET}secret_file = \"short.secret\"\n"),
+            &[(
+                6,
+                15,
+                "network.secret_file",
+                "network secret file \"{DIR}/short.secret\" does not hold a valid secret: decodes \
+                 to 3 bytes, a secret is 32 bytes; regenerate it with `kith genkey > network.secret`",
+            )],
+        ),
+        iface_exact(
+            "secret file not base64",
+            &format!("{NET}secret_file = \"garbage.secret\"\n"),
+            &[(
+                6,
+                15,
+                "network.secret_file",
+                "does not hold a valid secret: not valid base64 (expected 44 characters",
+            )],
+        ),
+        iface_exact(
+            "secret file too large",
+            &format!("{NET}secret_file = \"big.secret\"\n"),
+            &[(
+                6,
+                15,
+                "network.secret_file",
+                "network secret file \"{DIR}/big.secret\" is too large to hold a secret",
+            )],
+        ),
+        iface_exact(
+            "unknown key in network",
+            "[network]\nidd = \"home\"\n",
+            // The suggestion stands in for the "missing id" error.
+            &[(
+                5,
+                1,
+                "network.idd",
+                "unknown key \"idd\"; did you mean \"id\"?",
+            )],
+        ),
+        iface_exact(
+            "unknown key in discovery",
+            &format!("{NET}[discovery]\ndht = false\nbootstrp = []\n"),
+            &[(
+                8,
+                1,
+                "discovery.bootstrp",
+                "unknown key \"bootstrp\"; did you mean \"bootstrap\"?",
+            )],
+        ),
+        iface_exact(
+            "unknown key in discovery, dht_server",
+            &format!("{NET}[discovery]\ndht_sever = true\n"),
+            &[(
+                7,
+                1,
+                "discovery.dht_sever",
+                "unknown key \"dht_sever\"; did you mean \"dht_server\"?",
+            )],
+        ),
+        iface_exact(
+            "dht not a boolean",
+            "[discovery]\ndht = \"no\"\n",
+            // The type error stands in for the "missing id" error.
+            &[(
+                5,
+                7,
+                "discovery.dht",
+                "expected a boolean, got string \"no\"",
+            )],
+        ),
+        iface_exact(
+            "bootstrap entry without port",
+            &format!(
+                "{NET}[discovery]\nbootstrap = [\"198.18.0.1:6881\", \"router.bittorrent.com\"]\n"
+            ),
+            &[(
+                7,
+                33,
+                "discovery.bootstrap[1]",
+                "invalid bootstrap node \"router.bittorrent.com\": missing port; write \"host:port\"",
+            )],
+        ),
+        iface_exact(
+            "bootstrap entry port zero",
+            &format!("{NET}[discovery]\nbootstrap = [\"dht.example.net:0\"]\n"),
+            &[(
+                7,
+                14,
+                "discovery.bootstrap[0]",
+                "invalid bootstrap node \"dht.example.net:0\": port 0 is not allowed",
+            )],
+        ),
+        iface_exact(
+            "bootstrap entry bad host",
+            &format!("{NET}[discovery]\nbootstrap = [\"not a host:6881\"]\n"),
+            &[(
+                7,
+                14,
+                "discovery.bootstrap[0]",
+                "\"not a host\" is not a valid IP address or DNS name",
+            )],
+        ),
+        iface_exact(
+            "bootstrap empty with dht on",
+            &format!("{NET}[discovery]\nbootstrap = []\n"),
+            &[(
+                7,
+                13,
+                "discovery.bootstrap",
+                "bootstrap is empty, so the DHT has no node to start from; list at least one \
+                 \"host:port\" (or remove the key to use the public bootstrap nodes), or set \
+                 dht = false",
+            )],
+        ),
+        exact(
+            "dht_port equals listen_port",
+            &format!("{IFACE}listen_port = 7000\n{NET}[discovery]\ndht_port = 7000\n"),
+            &[(
+                8,
+                12,
+                "discovery.dht_port",
+                "dht_port 7000 is the same as [interface] listen_port (line 4); the DHT node has \
+                 its own UDP socket, so choose another port, or 0 for any free port",
+            )],
+        ),
+        iface_exact(
+            "dht_port equals the default listen_port",
+            &format!("{NET}[discovery]\ndht_port = 51871\n"),
+            &[(
+                7,
+                12,
+                "discovery.dht_port",
+                "dht_port 51871 is the same as [interface] listen_port (the default)",
+            )],
+        ),
+        iface_exact(
+            "dht_port out of range",
+            &format!("{NET}[discovery]\ndht_port = 70000\n"),
+            &[(
+                7,
+                12,
+                "discovery.dht_port",
+                "dht_port must be between 0 and 65535",
+            )],
+        ),
+        iface_exact(
+            "state_dir empty",
+            &format!("{NET}[discovery]\nstate_dir = \"\"\n"),
+            &[(7, 13, "discovery.state_dir", "state_dir is empty")],
+        ),
     ]
 }
 
@@ -450,6 +730,10 @@ keepalive = \"0s\"
 name = \"nas\"
 public_key = \"{PK3}\"
 allowed_ips = [\"100.96.0.2/32\"]
+
+[discovery]
+dht = false
+bootstrap = [\"nope\"]
 ";
     let (dir, got) = parse_in("several", text);
     let Err(ConfigErrors(errors)) = got else {
@@ -471,13 +755,14 @@ allowed_ips = [\"100.96.0.2/32\"]
             (13, 13, "peer[0].keepalive"),
             (16, 8, "peer[1].name"),
             (18, 16, "peer[1].allowed_ips[0]"),
+            (22, 14, "discovery.bootstrap[0]"),
         ],
         "{errors:#?}"
     );
     // Display: one error per line, `file:line:col: key: message`.
     let shown = ConfigErrors(errors).to_string();
     let lines: Vec<&str> = shown.lines().collect();
-    assert_eq!(lines.len(), 9);
+    assert_eq!(lines.len(), 10);
     let file = dir.join("kith.toml");
     assert_eq!(
         lines[1],
@@ -491,8 +776,10 @@ allowed_ips = [\"100.96.0.2/32\"]
 
 #[test]
 fn both_private_keys_is_a_warning_and_the_file_wins() {
-    let text = "[interface]\naddress = \"100.96.0.1/16\"\nprivate_key = \"AAAA\"\nprivate_key_file = \"key\"\n";
-    let (dir, got) = parse_in("both-keys", text);
+    let text = format!(
+        "[interface]\naddress = \"100.96.0.1/16\"\nprivate_key = \"AAAA\"\nprivate_key_file = \"key\"\n{NO_DHT}"
+    );
+    let (dir, got) = parse_in("both-keys", &text);
     let config = got.expect("both keys must parse");
     assert_eq!(config.interface.private_key.public(), own().public());
     assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
@@ -514,8 +801,10 @@ fn world_readable_key_file_is_a_warning() {
     let key = dir.join("open.key");
     write_key(&key, 0o644);
     let path = dir.join("kith.toml");
-    let text = "[interface]\naddress = \"100.96.0.1/16\"\nprivate_key_file = \"open.key\"\n";
-    let config = config::parse(&path, text).expect("a readable key is still valid");
+    let text = format!(
+        "[interface]\naddress = \"100.96.0.1/16\"\nprivate_key_file = \"open.key\"\n{NO_DHT}"
+    );
+    let config = config::parse(&path, &text).expect("a readable key is still valid");
     assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
     let w = &config.warnings[0];
     assert!(w.contains(":3:20: interface.private_key_file: "), "{w}");
@@ -528,7 +817,7 @@ fn world_readable_key_file_is_a_warning() {
 #[test]
 fn defaults_and_values_of_a_good_file() {
     let text = format!(
-        "{IFACE}\n[[peer]]\nname = \"nas\"\npublic_key = \"{{PK2}}\"\n\
+        "{IFACE}{NET}\n[[peer]]\nname = \"nas\"\npublic_key = \"{{PK2}}\"\n\
          allowed_ips = [\"100.96.0.2/32\", \"192.168.50.0/24\"]\n\
          endpoint = \"198.18.0.10:51871\"\nkeepalive = \"1m30s\"\n\
          [[peer]]\nname = \"laptop\"\npublic_key = \"{{PK3}}\"\nallowed_ips = [\"fd00::/64\"]\n\
@@ -563,6 +852,105 @@ fn defaults_and_values_of_a_good_file() {
         })
     );
     assert_eq!(c.peers[1].keepalive, None);
+    // [network] id given, no secret; [discovery] absent: all defaults.
+    assert_eq!(c.network.id.as_deref(), Some("home"));
+    assert_eq!(c.network.secret, None);
+    let d = config::Discovery::default();
+    assert!(c.discovery.dht);
+    assert_eq!(c.discovery.bootstrap, config::DEFAULT_BOOTSTRAP);
+    assert_eq!(c.discovery.dht_port, 0);
+    assert_eq!(c.discovery.state_dir, Path::new(config::DEFAULT_STATE_DIR));
+    assert!(!c.discovery.dht_server);
+    assert_eq!(
+        (d.dht, d.dht_port, d.dht_server, d.bootstrap.len()),
+        (true, 0, false, config::DEFAULT_BOOTSTRAP.len())
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn network_and_discovery_values() {
+    let text = format!(
+        "{IFACE}[network]\nid = \"Home-1.lan_x\"\nsecret_file = \"secret\"\n\
+         [discovery]\ndht = true\nbootstrap = [\"198.18.0.1:6881\", \"[2001:db8::1]:6881\", \"dht.example.net:25401\"]\n\
+         dht_port = 6881\nstate_dir = \"state\"\ndht_server = true\n"
+    );
+    let (dir, got) = parse_in("net-disc", &text);
+    let c = got.expect("valid");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(c.network.id.as_deref(), Some("Home-1.lan_x"));
+    assert_eq!(c.network.secret, Some([9; 32]));
+    assert!(c.discovery.dht && c.discovery.dht_server);
+    // An explicit list replaces the defaults, kept as written.
+    assert_eq!(
+        c.discovery.bootstrap,
+        [
+            "198.18.0.1:6881",
+            "[2001:db8::1]:6881",
+            "dht.example.net:25401"
+        ]
+    );
+    assert_eq!(c.discovery.dht_port, 6881);
+    // A relative state_dir is resolved against the config file's directory.
+    assert_eq!(c.discovery.state_dir, dir.join("state"));
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn dht_off_needs_no_network_and_allows_empty_bootstrap() {
+    let text =
+        format!("{IFACE}[discovery]\ndht = false\nbootstrap = []\nstate_dir = \"/srv/kith\"\n");
+    let (dir, got) = parse_in("dht-off", &text);
+    let c = got.expect("valid");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(!c.discovery.dht);
+    assert!(c.discovery.bootstrap.is_empty());
+    assert_eq!(c.discovery.state_dir, Path::new("/srv/kith"));
+    assert_eq!(c.network.id, None);
+    assert_eq!(c.network.secret, None);
+    // dht_port = listen_port is a conflict only when non-zero.
+    let text = format!("{IFACE}listen_port = 0\n{NET}[discovery]\ndht_port = 0\n");
+    let (dir2, got) = parse_in("both-zero", &text);
+    got.expect("both ports 0 is valid");
+    let _ = fs::remove_dir_all(&dir);
+    let _ = fs::remove_dir_all(&dir2);
+}
+
+#[test]
+fn dht_server_without_dht_is_a_warning() {
+    let text = format!("{IFACE}[discovery]\ndht = false\ndht_server = true\n");
+    let (dir, got) = parse_in("server-no-dht", &text);
+    let c = got.expect("valid");
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].ends_with(
+            ":6:14: discovery.dht_server: dht_server = true has no effect with dht = false"
+        ),
+        "{:?}",
+        c.warnings
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[cfg(unix)]
+#[test]
+fn world_readable_secret_file_is_a_warning() {
+    let dir = temp_dir("open-secret");
+    let secret = dir.join("open.secret");
+    write_secret(&secret, &secret_b64(), 0o640);
+    let path = dir.join("kith.toml");
+    let text = format!("{IFACE}{NET}secret_file = \"open.secret\"\n");
+    let config = config::parse(&path, &text).expect("a readable secret is still valid");
+    assert_eq!(config.network.secret, Some([9; 32]));
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    let w = &config.warnings[0];
+    assert!(
+        w.contains(":6:15: network.secret_file: network secret file "),
+        "{w}"
+    );
+    assert!(w.contains(&secret.display().to_string()), "{w}");
+    assert!(w.contains("mode 640"), "{w}");
+    assert!(w.contains("chmod 600"), "{w}");
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -570,7 +958,7 @@ fn defaults_and_values_of_a_good_file() {
 fn zero_peers_and_inline_key_are_valid() {
     let path = Path::new("/nonexistent/kith.toml");
     let text = fill(
-        "[interface]\naddress = \"100.96.0.1/16\"\nprivate_key = \"{SK}\"\n",
+        &format!("[interface]\naddress = \"100.96.0.1/16\"\nprivate_key = \"{{SK}}\"\n{NO_DHT}"),
         Path::new("/"),
     );
     let c = config::parse(path, &text).expect("valid");

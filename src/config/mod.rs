@@ -2,8 +2,9 @@
 //!
 //! Owns parsing, defaults and validation, with every error located by file,
 //! line and column and naming the key path. Must not hold runtime state, and
-//! does no I/O beyond reading the config and the private key file it names
-//! (DNS names in endpoints are resolved by the daemon).
+//! does no I/O beyond reading the config and the secret files it names
+//! (`private_key_file`, `secret_file`); DNS names in endpoints and bootstrap
+//! nodes are resolved by the daemon.
 //!
 //! The flow:
 //! 1. [`de`]: TOML text → [`raw::RawConfig`] (serde, `deny_unknown_fields`,
@@ -19,8 +20,10 @@
 //! message says what to write instead. Warnings (e.g. a private key file
 //! readable by others) use the same format and land in [`Config::warnings`].
 //!
-//! Adding a table (e.g. `[network]`) is: a struct in `raw`, a field in
-//! `RawConfig`, a function in `validate`, a field in [`Config`].
+//! Adding a table (e.g. `[relay]`) is: a struct in `raw`, a field in
+//! `RawConfig`, a function in `validate`, a field in [`Config`]. Adding a key
+//! is a field in the table's `raw` struct, a `match` in its `validate`
+//! function and a field in the public type.
 
 mod de;
 pub mod duration;
@@ -93,7 +96,8 @@ pub struct Discovery {
     pub bootstrap: Vec<String>,
     /// UDP port of the DHT node (0 = any; it has its own socket).
     pub dht_port: u16,
-    /// Where the candidate cache and the record sequence number live.
+    /// Where the candidate cache and the record sequence number live. A
+    /// relative `state_dir` is resolved against the config file's directory.
     pub state_dir: PathBuf,
     /// Also serve as a full DHT node (for nodes with a public address).
     pub dht_server: bool,
@@ -178,7 +182,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// Parse and validate config text; `path` is used for messages and to
-/// resolve a relative `private_key_file`.
+/// resolve relative paths (`private_key_file`, `secret_file`, `state_dir`).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let de = de::deserialize(text);
     let mut ctx = validate::Ctx::new(path, text, &de.removed);
@@ -192,13 +196,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         .and_then(|raw| validate::config(&mut ctx, raw, &validate::base_dir(path)));
     errors.append(&mut ctx.errors);
     match validated {
-        Some((interface, peers)) if errors.is_empty() => Ok(Config {
+        Some(v) if errors.is_empty() => Ok(Config {
             source: path.to_path_buf(),
-            interface,
-            // Parsed by the [network]/[discovery] work in progress.
-            network: Network::default(),
-            discovery: Discovery::default(),
-            peers,
+            interface: v.interface,
+            network: v.network,
+            discovery: v.discovery,
+            peers: v.peers,
             warnings: ctx.warnings.iter().map(ToString::to_string).collect(),
         }),
         _ => {
@@ -220,6 +223,8 @@ mod tests {
 
     const VALID: &str = "[interface]\nname = \"kith0\"\naddress = \"100.96.0.1/16\"\n\
         private_key = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\nlisten_port = 0\nmtu = 1280\n\
+        [network]\nid = \"home\"\n[discovery]\ndht = true\nbootstrap = [\"198.18.0.1:6881\", \"a.b:1\"]\n\
+        dht_port = 6881\nstate_dir = \"state\"\ndht_server = true\n\
         [[peer]]\nname = \"nas\"\npublic_key = \"gTl3Dqh9F19Wo1Rmw0x+zMuNipG07jeiXfYPW4/Js5Q=\"\n\
         allowed_ips = [\"100.96.0.2/32\", \"fd00::/64\"]\nendpoint = \"[::1]:5\"\nkeepalive = \"1m\"\n";
 
@@ -228,6 +233,13 @@ mod tests {
         let c = parse(Path::new("t.toml"), VALID).unwrap();
         assert_eq!(c.peers.len(), 1);
         assert_eq!(c.interface.listen_port, 0);
+        assert_eq!(c.network.id.as_deref(), Some("home"));
+        assert_eq!(c.network.secret, None);
+        assert!(c.discovery.dht && c.discovery.dht_server);
+        assert_eq!(c.discovery.bootstrap, ["198.18.0.1:6881", "a.b:1"]);
+        assert_eq!(c.discovery.dht_port, 6881);
+        // Relative: resolved against the config file's directory.
+        assert_eq!(c.discovery.state_dir, Path::new("./state"));
     }
 
     proptest! {

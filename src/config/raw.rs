@@ -10,19 +10,24 @@
 //!   domain types (`IpNet`, `Duration`, keys) is `validate`'s job, where the
 //!   error messages can say what to write instead.
 //!
-//! Adding a table (`[network]`, `[discovery]`, ...) is: a struct here, a field
-//! in [`RawConfig`], and a matching `validate` function.
+//! Adding a table (e.g. `[relay]`) is: a struct here, a field in
+//! [`RawConfig`], and a matching `validate` function. Adding a key is a field
+//! here and a `match` on it in that table's `validate` function.
 
 use serde::Deserialize;
 use toml::Spanned;
 
 pub(super) type Str = Option<Spanned<String>>;
 pub(super) type Int = Option<Spanned<i64>>;
+pub(super) type Bool = Option<Spanned<bool>>;
+pub(super) type StrList = Option<Spanned<Vec<Spanned<String>>>>;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub interface: Option<Spanned<RawInterface>>,
+    pub network: Option<Spanned<RawNetwork>>,
+    pub discovery: Option<Spanned<RawDiscovery>>,
     #[serde(default)]
     pub peer: Vec<Spanned<RawPeer>>,
 }
@@ -43,7 +48,24 @@ pub(super) struct RawInterface {
 pub(super) struct RawPeer {
     pub name: Str,
     pub public_key: Str,
-    pub allowed_ips: Option<Spanned<Vec<Spanned<String>>>>,
+    pub allowed_ips: StrList,
     pub endpoint: Str,
     pub keepalive: Str,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNetwork {
+    pub id: Str,
+    pub secret_file: Str,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDiscovery {
+    pub dht: Bool,
+    pub bootstrap: StrList,
+    pub dht_port: Int,
+    pub state_dir: Str,
+    pub dht_server: Bool,
 }

@@ -3,7 +3,13 @@
 //! Each table has one function here that takes its raw struct and returns the
 //! validated value (or `None` after recording why). Cross-entry rules
 //! (unique names and keys, non-overlapping `allowed_ips`, not listing
-//! ourselves) run after every entry has been checked on its own.
+//! ourselves) run after every entry has been checked on its own; cross-table
+//! rules (`dht` needs a `[network] id`, `dht_port` differs from
+//! `listen_port`) are checked where the later table is validated.
+//!
+//! Adding a key to a table: a field in its `raw` struct, a `match` on it in
+//! its function here (`None` → default, `Some(v)` → check, error at
+//! `v.span()`), a field in the public type.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read as _;
@@ -14,9 +20,10 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use toml::Spanned;
 
-use super::raw::{RawConfig, RawInterface, RawPeer};
+use super::endpoint::EndpointError;
+use super::raw::{RawConfig, RawDiscovery, RawInterface, RawNetwork, RawPeer};
 use super::{ConfigError, DEFAULT_INTERFACE, DEFAULT_LISTEN_PORT, DEFAULT_MTU, Endpoint};
-use super::{Interface, Peer, duration};
+use super::{DEFAULT_STATE_DIR, Discovery, Interface, Network, Peer, duration};
 use crate::identity::{PublicKey, SecretKey};
 
 /// Linux `IFNAMSIZ` is 16 including the terminating NUL.
@@ -30,6 +37,8 @@ const KEEPALIVE_MIN: std::time::Duration = std::time::Duration::from_secs(1);
 const KEEPALIVE_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
 /// A key file holds 44 characters; anything much larger is the wrong file.
 const KEY_FILE_MAX: u64 = 1024;
+/// Longest `[network] id`: a name people type, not a key.
+const NETWORK_ID_MAX: usize = 64;
 
 /// Where errors and warnings are collected, with what is needed to place them.
 pub(super) struct Ctx<'a> {
@@ -103,12 +112,24 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// Everything a valid file yields.
+pub(super) struct Validated {
+    pub interface: Interface,
+    pub network: Network,
+    pub discovery: Discovery,
+    pub peers: Vec<Peer>,
+}
+
 /// Validate the whole file. `None` if anything was wrong (see `ctx.errors`).
-pub(super) fn config(
-    ctx: &mut Ctx<'_>,
-    raw: RawConfig,
-    base_dir: &Path,
-) -> Option<(Interface, Vec<Peer>)> {
+pub(super) fn config(ctx: &mut Ctx<'_>, raw: RawConfig, base_dir: &Path) -> Option<Validated> {
+    // Read before the tables are consumed, for the cross-table rules.
+    let listen_port_line = raw
+        .interface
+        .as_ref()
+        .and_then(|t| t.get_ref().listen_port.as_ref())
+        .map(|v| ctx.line(&v.span()));
+    dht_needs_network_id(ctx, &raw);
+
     let interface = match raw.interface {
         Some(table) => interface(ctx, table, base_dir),
         None => {
@@ -124,9 +145,66 @@ pub(super) fn config(
             None
         }
     };
+    let network = match raw.network {
+        Some(table) => network(ctx, table.into_inner(), base_dir),
+        None => Some(Network::default()),
+    };
+    let listen_port = interface
+        .as_ref()
+        .map(|i| (i.listen_port, listen_port_line));
+    let discovery = match raw.discovery {
+        Some(table) => discovery(ctx, table.into_inner(), base_dir, listen_port),
+        None => Some(Discovery::default()),
+    };
     let own_key = interface.as_ref().map(|i| i.private_key.public());
     let peers = peers(ctx, raw.peer, own_key);
-    Some((interface?, peers?))
+    Some(Validated {
+        interface: interface?,
+        network: network?,
+        discovery: discovery?,
+        peers: peers?,
+    })
+}
+
+/// `dht = true` (the default) publishes and looks up records under the
+/// network id, so it needs one. Reported at `[discovery]`, or at the top of
+/// the file when that table is absent (the default is what is wrong).
+fn dht_needs_network_id(ctx: &mut Ctx<'_>, raw: &RawConfig) {
+    let removed = |k: &str| ctx.removed.contains(k);
+    // A bad `dht` or `id` value was already reported; do not guess around it.
+    if removed("discovery")
+        || removed("discovery.dht")
+        || removed("network")
+        || removed("network.id")
+    {
+        return;
+    }
+    let dht = raw
+        .discovery
+        .as_ref()
+        .and_then(|t| t.get_ref().dht.as_ref());
+    let has_id = raw
+        .network
+        .as_ref()
+        .is_some_and(|t| t.get_ref().id.is_some());
+    if has_id || dht.is_some_and(|v| !*v.get_ref()) {
+        return;
+    }
+    let why = if dht.is_some() {
+        "[discovery] dht = true"
+    } else {
+        "[discovery] dht is true by default"
+    };
+    let at = raw.discovery.as_ref().map_or(0..0, |t| t.span());
+    ctx.error(
+        at,
+        "network.id",
+        format!(
+            "missing [network] id, which the DHT needs to find your peers ({why}): set \
+             id = \"home\" (any name shared by your nodes) under [network], or set [discovery] \
+             dht = false to use only static endpoints"
+        ),
+    );
 }
 
 fn interface(
@@ -275,54 +353,110 @@ fn private_key(
                         .to_string(),
                 );
             }
-            let path = base_dir.join(file.get_ref());
-            match read_key_file(&path) {
-                Ok((key, mode)) => {
-                    if mode & 0o077 != 0 {
-                        ctx.warn(
-                            file.span(),
-                            "interface.private_key_file",
-                            format!(
-                                "private key file \"{}\" is readable by group/others (mode {:03o}); \
-                                 run `chmod 600 {}`",
-                                path.display(),
-                                mode & 0o777,
-                                path.display()
-                            ),
-                        );
-                    }
-                    Some(key)
-                }
-                Err(msg) => {
-                    ctx.error(file.span(), "interface.private_key_file", msg);
-                    None
-                }
-            }
+            secret_file(ctx, &PRIVATE_KEY_FILE, file, base_dir, |text| {
+                text.parse::<SecretKey>().map_err(|e| e.to_string())
+            })
         }
     }
 }
 
-/// Read a private key file: the base64 seed, surrounding whitespace ignored.
-/// Returns the key and the file's permission bits (0 where there are none).
-fn read_key_file(path: &Path) -> Result<(SecretKey, u32), String> {
+/// A file holding one base64 secret (`private_key_file`, `secret_file`), and
+/// the words its messages use.
+struct SecretFile {
+    /// Key path naming the file.
+    key: &'static str,
+    /// "private key file".
+    what: &'static str,
+    /// What it holds: "key".
+    holds: &'static str,
+    /// How to make a valid one, e.g. "`kith genkey`".
+    make: &'static str,
+}
+
+const PRIVATE_KEY_FILE: SecretFile = SecretFile {
+    key: "interface.private_key_file",
+    what: "private key file",
+    holds: "key",
+    make: "`kith genkey`",
+};
+
+const NETWORK_SECRET_FILE: SecretFile = SecretFile {
+    key: "network.secret_file",
+    what: "network secret file",
+    holds: "secret",
+    make: "`kith genkey > network.secret` (once, then copy it to every node)",
+};
+
+/// Read and decode the secret file named by `file` (relative to
+/// `base_dir`), recording an error or a permission warning at its value.
+fn secret_file<T>(
+    ctx: &mut Ctx<'_>,
+    kind: &SecretFile,
+    file: Spanned<String>,
+    base_dir: &Path,
+    decode: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<T> {
+    let path = base_dir.join(file.get_ref());
     let shown = path.display();
+    let (what, holds, make) = (kind.what, kind.holds, kind.make);
+    let (text, mode) = match read_secret_file(&path, kind) {
+        Ok(read) => read,
+        Err(msg) => {
+            ctx.error(file.span(), kind.key, msg);
+            return None;
+        }
+    };
+    let value = match decode(text.trim()) {
+        Ok(value) => value,
+        Err(e) => {
+            // Never echo the contents: they are meant to be a secret.
+            ctx.error(
+                file.span(),
+                kind.key,
+                format!(
+                    "{what} \"{shown}\" does not hold a valid {holds}: {e}; regenerate it with {make}"
+                ),
+            );
+            return None;
+        }
+    };
+    if mode & 0o077 != 0 {
+        ctx.warn(
+            file.span(),
+            kind.key,
+            format!(
+                "{what} \"{shown}\" is readable by group/others (mode {:03o}); run `chmod 600 {shown}`",
+                mode & 0o777,
+            ),
+        );
+    }
+    Some(value)
+}
+
+/// Read a secret file's text (at most [`KEY_FILE_MAX`] bytes) and its
+/// permission bits (0 where there are none).
+fn read_secret_file(path: &Path, kind: &SecretFile) -> Result<(String, u32), String> {
+    let shown = path.display();
+    let (what, holds, make) = (kind.what, kind.holds, kind.make);
+    let name = kind.key.rsplit('.').next().unwrap_or(kind.key);
     let cannot = |e: std::io::Error| {
         let hint = match e.kind() {
-            std::io::ErrorKind::NotFound => {
+            std::io::ErrorKind::NotFound => format!(
                 "; check the path (a relative path is resolved against the config file's \
-                 directory) or create the key with `kith genkey`"
+                 directory) or create the {holds} with {make}"
+            ),
+            std::io::ErrorKind::PermissionDenied => {
+                "; run kith as a user that may read it".to_string()
             }
-            std::io::ErrorKind::PermissionDenied => "; run kith as a user that may read it",
-            _ => "",
+            _ => String::new(),
         };
-        format!("cannot read private key file \"{shown}\": {e}{hint}")
+        format!("cannot read {what} \"{shown}\": {e}{hint}")
     };
     // Check the kind first: a FIFO or device (/dev/zero) would block or never end.
     let meta = std::fs::metadata(path).map_err(cannot)?;
     if !meta.is_file() {
         return Err(format!(
-            "private key file \"{shown}\" is not a regular file; point private_key_file at the \
-             file written by `kith genkey`"
+            "{what} \"{shown}\" is not a regular file; point {name} at the file written by {make}"
         ));
     }
     let mut text = String::new();
@@ -331,14 +465,11 @@ fn read_key_file(path: &Path) -> Result<(SecretKey, u32), String> {
         .map_err(cannot)?;
     if text.len() as u64 > KEY_FILE_MAX {
         return Err(format!(
-            "private key file \"{shown}\" is too large to hold a key (a key file is 44 characters \
-             of base64)"
+            "{what} \"{shown}\" is too large to hold a {holds} (it should be 44 characters of \
+             base64)"
         ));
     }
-    let key = text.trim().parse::<SecretKey>().map_err(|e| {
-        format!("private key file \"{shown}\" does not hold a valid key: {e}; regenerate it with `kith genkey`")
-    })?;
-    Ok((key, mode_bits(&meta)))
+    Ok((text, mode_bits(&meta)))
 }
 
 #[cfg(unix)]
@@ -350,6 +481,200 @@ fn mode_bits(meta: &std::fs::Metadata) -> u32 {
 #[cfg(not(unix))]
 fn mode_bits(_meta: &std::fs::Metadata) -> u32 {
     0
+}
+
+fn network(ctx: &mut Ctx<'_>, raw: RawNetwork, base_dir: &Path) -> Option<Network> {
+    let id = match raw.id {
+        None => Some(None),
+        Some(v) => match check_network_id(v.get_ref()) {
+            Ok(()) => Some(Some(v.into_inner())),
+            Err(msg) => {
+                ctx.error(v.span(), "network.id", msg);
+                None
+            }
+        },
+    };
+
+    let secret = match raw.secret_file {
+        None => Some(None),
+        Some(file) => {
+            secret_file(ctx, &NETWORK_SECRET_FILE, file, base_dir, decode_secret).map(Some)
+        }
+    };
+
+    Some(Network {
+        id: id?,
+        secret: secret?,
+    })
+}
+
+/// A network id: 1 to [`NETWORK_ID_MAX`] of `[A-Za-z0-9._-]`, so it reads
+/// the same in every shell, log and file name.
+fn check_network_id(id: &str) -> Result<(), String> {
+    let hint = format!(
+        "use 1 to {NETWORK_ID_MAX} letters, digits, '.', '_' or '-', the same on every node, \
+         e.g. id = \"home\""
+    );
+    if id.is_empty() {
+        return Err(format!("network id is empty; {hint}"));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!("network id {id:?} contains {c:?}; {hint}"));
+    }
+    if id.len() > NETWORK_ID_MAX {
+        return Err(format!(
+            "network id is {} characters long, at most {NETWORK_ID_MAX} are allowed; {hint}",
+            id.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The network secret: 32 bytes in standard base64 (what `kith genkey` prints).
+fn decode_secret(text: &str) -> Result<[u8; 32], String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|_| "not valid base64 (expected 44 characters of standard base64)".to_string())?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| format!("decodes to {} bytes, a secret is 32 bytes", bytes.len()))
+}
+
+/// `[discovery]`; `listen_port` is the validated `[interface] listen_port`
+/// and the line it was written on (`None` when defaulted), if valid.
+fn discovery(
+    ctx: &mut Ctx<'_>,
+    raw: RawDiscovery,
+    base_dir: &Path,
+    listen_port: Option<(u16, Option<usize>)>,
+) -> Option<Discovery> {
+    let default = Discovery::default();
+
+    let dht = raw.dht.map_or(default.dht, Spanned::into_inner);
+
+    let bootstrap = match raw.bootstrap {
+        None => Some(default.bootstrap),
+        Some(list) if list.get_ref().is_empty() => {
+            if dht {
+                ctx.error(
+                    list.span(),
+                    "discovery.bootstrap",
+                    "bootstrap is empty, so the DHT has no node to start from; list at least \
+                     one \"host:port\" (or remove the key to use the public bootstrap nodes), \
+                     or set dht = false"
+                        .to_string(),
+                );
+                None
+            } else {
+                Some(Vec::new())
+            }
+        }
+        Some(list) => {
+            let mut nodes = Vec::new();
+            let mut list_ok = true;
+            for (i, item) in list.into_inner().into_iter().enumerate() {
+                match item.get_ref().parse::<Endpoint>() {
+                    Ok(_) => nodes.push(item.into_inner()),
+                    Err(e) => {
+                        let why = match e {
+                            EndpointError::PortZero => {
+                                "port 0 is not allowed; give the node's UDP port, e.g. \
+                                 \"router.bittorrent.com:6881\""
+                                    .to_string()
+                            }
+                            e => e.to_string(),
+                        };
+                        ctx.error(
+                            item.span(),
+                            &format!("discovery.bootstrap[{i}]"),
+                            format!("invalid bootstrap node {:?}: {why}", item.get_ref()),
+                        );
+                        list_ok = false;
+                    }
+                }
+            }
+            list_ok.then_some(nodes)
+        }
+    };
+
+    let dht_port = match raw.dht_port {
+        None => Some(default.dht_port),
+        Some(v) => match u16::try_from(*v.get_ref()) {
+            Err(_) => {
+                ctx.error(
+                    v.span(),
+                    "discovery.dht_port",
+                    format!(
+                        "dht_port must be between 0 and 65535 (0 = any free port), got {}",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+            Ok(port) => match listen_port {
+                Some((listen, line)) if port != 0 && port == listen => {
+                    let at = match line {
+                        Some(line) => format!("line {line}"),
+                        None => "the default".to_string(),
+                    };
+                    ctx.error(
+                        v.span(),
+                        "discovery.dht_port",
+                        format!(
+                            "dht_port {port} is the same as [interface] listen_port ({at}); the \
+                             DHT node has its own UDP socket, so choose another port, or 0 for \
+                             any free port"
+                        ),
+                    );
+                    None
+                }
+                _ => Some(port),
+            },
+        },
+    };
+
+    let state_dir = match raw.state_dir {
+        None => Some(default.state_dir),
+        Some(v) if v.get_ref().is_empty() => {
+            ctx.error(
+                v.span(),
+                "discovery.state_dir",
+                format!(
+                    "state_dir is empty; give a directory kith may write, e.g. \
+                     state_dir = {DEFAULT_STATE_DIR:?}"
+                ),
+            );
+            None
+        }
+        // A relative path is resolved like private_key_file: against the
+        // config file's directory, never the daemon's working directory.
+        Some(v) => Some(base_dir.join(v.get_ref())),
+    };
+
+    let dht_server = match raw.dht_server {
+        None => default.dht_server,
+        Some(v) => {
+            if *v.get_ref() && !dht {
+                ctx.warn(
+                    v.span(),
+                    "discovery.dht_server",
+                    "dht_server = true has no effect with dht = false".to_string(),
+                );
+            }
+            v.into_inner()
+        }
+    };
+
+    Some(Discovery {
+        dht,
+        bootstrap: bootstrap?,
+        dht_port: dht_port?,
+        state_dir: state_dir?,
+        dht_server,
+    })
 }
 
 /// A Linux interface name (see the kernel's `dev_valid_name`).
@@ -693,6 +1018,39 @@ mod tests {
         ] {
             assert!(check_ifname(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn network_ids() {
+        assert!(check_network_id("home").is_ok());
+        assert!(check_network_id("a.B_c-9").is_ok());
+        assert!(check_network_id(&"x".repeat(NETWORK_ID_MAX)).is_ok());
+        for bad in [
+            "",
+            "ho me",
+            "a/b",
+            "é",
+            "a:b",
+            &"x".repeat(NETWORK_ID_MAX + 1),
+        ] {
+            assert!(check_network_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_32_bytes_of_base64() {
+        let b64 = SecretKey::from_seed([7; 32]).to_base64();
+        assert_eq!(decode_secret(&b64), Ok([7; 32]));
+        assert!(
+            decode_secret("AAAA")
+                .unwrap_err()
+                .contains("decodes to 3 bytes")
+        );
+        assert!(
+            decode_secret("not base64!")
+                .unwrap_err()
+                .contains("not valid base64")
+        );
     }
 
     #[test]

@@ -26,8 +26,40 @@ pub struct KithSpec {
     pub listen_port: u16,
     pub key: SecretKey,
     pub peers: Vec<PeerSpec>,
+    /// `[network]`; empty (no keys) by default.
+    pub network: NetworkSpec,
+    /// `[discovery]`; `dht = false` by default, so nodes use their static
+    /// endpoints only.
+    pub discovery: DiscoverySpec,
     /// `KITH_LOG` for the daemon, e.g. `info` or `debug`.
     pub log_level: String,
+}
+
+/// The `[network]` table. A `None` key is left out of the file (the daemon's
+/// default applies). A relative `secret_file` is resolved against the lab
+/// directory, where the config is written.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NetworkSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<String>,
+}
+
+/// The `[discovery]` table. `dht` is always written (the daemon defaults it
+/// to true, which needs a `[network] id`); a `None` key is left out. Add a
+/// key as one more `Option` field.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DiscoverySpec {
+    pub dht: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dht_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dht_server: Option<bool>,
 }
 
 /// A `[[peer]]` entry.
@@ -43,7 +75,8 @@ pub struct PeerSpec {
 }
 
 impl KithSpec {
-    /// A node on `kith0` listening on 51871, logging at `KITH_LOG` (or info).
+    /// A node on `kith0` listening on 51871, DHT off, logging at `KITH_LOG`
+    /// (or info).
     pub fn new(address: &str, key: SecretKey) -> Self {
         Self {
             interface: "kith0".into(),
@@ -51,6 +84,8 @@ impl KithSpec {
             listen_port: 51871,
             key,
             peers: Vec::new(),
+            network: NetworkSpec::default(),
+            discovery: DiscoverySpec::default(),
             log_level: std::env::var("KITH_LOG").unwrap_or_else(|_| "info".into()),
         }
     }
@@ -80,6 +115,8 @@ impl KithSpec {
         #[derive(Serialize)]
         struct File<'a> {
             interface: Interface<'a>,
+            network: &'a NetworkSpec,
+            discovery: &'a DiscoverySpec,
             peer: &'a [PeerSpec],
         }
         #[derive(Serialize)]
@@ -96,6 +133,8 @@ impl KithSpec {
                 private_key_file: key_file.display().to_string(),
                 listen_port: self.listen_port,
             },
+            network: &self.network,
+            discovery: &self.discovery,
             peer: &self.peers,
         };
         toml::to_string(&file).map_err(|e| LabError::Parse {
@@ -345,5 +384,41 @@ mod tests {
         assert_eq!(peer["allowed_ips"][0].as_str(), Some("100.96.0.2/32"));
         assert_eq!(peer["endpoint"].as_str(), Some("198.18.0.2:51871"));
         assert!(peer.get("keepalive").is_none());
+        // DHT off by default, and nothing else written for the daemon to check.
+        assert_eq!(
+            parsed["discovery"].as_table().unwrap().clone(),
+            toml::from_str::<toml::Table>("dht = false").unwrap()
+        );
+        assert!(parsed["network"].as_table().unwrap().is_empty());
+    }
+
+    #[test]
+    fn rendered_configs_are_valid() {
+        let dir = std::env::temp_dir().join(format!("kith-lab-render-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("a.key");
+        let a = KithSpec::new("100.96.0.1/16", SecretKey::from_seed([1; 32]));
+        std::fs::write(&key, a.key.to_base64()).unwrap();
+        let b = KithSpec::new("100.96.0.2/16", SecretKey::from_seed([2; 32]));
+        let mut a = a.peer("b", &b, Some("198.18.0.2:51871".into()));
+        let config = dir.join("a.toml");
+        let c = crate::config::parse(&config, &a.render(&key).unwrap()).unwrap();
+        assert!(!c.discovery.dht);
+        assert_eq!(c.network.id, None);
+
+        a.network.id = Some("lab".into());
+        a.discovery = DiscoverySpec {
+            dht: true,
+            bootstrap: Some(vec!["198.18.0.1:6881".into()]),
+            dht_port: Some(6881),
+            state_dir: Some(dir.display().to_string()),
+            dht_server: Some(true),
+        };
+        let c = crate::config::parse(&config, &a.render(&key).unwrap()).unwrap();
+        assert_eq!(c.network.id.as_deref(), Some("lab"));
+        assert!(c.discovery.dht && c.discovery.dht_server);
+        assert_eq!(c.discovery.bootstrap, ["198.18.0.1:6881"]);
+        assert_eq!(c.discovery.dht_port, 6881);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

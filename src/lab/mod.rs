@@ -47,7 +47,7 @@ use std::time::Duration;
 
 pub use capture::{Capture, Pcap};
 pub use host::{Host, Iface};
-pub use kith::{KithNode, KithSpec, PeerSpec};
+pub use kith::{DiscoverySpec, KithNode, KithSpec, NetworkSpec, PeerSpec};
 pub use ping::PingStats;
 pub use router::{NatKind, Router, RouterSpec};
 pub use switch::Switch;
