@@ -1,0 +1,156 @@
+//! The DHT record: `wire::parse_record_plaintext`, `discovery::record::open`
+//! and `verify_item` on arbitrary bytes.
+//!
+//! Byte 0 of the input picks the mode (`% 3`); the rest is the payload:
+//! - 0: plaintext. Whatever `parse_record_plaintext` accepts, emit writes
+//!   back byte for byte (parse → emit → parse is the identity) and its
+//!   length adds up; whatever it rejects, the error describes the input.
+//! - 1: a BEP 44 value. `parse_record_envelope` splits it truthfully, and
+//!   `open` under a fixed key is Ok **iff** the payload is exactly the value
+//!   the target sealed itself (`GENUINE`), giving back its body.
+//! - 2: the payload, signed by the publisher as an item under the network's
+//!   salt: `verify_item` is Ok iff it is `GENUINE`; otherwise the reason is
+//!   one the value itself can cause (never a key, salt, seq or clock error).
+
+#![no_main]
+
+use std::sync::LazyLock;
+
+use kith::discovery::record::{self, RecordError};
+use kith::discovery::{Candidate, CandidateKind};
+use kith::identity::SecretKey;
+use kith::wire::{self, RecordBody, RecordWireError};
+use libfuzzer_sys::fuzz_target;
+
+const NOW: u64 = 1_700_000_000;
+const ID: &str = "fuzz";
+const SECRET: [u8; 32] = [0x5e; 32];
+const NONCE: [u8; 24] = [0x24; 24];
+
+static PUBLISHER: LazyLock<SecretKey> = LazyLock::new(|| SecretKey::from_seed([1; 32]));
+
+static BODY: LazyLock<RecordBody> = LazyLock::new(|| RecordBody {
+    timestamp: NOW,
+    candidates: vec![
+        Candidate {
+            kind: CandidateKind::Local,
+            addr: "192.168.1.20:51871".parse().expect("literal"),
+        },
+        Candidate {
+            kind: CandidateKind::Mapped,
+            addr: "[2001:db8::1]:51871".parse().expect("literal"),
+        },
+    ],
+    relays: vec![],
+});
+
+static GENUINE: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    record::seal(&BODY, &PUBLISHER.public(), ID, Some(&SECRET), &NONCE).expect("fits")
+});
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, payload)) = data.split_first() else {
+        return;
+    };
+    match mode % 3 {
+        0 => plaintext(payload),
+        1 => open(payload),
+        _ => verify(payload),
+    }
+});
+
+fn plaintext(data: &[u8]) {
+    match wire::parse_record_plaintext(data) {
+        Ok(body) => {
+            assert_eq!(wire::record_plaintext_len(&body), data.len());
+            let emitted = wire::record_plaintext_to_vec(&body).expect("parsed bodies emit");
+            assert_eq!(emitted, data);
+            assert_eq!(wire::parse_record_plaintext(&emitted), Ok(body));
+        }
+        Err(RecordWireError::Empty) => assert!(data.is_empty()),
+        Err(RecordWireError::UnsupportedVersion(v)) => {
+            assert_eq!(Some(&v), data.first());
+            assert_ne!(v, wire::RECORD_BODY_VERSION);
+        }
+        Err(RecordWireError::Truncated { len, need, .. }) => {
+            assert_eq!(len, data.len());
+            assert!(need > len);
+        }
+        Err(RecordWireError::UnknownCandidateTag { tag, .. }) => {
+            assert!(data.contains(&tag));
+            assert!(!matches!(tag, 0x41..=0x43 | 0x61..=0x63));
+        }
+        Err(RecordWireError::TrailingBytes { len, end }) => {
+            assert_eq!(len, data.len());
+            assert!(end < len);
+            // The prefix that was consumed is itself a valid body.
+            assert!(wire::parse_record_plaintext(&data[..end]).is_ok());
+        }
+        Err(e) => panic!("parse_record_plaintext reported {e:?}"),
+    }
+}
+
+fn open(data: &[u8]) {
+    match wire::parse_record_envelope(data) {
+        Ok(env) => {
+            assert!(
+                (wire::RECORD_ENVELOPE_OVERHEAD..=wire::MAX_RECORD_VALUE).contains(&data.len())
+            );
+            assert_eq!(env.version, wire::RECORD_ENVELOPE_VERSION);
+            assert_eq!(&env.nonce[..], &data[1..25]);
+            assert_eq!(env.ciphertext, &data[25..]);
+        }
+        Err(RecordWireError::Empty) => assert!(data.is_empty()),
+        Err(RecordWireError::UnsupportedVersion(v)) => assert_eq!(Some(&v), data.first()),
+        Err(RecordWireError::TooLarge { len, .. }) => {
+            assert_eq!(len, data.len());
+            assert!(len > wire::MAX_RECORD_VALUE);
+        }
+        Err(RecordWireError::EnvelopeTooShort { len, min }) => {
+            assert_eq!(len, data.len());
+            assert!(len < min);
+        }
+        Err(e) => panic!("parse_record_envelope reported {e:?}"),
+    }
+    let opened = record::open(data, &PUBLISHER.public(), ID, Some(&SECRET));
+    if data == GENUINE.as_slice() {
+        assert_eq!(opened.as_ref(), Ok(&*BODY));
+    } else {
+        assert!(opened.is_err(), "opened a value the publisher never sealed");
+    }
+}
+
+fn verify(data: &[u8]) {
+    let salt = record::salt(ID);
+    let Ok(item) = record::sign(&PUBLISHER, data, 1, &salt) else {
+        assert!(data.len() > wire::MAX_RECORD_VALUE);
+        return;
+    };
+    let got = record::verify_item(
+        &item,
+        &PUBLISHER.public(),
+        ID,
+        Some(&SECRET),
+        Some(0),
+        NOW,
+        record::DEFAULT_MAX_AGE,
+    );
+    match got {
+        Ok(body) => {
+            assert_eq!(data, GENUINE.as_slice());
+            assert_eq!(body, *BODY);
+        }
+        Err(e) => {
+            assert_ne!(data, GENUINE.as_slice(), "genuine record refused: {e}");
+            assert!(
+                matches!(
+                    e,
+                    RecordError::Decrypt
+                        | RecordError::UnsupportedVersion(_)
+                        | RecordError::Malformed(_)
+                ),
+                "{e:?} cannot come from the value alone"
+            );
+        }
+    }
+}
