@@ -43,6 +43,22 @@ pub enum Command {
         /// The config file.
         #[arg(short = 'c', long = "config", default_value = "/etc/kith/kith.toml")]
         config: PathBuf,
+        /// Control socket (default /run/kith/<interface>.sock).
+        #[arg(long, value_name = "PATH")]
+        control: Option<PathBuf>,
+    },
+    /// Show the running daemon's peers: path, endpoint, handshake, traffic,
+    /// and where each peer's candidates came from.
+    Status {
+        /// Interface of the daemon to ask.
+        #[arg(short = 'i', long, default_value = crate::config::DEFAULT_INTERFACE)]
+        interface: String,
+        /// Control socket (overrides -i).
+        #[arg(long, value_name = "PATH")]
+        control: Option<PathBuf>,
+        /// Print the daemon's JSON answer as is.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -51,7 +67,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Genkey => genkey(),
         Command::Pubkey => pubkey(),
         Command::CheckConfig { file } => check_config(&file),
-        Command::Up { config } => up(&config),
+        Command::Up { config, control } => up(&config, control),
+        Command::Status {
+            interface,
+            control,
+            json,
+        } => status(&interface, control, json),
         Command::DhtNode { listen, bootstrap } => dht_node(listen, bootstrap),
     }
 }
@@ -110,7 +131,7 @@ fn check_config(file: &std::path::Path) -> Result<()> {
     }
 }
 
-fn up(file: &std::path::Path) -> Result<()> {
+fn up(file: &std::path::Path, control: Option<PathBuf>) -> Result<()> {
     let cfg = match config::load(file) {
         Ok(cfg) => cfg,
         Err(errors) => {
@@ -125,7 +146,9 @@ fn up(file: &std::path::Path) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(crate::daemon::run(cfg))?;
+    let control =
+        control.unwrap_or_else(|| crate::daemon::control::default_path(&cfg.interface.name));
+    rt.block_on(crate::daemon::run(cfg, control))?;
     Ok(())
 }
 
@@ -163,4 +186,88 @@ fn dht_node(listen: std::net::SocketAddrV4, bootstrap: Vec<String>) -> Result<()
         Ok::<(), std::io::Error>(())
     })?;
     Ok(())
+}
+
+fn status(interface: &str, control: Option<PathBuf>, json: bool) -> Result<()> {
+    use crate::daemon::control;
+    let path = control.unwrap_or_else(|| control::default_path(interface));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = rt
+        .block_on(control::request_status(&path))
+        .map_err(anyhow::Error::msg)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    print!("{}", render_status(&report));
+    Ok(())
+}
+
+fn ago(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs} s ago"),
+        120..=7199 => format!("{} min ago", secs / 60),
+        _ => format!("{} h ago", secs / 3600),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        0..=9_999 => format!("{n} B"),
+        10_000..=9_999_999 => format!("{:.1} kB", n as f64 / 1e3),
+        _ => format!("{:.1} MB", n as f64 / 1e6),
+    }
+}
+
+/// The human form of a status report.
+pub fn render_status(r: &crate::daemon::control::StatusReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "interface {}  listening on {}", r.interface, r.listen);
+    let _ = writeln!(out, "public key {}", r.public_key);
+    match &r.dht {
+        Some(d) => {
+            let published = d
+                .published_seq
+                .map_or("not yet published".to_string(), |s| {
+                    format!("record seq {s} published")
+                });
+            let _ = writeln!(
+                out,
+                "dht: network \"{}\", {published}; local candidates {}",
+                d.network,
+                d.local_candidates.join(", ")
+            );
+        }
+        None => {
+            let _ = writeln!(out, "dht: off");
+        }
+    }
+    for p in &r.peers {
+        let short: String = p.public_key.chars().take(8).collect();
+        let _ = writeln!(out, "\npeer {} ({short}…)", p.name);
+        let via = p.endpoint.as_deref().unwrap_or("-");
+        let _ = writeln!(out, "  path         {} via {via}", p.path);
+        let hs = p.last_handshake_secs.map_or("never".to_string(), ago);
+        let _ = writeln!(out, "  handshake    {hs}");
+        let _ = writeln!(
+            out,
+            "  transfer     {} received, {} sent",
+            bytes(p.rx_bytes),
+            bytes(p.tx_bytes)
+        );
+        let from = match (&p.candidates_source, p.candidates_age_secs) {
+            (Some(s), Some(age)) => format!("{s}, {}", ago(age)),
+            _ => "none yet".to_string(),
+        };
+        let list = if p.candidates.is_empty() {
+            "-".to_string()
+        } else {
+            p.candidates.join(", ")
+        };
+        let _ = writeln!(out, "  candidates   {list} (from {from})");
+    }
+    out
 }

@@ -146,6 +146,7 @@ pub struct PeerStatus {
     pub name: String,
     pub public_key: PublicKey,
     pub endpoint: Option<SocketAddr>,
+    pub candidates: Vec<SocketAddr>,
     pub connected: bool,
     pub last_handshake: Option<Instant>,
     pub rx_bytes: u64,
@@ -219,6 +220,7 @@ enum Slot {
 
 /// The protocol engine. See the module docs for the flow.
 pub struct Node {
+    public_key: PublicKey,
     static_secret: [u8; 32],
     psk: [u8; 32],
     /// mac1 key for messages addressed to us.
@@ -243,6 +245,7 @@ impl Node {
     pub fn new(cfg: NodeConfig, now: Instant, unix_now: Duration, seed: [u8; 32]) -> Self {
         let our_public = cfg.secret.public().x25519();
         let mut node = Self {
+            public_key: cfg.secret.public(),
             static_secret: cfg.secret.x25519(),
             psk: cfg.psk,
             our_mac1_key: noise::mac1_key(&our_public),
@@ -309,6 +312,10 @@ impl Node {
         }
     }
 
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
     pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> + use<> {
         (0..self.peers.len()).map(PeerId)
     }
@@ -323,6 +330,7 @@ impl Node {
             name: p.cfg.name.clone(),
             public_key: p.cfg.public_key,
             endpoint: p.endpoint,
+            candidates: p.candidates.clone(),
             connected: p.connected,
             last_handshake: p.last_handshake,
             rx_bytes: p.rx_bytes,

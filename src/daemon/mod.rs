@@ -15,12 +15,16 @@
 //! A full TUN queue drops the packet (as a router would) instead of
 //! stalling the UDP receive loop behind it.
 
+pub mod control;
+mod discover;
+mod ifaddrs;
 mod notify;
 mod socket;
 
 use socket::{Received, Udp};
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info, warn};
@@ -43,6 +47,8 @@ pub enum StartError {
     Bind { port: u16, source: io::Error },
     #[error("cannot read OS randomness: {0}")]
     Random(getrandom::Error),
+    #[error("{0}")]
+    Control(#[from] control::ControlError),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -69,7 +75,8 @@ async fn node_config(cfg: &Config) -> NodeConfig {
     }
     NodeConfig {
         secret: cfg.interface.private_key.clone(),
-        psk: [0; 32],
+        // The network secret is the psk2 of every handshake (design §3).
+        psk: cfg.network.secret.unwrap_or([0; 32]),
         peers,
     }
 }
@@ -115,8 +122,8 @@ fn create_tun(cfg: &Config) -> Result<tun_rs::AsyncDevice, StartError> {
         })
 }
 
-/// Run until SIGINT or SIGTERM.
-pub async fn run(cfg: Config) -> Result<(), StartError> {
+/// Run until SIGINT or SIGTERM; `control` is the control socket's path.
+pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
     for w in &cfg.warnings {
         warn!("{w}");
     }
@@ -147,9 +154,17 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     let unix_now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
+    let node_cfg = node_config(&cfg).await;
+    let static_endpoints: Vec<_> = node_cfg.peers.iter().map(|p| p.endpoint).collect();
     let now = Instant::now();
-    let mut node = Node::new(node_config(&cfg).await, now, unix_now, seed);
+    let mut node = Node::new(node_cfg, now, unix_now, seed);
     node.start(now);
+    // Discovery starts in the background: a slow or unreachable DHT never
+    // holds up the tunnel to static and cached peers.
+    let (mut discovery, found) = discover::Discovery::new(&cfg, &static_endpoints, local.port());
+    discovery.start(&mut node, now);
+    let (control_tx, control_rx) = tokio::sync::mpsc::channel(8);
+    control::serve(&control, control_tx)?;
     notify::ready();
 
     let mut shell = Shell {
@@ -157,6 +172,11 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         udp,
         tun,
         mtu: usize::from(cfg.interface.mtu),
+        discovery,
+        found,
+        control: control_rx,
+        interface: cfg.interface.name.clone(),
+        listen: local,
     };
     shell.flush().await;
     let result = shell.run().await;
@@ -169,6 +189,22 @@ struct Shell {
     udp: Udp,
     tun: tun_rs::AsyncDevice,
     mtu: usize,
+    discovery: discover::Discovery,
+    /// Results of the DHT rendezvous (None when the DHT is off).
+    found: Option<tokio::sync::mpsc::UnboundedReceiver<crate::discovery::rendezvous::Found>>,
+    control: tokio::sync::mpsc::Receiver<control::Request>,
+    interface: String,
+    listen: SocketAddr,
+}
+
+/// Wait for the next rendezvous result, or forever when there is none.
+async fn next_found(
+    rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<crate::discovery::rendezvous::Found>>,
+) -> Option<crate::discovery::rendezvous::Found> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Offset of the IP packet in TUN write buffers: room for the virtio-net
@@ -249,6 +285,8 @@ impl Shell {
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut b = Buffers::new(self.mtu);
+        let mut tick = tokio::time::interval(discover::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self
                 .node
@@ -285,6 +323,14 @@ impl Shell {
                 _ = tokio::time::sleep_until(deadline) => {
                     self.node.handle_timeout(Instant::now());
                 }
+                _ = tick.tick() => self.discovery.tick(&self.node, Instant::now()),
+                Some(req) = self.control.recv() => {
+                    let _ = req.reply.send(self.status(Instant::now()));
+                }
+                found = next_found(&mut self.found) => match found {
+                    Some(f) => self.discovery.on_found(&mut self.node, Instant::now(), f),
+                    None => self.found = None,
+                },
             }
             self.flush().await;
         }
@@ -372,7 +418,40 @@ impl Shell {
             }
         }
         while let Some(e) = self.node.poll_event() {
+            self.discovery.on_event(&self.node, Instant::now(), &e);
             self.log_event(e);
+        }
+    }
+
+    fn status(&self, now: Instant) -> control::StatusReport {
+        let peers = self
+            .node
+            .peer_ids()
+            .filter_map(|id| {
+                let st = self.node.peer_status(id)?;
+                let source = self.discovery.source(id);
+                Some(control::PeerReport {
+                    name: st.name,
+                    public_key: st.public_key.to_string(),
+                    path: if st.connected { "direct" } else { "none" }.to_string(),
+                    endpoint: st.endpoint.map(|e| e.to_string()),
+                    last_handshake_secs: st
+                        .last_handshake
+                        .map(|t| now.saturating_duration_since(t).as_secs()),
+                    rx_bytes: st.rx_bytes,
+                    tx_bytes: st.tx_bytes,
+                    candidates: st.candidates.iter().map(ToString::to_string).collect(),
+                    candidates_source: source.map(|(s, _)| s.to_string()),
+                    candidates_age_secs: source.map(|(_, age)| age),
+                })
+            })
+            .collect();
+        control::StatusReport {
+            interface: self.interface.clone(),
+            public_key: self.node.public_key().to_string(),
+            listen: self.listen.to_string(),
+            dht: self.discovery.dht_status(),
+            peers,
         }
     }
 

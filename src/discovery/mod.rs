@@ -10,6 +10,7 @@
 pub mod cache;
 pub mod dht;
 pub mod record;
+pub mod rendezvous;
 
 use std::net::SocketAddr;
 

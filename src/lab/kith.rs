@@ -212,6 +212,11 @@ impl KithNode {
     }
 
     /// Starts the daemon (after a kill or stop); no-op if it is running.
+    /// The daemon's control socket (`kith status --control PATH`).
+    pub fn control_path(&self) -> PathBuf {
+        self.config.with_extension("sock")
+    }
+
     pub fn start(&mut self) -> Result<()> {
         if self.child.is_some() {
             return Ok(());
@@ -229,6 +234,10 @@ impl KithNode {
         let mut cmd = self.host.command(&self.bin);
         cmd.args(["up", "-c"])
             .arg(&self.config)
+            // /run is shared by every namespace: each lab daemon gets its own
+            // control socket beside its config.
+            .arg("--control")
+            .arg(self.control_path())
             .env("KITH_LOG", &self.spec.log_level)
             .stdin(Stdio::null())
             .stdout(

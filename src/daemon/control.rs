@@ -1,0 +1,147 @@
+//! The control socket: a unix stream socket (default
+//! `/run/kith/<interface>.sock`, mode 0600) that answers `status` with one
+//! JSON document. `kith status` is its client.
+//!
+//! The listener runs as its own task and hands each request to the daemon's
+//! loop, which alone owns the state it reports.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+/// Where the daemon for `interface` listens unless told otherwise.
+pub fn default_path(interface: &str) -> PathBuf {
+    PathBuf::from("/run/kith").join(format!("{interface}.sock"))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusReport {
+    pub interface: String,
+    pub public_key: String,
+    pub listen: String,
+    /// `None` when the DHT is off.
+    pub dht: Option<DhtStatus>,
+    pub peers: Vec<PeerReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DhtStatus {
+    pub network: String,
+    /// Sequence number of our last published record, if any.
+    pub published_seq: Option<i64>,
+    pub local_candidates: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerReport {
+    pub name: String,
+    pub public_key: String,
+    /// "direct" with a session, "none" without (relays come later).
+    pub path: String,
+    pub endpoint: Option<String>,
+    pub last_handshake_secs: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Candidate addresses being tried.
+    pub candidates: Vec<String>,
+    /// Where they came from: static, dht, cache.
+    pub candidates_source: Option<String>,
+    pub candidates_age_secs: Option<u64>,
+}
+
+/// A request from a client, with the channel for the answer.
+pub struct Request {
+    pub reply: oneshot::Sender<StatusReport>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(
+        "cannot create the control socket {path}: {source}. Is another kith using this interface name? (`kith up --control PATH` picks another socket)"
+    )]
+    Bind { path: PathBuf, source: io::Error },
+}
+
+/// Bind the socket (replacing a stale one) and serve requests into `tx`.
+pub fn serve(path: &Path, tx: mpsc::Sender<Request>) -> Result<(), ControlError> {
+    let err = |source| ControlError::Bind {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    // A socket file left by a killed daemon would make bind fail.
+    if std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if let Err(e) = answer(stream, tx).await {
+                    tracing::debug!(error = %e, "control request failed");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+async fn answer(stream: UnixStream, tx: mpsc::Sender<Request>) -> io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    // One short line; anything longer is not a kith client.
+    let mut reader = BufReader::new(read.take(256));
+    reader.read_line(&mut line).await?;
+    let response = match line.trim() {
+        "status" => {
+            let (reply, rx) = oneshot::channel();
+            tx.send(Request { reply })
+                .await
+                .map_err(|_| io::Error::other("daemon stopping"))?;
+            let report = rx.await.map_err(|_| io::Error::other("daemon stopping"))?;
+            serde_json::to_string(&report).map_err(io::Error::other)?
+        }
+        other => {
+            serde_json::json!({ "error": format!("unknown request {other:?}; try \"status\"") })
+                .to_string()
+        }
+    };
+    write.write_all(response.as_bytes()).await?;
+    write.write_all(b"\n").await?;
+    write.shutdown().await
+}
+
+use tokio::io::AsyncReadExt as _;
+
+/// Client side: ask the daemon at `path` for its status.
+pub async fn request_status(path: &Path) -> Result<StatusReport, String> {
+    let mut stream = UnixStream::connect(path).await.map_err(|e| {
+        format!(
+            "cannot reach the kith daemon at {}: {e}. Is `kith up` running for this interface (and are you root)? Use -i IFACE or --control PATH",
+            path.display()
+        )
+    })?;
+    stream
+        .write_all(b"status\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .await
+        .map_err(|e| e.to_string())?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("unexpected answer from {}: {e}", path.display()))
+}

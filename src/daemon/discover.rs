@@ -1,0 +1,266 @@
+//! The daemon's side of discovery: which candidates each peer has and where
+//! they came from, the cache, our own LAN candidates, and when to publish
+//! and look up. The DHT work itself is the rendezvous actor's; the choice of
+//! path is the core's.
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{debug, info, warn};
+
+use super::ifaddrs;
+use crate::config::Config;
+use crate::core::{Event, Node, PeerId};
+use crate::discovery::cache::PeerCache;
+use crate::discovery::dht::DhtSettings;
+use crate::discovery::rendezvous::{self, Found, Rendezvous};
+use crate::discovery::{Candidate, CandidateKind, Source};
+use crate::identity::PublicKey;
+
+/// Re-check our own addresses this often (a moved laptop republishes).
+pub const TICK: Duration = Duration::from_secs(5);
+/// Look up a peer with no session at most this often.
+const LOOKUP_UNCONNECTED: Duration = Duration::from_secs(15);
+/// Refresh a connected peer's candidates this often.
+const LOOKUP_CONNECTED: Duration = Duration::from_secs(600);
+
+/// Per peer: what we know of its addresses.
+#[derive(Debug, Clone, Default)]
+pub struct PeerMeta {
+    pub public_key: Option<PublicKey>,
+    pub static_endpoint: Option<SocketAddr>,
+    /// Latest candidates from discovery (DHT or cache).
+    pub discovered: Vec<SocketAddr>,
+    /// Where the current candidates came from, and when (unix seconds).
+    pub source: Option<(Source, u64)>,
+    last_lookup: Option<Instant>,
+}
+
+pub struct Discovery {
+    rendezvous: Option<Rendezvous>,
+    pub peers: Vec<PeerMeta>,
+    cache: PeerCache,
+    state_dir: PathBuf,
+    interface: String,
+    listen_port: u16,
+    local: Vec<Candidate>,
+    network: Option<String>,
+    published_seq: Option<i64>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Discovery {
+    /// Set up discovery; returns the receiver of rendezvous results when the
+    /// DHT is enabled.
+    pub fn new(
+        cfg: &Config,
+        static_endpoints: &[Option<SocketAddr>],
+        listen_port: u16,
+    ) -> (Self, Option<tokio::sync::mpsc::UnboundedReceiver<Found>>) {
+        let state_dir = cfg.discovery.state_dir.clone();
+        let cache = PeerCache::load(&state_dir).unwrap_or_else(|e| {
+            warn!(error = %e, "starting with an empty candidate cache");
+            PeerCache::default()
+        });
+        let (rendezvous, found) = match (&cfg.discovery.dht, &cfg.network.id) {
+            (true, Some(id)) => {
+                let settings = rendezvous::Settings {
+                    identity: cfg.interface.private_key.clone(),
+                    network_id: id.clone(),
+                    secret: cfg.network.secret,
+                    dht: DhtSettings {
+                        bind: None,
+                        port: cfg.discovery.dht_port,
+                        bootstrap: cfg.discovery.bootstrap.clone(),
+                        server: cfg.discovery.dht_server,
+                    },
+                    state_dir: state_dir.clone(),
+                };
+                let (handle, rx) = Rendezvous::spawn(settings);
+                (Some(handle), Some(rx))
+            }
+            _ => (None, None),
+        };
+        let peers = cfg
+            .peers
+            .iter()
+            .zip(static_endpoints)
+            .map(|(p, ep)| PeerMeta {
+                public_key: Some(p.public_key),
+                static_endpoint: *ep,
+                source: ep.map(|_| (Source::Static, unix_now())),
+                ..PeerMeta::default()
+            })
+            .collect();
+        let d = Self {
+            rendezvous,
+            peers,
+            cache,
+            state_dir,
+            interface: cfg.interface.name.clone(),
+            listen_port,
+            local: Vec::new(),
+            network: cfg.network.id.clone().filter(|_| cfg.discovery.dht),
+            published_seq: None,
+        };
+        (d, found)
+    }
+
+    /// At start: hand the cached candidates to the core.
+    pub fn start(&mut self, node: &mut Node, now: Instant) {
+        for i in 0..self.peers.len() {
+            let Some(key) = self.peers[i].public_key else {
+                continue;
+            };
+            let Some(cached) = self.cache.get(&key) else {
+                continue;
+            };
+            let cached = cached.candidates.clone();
+            debug!(peer = %node.peer_name(PeerId(i)), n = cached.len(), "using cached candidates");
+            self.peers[i].discovered = cached;
+            self.peers[i].source = Some((Source::Cache, unix_now()));
+            self.feed(node, now, PeerId(i));
+        }
+        self.tick(node, now);
+    }
+
+    /// Give the core the union of the static endpoint and what discovery found.
+    fn feed(&self, node: &mut Node, now: Instant, id: PeerId) {
+        let meta = &self.peers[id.0];
+        let addrs: Vec<SocketAddr> = meta
+            .static_endpoint
+            .iter()
+            .chain(meta.discovered.iter())
+            .copied()
+            .collect();
+        node.handle_candidates(now, id, &addrs);
+    }
+
+    /// Periodic work: republish when our addresses changed, look up peers.
+    pub fn tick(&mut self, node: &Node, now: Instant) {
+        let local: Vec<Candidate> = ifaddrs::local_ipv4(&self.interface)
+            .into_iter()
+            .map(|ip| Candidate {
+                kind: CandidateKind::Local,
+                addr: SocketAddr::V4(SocketAddrV4::new(ip, self.listen_port)),
+            })
+            .collect();
+        if local != self.local {
+            info!(candidates = ?local.iter().map(|c| c.addr).collect::<Vec<_>>(), "local addresses changed");
+            self.local = local;
+            if let Some(r) = &self.rendezvous {
+                r.publish(self.local.clone());
+            }
+        }
+        for i in 0..self.peers.len() {
+            let connected = node.peer_status(PeerId(i)).is_some_and(|s| s.connected);
+            let every = if connected {
+                LOOKUP_CONNECTED
+            } else {
+                LOOKUP_UNCONNECTED
+            };
+            if self.peers[i]
+                .last_lookup
+                .is_none_or(|t| now.saturating_duration_since(t) >= every)
+            {
+                self.lookup(now, PeerId(i));
+            }
+        }
+    }
+
+    fn lookup(&mut self, now: Instant, id: PeerId) {
+        let (Some(r), Some(meta)) = (&self.rendezvous, self.peers.get_mut(id.0)) else {
+            return;
+        };
+        if let Some(key) = meta.public_key {
+            meta.last_lookup = Some(now);
+            r.resolve(key);
+        }
+    }
+
+    /// A result from the rendezvous actor.
+    pub fn on_found(&mut self, node: &mut Node, now: Instant, found: Found) {
+        match found {
+            Found::Candidates {
+                peer,
+                candidates,
+                seq,
+            } => {
+                let Some(i) = self.peers.iter().position(|m| m.public_key == Some(peer)) else {
+                    return;
+                };
+                let addrs: Vec<SocketAddr> = candidates.iter().map(|c| c.addr).collect();
+                debug!(peer = %node.peer_name(PeerId(i)), seq, candidates = ?addrs, "DHT record resolved");
+                if addrs != self.peers[i].discovered {
+                    info!(peer = %node.peer_name(PeerId(i)), candidates = ?addrs, "new candidates from the DHT");
+                }
+                self.peers[i].discovered = addrs;
+                self.peers[i].source = Some((Source::Dht, unix_now()));
+                self.feed(node, now, PeerId(i));
+            }
+            Found::Published { seq, .. } => self.published_seq = Some(seq),
+        }
+    }
+
+    /// React to core events: look peers up, remember what worked.
+    pub fn on_event(&mut self, node: &Node, now: Instant, event: &Event) {
+        match *event {
+            Event::NeedCandidates { peer } => {
+                let recent = self
+                    .peers
+                    .get(peer.0)
+                    .and_then(|m| m.last_lookup)
+                    .is_some_and(|t| now.saturating_duration_since(t) < TICK);
+                if !recent {
+                    self.lookup(now, peer);
+                }
+            }
+            Event::Connected { peer, endpoint }
+            | Event::EndpointChanged {
+                peer, to: endpoint, ..
+            } => {
+                self.remember(node, peer, endpoint);
+            }
+            _ => {}
+        }
+    }
+
+    /// Cache the address that works first, then the other candidates.
+    fn remember(&mut self, node: &Node, id: PeerId, working: SocketAddr) {
+        let Some(meta) = self.peers.get(id.0) else {
+            return;
+        };
+        let Some(key) = meta.public_key else { return };
+        let mut addrs = vec![working];
+        addrs.extend(meta.discovered.iter().filter(|a| **a != working));
+        if self.cache.remember(&key, addrs, unix_now()) {
+            if let Err(e) = self.cache.save(&self.state_dir) {
+                warn!(peer = %node.peer_name(id), error = %e, "cannot save the candidate cache");
+            }
+        }
+    }
+}
+
+impl Discovery {
+    /// The DHT part of `kith status`.
+    pub fn dht_status(&self) -> Option<super::control::DhtStatus> {
+        Some(super::control::DhtStatus {
+            network: self.network.clone()?,
+            published_seq: self.published_seq,
+            local_candidates: self.local.iter().map(|c| c.addr.to_string()).collect(),
+        })
+    }
+
+    /// Where a peer's candidates came from, and how long ago.
+    pub fn source(&self, id: PeerId) -> Option<(Source, u64)> {
+        let (source, at) = self.peers.get(id.0)?.source?;
+        Some((source, unix_now().saturating_sub(at)))
+    }
+}
