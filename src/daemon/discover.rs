@@ -240,10 +240,10 @@ impl Discovery {
         let Some(key) = meta.public_key else { return };
         let mut addrs = vec![working];
         addrs.extend(meta.discovered.iter().filter(|a| **a != working));
-        if self.cache.remember(&key, addrs, unix_now()) {
-            if let Err(e) = self.cache.save(&self.state_dir) {
-                warn!(peer = %node.peer_name(id), error = %e, "cannot save the candidate cache");
-            }
+        if self.cache.remember(&key, addrs, unix_now())
+            && let Err(e) = self.cache.save(&self.state_dir)
+        {
+            warn!(peer = %node.peer_name(id), error = %e, "cannot save the candidate cache");
         }
     }
 }

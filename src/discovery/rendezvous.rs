@@ -52,6 +52,9 @@ pub struct Settings {
     pub state_dir: PathBuf,
 }
 
+/// A finished lookup: the record and its seq, or why there was none.
+type Lookup = (PublicKey, Result<(RecordBody, i64), String>);
+
 /// Results for the daemon.
 #[derive(Debug, Clone)]
 pub enum Found {
@@ -132,8 +135,7 @@ async fn run(
         waiting: Vec::new(),
         found,
     };
-    let (results_tx, mut results) =
-        mpsc::unbounded_channel::<(PublicKey, Result<(RecordBody, i64), String>)>();
+    let (results_tx, mut results) = mpsc::unbounded_channel::<Lookup>();
     let mut publish_at = tokio::time::Instant::now() + Duration::from_secs(3600 * 24);
     let mut start_at = tokio::time::Instant::now();
     loop {
@@ -247,11 +249,7 @@ impl Actor {
         Ok(())
     }
 
-    fn resolve(
-        &mut self,
-        peer: PublicKey,
-        results: mpsc::UnboundedSender<(PublicKey, Result<(RecordBody, i64), String>)>,
-    ) {
+    fn resolve(&mut self, peer: PublicKey, results: mpsc::UnboundedSender<Lookup>) {
         let Some(dht) = self.dht.clone() else {
             if !self.waiting.contains(&peer) {
                 self.waiting.push(peer);
