@@ -31,14 +31,19 @@ pub struct PeerCache {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("cannot write {path}: {source}. Check that [discovery] state_dir exists and is writable")]
+    #[error(
+        "cannot write {path}: {source}. Check that [discovery] state_dir exists and is writable"
+    )]
     Write { path: PathBuf, source: io::Error },
     #[error("ignoring unreadable cache {path}: {detail}")]
     Corrupt { path: PathBuf, detail: String },
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
-    let err = |source| CacheError::Write { path: path.to_path_buf(), source };
+    let err = |source| CacheError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
@@ -57,8 +62,10 @@ impl PeerCache {
     pub fn load(state_dir: &Path) -> Result<Self, CacheError> {
         let path = Self::path(state_dir);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| CacheError::Corrupt { path, detail: e.to_string() }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
+                path,
+                detail: e.to_string(),
+            }),
             Err(_) => Ok(Self::default()),
         }
     }
@@ -73,10 +80,22 @@ impl PeerCache {
     }
 
     /// Remember what worked; returns true if anything changed.
-    pub fn remember(&mut self, peer: &PublicKey, candidates: Vec<SocketAddr>, now_unix: u64) -> bool {
-        let entry = CachedPeer { candidates, updated: now_unix };
+    pub fn remember(
+        &mut self,
+        peer: &PublicKey,
+        candidates: Vec<SocketAddr>,
+        now_unix: u64,
+    ) -> bool {
+        let entry = CachedPeer {
+            candidates,
+            updated: now_unix,
+        };
         let key = peer.to_string();
-        if self.peers.get(&key).is_some_and(|old| old.candidates == entry.candidates) {
+        if self
+            .peers
+            .get(&key)
+            .is_some_and(|old| old.candidates == entry.candidates)
+        {
             return false;
         }
         self.peers.insert(key, entry);
@@ -86,7 +105,11 @@ impl PeerCache {
 
 /// The last published sequence number, if any.
 pub fn load_seq(state_dir: &Path) -> Option<i64> {
-    std::fs::read_to_string(state_dir.join("dht-seq")).ok()?.trim().parse().ok()
+    std::fs::read_to_string(state_dir.join("dht-seq"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 pub fn save_seq(state_dir: &Path, seq: i64) -> Result<(), CacheError> {
@@ -107,13 +130,19 @@ mod tests {
         let mut c = PeerCache::default();
         let addrs = vec!["198.18.0.2:51871".parse().unwrap()];
         assert!(c.remember(&peer, addrs.clone(), 100));
-        assert!(!c.remember(&peer, addrs.clone(), 200), "unchanged candidates are not a change");
+        assert!(
+            !c.remember(&peer, addrs.clone(), 200),
+            "unchanged candidates are not a change"
+        );
         c.save(&dir).unwrap();
         let back = PeerCache::load(&dir).unwrap();
         assert_eq!(back.get(&peer).unwrap().candidates, addrs);
 
         std::fs::write(PeerCache::path(&dir), b"{not json").unwrap();
-        assert!(matches!(PeerCache::load(&dir), Err(CacheError::Corrupt { .. })));
+        assert!(matches!(
+            PeerCache::load(&dir),
+            Err(CacheError::Corrupt { .. })
+        ));
 
         assert_eq!(load_seq(&dir), None);
         save_seq(&dir, 42).unwrap();
