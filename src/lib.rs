@@ -16,4 +16,5 @@ pub mod daemon;
 pub mod discovery;
 pub mod identity;
 pub mod lab;
+pub mod nat;
 pub mod wire;
