@@ -38,6 +38,15 @@ pub enum Command {
         #[arg(long = "bootstrap", value_name = "HOST:PORT")]
         bootstrap: Vec<String>,
     },
+    /// Answer STUN Binding requests (RFC 8489) on each address until
+    /// SIGTERM/SIGINT: a STUN server for tests and private networks. Not an
+    /// RFC 5780 server (miniupnpd's STUN check needs one: use coturn there).
+    StunServer {
+        /// Address and UDP port to answer on, e.g. 198.18.0.10:3478; repeat
+        /// for several.
+        #[arg(long, value_name = "IP:PORT", required = true)]
+        listen: Vec<std::net::SocketAddr>,
+    },
     /// Run the daemon in the foreground.
     Up {
         /// The config file.
@@ -74,6 +83,7 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
         } => status(&interface, control, json),
         Command::DhtNode { listen, bootstrap } => dht_node(listen, bootstrap),
+        Command::StunServer { listen } => stun_server(&listen),
     }
 }
 
@@ -186,6 +196,48 @@ fn dht_node(listen: std::net::SocketAddrV4, bootstrap: Vec<String>) -> Result<()
         Ok::<(), std::io::Error>(())
     })?;
     Ok(())
+}
+
+fn stun_server(listen: &[std::net::SocketAddr]) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut tasks = tokio::task::JoinSet::new();
+        for &addr in listen {
+            let socket = tokio::net::UdpSocket::bind(addr).await.with_context(|| {
+                format!("binding UDP {addr} (is the address on an interface and the port free?)")
+            })?;
+            tracing::info!(addr = %socket.local_addr()?, "STUN server listening");
+            tasks.spawn(async move {
+                let mut buf = vec![0u8; 2048];
+                loop {
+                    let (n, from) = match socket.recv_from(&mut buf).await {
+                        Ok(got) => got,
+                        Err(e) => break Err::<(), _>(e),
+                    };
+                    let Some(out) = crate::nat::stun_server::respond(&buf[..n], from) else {
+                        continue;
+                    };
+                    if let Err(e) = socket.send_to(&out, from).await {
+                        tracing::debug!(addr = %from, error = %e, "STUN answer not sent");
+                    }
+                }
+            });
+        }
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            Some(done) = tasks.join_next() => {
+                done.context("STUN server task")?.context("STUN server socket")?;
+            }
+        }
+        tracing::info!("STUN server stopping");
+        Ok::<(), anyhow::Error>(())
+    })
 }
 
 fn status(interface: &str, control: Option<PathBuf>, json: bool) -> Result<()> {
