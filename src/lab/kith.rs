@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::host::parse_cidr_addr;
 use super::{Host, LabError, Result, sys};
+use crate::daemon::control::{PeerReport, StatusReport};
 use crate::identity::SecretKey;
 
 /// One node's settings; rendered to the daemon's TOML config.
@@ -103,6 +104,16 @@ impl KithSpec {
             endpoint,
             keepalive: None,
         });
+        self
+    }
+
+    /// Turns the DHT on: network `id`, `bootstrap` nodes (e.g.
+    /// [`super::LabDht::bootstrap`]), state (cache, seq) under `state_dir`.
+    pub fn with_dht(mut self, id: &str, bootstrap: Vec<String>, state_dir: &Path) -> Self {
+        self.network.id = Some(id.into());
+        self.discovery.dht = true;
+        self.discovery.bootstrap = Some(bootstrap);
+        self.discovery.state_dir = Some(state_dir.display().to_string());
         self
     }
 
@@ -211,12 +222,99 @@ impl KithNode {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Starts the daemon (after a kill or stop); no-op if it is running.
     /// The daemon's control socket (`kith status --control PATH`).
     pub fn control_path(&self) -> PathBuf {
         self.config.with_extension("sock")
     }
 
+    /// `kith status --control PATH --json`, parsed.
+    pub fn status(&self) -> Result<StatusReport> {
+        let mut cmd = std::process::Command::new(&self.bin);
+        cmd.arg("status")
+            .arg("--control")
+            .arg(self.control_path())
+            .arg("--json");
+        let out = sys::run(&mut cmd)?;
+        serde_json::from_str(&out).map_err(|e| LabError::Parse {
+            cmd: sys::describe(&cmd),
+            detail: format!("{e}: {out}"),
+        })
+    }
+
+    /// The status line of peer `name`.
+    pub fn peer_status(&self, name: &str) -> Result<PeerReport> {
+        let report = self.status()?;
+        report
+            .peers
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| LabError::Parse {
+                cmd: format!("kith status in {}", self.host.netns()),
+                detail: format!("no peer named {name}"),
+            })
+    }
+
+    /// Polls `kith status` every 100 ms until `pred` holds for peer `name`;
+    /// the last report on a timeout.
+    pub fn wait_peer(
+        &mut self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&PeerReport) -> bool,
+    ) -> Result<PeerReport> {
+        let start = Instant::now();
+        loop {
+            let last = self.peer_status(name);
+            if let Ok(p) = &last
+                && pred(p)
+            {
+                return Ok(p.clone());
+            }
+            self.check_running()?;
+            if start.elapsed() > timeout {
+                return Err(LabError::Timeout {
+                    what: format!("{what} (peer {name} in {})", self.host.netns()),
+                    timeout,
+                    detail: format!(
+                        "; last status {last:?}\nlog {}:\n{}",
+                        self.log.display(),
+                        self.log_tail(30)
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Polls the log (every 100 ms) for a line containing every one of
+    /// `needles`; returns that line.
+    pub fn wait_log(&mut self, needles: &[&str], timeout: Duration) -> Result<String> {
+        let start = Instant::now();
+        loop {
+            if let Some(line) = self
+                .log()
+                .lines()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return Ok(line.to_owned());
+            }
+            self.check_running()?;
+            if start.elapsed() > timeout {
+                return Err(LabError::Timeout {
+                    what: format!(
+                        "a log line with {needles:?} from kith in {}",
+                        self.host.netns()
+                    ),
+                    timeout,
+                    detail: format!("; log {}:\n{}", self.log.display(), self.log_tail(30)),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts the daemon (after a kill or stop); no-op if it is running.
     pub fn start(&mut self) -> Result<()> {
         if self.child.is_some() {
             return Ok(());

@@ -29,9 +29,12 @@
 //! that provides it (`scripts/setup.sh` installs them all).
 
 mod capture;
+mod dht;
 mod host;
+mod internet;
 pub mod iperf;
 mod kith;
+pub mod miniupnpd;
 mod netns;
 mod ping;
 mod router;
@@ -46,7 +49,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use capture::{Capture, Pcap};
+pub use dht::{DHT_PORT, LabDht};
 pub use host::{Host, Iface};
+pub use internet::{Internet, Subnet, Uplink};
 pub use kith::{DiscoverySpec, KithNode, KithSpec, NetworkSpec, PeerSpec};
 pub use ping::PingStats;
 pub use router::{NatKind, Router, RouterSpec};
@@ -171,29 +176,19 @@ impl Lab {
     /// A veth pair between `a` and `b`, addressed and up. Each end is named
     /// `<prefix>-<other host>` inside its namespace, e.g. `k1f2e3-b` in `a`.
     pub fn link(&self, a: &Host, a_addr: &str, b: &Host, b_addr: &str) -> Result<(Iface, Iface)> {
-        let a_if = a.iface_name_towards(b)?;
-        let b_if = b.iface_name_towards(a)?;
-        sys::run(sys::ip(a.netns()).args([
-            "link",
-            "add",
-            &a_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &b_if,
-            "netns",
-            b.netns(),
-        ]))?;
-        let a_end = a.configure_iface(&a_if, Some(a_addr))?;
-        let b_end = b.configure_iface(&b_if, Some(b_addr))?;
-        Ok((a_end, b_end))
+        link(a, a_addr, b, b_addr)
     }
 
     /// A NAT router: a namespace joined to `spec.upstream` by a WAN link and
     /// owning a LAN bridge; attach LAN hosts with [`Router::attach`].
     pub fn nat_router(&self, spec: &RouterSpec<'_>) -> Result<Router> {
         router::build(self, spec)
+    }
+
+    /// The emulated internet (namespace `<prefix>-inet`): hosts, NAT
+    /// routers and the lab DHT attach to it, each in its own /24.
+    pub fn internet(&self) -> Result<Internet> {
+        Internet::new(self)
     }
 
     /// A switch (bridge) in a new namespace `<prefix>-<name>`, for segments
@@ -208,6 +203,27 @@ impl Lab {
     pub fn spawn_kith(&self, host: &Host, bin: &Path, spec: KithSpec) -> Result<KithNode> {
         KithNode::spawn(&self.dir, host, bin, spec)
     }
+}
+
+/// [`Lab::link`], for helpers that hold hosts but not the lab.
+pub(crate) fn link(a: &Host, a_addr: &str, b: &Host, b_addr: &str) -> Result<(Iface, Iface)> {
+    let a_if = a.iface_name_towards(b)?;
+    let b_if = b.iface_name_towards(a)?;
+    sys::run(sys::ip(a.netns()).args([
+        "link",
+        "add",
+        &a_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &b_if,
+        "netns",
+        b.netns(),
+    ]))?;
+    let a_end = a.configure_iface(&a_if, Some(a_addr))?;
+    let b_end = b.configure_iface(&b_if, Some(b_addr))?;
+    Ok((a_end, b_end))
 }
 
 impl Drop for Lab {

@@ -27,3 +27,10 @@ pub fn pair(lab: &Lab) -> Pair {
     eprintln!("tunnel up after {took:?}");
     pair
 }
+
+/// Two kith nodes with no endpoints on the emulated internet with a lab
+/// DHT; daemons started, tunnel not yet up.
+pub fn dht_pair(lab: &Lab) -> kith::lab::topology::DhtPair {
+    kith::lab::topology::DhtPair::start(lab, &kith_bin())
+        .unwrap_or_else(|e| panic!("starting the DHT lab: {e}"))
+}
