@@ -24,6 +24,7 @@
 mod limiter;
 mod node;
 mod noise;
+mod paths;
 mod replay;
 mod routes;
 mod session;

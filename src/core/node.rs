@@ -10,6 +10,7 @@ use rand::{Rng, RngCore, SeedableRng};
 
 use super::limiter::HandshakeLimiter;
 use super::noise::{self, Resolver, TIMESTAMP_LEN};
+use super::paths::Paths;
 use super::routes::RouteTable;
 use super::session::{Session, SessionError};
 use super::timers::*;
@@ -172,6 +173,8 @@ struct Peer {
     endpoint: Option<SocketAddr>,
     /// Other addresses to try with each handshake initiation.
     candidates: Vec<SocketAddr>,
+    /// RTT and liveness of every known address, for choosing `endpoint`.
+    paths: Paths,
     pending: Option<Pending>,
     /// Sending session.
     current: Option<Session>,
@@ -273,6 +276,7 @@ impl Node {
                 mac1_key: noise::mac1_key(&x25519),
                 endpoint: p.endpoint,
                 candidates: Vec::new(),
+                paths: Paths::default(),
                 cfg: p,
                 pending: None,
                 current: None,
@@ -353,7 +357,11 @@ impl Node {
                 p.candidates.push(*a);
             }
         }
-        if !p.current.as_ref().is_some_and(|s| s.is_valid(now)) {
+        p.paths
+            .set_addrs(p.endpoint.iter().chain(p.candidates.iter()).copied());
+        if p.current.as_ref().is_some_and(|s| s.is_valid(now)) {
+            p.timers.set(Timer::PathProbe, now);
+        } else {
             self.initiate(now, id);
         }
     }
@@ -645,7 +653,7 @@ impl Node {
             self.by_index.remove(&old.local_index);
         }
         tracing::debug!(peer = %self.peers[id.0].cfg.name, addr = %from, hs_stage = "response", "answering handshake initiation");
-        self.on_authenticated(now, id, from);
+        self.on_authenticated(id, from, true);
         self.transmits.push_back(Transmit {
             dst: from,
             payload: msg,
@@ -695,7 +703,7 @@ impl Node {
             self.by_index.remove(&old.local_index);
         }
         tracing::debug!(peer = %self.peers[id.0].cfg.name, addr = %from, hs_stage = "complete", "handshake complete (initiator)");
-        self.on_authenticated(now, id, from);
+        self.on_authenticated(id, from, true);
         self.on_session(now, id);
         // Key confirmation: the responder may send only once it has heard
         // from us on the new session, so say something right away.
@@ -721,6 +729,7 @@ impl Node {
     /// A new session exists with `id`.
     fn on_session(&mut self, now: Instant, id: PeerId) {
         let p = &mut self.peers[id.0];
+        p.timers.set_if_unset(Timer::PathProbe, now);
         p.last_handshake = Some(now);
         p.handshakes += 1;
         p.timers.set(Timer::ZeroKeys, now + ZERO_KEYS_AFTER);
@@ -733,24 +742,79 @@ impl Node {
         }
     }
 
-    /// An authenticated packet from `from`: roam there and reset the
-    /// silence timers.
-    fn on_authenticated(&mut self, now: Instant, id: PeerId, from: SocketAddr) {
+    /// An authenticated packet from `from`: reset the silence timers and,
+    /// if `roam`, move the endpoint there.
+    fn on_authenticated(&mut self, id: PeerId, from: SocketAddr, roam: bool) {
         let p = &mut self.peers[id.0];
         p.timers.clear(Timer::NoReply);
         match p.endpoint {
-            Some(old) if old != from => {
+            Some(old) if roam && old != from => self.change_endpoint(id, from),
+            None => {
                 p.endpoint = Some(from);
-                self.events.push_back(Event::EndpointChanged {
-                    peer: id,
-                    from: old,
-                    to: from,
-                });
+                p.paths
+                    .set_addrs(p.endpoint.iter().chain(p.candidates.iter()).copied());
             }
-            None => p.endpoint = Some(from),
             _ => {}
         }
-        let _ = now;
+    }
+
+    fn change_endpoint(&mut self, id: PeerId, to: SocketAddr) {
+        let p = &mut self.peers[id.0];
+        let Some(from) = p.endpoint.replace(to) else {
+            return;
+        };
+        if !p.paths.contains(to) {
+            p.paths
+                .set_addrs(p.endpoint.iter().chain(p.candidates.iter()).copied());
+        }
+        self.events
+            .push_back(Event::EndpointChanged { peer: id, from, to });
+    }
+
+    /// Encrypt a control message on the current session and send it to
+    /// `dst`, which need not be the endpoint (path probes test the others).
+    fn send_control(&mut self, now: Instant, id: PeerId, dst: SocketAddr, msg: &wire::Control) {
+        let mut plain = [0u8; wire::MAX_CONTROL_LEN.next_multiple_of(PAD_TO)];
+        let Ok(n) = wire::emit_control(msg, &mut plain) else {
+            return;
+        };
+        let padded = n.next_multiple_of(PAD_TO);
+        let mut buf = vec![0u8; padded + OVERHEAD];
+        let p = &mut self.peers[id.0];
+        let Some(session) = p.current.as_mut().filter(|s| s.is_valid(now)) else {
+            return;
+        };
+        if let Ok(len) = session.encrypt(now, &plain[..padded], &mut buf) {
+            buf.truncate(len);
+            p.tx_bytes += len as u64;
+            self.transmits.push_back(Transmit { dst, payload: buf });
+        }
+    }
+
+    fn handle_control(&mut self, now: Instant, id: PeerId, from: SocketAddr, msg: wire::Control) {
+        match msg {
+            wire::Control::PathPing { id: probe } => {
+                self.send_control(
+                    now,
+                    id,
+                    from,
+                    &wire::Control::PathPong {
+                        id: probe,
+                        observed: from,
+                    },
+                );
+            }
+            wire::Control::PathPong { id: probe, .. } => {
+                let p = &mut self.peers[id.0];
+                if !p.paths.on_pong(now, probe) {
+                    return;
+                }
+                if let Some(better) = p.paths.better_than(now, p.endpoint) {
+                    tracing::debug!(peer = %p.cfg.name, addr = %better, rtt = ?p.paths.rtt(better), "switching to a better path");
+                    self.change_endpoint(id, better);
+                }
+            }
+        }
     }
 
     // ---------------------------------------------------------------- recv
@@ -803,7 +867,12 @@ impl Node {
             }
             self.on_session(now, id);
         }
-        self.on_authenticated(now, id, from);
+        // Control messages (path probes) arrive on purpose from addresses
+        // other than the path in use: they must not move it. Data from an
+        // address we do not know means the peer moved: follow it.
+        let is_control = len > 0 && !matches!(out[0] >> 4, 4 | 6);
+        let known = self.peers[id.0].paths.contains(from);
+        self.on_authenticated(id, from, !is_control && !known);
         // A peer that only receives still has to rekey before the session
         // is rejected.
         let p = &self.peers[id.0];
@@ -816,11 +885,17 @@ impl Node {
         if len == 0 {
             return UdpOutcome::Handled; // keepalive
         }
+        if is_control {
+            return match wire::parse_control(&out[..len]) {
+                Ok(msg) => {
+                    self.handle_control(now, id, from, msg);
+                    UdpOutcome::Handled
+                }
+                Err(_) => UdpOutcome::Dropped(DropReason::UnknownControl),
+            };
+        }
         let hdr = match wire::parse_ip(&out[..len]) {
             Ok(h) => h,
-            Err(wire::IpError::Version(_)) => {
-                return UdpOutcome::Dropped(DropReason::UnknownControl);
-            }
             Err(e) => return UdpOutcome::Dropped(DropReason::NotIp(e)),
         };
         // Cryptokey routing: the peer may only speak for its allowed_ips.
@@ -870,6 +945,18 @@ impl Node {
                     self.peers[id.0]
                         .timers
                         .set_if_unset(Timer::PersistentKeepalive, now + k);
+                }
+            }
+            Timer::PathProbe => {
+                let Node { peers, rng, .. } = self;
+                let p = &mut peers[id.0];
+                if !p.current.as_ref().is_some_and(|s| s.is_valid(now)) {
+                    return; // the next session schedules probing again
+                }
+                let pings = p.paths.probe_round(now, || rng.next_u64());
+                p.timers.set(Timer::PathProbe, p.paths.next_round(now));
+                for (addr, probe) in pings {
+                    self.send_control(now, id, addr, &wire::Control::PathPing { id: probe });
                 }
             }
             Timer::PassiveKeepalive => {

@@ -40,6 +40,12 @@ pub struct Sim {
     net: BinaryHeap<Reverse<InFlight>>,
     seq: u64,
     pub latency: Duration,
+    /// One-way delay between two 192.168.x.y addresses in the same /24 (a
+    /// LAN), if set.
+    pub lan_latency: Option<Duration>,
+    /// Further addresses of nodes (e.g. a LAN address beside the public one).
+    aliases: Vec<(SocketAddr, usize)>,
+    blackholes: Vec<SocketAddr>,
     pub jitter: Duration,
     /// Probability each datagram is lost, 0.0..=1.0.
     pub loss: f64,
@@ -98,6 +104,9 @@ impl Sim {
             net: BinaryHeap::new(),
             seq: 0,
             latency: Duration::from_millis(10),
+            lan_latency: None,
+            aliases: Vec::new(),
+            blackholes: Vec::new(),
             jitter: Duration::ZERO,
             loss: 0.0,
             rng: StdRng::seed_from_u64(seed),
@@ -166,13 +175,37 @@ impl Sim {
     }
 
     fn index_of(&self, addr: SocketAddr) -> Option<usize> {
-        self.nodes.iter().position(|n| n.addr == addr)
+        self.nodes.iter().position(|n| n.addr == addr).or_else(|| {
+            self.aliases
+                .iter()
+                .find(|(a, _)| *a == addr)
+                .map(|&(_, i)| i)
+        })
+    }
+
+    /// Drop everything sent to `addr` from now on.
+    pub fn blackhole(&mut self, addr: SocketAddr) {
+        self.blackholes.push(addr);
+    }
+
+    /// Give node `i` a second address (it answers there too).
+    pub fn add_alias(&mut self, i: usize, addr: SocketAddr) {
+        self.aliases.push((addr, i));
+    }
+
+    /// The address node `i` sends from towards `dst`: the one in the same
+    /// /24 if it has one (as the kernel's routing would pick), else its main one.
+    fn source_for(&self, i: usize, dst: SocketAddr) -> SocketAddr {
+        self.aliases
+            .iter()
+            .find(|(a, n)| *n == i && same_lan(*a, dst))
+            .map_or(self.nodes[i].addr, |&(a, _)| a)
     }
 
     /// Put a datagram on the simulated wire, subject to loss and latency.
     pub fn send_raw(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
         self.wire_log.push((from, to, bytes.clone()));
-        if self.loss > 0.0 && self.rng.random_bool(self.loss) {
+        if self.blackholes.contains(&to) || (self.loss > 0.0 && self.rng.random_bool(self.loss)) {
             return;
         }
         let jitter = if self.jitter.is_zero() {
@@ -182,7 +215,12 @@ impl Sim {
         };
         self.seq += 1;
         self.net.push(Reverse(InFlight {
-            at: self.now + self.latency + jitter,
+            at: self.now
+                + match self.lan_latency {
+                    Some(lan) if same_lan(from, to) => lan,
+                    _ => self.latency,
+                }
+                + jitter,
             seq: self.seq,
             from,
             to,
@@ -193,7 +231,7 @@ impl Sim {
     /// Drain node `i`'s transmits and events.
     fn flush(&mut self, i: usize) {
         while let Some(t) = self.nodes[i].node.poll_transmit() {
-            let from = self.nodes[i].addr;
+            let from = self.source_for(i, t.dst);
             self.send_raw(from, t.dst, t.payload);
         }
         while let Some(e) = self.nodes[i].node.poll_event() {
@@ -212,7 +250,7 @@ impl Sim {
         let now = self.now;
         let r = self.nodes[i].node.handle_tun(now, pkt, &mut out);
         if let TunOutcome::Send { dst, len } = r {
-            let from = self.nodes[i].addr;
+            let from = self.source_for(i, dst);
             out.truncate(len);
             self.send_raw(from, dst, out);
         }
@@ -297,5 +335,15 @@ impl Sim {
             .iter()
             .filter(|e| matches!(e, Event::Connected { .. }))
             .count()
+    }
+}
+
+/// Two home-LAN (192.168.0.0/16) addresses in the same /24.
+fn same_lan(a: SocketAddr, b: SocketAddr) -> bool {
+    match (a.ip(), b.ip()) {
+        (IpAddr::V4(x), IpAddr::V4(y)) => {
+            x.octets()[..2] == [192, 168] && x.octets()[..3] == y.octets()[..3]
+        }
+        _ => false,
     }
 }

@@ -387,3 +387,81 @@ fn unanswered_handshake_asks_for_fresh_candidates() {
             .contains(&Event::NeedCandidates { peer: PeerId(0) })
     );
 }
+
+#[test]
+fn probes_move_traffic_to_the_faster_lan_path() {
+    let mut sim = pair(15);
+    sim.latency = Duration::from_millis(20); // through the internet
+    sim.lan_latency = Some(Duration::from_millis(1));
+    let (lan1, lan2): (std::net::SocketAddr, std::net::SocketAddr) = (
+        "192.168.50.1:51871".parse().unwrap(),
+        "192.168.50.2:51871".parse().unwrap(),
+    );
+    sim.add_alias(0, lan1);
+    sim.add_alias(1, lan2);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(200));
+    // Connected over the public (static) endpoint first.
+    assert_eq!(
+        sim.nodes[0].node.peer_status(PeerId(0)).unwrap().endpoint,
+        Some(underlay(2))
+    );
+    // Discovery learns the LAN address; probes find it faster.
+    sim.act(0, |n, now| {
+        n.handle_candidates(now, PeerId(0), &[underlay(2), lan2])
+    });
+    sim.run_for(Duration::from_secs(3));
+    let st = sim.nodes[0].node.peer_status(PeerId(0)).unwrap();
+    assert_eq!(
+        st.endpoint,
+        Some(lan2),
+        "the LAN path (1 ms) must win over the public one (20 ms)"
+    );
+    assert!(
+        sim.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::EndpointChanged { to, .. } if *to == lan2))
+    );
+    // Data now flows over the LAN, and keeps flowing.
+    let before = sim.wire_log.len();
+    sim.send_ip(0, overlay(2), b"via lan");
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(delivered(&sim, 1, b"via lan"), 1);
+    assert!(
+        sim.wire_log[before..]
+            .iter()
+            .any(|(f, t, b)| *f == lan1 && *t == lan2 && b[0] == crate::wire::TYPE_DATA)
+    );
+    // Probes from the other address do not drag the path back (no flapping).
+    sim.run_for(Duration::from_secs(60));
+    let changes = sim.nodes[0]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::EndpointChanged { .. }))
+        .count();
+    assert_eq!(changes, 1, "{:?}", sim.nodes[0].events);
+}
+
+#[test]
+fn dead_path_is_left_for_a_live_one() {
+    let mut sim = pair(16);
+    let alt: std::net::SocketAddr = "198.18.7.2:51871".parse().unwrap();
+    sim.add_alias(1, alt);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(200));
+    sim.act(0, |n, now| {
+        n.handle_candidates(now, PeerId(0), &[underlay(2), alt])
+    });
+    sim.run_for(Duration::from_secs(2));
+    // The primary address of node 2 goes dark (its route broke); only alt works.
+    sim.blackhole(underlay(2));
+    sim.run_for(Duration::from_secs(60));
+    assert_eq!(
+        sim.nodes[0].node.peer_status(PeerId(0)).unwrap().endpoint,
+        Some(alt)
+    );
+    sim.send_ip(0, overlay(2), b"still here");
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(delivered(&sim, 1, b"still here"), 1);
+}

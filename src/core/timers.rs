@@ -42,19 +42,22 @@ pub enum Timer {
     NoReply,
     /// Long silence: wipe keys.
     ZeroKeys,
+    /// Ping every known address of the peer to time the paths.
+    PathProbe,
 }
 
-const ALL: [Timer; 5] = [
+const ALL: [Timer; 6] = [
     Timer::HandshakeRetry,
     Timer::PersistentKeepalive,
     Timer::PassiveKeepalive,
     Timer::NoReply,
     Timer::ZeroKeys,
+    Timer::PathProbe,
 ];
 
 #[derive(Debug, Default, Clone)]
 pub struct TimerTable {
-    deadlines: [Option<Instant>; 5],
+    deadlines: [Option<Instant>; ALL.len()],
 }
 
 impl TimerTable {
@@ -78,7 +81,7 @@ impl TimerTable {
 
     /// Remove and return every timer due at `now`.
     pub fn expired(&mut self, now: Instant) -> impl Iterator<Item = Timer> + use<> {
-        let mut due = [None; 5];
+        let mut due = [None; ALL.len()];
         for (i, t) in ALL.iter().enumerate() {
             if self.deadlines[i].is_some_and(|d| d <= now) {
                 self.deadlines[i] = None;

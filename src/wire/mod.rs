@@ -36,10 +36,12 @@
 
 #![cfg_attr(not(test), deny(clippy::disallowed_methods))]
 
+mod control;
 mod ip;
 mod packet;
 mod record;
 
+pub use control::*;
 pub use ip::*;
 
 pub use packet::*;
