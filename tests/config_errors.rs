@@ -621,6 +621,31 @@ fn rows() -> Vec<Row> {
             )],
         ),
         iface_exact(
+            "stun entry without port",
+            &format!("{NET}[discovery]\nstun = [\"198.18.0.3:3478\", \"stun.example.net\"]\n"),
+            &[(
+                7,
+                28,
+                "discovery.stun[1]",
+                "invalid STUN server \"stun.example.net\": missing port; write \"host:port\"",
+            )],
+        ),
+        iface_exact(
+            "stun entry port zero",
+            &format!("{NET}[discovery]\nstun = [\"stun.example.net:0\"]\n"),
+            &[(
+                7,
+                9,
+                "discovery.stun[0]",
+                "invalid STUN server \"stun.example.net:0\": port 0 is not allowed; give the STUN server's UDP port",
+            )],
+        ),
+        iface_exact(
+            "port_mapping not a boolean",
+            &format!("{NET}[discovery]\nport_mapping = \"yes\"\n"),
+            &[(7, 16, "discovery.port_mapping", "expected a boolean")],
+        ),
+        iface_exact(
             "bootstrap empty with dht on",
             &format!("{NET}[discovery]\nbootstrap = []\n"),
             &[(
@@ -861,6 +886,8 @@ fn defaults_and_values_of_a_good_file() {
     assert_eq!(c.discovery.dht_port, 0);
     assert_eq!(c.discovery.state_dir, Path::new(config::DEFAULT_STATE_DIR));
     assert!(!c.discovery.dht_server);
+    assert_eq!(c.discovery.stun, config::DEFAULT_STUN);
+    assert!(c.discovery.port_mapping);
     assert_eq!(
         (d.dht, d.dht_port, d.dht_server, d.bootstrap.len()),
         (true, 0, false, config::DEFAULT_BOOTSTRAP.len())
@@ -873,7 +900,8 @@ fn network_and_discovery_values() {
     let text = format!(
         "{IFACE}[network]\nid = \"Home-1.lan_x\"\nsecret_file = \"secret\"\n\
          [discovery]\ndht = true\nbootstrap = [\"198.18.0.1:6881\", \"[2001:db8::1]:6881\", \"dht.example.net:25401\"]\n\
-         dht_port = 6881\nstate_dir = \"state\"\ndht_server = true\n"
+         dht_port = 6881\nstate_dir = \"state\"\ndht_server = true\n\
+         stun = [\"198.18.0.3:3478\", \"stun.example.net:3478\"]\nport_mapping = false\n"
     );
     let (dir, got) = parse_in("net-disc", &text);
     let c = got.expect("valid");
@@ -891,6 +919,11 @@ fn network_and_discovery_values() {
         ]
     );
     assert_eq!(c.discovery.dht_port, 6881);
+    assert_eq!(
+        c.discovery.stun,
+        ["198.18.0.3:3478", "stun.example.net:3478"]
+    );
+    assert!(!c.discovery.port_mapping);
     // A relative state_dir is resolved against the config file's directory.
     assert_eq!(c.discovery.state_dir, dir.join("state"));
     let _ = fs::remove_dir_all(&dir);
@@ -906,6 +939,13 @@ fn dht_off_needs_no_network_and_allows_empty_bootstrap() {
     assert!(!c.discovery.dht);
     assert!(c.discovery.bootstrap.is_empty());
     assert_eq!(c.discovery.state_dir, Path::new("/srv/kith"));
+    // An empty STUN list turns STUN off; it is not an error.
+    let (dir3, got) = parse_in(
+        "stun-off",
+        &format!("{IFACE}[discovery]\ndht = false\nstun = []\n"),
+    );
+    assert!(got.expect("valid").discovery.stun.is_empty());
+    let _ = fs::remove_dir_all(&dir3);
     assert_eq!(c.network.id, None);
     assert_eq!(c.network.secret, None);
     // dht_port = listen_port is a conflict only when non-zero.

@@ -86,6 +86,9 @@ pub const DEFAULT_BOOTSTRAP: &[&str] = &[
     "router.utorrent.com:6881",
 ];
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/kith";
+/// Public STUN servers, used when `[discovery] stun` is not set. Tests
+/// always replace them with their own.
+pub const DEFAULT_STUN: &[&str] = &["stun.l.google.com:19302", "stun.cloudflare.com:3478"];
 
 /// `[discovery]`: how this node finds its peers' current addresses.
 #[derive(Debug, Clone)]
@@ -94,6 +97,11 @@ pub struct Discovery {
     pub dht: bool,
     /// `host:port` of the DHT bootstrap nodes (default [`DEFAULT_BOOTSTRAP`]).
     pub bootstrap: Vec<String>,
+    /// `host:port` STUN servers asked for our reflexive address from the
+    /// data socket (default [`DEFAULT_STUN`]; empty = no STUN).
+    pub stun: Vec<String>,
+    /// Map the listen port on the router with PCP, NAT-PMP or UPnP IGD.
+    pub port_mapping: bool,
     /// UDP port of the DHT node (0 = any; it has its own socket).
     pub dht_port: u16,
     /// Where the candidate cache and the record sequence number live. A
@@ -108,6 +116,8 @@ impl Default for Discovery {
         Self {
             dht: true,
             bootstrap: DEFAULT_BOOTSTRAP.iter().map(|s| s.to_string()).collect(),
+            stun: DEFAULT_STUN.iter().map(|s| s.to_string()).collect(),
+            port_mapping: true,
             dht_port: 0,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             dht_server: false,

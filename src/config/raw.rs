@@ -65,6 +65,8 @@ pub(super) struct RawNetwork {
 pub(super) struct RawDiscovery {
     pub dht: Bool,
     pub bootstrap: StrList,
+    pub stun: StrList,
+    pub port_mapping: Bool,
     pub dht_port: Int,
     pub state_dir: Str,
     pub dht_server: Bool,

@@ -572,33 +572,23 @@ fn discovery(
                 Some(Vec::new())
             }
         }
-        Some(list) => {
-            let mut nodes = Vec::new();
-            let mut list_ok = true;
-            for (i, item) in list.into_inner().into_iter().enumerate() {
-                match item.get_ref().parse::<Endpoint>() {
-                    Ok(_) => nodes.push(item.into_inner()),
-                    Err(e) => {
-                        let why = match e {
-                            EndpointError::PortZero => {
-                                "port 0 is not allowed; give the node's UDP port, e.g. \
-                                 \"router.bittorrent.com:6881\""
-                                    .to_string()
-                            }
-                            e => e.to_string(),
-                        };
-                        ctx.error(
-                            item.span(),
-                            &format!("discovery.bootstrap[{i}]"),
-                            format!("invalid bootstrap node {:?}: {why}", item.get_ref()),
-                        );
-                        list_ok = false;
-                    }
-                }
-            }
-            list_ok.then_some(nodes)
-        }
+        Some(list) => server_list(
+            ctx,
+            list,
+            "bootstrap",
+            "bootstrap node",
+            "router.bittorrent.com:6881",
+        ),
     };
+
+    // An empty list is allowed: it turns STUN off (no reflexive candidates).
+    let stun = match raw.stun {
+        None => Some(default.stun),
+        Some(list) => server_list(ctx, list, "stun", "STUN server", "stun.l.google.com:19302"),
+    };
+    let port_mapping = raw
+        .port_mapping
+        .map_or(default.port_mapping, Spanned::into_inner);
 
     let dht_port = match raw.dht_port {
         None => Some(default.dht_port),
@@ -671,10 +661,47 @@ fn discovery(
     Some(Discovery {
         dht,
         bootstrap: bootstrap?,
+        stun: stun?,
+        port_mapping,
         dht_port: dht_port?,
         state_dir: state_dir?,
         dht_server,
     })
+}
+
+/// A list of `host:port` servers under `[discovery] key`; `what` names one
+/// in messages and `example` shows a valid entry.
+fn server_list(
+    ctx: &mut Ctx<'_>,
+    list: Spanned<Vec<Spanned<String>>>,
+    key: &str,
+    what: &str,
+    example: &str,
+) -> Option<Vec<String>> {
+    let mut servers = Vec::new();
+    let mut list_ok = true;
+    for (i, item) in list.into_inner().into_iter().enumerate() {
+        match item.get_ref().parse::<Endpoint>() {
+            Ok(_) => servers.push(item.into_inner()),
+            Err(e) => {
+                let why = match e {
+                    EndpointError::PortZero => {
+                        format!(
+                            "port 0 is not allowed; give the {what}'s UDP port, e.g. {example:?}"
+                        )
+                    }
+                    e => e.to_string(),
+                };
+                ctx.error(
+                    item.span(),
+                    &format!("discovery.{key}[{i}]"),
+                    format!("invalid {what} {:?}: {why}", item.get_ref()),
+                );
+                list_ok = false;
+            }
+        }
+    }
+    list_ok.then_some(servers)
 }
 
 /// A Linux interface name (see the kernel's `dev_valid_name`).
