@@ -3,7 +3,7 @@
 # need. Idempotent: runs `apt-get update` (once) only if something is missing.
 set -euo pipefail
 
-packages=(iproute2 nftables iperf3 tcpdump iputils-ping procps)
+packages=(iproute2 nftables iperf3 tcpdump iputils-ping procps miniupnpd-nftables coturn miniupnpc)
 
 if [[ $EUID -ne 0 ]]; then
     echo "setup.sh: run as root (installing packages; the lab needs root too)" >&2
@@ -23,7 +23,15 @@ if ((${#missing[@]})); then
     apt-get update -qq
     # iperf3 asks whether to start a daemon; answer no.
     echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections 2>/dev/null || true
+    # miniupnpd and coturn: the lab runs them inside router/internet
+    # namespaces only; never start a system-wide service.
+    echo "miniupnpd miniupnpd/start_daemon boolean false" | debconf-set-selections 2>/dev/null || true
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    for svc in miniupnpd coturn; do
+        if command -v systemctl >/dev/null && systemctl is-enabled --quiet "$svc" 2>/dev/null; then
+            systemctl disable --now "$svc" >/dev/null 2>&1 || true
+        fi
+    done
 else
     echo "setup.sh: all packages present (${packages[*]})"
 fi

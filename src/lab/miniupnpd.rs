@@ -336,7 +336,11 @@ pub fn config(wan: &str, lan_net: &str, stun: SocketAddrV4, dir: &Path, name: &s
     let _ = writeln!(c, "upnp_forward_chain=miniupnpd");
     let _ = writeln!(c, "upnp_nat_chain=prerouting_miniupnpd");
     let _ = writeln!(c, "upnp_nat_postrouting_chain=postrouting_miniupnpd");
-    let _ = writeln!(c, "lease_file={}", dir.join(format!("{name}-upnp.leases")).display());
+    let _ = writeln!(
+        c,
+        "lease_file={}",
+        dir.join(format!("{name}-upnp.leases")).display()
+    );
     let _ = writeln!(c, "min_lifetime=120");
     let _ = writeln!(c, "max_lifetime=86400");
     let _ = writeln!(c, "uuid=6b1c2f0e-6b69-7468-0000-{:012x}", fnv(name));

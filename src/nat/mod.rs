@@ -18,6 +18,7 @@
 //! - [`stun_server::respond`]: the answering side, behind `kith stun-server`.
 
 pub mod classify;
+pub mod portmap;
 pub mod stun;
 pub mod stun_server;
 
