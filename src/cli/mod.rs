@@ -297,11 +297,23 @@ pub fn render_status(r: &crate::daemon::control::StatusReport) -> String {
             let _ = writeln!(out, "dht: off");
         }
     }
+    let nat = &r.nat;
+    let _ = writeln!(
+        out,
+        "nat: mapping {}, public address {}, port mapping {}",
+        nat.mapping.as_deref().unwrap_or("not measured"),
+        nat.public.as_deref().unwrap_or("-"),
+        nat.port_mapping.as_deref().unwrap_or("none")
+    );
     for p in &r.peers {
         let short: String = p.public_key.chars().take(8).collect();
         let _ = writeln!(out, "\npeer {} ({short}…)", p.name);
         let via = p.endpoint.as_deref().unwrap_or("-");
-        let _ = writeln!(out, "  path         {} via {via}", p.path);
+        let _ = writeln!(
+            out,
+            "  path         {} via {via}: {}",
+            p.path, p.path_reason
+        );
         let hs = p.last_handshake_secs.map_or("never".to_string(), ago);
         let _ = writeln!(out, "  handshake    {hs}");
         let _ = writeln!(

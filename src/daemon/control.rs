@@ -26,6 +26,7 @@ pub struct StatusReport {
     pub listen: String,
     /// `None` when the DHT is off.
     pub dht: Option<DhtStatus>,
+    pub nat: NatStatus,
     pub peers: Vec<PeerReport>,
 }
 
@@ -37,12 +38,24 @@ pub struct DhtStatus {
     pub local_candidates: Vec<String>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct NatStatus {
+    /// RFC 4787 mapping behaviour from STUN ("endpoint-independent", …), if measured.
+    pub mapping: Option<String>,
+    /// Our address as STUN servers see it.
+    pub public: Option<String>,
+    /// The router port mapping, e.g. "198.18.0.1:51871 via UPnP".
+    pub port_mapping: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PeerReport {
     pub name: String,
     pub public_key: String,
     /// "direct" with a session, "none" without (relays come later).
     pub path: String,
+    /// Why the path is what it is, in words.
+    pub path_reason: String,
     pub endpoint: Option<String>,
     pub last_handshake_secs: Option<u64>,
     pub rx_bytes: u64,

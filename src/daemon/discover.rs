@@ -32,6 +32,8 @@ pub struct PeerMeta {
     pub static_endpoint: Option<SocketAddr>,
     /// Latest candidates from discovery (DHT or cache).
     pub discovered: Vec<SocketAddr>,
+    /// The same from the DHT, with what the peer says each one is.
+    pub kinds: Vec<Candidate>,
     /// Where the current candidates came from, and when (unix seconds).
     pub source: Option<(Source, u64)>,
     last_lookup: Option<Instant>,
@@ -45,6 +47,12 @@ pub struct Discovery {
     interface: String,
     listen_port: u16,
     local: Vec<Candidate>,
+    /// Our address as STUN servers see it (when the mapping makes it useful).
+    reflexive: Vec<Candidate>,
+    /// The address our router forwards to us (PCP, NAT-PMP or UPnP).
+    mapped: Option<Candidate>,
+    /// What the record last carried.
+    published: Vec<Candidate>,
     network: Option<String>,
     published_seq: Option<i64>,
 }
@@ -107,6 +115,9 @@ impl Discovery {
             interface: cfg.interface.name.clone(),
             listen_port,
             local: Vec::new(),
+            reflexive: Vec::new(),
+            mapped: None,
+            published: Vec::new(),
             network: cfg.network.id.clone().filter(|_| cfg.discovery.dht),
             published_seq: None,
         };
@@ -128,7 +139,7 @@ impl Discovery {
             self.peers[i].source = Some((Source::Cache, unix_now()));
             self.feed(node, now, PeerId(i));
         }
-        self.tick(node, now);
+        let _ = self.tick(node, now);
     }
 
     /// Give the core the union of the static endpoint and what discovery found.
@@ -144,7 +155,8 @@ impl Discovery {
     }
 
     /// Periodic work: republish when our addresses changed, look up peers.
-    pub fn tick(&mut self, node: &Node, now: Instant) {
+    /// Returns true when our LAN addresses changed.
+    pub fn tick(&mut self, node: &Node, now: Instant) -> bool {
         let local: Vec<Candidate> = ifaddrs::local_ipv4(&self.interface)
             .into_iter()
             .map(|ip| Candidate {
@@ -152,12 +164,11 @@ impl Discovery {
                 addr: SocketAddr::V4(SocketAddrV4::new(ip, self.listen_port)),
             })
             .collect();
-        if local != self.local {
+        let changed = local != self.local;
+        if changed {
             info!(candidates = ?local.iter().map(|c| c.addr).collect::<Vec<_>>(), "local addresses changed");
             self.local = local;
-            if let Some(r) = &self.rendezvous {
-                r.publish(self.local.clone());
-            }
+            self.republish();
         }
         for i in 0..self.peers.len() {
             let connected = node.peer_status(PeerId(i)).is_some_and(|s| s.connected);
@@ -172,6 +183,77 @@ impl Discovery {
             {
                 self.lookup(now, PeerId(i));
             }
+        }
+        changed
+    }
+
+    /// Our LAN addresses with the data socket's port.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.local.iter().map(|c| c.addr).collect()
+    }
+
+    /// New STUN results.
+    pub fn set_reflexive(&mut self, reflexive: Vec<SocketAddr>) {
+        self.reflexive = reflexive
+            .into_iter()
+            .map(|addr| Candidate {
+                kind: CandidateKind::Reflexive,
+                addr,
+            })
+            .collect();
+        self.republish();
+    }
+
+    /// A port mapping appeared, changed or went away.
+    pub fn set_mapped(&mut self, mapped: Option<SocketAddr>) {
+        self.mapped = mapped.map(|addr| Candidate {
+            kind: CandidateKind::Mapped,
+            addr,
+        });
+        self.republish();
+    }
+
+    /// Publish our candidates if they differ from what the record carries:
+    /// mapped first (it needs no punching), then reflexive, then LAN.
+    fn republish(&mut self) {
+        let mut all: Vec<Candidate> = Vec::new();
+        for c in self.mapped.iter().chain(&self.reflexive).chain(&self.local) {
+            if !all.iter().any(|x| x.addr == c.addr) {
+                all.push(*c);
+            }
+        }
+        if all == self.published {
+            return;
+        }
+        self.published = all.clone();
+        if let Some(r) = &self.rendezvous {
+            r.publish(all);
+        }
+    }
+
+    /// Why the path to a peer is what it is, in words for `kith status`.
+    pub fn path_reason(&self, id: PeerId, endpoint: Option<SocketAddr>, connected: bool) -> String {
+        let Some(meta) = self.peers.get(id.0) else {
+            return String::new();
+        };
+        if !connected {
+            return if meta.static_endpoint.is_none() && meta.discovered.is_empty() {
+                "no path: no address known yet (waiting for the DHT)".to_string()
+            } else {
+                "no path: none of the candidates answered yet".to_string()
+            };
+        }
+        let Some(ep) = endpoint else {
+            return "direct".to_string();
+        };
+        if meta.static_endpoint == Some(ep) {
+            return "direct to the configured endpoint".to_string();
+        }
+        match meta.kinds.iter().find(|c| c.addr == ep).map(|c| c.kind) {
+            Some(CandidateKind::Local) => "direct over the LAN".to_string(),
+            Some(CandidateKind::Reflexive) => "direct through the NATs (hole punched)".to_string(),
+            Some(CandidateKind::Mapped) => "direct via the peer's router port mapping".to_string(),
+            None => "direct (to where the peer's packets come from)".to_string(),
         }
     }
 
@@ -202,6 +284,7 @@ impl Discovery {
                     info!(peer = %node.peer_name(PeerId(i)), candidates = ?addrs, "new candidates from the DHT");
                 }
                 self.peers[i].discovered = addrs;
+                self.peers[i].kinds = candidates;
                 self.peers[i].source = Some((Source::Dht, unix_now()));
                 self.feed(node, now, PeerId(i));
             }

@@ -19,6 +19,7 @@ pub mod control;
 mod discover;
 mod ifaddrs;
 mod notify;
+mod reflexive;
 mod socket;
 
 use socket::{Received, Udp};
@@ -163,6 +164,16 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
     // holds up the tunnel to static and cached peers.
     let (mut discovery, found) = discover::Discovery::new(&cfg, &static_endpoints, local.port());
     discovery.start(&mut node, now);
+    let stun = reflexive::Reflexive::new(reflexive::resolve(&cfg.discovery.stun).await, now);
+    let portmap = if cfg.discovery.port_mapping {
+        crate::nat::portmap::PortMapper::spawn(
+            local.port(),
+            crate::nat::portmap::Options::default(),
+        )
+    } else {
+        crate::nat::portmap::PortMapper::disabled()
+    };
+    let mapped = portmap.watch();
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(8);
     control::serve(&control, control_tx)?;
     notify::ready();
@@ -177,10 +188,19 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         control: control_rx,
         interface: cfg.interface.name.clone(),
         listen: local,
+        stun,
+        mapped,
     };
     shell.flush().await;
     let result = shell.run().await;
     notify::stopping();
+    // Remove our port mapping from the router on the way out.
+    if tokio::time::timeout(Duration::from_secs(3), portmap.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("the router did not confirm removing the port mapping within 3 s");
+    }
     result
 }
 
@@ -195,6 +215,10 @@ struct Shell {
     control: tokio::sync::mpsc::Receiver<control::Request>,
     interface: String,
     listen: SocketAddr,
+    /// STUN from the data socket.
+    stun: reflexive::Reflexive,
+    /// The router port mapping, as the port mapper last saw it.
+    mapped: tokio::sync::watch::Receiver<Option<crate::nat::portmap::Mapping>>,
 }
 
 /// Wait for the next rendezvous result, or forever when there is none.
@@ -288,9 +312,10 @@ impl Shell {
         let mut tick = tokio::time::interval(discover::TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let deadline = self
-                .node
-                .poll_timeout()
+            let deadline = [self.node.poll_timeout(), self.stun.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
@@ -321,9 +346,21 @@ impl Shell {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.node.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    self.node.handle_timeout(now);
+                    self.stun.handle_timeout(now);
                 }
-                _ = tick.tick() => self.discovery.tick(&self.node, Instant::now()),
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    if self.discovery.tick(&self.node, now) {
+                        // New addresses, maybe a new NAT in front of us.
+                        self.stun.rerun(now);
+                    }
+                }
+                Ok(()) = self.mapped.changed() => {
+                    let mapping = *self.mapped.borrow_and_update();
+                    self.discovery.set_mapped(mapping.map(|m| m.external));
+                }
                 Some(req) = self.control.recv() => {
                     let _ = req.reply.send(self.status(Instant::now()));
                 }
@@ -353,7 +390,8 @@ impl Shell {
                     k += 1;
                 }
                 UdpOutcome::Dropped(reason) => debug!(addr = %r.from, %reason, "datagram dropped"),
-                UdpOutcome::Stun | UdpOutcome::Handled => {}
+                UdpOutcome::Stun => self.stun.handle_datagram(now, r.from, datagram),
+                UdpOutcome::Handled => {}
             }
         }
         if k > 0
@@ -417,6 +455,15 @@ impl Shell {
                 debug!(addr = %t.dst, error = %e, "UDP send failed");
             }
         }
+        while let Some((dst, bytes)) = self.stun.poll_transmit() {
+            if let Err(e) = self.udp.send_to(&bytes, dst).await {
+                debug!(addr = %dst, error = %e, "STUN send failed");
+            }
+        }
+        let local = self.discovery.local_addrs();
+        if let Some(reflexive) = self.stun.poll_result(Instant::now(), &local) {
+            self.discovery.set_reflexive(reflexive);
+        }
         while let Some(e) = self.node.poll_event() {
             self.discovery.on_event(&self.node, Instant::now(), &e);
             self.log_event(e);
@@ -434,6 +481,7 @@ impl Shell {
                     name: st.name,
                     public_key: st.public_key.to_string(),
                     path: if st.connected { "direct" } else { "none" }.to_string(),
+                    path_reason: self.discovery.path_reason(id, st.endpoint, st.connected),
                     endpoint: st.endpoint.map(|e| e.to_string()),
                     last_handshake_secs: st
                         .last_handshake
@@ -451,6 +499,27 @@ impl Shell {
             public_key: self.node.public_key().to_string(),
             listen: self.listen.to_string(),
             dht: self.discovery.dht_status(),
+            nat: control::NatStatus {
+                mapping: self.stun.behaviour.map(|b| match b.mapping {
+                    crate::nat::MappingBehaviour::EndpointIndependent => {
+                        "endpoint-independent".to_string()
+                    }
+                    crate::nat::MappingBehaviour::EndpointDependent => {
+                        "endpoint-dependent".to_string()
+                    }
+                    crate::nat::MappingBehaviour::NoNat => "no NAT".to_string(),
+                    crate::nat::MappingBehaviour::Unknown => "unknown".to_string(),
+                }),
+                public: self
+                    .stun
+                    .behaviour
+                    .and_then(|b| b.public)
+                    .map(|a| a.to_string()),
+                port_mapping: self
+                    .mapped
+                    .borrow()
+                    .map(|m| format!("{} via {}", m.external, m.protocol)),
+            },
             peers,
         }
     }

@@ -61,6 +61,11 @@ pub struct DiscoverySpec {
     pub state_dir: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dht_server: Option<bool>,
+    /// Always written: lab daemons must never ask the public STUN servers
+    /// (the default); empty turns STUN off, a test lists its own servers.
+    pub stun: Vec<String>,
+    /// Always written; off unless a test runs a mapping router.
+    pub port_mapping: bool,
 }
 
 /// A `[[peer]]` entry.
@@ -491,10 +496,10 @@ mod tests {
         assert_eq!(peer["allowed_ips"][0].as_str(), Some("100.96.0.2/32"));
         assert_eq!(peer["endpoint"].as_str(), Some("198.18.0.2:51871"));
         assert!(peer.get("keepalive").is_none());
-        // DHT off by default, and nothing else written for the daemon to check.
+        // DHT, STUN and port mapping off by default; nothing else written.
         assert_eq!(
             parsed["discovery"].as_table().unwrap().clone(),
-            toml::from_str::<toml::Table>("dht = false").unwrap()
+            toml::from_str::<toml::Table>("dht = false\nstun = []\nport_mapping = false").unwrap()
         );
         assert!(parsed["network"].as_table().unwrap().is_empty());
     }
@@ -512,6 +517,8 @@ mod tests {
         let c = crate::config::parse(&config, &a.render(&key).unwrap()).unwrap();
         assert!(!c.discovery.dht);
         assert_eq!(c.network.id, None);
+        // Lab daemons never fall back to the public STUN servers.
+        assert!(c.discovery.stun.is_empty() && !c.discovery.port_mapping);
 
         a.network.id = Some("lab".into());
         a.discovery = DiscoverySpec {
@@ -520,6 +527,8 @@ mod tests {
             dht_port: Some(6881),
             state_dir: Some(dir.display().to_string()),
             dht_server: Some(true),
+            stun: vec!["198.18.0.3:3478".into()],
+            port_mapping: false,
         };
         let c = crate::config::parse(&config, &a.render(&key).unwrap()).unwrap();
         assert_eq!(c.network.id.as_deref(), Some("lab"));
