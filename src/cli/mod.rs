@@ -47,6 +47,23 @@ pub enum Command {
         #[arg(long, value_name = "IP:PORT", required = true)]
         listen: Vec<std::net::SocketAddr>,
     },
+    /// Report the NAT in front of this host: public address from each STUN
+    /// server, mapping behaviour, port-mapping protocols the router speaks,
+    /// and what that means for direct connections.
+    Netcheck {
+        /// Take the STUN servers and port_mapping from this config.
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+        /// STUN server to ask (host:port); repeatable; overrides the config.
+        #[arg(long = "stun", value_name = "HOST:PORT")]
+        stun: Vec<String>,
+        /// Do not ask the router for a port mapping.
+        #[arg(long)]
+        no_port_mapping: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the daemon in the foreground.
     Up {
         /// The config file.
@@ -77,6 +94,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pubkey => pubkey(),
         Command::CheckConfig { file } => check_config(&file),
         Command::Up { config, control } => up(&config, control),
+        Command::Netcheck {
+            config,
+            stun,
+            no_port_mapping,
+            json,
+        } => netcheck(config.as_deref(), stun, no_port_mapping, json),
         Command::Status {
             interface,
             control,
@@ -334,4 +357,41 @@ pub fn render_status(r: &crate::daemon::control::StatusReport) -> String {
         let _ = writeln!(out, "  candidates   {list} (from {from})");
     }
     out
+}
+
+fn netcheck(
+    config: Option<&std::path::Path>,
+    stun: Vec<String>,
+    no_port_mapping: bool,
+    json: bool,
+) -> Result<()> {
+    let discovery = match config {
+        Some(file) => match config::load(file) {
+            Ok(cfg) => cfg.discovery,
+            Err(errors) => {
+                eprintln!("{errors}");
+                bail!("{} has {} error(s)", file.display(), errors.0.len())
+            }
+        },
+        None => config::Discovery::default(),
+    };
+    let servers = if stun.is_empty() {
+        discovery.stun
+    } else {
+        stun
+    };
+    let port_mapping = discovery.port_mapping && !no_port_mapping;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(async {
+        let resolved = crate::nat::netcheck::resolve(&servers).await;
+        crate::nat::netcheck::run(&resolved, port_mapping).await
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::nat::netcheck::render(&report));
+    }
+    Ok(())
 }

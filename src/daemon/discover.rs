@@ -9,7 +9,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info, warn};
 
-use super::ifaddrs;
 use crate::config::Config;
 use crate::core::{Event, Node, PeerId};
 use crate::discovery::cache::PeerCache;
@@ -17,6 +16,7 @@ use crate::discovery::dht::DhtSettings;
 use crate::discovery::rendezvous::{self, Found, Rendezvous};
 use crate::discovery::{Candidate, CandidateKind, Source};
 use crate::identity::PublicKey;
+use crate::nat::ifaddrs;
 
 /// Re-check our own addresses this often (a moved laptop republishes).
 pub const TICK: Duration = Duration::from_secs(5);

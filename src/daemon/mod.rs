@@ -17,7 +17,6 @@
 
 pub mod control;
 mod discover;
-mod ifaddrs;
 mod notify;
 mod reflexive;
 mod socket;
@@ -164,7 +163,10 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
     // holds up the tunnel to static and cached peers.
     let (mut discovery, found) = discover::Discovery::new(&cfg, &static_endpoints, local.port());
     discovery.start(&mut node, now);
-    let stun = reflexive::Reflexive::new(reflexive::resolve(&cfg.discovery.stun).await, now);
+    let stun = reflexive::Reflexive::new(
+        crate::nat::netcheck::resolve(&cfg.discovery.stun).await,
+        now,
+    );
     let portmap = if cfg.discovery.port_mapping {
         crate::nat::portmap::PortMapper::spawn(
             local.port(),

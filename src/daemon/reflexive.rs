@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::nat::{self, MappingBehaviour, NatBehaviour, Retransmit, StunClient};
 
@@ -17,24 +17,6 @@ pub struct Reflexive {
     client: Option<StunClient>,
     next_run: Option<Instant>,
     pub behaviour: Option<NatBehaviour>,
-}
-
-/// Resolve `host:port` STUN servers to IPv4 addresses (the data socket is
-/// IPv4); names that do not resolve are logged and skipped.
-pub async fn resolve(servers: &[String]) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    for s in servers {
-        let lookup = tokio::net::lookup_host(s.as_str());
-        match tokio::time::timeout(Duration::from_secs(5), lookup).await {
-            Ok(Ok(addrs)) => {
-                if let Some(a) = addrs.into_iter().find(SocketAddr::is_ipv4) {
-                    out.push(a);
-                }
-            }
-            _ => warn!(server = %s, "STUN server does not resolve; skipping it"),
-        }
-    }
-    out
 }
 
 impl Reflexive {

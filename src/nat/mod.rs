@@ -18,6 +18,8 @@
 //! - [`stun_server::respond`]: the answering side, behind `kith stun-server`.
 
 pub mod classify;
+pub mod ifaddrs;
+pub mod netcheck;
 pub mod portmap;
 pub mod stun;
 pub mod stun_server;
