@@ -20,8 +20,10 @@ use crate::nat::ifaddrs;
 
 /// Re-check our own addresses this often (a moved laptop republishes).
 pub const TICK: Duration = Duration::from_secs(5);
-/// Look up a peer with no session at most this often.
-const LOOKUP_UNCONNECTED: Duration = Duration::from_secs(15);
+/// Look up a peer with no session at most this often. Two peers behind NATs
+/// punch through when both send at about the same time; each side starts
+/// sending when its lookup finds the other, so this bounds the wait.
+const LOOKUP_UNCONNECTED: Duration = Duration::from_secs(5);
 /// Refresh a connected peer's candidates this often.
 const LOOKUP_CONNECTED: Duration = Duration::from_secs(600);
 
