@@ -192,12 +192,13 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         listen: local,
         stun,
         mapped,
+        portmap,
     };
     shell.flush().await;
     let result = shell.run().await;
     notify::stopping();
     // Remove our port mapping from the router on the way out.
-    if tokio::time::timeout(Duration::from_secs(3), portmap.shutdown())
+    if tokio::time::timeout(Duration::from_secs(3), shell.portmap.shutdown())
         .await
         .is_err()
     {
@@ -221,6 +222,7 @@ struct Shell {
     stun: reflexive::Reflexive,
     /// The router port mapping, as the port mapper last saw it.
     mapped: tokio::sync::watch::Receiver<Option<crate::nat::portmap::Mapping>>,
+    portmap: crate::nat::portmap::PortMapper,
 }
 
 /// Wait for the next rendezvous result, or forever when there is none.
@@ -355,8 +357,9 @@ impl Shell {
                 _ = tick.tick() => {
                     let now = Instant::now();
                     if self.discovery.tick(&self.node, now) {
-                        // New addresses, maybe a new NAT in front of us.
+                        // New addresses, maybe a new NAT and router in front of us.
                         self.stun.rerun(now);
+                        self.portmap.refresh();
                     }
                 }
                 Ok(()) = self.mapped.changed() => {
