@@ -39,6 +39,8 @@ pub const MAX_RECORD_AGE: Duration = Duration::from_secs(3 * 60 * 60);
 /// How long one lookup may take before we give up on it.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(20);
 const PUT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the lookup that refreshes write tokens before a put may take.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retry delay after a failed publish or a DHT node that would not start.
 const RETRY_AFTER: Duration = Duration::from_secs(15);
 
@@ -234,6 +236,18 @@ impl Actor {
             &nonce,
         )
         .map_err(PublishError::Record)?;
+        // mainline puts to the nodes its last lookup of this target found,
+        // with the write tokens they gave, cached for 5 min. Tokens are bound
+        // to our address: after an address change every node answers "Bad
+        // token" until they expire. A fresh lookup of our own item first
+        // gets tokens for the address we have now (the first put of a run
+        // does this lookup anyway).
+        let own_key = *self.settings.identity.public().as_bytes();
+        let _ = tokio::time::timeout(
+            REFRESH_TIMEOUT,
+            dht.get_mutable(&own_key, Some(&self.salt), None).count(),
+        )
+        .await;
         let outcome = tokio::time::timeout(PUT_TIMEOUT, dht.put_mutable(item, None))
             .await
             .map_err(|_| PublishError::Timeout)?

@@ -143,7 +143,7 @@ impl Lab {
             prefix: prefix.to_owned(),
             dir,
             namespaces: Mutex::new(Vec::new()),
-            keep_files: AtomicBool::new(false),
+            keep_files: AtomicBool::new(std::env::var_os("KITH_LAB_KEEP").is_some()),
         })
     }
 
@@ -157,7 +157,8 @@ impl Lab {
     }
 
     /// Keep the scratch directory (configs, logs, captures) after drop, as
-    /// happens anyway when the lab is dropped during a panic.
+    /// happens anyway when the lab is dropped during a panic or when
+    /// `KITH_LAB_KEEP` is set in the environment.
     pub fn keep_files(&self) {
         self.keep_files.store(true, Ordering::Relaxed);
     }
@@ -234,10 +235,12 @@ impl Drop for Lab {
             netns::destroy(ns);
         }
         netns::release_prefix(&self.prefix);
-        if std::thread::panicking() || self.keep_files.load(Ordering::Relaxed) {
+        let failed = std::thread::panicking();
+        if failed || self.keep_files.load(Ordering::Relaxed) {
             eprintln!(
-                "kith-lab: lab {} failed; configs and logs kept in {}",
+                "kith-lab: lab {}{}; configs and logs kept in {}",
                 self.prefix,
+                if failed { " failed" } else { "" },
                 self.dir.display()
             );
         } else {
