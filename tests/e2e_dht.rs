@@ -9,7 +9,7 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kith::lab::topology::{A_OVERLAY, B_OVERLAY};
 use kith::lab::{KithNode, transfer};
@@ -86,4 +86,162 @@ fn hosts_without_endpoints_meet_through_the_dht() {
         !resolved.is_empty(),
         "neither side resolved the other in the DHT"
     );
+}
+
+/// Waits until `node` has sent nothing to `peer` for `quiet` (polls its
+/// status), within a minute.
+fn wait_idle(node: &mut KithNode, peer: &str, quiet: Duration) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = node.peer_status(peer).unwrap().tx_bytes;
+    let mut since = Instant::now();
+    while since.elapsed() < quiet {
+        assert!(
+            Instant::now() < deadline,
+            "{} never went quiet",
+            node.host().name()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+        let tx = node.peer_status(peer).unwrap().tx_bytes;
+        if tx != last {
+            (last, since) = (tx, Instant::now());
+        }
+    }
+}
+
+#[test]
+fn a_moved_host_is_found_again_through_the_dht() {
+    let lab = common::lab();
+    let mut pair = common::dht_pair(&lab);
+    pair.wait_tunnel(RENDEZVOUS)
+        .unwrap_or_else(|e| panic!("no tunnel through the DHT: {e}"));
+    let old = listen_addr(&pair.node_b, pair.b_up.addr());
+    // The last word on the tunnel is b's ping reply; then wait until b has
+    // nothing left to send (its passive keepalive, 10 s after receiving
+    // data, would otherwise tell a the new address by roaming).
+    let last = pair
+        .a
+        .ping(IpAddr::V4(B_OVERLAY), 1, PING_INTERVAL)
+        .unwrap();
+    assert!(last.all_received(), "{last:?}");
+    wait_idle(&mut pair.node_b, "a", Duration::from_secs(12));
+
+    // b moves to another subnet. b stays quiet (no keepalive, no traffic of
+    // its own), so a cannot learn the new address from b's packets: only
+    // from b's republished record.
+    let moved = Instant::now();
+    let new_ip = pair.internet.renumber(&mut pair.b_up).unwrap();
+    let new = listen_addr(&pair.node_b, new_ip);
+    eprintln!("b moved from {old} to {new}");
+    pair.node_b
+        .wait_log(
+            &["local addresses changed", &new_ip.to_string()],
+            Duration::from_secs(20),
+        )
+        .unwrap_or_else(|e| panic!("b did not notice its new address: {e}"));
+
+    // a sends; its packets to the old address go nowhere; its handshake
+    // goes unanswered; it looks b up and finds the new address.
+    pair.a
+        .wait_reachable(IpAddr::V4(B_OVERLAY), Duration::from_secs(90))
+        .unwrap_or_else(|e| {
+            panic!(
+                "a never reached b after the move: {e}\na's view of b: {:?}\n--- a ---\n{}\n--- b ---\n{}",
+                pair.node_a.peer_status("b"),
+                pair.node_a.log_tail(30),
+                pair.node_b.log_tail(30)
+            )
+        });
+    let recovered = moved.elapsed();
+    eprintln!("a reaches b again {recovered:?} after b moved");
+
+    let status = pair.node_a.peer_status("b").unwrap();
+    eprintln!("a's view of b: {status:?}");
+    assert_eq!(status.endpoint.as_deref(), Some(new.as_str()));
+    assert_eq!(status.candidates_source.as_deref(), Some("dht"));
+    assert_eq!(status.candidates, [new.clone()], "a's candidates for b");
+    pair.node_a
+        .wait_log(
+            &["new candidates from the DHT", &new],
+            Duration::from_secs(1),
+        )
+        .unwrap_or_else(|e| panic!("a did not get b's new address from the DHT: {e}"));
+    // a learnt the address from the DHT before any packet of b's from it.
+    let log = pair.node_a.log();
+    let from_dht = log.find(&format!(
+        "new candidates from the DHT peer=b candidates=[{new}]"
+    ));
+    let roamed = log.find(&format!(
+        "peer endpoint changed peer=b from={old} addr={new}"
+    ));
+    assert!(
+        from_dht.is_some() && roamed.is_none_or(|r| r > from_dht.unwrap_or(usize::MAX)),
+        "a must learn {new} from the DHT, not from b's packets: {log}"
+    );
+    let ab = pair
+        .a
+        .ping(IpAddr::V4(B_OVERLAY), 5, PING_INTERVAL)
+        .unwrap();
+    let ba = pair
+        .b
+        .ping(IpAddr::V4(A_OVERLAY), 5, PING_INTERVAL)
+        .unwrap();
+    assert!(ab.all_received(), "a → b after the move: {ab:?}");
+    assert!(ba.all_received(), "b → a after the move: {ba:?}");
+}
+
+#[test]
+fn restart_with_the_dht_down_reconnects_from_the_cache() {
+    let lab = common::lab();
+    let mut pair = common::dht_pair(&lab);
+    pair.wait_tunnel(RENDEZVOUS)
+        .unwrap_or_else(|e| panic!("no tunnel through the DHT: {e}"));
+    for node in [&pair.node_a, &pair.node_b] {
+        let cache = lab
+            .dir()
+            .join(format!("{}-state", node.host().name()))
+            .join("peers.json");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cache.is_file() {
+            assert!(
+                Instant::now() < deadline,
+                "{} was never written",
+                cache.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pair.dht.stop().unwrap();
+    pair.node_a.kill().unwrap();
+    pair.node_b.kill().unwrap();
+    let restarted = Instant::now();
+    pair.node_a.start().unwrap();
+    pair.node_b.start().unwrap();
+    pair.node_a.wait_ready(Duration::from_secs(10)).unwrap();
+    pair.node_b.wait_ready(Duration::from_secs(10)).unwrap();
+    kith::lab::topology::wait_both_ways(
+        &mut pair.node_a,
+        &mut pair.node_b,
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| panic!("no reconnection from the cache: {e}"));
+    eprintln!(
+        "with the DHT down, both restarted daemons talk again after {:?}",
+        restarted.elapsed()
+    );
+    for (node, peer, peer_ip) in [
+        (&pair.node_a, "b", pair.b_up.addr()),
+        (&pair.node_b, "a", pair.a_up.addr()),
+    ] {
+        let status = node.peer_status(peer).unwrap();
+        let me = node.host().name();
+        eprintln!("{me}'s view of {peer}: {status:?}");
+        assert_eq!(status.candidates_source.as_deref(), Some("cache"), "{me}");
+        assert!(
+            status.candidates.contains(&listen_addr(node, peer_ip)),
+            "{me}: {status:?}"
+        );
+        assert_eq!(status.path, "direct", "{me}");
+    }
+    assert!(!pair.dht.is_running());
 }
