@@ -35,6 +35,7 @@ mod internet;
 pub mod iperf;
 mod kith;
 pub mod miniupnpd;
+pub mod nat;
 mod netns;
 mod ping;
 mod router;

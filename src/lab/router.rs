@@ -17,7 +17,8 @@ use super::host::parse_cidr_addr;
 use super::switch::Switch;
 use super::{Host, Iface, Lab, LabError, Result, sys};
 
-/// How a router translates addresses.
+/// How a router translates addresses. Every kind drops unsolicited packets
+/// to the router itself on its WAN side silently (see [`guard_chain`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum NatKind {
@@ -26,28 +27,84 @@ pub enum NatKind {
     /// with address-and-port-dependent filtering: only replies to flows
     /// started from the LAN come in.
     Masquerade,
+    /// A port-preserving "cone" home router: the same ruleset as
+    /// [`NatKind::Masquerade`] (endpoint-independent mapping while the port
+    /// is free, address-and-port-dependent filtering), named for the NAT
+    /// tables.
+    Cone,
+    /// `masquerade fully-random`: every new flow (each destination) gets a
+    /// random public port, so the mapping is endpoint-dependent; filtering
+    /// as for [`NatKind::Cone`].
+    Symmetric,
 }
 
 impl NatKind {
     /// The nftables ruleset for a router whose WAN interface is `wan` and
     /// whose LAN bridge is `lan`.
     pub fn ruleset(self, wan: &str, lan: &str) -> String {
+        let masquerade = match self {
+            NatKind::Masquerade | NatKind::Cone => "masquerade",
+            NatKind::Symmetric => "masquerade fully-random",
+        };
+        format!(
+            "table ip kithlab {{\n\
+             \tchain postrouting {{\n\
+             \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+             \t\toifname \"{wan}\" {masquerade}\n\
+             \t}}\n\
+             \tchain forward {{\n\
+             \t\ttype filter hook forward priority filter; policy drop;\n\
+             \t\tct state established,related accept\n\
+             \t\tiifname \"{lan}\" oifname \"{wan}\" accept\n\
+             \t}}\n\
+             {guard}\
+             }}\n",
+            guard = guard_chain(wan)
+        )
+    }
+
+    /// A short name for reports: "cone", "symmetric", "masquerade".
+    pub fn name(self) -> &'static str {
         match self {
-            NatKind::Masquerade => format!(
-                "table ip kithlab {{\n\
-                 \tchain postrouting {{\n\
-                 \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-                 \t\toifname \"{wan}\" masquerade\n\
-                 \t}}\n\
-                 \tchain forward {{\n\
-                 \t\ttype filter hook forward priority filter; policy drop;\n\
-                 \t\tct state established,related accept\n\
-                 \t\tiifname \"{lan}\" oifname \"{wan}\" accept\n\
-                 \t}}\n\
-                 }}\n"
-            ),
+            NatKind::Masquerade => "masquerade",
+            NatKind::Cone => "cone",
+            NatKind::Symmetric => "symmetric",
         }
     }
+}
+
+/// The `input` chain every NAT router needs: packets to the router itself
+/// that arrive on the WAN side and belong to no flow it started are dropped
+/// silently (no ICMP), as real home routers do.
+///
+/// Why: an unsolicited packet from a peer to `router:port` that is accepted
+/// (or answered with an ICMP error) gets its conntrack entry confirmed;
+/// when the LAN host then sends to that peer from `port`, the tuple is
+/// taken and masquerade picks another source port, which breaks
+/// endpoint-independent mapping exactly when both sides punch at once.
+/// Dropped in `input`, the entry is never confirmed.
+pub fn guard_chain(wan: &str) -> String {
+    format!(
+        "\tchain input {{\n\
+         \t\ttype filter hook input priority filter; policy accept;\n\
+         \t\tiifname \"{wan}\" ct state established,related accept\n\
+         \t\tiifname \"{wan}\" drop\n\
+         \t}}\n"
+    )
+}
+
+/// A table `ip kithloss` that drops `percent`% of the packets the router
+/// forwards, each direction independently (`numgen random mod 100`). Its
+/// chain runs before the NAT router's forward filter.
+pub fn loss_ruleset(percent: u8) -> String {
+    format!(
+        "table ip kithloss {{\n\
+         \tchain forward {{\n\
+         \t\ttype filter hook forward priority filter - 10; policy accept;\n\
+         \t\tnumgen random mod 100 < {percent} counter drop\n\
+         \t}}\n\
+         }}\n"
+    )
 }
 
 /// What to build: the router's name, NAT kind, and its two sides.
@@ -84,19 +141,56 @@ pub(crate) fn build(lab: &Lab, spec: &RouterSpec<'_>) -> Result<Router> {
     sys::require_tool("nft")?;
     let host = lab.host(spec.name)?;
     let (_, wan) = lab.link(spec.upstream, spec.upstream_addr, &host, spec.wan_addr)?;
+    finish(
+        host,
+        wan,
+        parse_cidr_addr(spec.upstream_addr)?,
+        spec.kind,
+        spec.lan_addr,
+    )
+}
+
+/// A router whose WAN end is a port on someone else's LAN (`upstream`, e.g.
+/// a carrier-grade NAT's): the inner router of a CGNAT.
+pub fn build_behind(
+    lab: &Lab,
+    name: &str,
+    kind: NatKind,
+    upstream: &Router,
+    wan_addr: &str,
+    lan_addr: &str,
+) -> Result<Router> {
+    sys::require_tool("nft")?;
+    let host = lab.host(name)?;
+    let wan = upstream.lan.attach(&host, wan_addr)?;
+    let gateway = upstream.lan.bridge.addr.ok_or_else(|| LabError::Parse {
+        cmd: "router".into(),
+        detail: format!("{}'s LAN bridge has no address", upstream.host.name()),
+    })?;
+    finish(host, wan, gateway, kind, lan_addr)
+}
+
+/// Forwarding, the default route, the LAN bridge and the ruleset.
+fn finish(
+    host: Host,
+    wan: Iface,
+    gateway: Ipv4Addr,
+    kind: NatKind,
+    lan_addr: &str,
+) -> Result<Router> {
     host.enable_forwarding()?;
-    host.add_default_route(parse_cidr_addr(spec.upstream_addr)?)?;
-    let lan = Switch::create(&host, LAN_BRIDGE, Some(spec.lan_addr))?;
-    load_ruleset(&host, &spec.kind.ruleset(&wan.name, LAN_BRIDGE))?;
+    host.add_default_route(gateway)?;
+    let lan = Switch::create(&host, LAN_BRIDGE, Some(lan_addr))?;
+    load_ruleset(&host, &kind.ruleset(&wan.name, LAN_BRIDGE))?;
     Ok(Router {
         host,
-        kind: spec.kind,
+        kind,
         wan,
         lan,
     })
 }
 
-fn load_ruleset(host: &Host, ruleset: &str) -> Result<()> {
+pub(crate) fn load_ruleset(host: &Host, ruleset: &str) -> Result<()> {
     let mut cmd: Command = host.command("nft");
     cmd.args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -129,6 +223,18 @@ impl Router {
         self.wan.addr
     }
 
+    /// Drops `percent`% of the packets this router forwards, in each
+    /// direction ([`loss_ruleset`]); 0 removes the loss.
+    pub fn set_loss(&self, percent: u8) -> Result<()> {
+        let _ = self
+            .host
+            .exec("nft", &["delete", "table", "ip", "kithloss"]);
+        if percent == 0 {
+            return Ok(());
+        }
+        load_ruleset(&self.host, &loss_ruleset(percent))
+    }
+
     /// Joins `client` to the LAN with address `client_addr` (CIDR) and makes
     /// the router its default gateway.
     pub fn attach(&self, client: &Host, client_addr: &str) -> Result<Iface> {
@@ -152,5 +258,23 @@ mod tests {
         assert!(rules.contains("oifname \"k1a2b3-inet\" masquerade"));
         assert!(rules.contains("iifname \"lan\" oifname \"k1a2b3-inet\" accept"));
         assert!(rules.contains("policy drop"));
+        assert!(rules.contains("iifname \"k1a2b3-inet\" drop"));
+    }
+
+    #[test]
+    fn symmetric_is_fully_random_and_guarded() {
+        let rules = NatKind::Symmetric.ruleset("w", "lan");
+        assert!(rules.contains("oifname \"w\" masquerade fully-random"));
+        assert!(rules.contains("type filter hook input"));
+        assert!(
+            NatKind::Cone
+                .ruleset("w", "lan")
+                .contains("oifname \"w\" masquerade\n")
+        );
+    }
+
+    #[test]
+    fn loss_drops_a_share_of_forwarded_packets() {
+        assert!(loss_ruleset(5).contains("numgen random mod 100 < 5 counter drop"));
     }
 }
