@@ -955,6 +955,15 @@ impl Node {
                 }
                 let pings = p.paths.probe_round(now, || rng.next_u64());
                 p.timers.set(Timer::PathProbe, p.paths.next_round(now));
+                // Probes keep an idle session alive too: without a rekey it
+                // would expire, and with it the NAT mappings the probes hold
+                // open, leaving both sides behind closed NATs.
+                let rekey = p
+                    .last_handshake
+                    .is_some_and(|t| now.saturating_duration_since(t) >= p.rekey_after);
+                if rekey && p.pending.is_none() {
+                    self.initiate(now, id);
+                }
                 for (addr, probe) in pings {
                     self.send_control(now, id, addr, &wire::Control::PathPing { id: probe });
                 }

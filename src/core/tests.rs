@@ -465,3 +465,35 @@ fn dead_path_is_left_for_a_live_one() {
     sim.run_for(Duration::from_millis(100));
     assert_eq!(delivered(&sim, 1, b"still here"), 1);
 }
+
+#[test]
+fn idle_peers_keep_their_session_and_nat_mappings() {
+    let mut sim = pair(17);
+    sim.start_all();
+    sim.run_for(Duration::from_secs(1));
+    // Ten idle minutes: no application traffic at all.
+    sim.run_for(Duration::from_secs(600));
+    let st = sim.nodes[0].node.peer_status(PeerId(0)).unwrap();
+    let age = sim
+        .now
+        .saturating_duration_since(st.last_handshake.unwrap());
+    assert!(
+        age < REJECT_AFTER_TIME,
+        "session went stale while idle ({age:?})"
+    );
+    // Probes kept flowing both ways the whole time (they hold NAT mappings open).
+    let last_from = |addr| {
+        sim.wire_log
+            .iter()
+            .rev()
+            .position(|(f, _, b)| *f == addr && b[0] == crate::wire::TYPE_DATA)
+    };
+    assert!(last_from(underlay(1)).is_some() && last_from(underlay(2)).is_some());
+    // And traffic flows at once, without a new handshake round trip first.
+    assert!(matches!(
+        sim.send_ip(0, overlay(2), b"after idle"),
+        TunOutcome::Send { .. }
+    ));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(delivered(&sim, 1, b"after idle"), 1);
+}

@@ -173,7 +173,13 @@ impl Discovery {
             self.republish();
         }
         for i in 0..self.peers.len() {
-            let connected = node.peer_status(PeerId(i)).is_some_and(|s| s.connected);
+            // A session younger than the reject time is a working path.
+            let connected = node.peer_status(PeerId(i)).is_some_and(|s| {
+                s.connected
+                    && s.last_handshake.is_some_and(|t| {
+                        now.saturating_duration_since(t) < crate::core::REJECT_AFTER_TIME
+                    })
+            });
             let every = if connected {
                 LOOKUP_CONNECTED
             } else {
