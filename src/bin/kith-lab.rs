@@ -3,7 +3,9 @@
 //! - `kith-lab demo` narrates kith's main job on a real (namespaced)
 //!   network, stage by stage, and exits non-zero if any stage fails.
 //! - `kith-lab bench` measures, on the same namespaces in one run, TCP
-//!   throughput (iperf3) and ping RTT over the raw veth link and over kith.
+//!   throughput (iperf3) and ping RTT over the raw veth link and over kith,
+//!   then the DHT rendezvous time (daemon start → first ping reply of two
+//!   hosts with no endpoint; median of 3 fresh labs).
 //!
 //! Both find the `kith` binary next to this one, or take `--kith PATH`.
 //! Needs root. The lab machinery lives in `kith::lab`.
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use kith::lab::topology::{A_OVERLAY, A_UNDERLAY, B_OVERLAY, B_UNDERLAY, Pair};
+use kith::lab::topology::{A_OVERLAY, A_UNDERLAY, B_OVERLAY, B_UNDERLAY, DHT_NODES, DhtPair, Pair};
 use kith::lab::{Lab, iperf, transfer};
 
 #[derive(Parser)]
@@ -39,7 +41,8 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         megabytes: u64,
     },
-    /// Measure kith against the raw link: iperf3 TCP and ping RTT.
+    /// Measure kith against the raw link (iperf3 TCP, ping RTT) and the DHT
+    /// rendezvous time.
     Bench {
         /// Seconds per iperf3 run.
         #[arg(long, default_value_t = 10)]
@@ -96,10 +99,16 @@ struct DemoArgs {
     megabytes: u64,
 }
 
-const STAGES: &[Stage] = &[Stage {
-    title: "Direct: two hosts on one link",
-    run: stage_direct,
-}];
+const STAGES: &[Stage] = &[
+    Stage {
+        title: "Direct: two hosts on one link",
+        run: stage_direct,
+    },
+    Stage {
+        title: "Rendezvous: two hosts with no endpoint meet through a DHT",
+        run: stage_dht,
+    },
+];
 
 fn say(line: &str) {
     println!("  {line}");
@@ -227,7 +236,84 @@ fn stage_direct(lab: &Lab, args: &DemoArgs) -> Result<String> {
     ))
 }
 
+fn stage_dht(lab: &Lab, args: &DemoArgs) -> Result<String> {
+    let mut pair = DhtPair::start(lab, &args.kith).context("starting the DHT lab")?;
+    let nodes = pair.dht.addrs();
+    say(&format!(
+        "emulated internet 198.18.0.0/15 (namespace {}), a private Mainline DHT of {DHT_NODES} `kith dht-node`s on it: {} … {}",
+        pair.internet.host().netns(),
+        nodes[0],
+        nodes[nodes.len() - 1]
+    ));
+    say(&format!(
+        "a ({}) and b ({}) know only each other's public key: no `endpoint` in either config",
+        pair.a_up.addr(),
+        pair.b_up.addr()
+    ));
+    let wait = Duration::from_secs(60);
+    for node in [&mut pair.node_a, &mut pair.node_b] {
+        node.wait_log(&["published DHT record"], wait)?;
+        say(&format!(
+            "{} published its signed, encrypted record (its addresses, readable only by holders of its key)",
+            node.host().name()
+        ));
+    }
+    let took = pair.wait_tunnel(wait)?;
+    for (node, peer) in [(&pair.node_a, "b"), (&pair.node_b, "a")] {
+        let status = node.peer_status(peer)?;
+        say(&format!(
+            "{} → {peer}: endpoint {}, candidates {:?} from {}",
+            node.host().name(),
+            status.endpoint.as_deref().unwrap_or("-"),
+            status.candidates,
+            status.candidates_source.as_deref().unwrap_or("-")
+        ));
+    }
+    say(&format!(
+        "rendezvous: first ping reply {:.1} s after the daemons started",
+        took.as_secs_f64()
+    ));
+    let ab = pair
+        .a
+        .ping(IpAddr::V4(B_OVERLAY), 3, Duration::from_millis(200))?;
+    say(&format!(
+        "ping a → b over the overlay: {}/{} replies",
+        ab.received, ab.transmitted
+    ));
+    if !ab.all_received() {
+        bail!("pings over the overlay were lost: {ab:?}");
+    }
+    Ok(format!(
+        "met through {DHT_NODES} DHT nodes, first ping after {:.1} s",
+        took.as_secs_f64()
+    ))
+}
+
 // ---------------------------------------------------------------- bench
+
+/// Runs of the DHT rendezvous measurement (the median is reported).
+const RENDEZVOUS_RUNS: usize = 3;
+
+/// Daemon start → first ping reply of two hosts with no endpoint, each run
+/// in a fresh lab with a fresh DHT.
+fn dht_rendezvous(kith: &Path) -> Result<Vec<Duration>> {
+    let mut times = Vec::new();
+    for run in 1..=RENDEZVOUS_RUNS {
+        println!("DHT rendezvous, run {run} of {RENDEZVOUS_RUNS} …");
+        let lab = Lab::new()?;
+        let result = DhtPair::start(&lab, kith)
+            .map_err(anyhow::Error::from)
+            .and_then(|mut pair| Ok(pair.wait_tunnel(Duration::from_secs(60))?));
+        match result {
+            Ok(took) => times.push(took),
+            Err(e) => {
+                lab.keep_files();
+                return Err(e.context(format!("DHT rendezvous run {run}")));
+            }
+        }
+    }
+    Ok(times)
+}
 
 fn bench(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
     let lab = Lab::new()?;
@@ -323,6 +409,23 @@ fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
             );
         }
     }
+    let mut rendezvous = dht_rendezvous(kith)?;
+    rendezvous.sort();
+    println!(
+        "{:<26} {:>25}",
+        format!("DHT rendezvous (median/{RENDEZVOUS_RUNS})"),
+        format!("{:.2} s", rendezvous[rendezvous.len() / 2].as_secs_f64())
+    );
+    println!(
+        "{:<26} {:>25}",
+        "  runs (start → 1st ping)",
+        rendezvous
+            .iter()
+            .map(|d| format!("{:.2}", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+            + " s"
+    );
     println!(
         "\nkith reaches {:.1}% of the raw link's TCP throughput.",
         100.0 * tcp_kith.bits_per_second / tcp_raw.bits_per_second
