@@ -350,6 +350,8 @@ fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
     pair.node_a.check_running()?;
     pair.node_b.check_running()?;
 
+    let mut rendezvous = dht_rendezvous(kith)?;
+    rendezvous.sort();
     let ms = |s: kith::lab::PingStats| s.avg_ms().unwrap_or(f64::NAN);
     println!();
     println!(
@@ -409,8 +411,6 @@ fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
             );
         }
     }
-    let mut rendezvous = dht_rendezvous(kith)?;
-    rendezvous.sort();
     println!(
         "{:<26} {:>25}",
         format!("DHT rendezvous (median/{RENDEZVOUS_RUNS})"),
