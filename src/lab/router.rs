@@ -41,6 +41,12 @@ pub enum NatKind {
 impl NatKind {
     /// The nftables ruleset for a router whose WAN interface is `wan` and
     /// whose LAN bridge is `lan`.
+    ///
+    /// LAN-to-LAN traffic is accepted: with `br_netfilter` loaded (Docker
+    /// hosts load it, and its `bridge-nf-call-iptables` defaults to 1 in
+    /// every namespace) packets bridged between two LAN hosts also cross the
+    /// router's `forward` hook (as `lan` → `lan`), and the drop policy would
+    /// cut hosts on one LAN off from each other.
     pub fn ruleset(self, wan: &str, lan: &str) -> String {
         let masquerade = match self {
             NatKind::Masquerade | NatKind::Cone => "masquerade",
@@ -56,6 +62,7 @@ impl NatKind {
              \t\ttype filter hook forward priority filter; policy drop;\n\
              \t\tct state established,related accept\n\
              \t\tiifname \"{lan}\" oifname \"{wan}\" accept\n\
+             \t\tiifname != \"{wan}\" oifname != \"{wan}\" accept\n\
              \t}}\n\
              {guard}\
              }}\n",
