@@ -5,7 +5,8 @@
 //! - `kith-lab bench` measures, on the same namespaces in one run, TCP
 //!   throughput (iperf3) and ping RTT over the raw veth link and over kith,
 //!   then the DHT rendezvous time (daemon start → first ping reply of two
-//!   hosts with no endpoint; median of 3 fresh labs).
+//!   hosts with no endpoint; median of 3 fresh labs) and the time to a
+//!   direct path for each row of the NAT table (median of 3 fresh labs).
 //!
 //! Both find the `kith` binary next to this one, or take `--kith PATH`.
 //! Needs root. The lab machinery lives in `kith::lab`.
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use kith::lab::nat::{NatPair, NatPairSpec, SiteKind};
 use kith::lab::topology::{A_OVERLAY, A_UNDERLAY, B_OVERLAY, B_UNDERLAY, DHT_NODES, DhtPair, Pair};
 use kith::lab::{Lab, iperf, transfer};
 
@@ -107,6 +109,10 @@ const STAGES: &[Stage] = &[
     Stage {
         title: "Rendezvous: two hosts with no endpoint meet through a DHT",
         run: stage_dht,
+    },
+    Stage {
+        title: "Through the NAT: two home sites behind different NAT routers (cone + miniupnpd) connect directly",
+        run: stage_nat,
     },
 ];
 
@@ -289,7 +295,104 @@ fn stage_dht(lab: &Lab, args: &DemoArgs) -> Result<String> {
     ))
 }
 
+fn stage_nat(lab: &Lab, args: &DemoArgs) -> Result<String> {
+    let spec = NatPairSpec::sites(SiteKind::Cone, SiteKind::Miniupnpd);
+    let mut pair = NatPair::start(lab, &args.kith, spec).context("building the NAT lab")?;
+    let stun = pair.net.stun.list();
+    say(&format!(
+        "emulated internet with a DHT of {} nodes and two STUN servers ({})",
+        pair.net.dht.addrs().len(),
+        stun.join(", ")
+    ));
+    let b_site = pair.site_b.as_ref().context("site b")?;
+    for (who, site, lan) in [("a", &pair.site_a, pair.a_lan), ("b", b_site, pair.b_lan)] {
+        say(&format!(
+            "{who} is {lan} on a home LAN behind a {} router with public address {}{}",
+            site.kind.name(),
+            site.public_ip().map_or("?".into(), |ip| ip.to_string()),
+            if site.kind == SiteKind::Miniupnpd {
+                " (UPnP IGD, NAT-PMP and PCP on; kith may ask it for a port)"
+            } else {
+                " (no port mapping; unsolicited packets dropped)"
+            }
+        ));
+    }
+    let took = pair.wait_direct(Duration::from_secs(60))?;
+    for (node, who) in [(&pair.node_a, "a"), (&pair.node_b, "b")] {
+        let nat = node.status()?.nat;
+        say(&format!(
+            "{who}'s daemon, by STUN from its data socket: public {}, mapping {}; router port mapping: {}",
+            nat.public.as_deref().unwrap_or("unknown"),
+            nat.mapping.as_deref().unwrap_or("unknown"),
+            nat.port_mapping.as_deref().unwrap_or("none")
+        ));
+    }
+    let (ab, ba) = pair.reports()?;
+    for (me, peer, view) in [("a", "b", &ab), ("b", "a", &ba)] {
+        say(&format!(
+            "{me} → {peer}: {} at {} — {} (candidates {:?} from {})",
+            view.path,
+            view.endpoint.as_deref().unwrap_or("-"),
+            view.path_reason,
+            view.candidates,
+            view.candidates_source.as_deref().unwrap_or("-")
+        ));
+    }
+    if ab.path != "direct" || ba.path != "direct" {
+        bail!("the path is not direct: a → b {ab:?}, b → a {ba:?}");
+    }
+    say(&format!(
+        "direct path: first ping reply {:.1} s after the daemons started",
+        took.as_secs_f64()
+    ));
+    let ab_ping = pair
+        .a
+        .ping(IpAddr::V4(B_OVERLAY), 3, Duration::from_millis(200))?;
+    say(&format!(
+        "ping a → b over the overlay: {}/{} replies",
+        ab_ping.received, ab_ping.transmitted
+    ));
+    if !ab_ping.all_received() {
+        bail!("pings over the overlay were lost: {ab_ping:?}");
+    }
+    Ok(format!(
+        "cone ↔ miniupnpd direct after {:.1} s; a: {}; b: {}",
+        took.as_secs_f64(),
+        ab.path_reason,
+        ba.path_reason
+    ))
+}
+
 // ---------------------------------------------------------------- bench
+
+/// Runs per NAT row (the median is reported).
+const NAT_RUNS: usize = 3;
+
+/// Daemon start → first ping over a direct path, for each row of
+/// [`NatPairSpec::matrix`], each run in a fresh lab.
+fn nat_times(kith: &Path) -> Result<Vec<(&'static str, Vec<Duration>)>> {
+    let mut rows = Vec::new();
+    for (label, spec) in NatPairSpec::matrix() {
+        let mut times = Vec::new();
+        for run in 1..=NAT_RUNS {
+            println!("time to direct, {label}, run {run} of {NAT_RUNS} …");
+            let lab = Lab::new()?;
+            let result = NatPair::start(&lab, kith, spec)
+                .map_err(anyhow::Error::from)
+                .and_then(|mut pair| Ok(pair.wait_direct(Duration::from_secs(60))?));
+            match result {
+                Ok(took) => times.push(took),
+                Err(e) => {
+                    lab.keep_files();
+                    return Err(e.context(format!("time to direct, {label}, run {run}")));
+                }
+            }
+        }
+        times.sort();
+        rows.push((label, times));
+    }
+    Ok(rows)
+}
 
 /// Runs of the DHT rendezvous measurement (the median is reported).
 const RENDEZVOUS_RUNS: usize = 3;
@@ -352,6 +455,7 @@ fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
 
     let mut rendezvous = dht_rendezvous(kith)?;
     rendezvous.sort();
+    let nat = nat_times(kith)?;
     let ms = |s: kith::lab::PingStats| s.avg_ms().unwrap_or(f64::NAN);
     println!();
     println!(
@@ -425,6 +529,22 @@ fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
             + " s"
+    );
+    println!("\nTime to a direct path (daemon start → 1st ping), median of {NAT_RUNS}:");
+    for (label, times) in &nat {
+        println!(
+            "  {label:<28} {:>8} (runs {})",
+            format!("{:.2} s", times[times.len() / 2].as_secs_f64()),
+            times
+                .iter()
+                .map(|d| format!("{:.2}", d.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    println!(
+        "  {:<28} {:>8} (port prediction / birthday probing not implemented; 0 probe packets)",
+        "cone | symmetric", "-"
     );
     println!(
         "\nkith reaches {:.1}% of the raw link's TCP throughput.",

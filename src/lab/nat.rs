@@ -394,6 +394,44 @@ pub struct NatPairSpec {
     pub loss: u8,
 }
 
+impl NatPairSpec {
+    /// Two sites of these kinds, no loss.
+    pub fn sites(a: SiteKind, b: SiteKind) -> Self {
+        Self {
+            a,
+            b: Some(b),
+            loss: 0,
+        }
+    }
+
+    /// The rows of issue 4's NAT table that kith traverses today (the hard
+    /// NAT row, cone ↔ symmetric, needs port prediction: not yet), with
+    /// their labels: for the benchmark.
+    pub fn matrix() -> Vec<(&'static str, Self)> {
+        use SiteKind::*;
+        vec![
+            ("cone | cone", Self::sites(Cone, Cone)),
+            ("cone behind CGNAT | cone", Self::sites(Cgnat, Cone)),
+            ("miniupnpd | symmetric", Self::sites(Miniupnpd, Symmetric)),
+            (
+                "same LAN, one cone NAT",
+                Self {
+                    a: Cone,
+                    b: None,
+                    loss: 0,
+                },
+            ),
+            (
+                "cone 5% loss | cone",
+                Self {
+                    loss: 5,
+                    ..Self::sites(Cone, Cone)
+                },
+            ),
+        ]
+    }
+}
+
 /// Two daemons, `a` and `b`, in home sites, with no endpoint for each
 /// other: they meet through the lab DHT, learn their public addresses from
 /// the lab STUN servers, and (behind miniupnpd) map their port.
