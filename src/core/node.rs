@@ -746,7 +746,12 @@ impl Node {
     /// if `roam`, move the endpoint there.
     fn on_authenticated(&mut self, id: PeerId, from: SocketAddr, roam: bool) {
         let p = &mut self.peers[id.0];
-        p.timers.clear(Timer::NoReply);
+        // Only an answer on the path we send on proves that path works: a
+        // moved peer's probes from elsewhere must not hide that our data
+        // goes nowhere (the no-reply timer is what finds it a new path).
+        if roam || p.endpoint.is_none_or(|e| e == from) {
+            p.timers.clear(Timer::NoReply);
+        }
         match p.endpoint {
             Some(old) if roam && old != from => self.change_endpoint(id, from),
             None => {

@@ -497,3 +497,29 @@ fn idle_peers_keep_their_session_and_nat_mappings() {
     sim.run_for(Duration::from_millis(100));
     assert_eq!(delivered(&sim, 1, b"after idle"), 1);
 }
+
+#[test]
+fn probes_from_elsewhere_do_not_hide_a_dead_path() {
+    let mut sim = pair(18);
+    sim.start_all();
+    sim.run_for(Duration::from_secs(2));
+    // Node 2 moves to an address node 1 does not know, and stays quiet
+    // except for its path probes (which must not move node 1's endpoint).
+    let moved: std::net::SocketAddr = "198.18.4.2:51871".parse().unwrap();
+    sim.nodes[1].addr = moved;
+    for _ in 0..60 {
+        sim.send_ip(0, overlay(2), b"hello?");
+        sim.run_for(Duration::from_secs(1));
+    }
+    // Node 1 noticed that nothing came back and went looking for node 2.
+    let need = sim.nodes[0]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::NeedCandidates { .. }))
+        .count();
+    assert!(
+        need >= 1,
+        "no-reply must lead to a new handshake and a lookup: {:?}",
+        sim.nodes[0].events
+    );
+}
