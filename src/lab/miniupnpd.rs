@@ -25,13 +25,13 @@
 //! config, pid and lease files live in the lab's scratch directory.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use super::host::parse_cidr_addr;
+use super::router::load_ruleset;
 use super::switch::Switch;
 use super::{Host, Iface, Lab, LabError, NatKind, Result, Router, sys};
 
@@ -392,32 +392,6 @@ fn tail(log: &str) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-fn load_ruleset(host: &Host, ruleset: &str) -> Result<()> {
-    let mut cmd = host.command("nft");
-    cmd.args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let what = format!("loading nftables rules in {}", host.netns());
-    let mut child = cmd.spawn().map_err(|e| LabError::io(what.clone(), e))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(ruleset.as_bytes())
-            .map_err(|e| LabError::io(what.clone(), e))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| LabError::io(what, e))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(LabError::Command {
-            cmd: format!("{} <<< {ruleset}", sys::describe(&cmd)),
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
-    }
-}
 
 #[cfg(test)]
 mod tests {
