@@ -543,7 +543,7 @@ fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
         );
     }
     println!(
-        "  {:<28} {:>8} (port prediction / birthday probing not implemented; 0 probe packets)",
+        "  {:<28} {:>8} (hard NAT: port prediction and birthday probing not implemented yet; no probe count)",
         "cone | symmetric", "-"
     );
     println!(
