@@ -261,8 +261,23 @@ impl Discovery {
             Some(CandidateKind::Local) => "direct over the LAN".to_string(),
             Some(CandidateKind::Reflexive) => "direct through the NATs (hole punched)".to_string(),
             Some(CandidateKind::Mapped) => "direct via the peer's router port mapping".to_string(),
+            // We may never have looked the peer up (it found us first):
+            // an address on one of our own subnets is still the LAN.
+            None if self.on_our_lan(ep) => "direct over the LAN".to_string(),
             None => "direct (to where the peer's packets come from)".to_string(),
         }
+    }
+
+    /// A private address in the same /24 as one of our LAN addresses.
+    fn on_our_lan(&self, addr: SocketAddr) -> bool {
+        let SocketAddr::V4(v4) = addr else {
+            return false;
+        };
+        v4.ip().is_private()
+            && self.local.iter().any(|c| match c.addr {
+                SocketAddr::V4(ours) => ours.ip().octets()[..3] == v4.ip().octets()[..3],
+                SocketAddr::V6(_) => false,
+            })
     }
 
     fn lookup(&mut self, now: Instant, id: PeerId) {
