@@ -53,7 +53,8 @@ pub fn tcp(
     ]);
     // The server needs a moment to listen: retry while it refuses.
     let mut outcome = Err(String::new());
-    for _ in 0..30 {
+    // Up to 10 s: on a loaded 2-core machine iperf3 -s can take seconds to listen.
+    for _ in 0..100 {
         let out = sys::output(&mut cmd)?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if out.status.success() {
