@@ -16,6 +16,8 @@ pub const FAST_ROUNDS: u32 = 5;
 pub const PROBE_SLOW: Duration = Duration::from_secs(15);
 /// A path that has not answered for this long is dead.
 pub const PATH_ALIVE: Duration = Duration::from_secs(40);
+/// ... and so is one whose last probes in a row went unanswered.
+pub const LOST_IN_A_ROW: u32 = 2;
 
 #[derive(Debug, Clone)]
 pub struct PathState {
@@ -24,6 +26,8 @@ pub struct PathState {
     /// Smoothed round-trip time (RFC 6298-style, α = 1/8).
     pub rtt: Option<Duration>,
     pub last_pong: Option<Instant>,
+    /// Probes in a row that got no answer before the next round.
+    lost: u32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -46,6 +50,7 @@ impl Paths {
                 ping: None,
                 rtt: None,
                 last_pong: None,
+                lost: 0,
             }));
         }
         self.entries = next;
@@ -66,6 +71,9 @@ impl Paths {
         self.entries
             .iter_mut()
             .map(|p| {
+                if p.ping.is_some() {
+                    p.lost = p.lost.saturating_add(1);
+                }
                 let id = next_id();
                 p.ping = Some((id, now));
                 (p.addr, id)
@@ -103,13 +111,18 @@ impl Paths {
             None => sample,
         });
         p.last_pong = Some(now);
+        p.lost = 0;
         true
     }
 
+    /// Answered recently, and not silent for the last probes in a row: a
+    /// path that just broke (the peer moved) must not win on an RTT it had
+    /// before.
     fn alive(&self, now: Instant, addr: SocketAddr) -> Option<&PathState> {
         self.entries.iter().find(|p| p.addr == addr).filter(|p| {
-            p.last_pong
-                .is_some_and(|t| now.saturating_duration_since(t) < PATH_ALIVE)
+            p.lost < LOST_IN_A_ROW
+                && p.last_pong
+                    .is_some_and(|t| now.saturating_duration_since(t) < PATH_ALIVE)
         })
     }
 
@@ -201,6 +214,35 @@ mod tests {
             Some(new),
             "old path silent for PATH_ALIVE"
         );
+    }
+
+    #[test]
+    fn a_path_that_stops_answering_loses_its_old_rtt_advantage() {
+        let t0 = Instant::now();
+        let (old, new) = (a("198.18.3.2:1"), a("198.18.4.2:1"));
+        let mut p = Paths::default();
+        p.set_addrs([old]);
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        let pings = p.probe_round(t0, &mut next);
+        p.on_pong(t0 + Duration::from_micros(200), pings[0].1);
+        // The peer moves: the old address goes silent, the new one is slower.
+        p.set_addrs([old, new]);
+        let mut t = t0 + Duration::from_secs(1);
+        for _ in 0..3 {
+            let pings = p.probe_round(t, &mut next);
+            p.on_pong(t + Duration::from_millis(5), pings[1].1); // only `new` answers
+            t += PROBE_FAST;
+        }
+        assert_eq!(
+            p.better_than(t, Some(new)),
+            None,
+            "must not switch back to the silent old path"
+        );
+        assert_eq!(p.better_than(t, Some(old)), Some(new));
     }
 
     #[test]
