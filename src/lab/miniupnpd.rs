@@ -392,7 +392,6 @@ fn tail(log: &str) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
