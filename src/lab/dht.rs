@@ -9,11 +9,9 @@
 //! live in the nodes' memory only). [`LabDht::client`] builds a mainline
 //! node in any lab host, for tests that read or write items themselves.
 
-use std::fs::OpenOptions;
-use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use mainline::async_dht::AsyncDht;
@@ -181,16 +179,6 @@ impl LabDht {
         if node.child.is_some() {
             return Ok(());
         }
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .map_err(|e| LabError::io(format!("opening {}", node.log.display()), e))?;
-        let _ = writeln!(
-            log,
-            "--- kith-lab: starting DHT node {i} on {} ---",
-            node.addr
-        );
         let mut cmd = self.host.command(&self.bin);
         cmd.arg("dht-node")
             .arg("--listen")
@@ -198,16 +186,9 @@ impl LabDht {
         if let Some(b) = bootstrap {
             cmd.arg("--bootstrap").arg(b);
         }
-        cmd.env("KITH_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(
-                log.try_clone()
-                    .map_err(|e| LabError::io("duplicating the log fd", e))?,
-            )
-            .stderr(log);
-        let child = cmd
-            .spawn()
-            .map_err(|e| LabError::io(format!("starting `{}`", sys::describe(&cmd)), e))?;
+        cmd.env("KITH_LOG", "info");
+        let marker = format!("starting DHT node {i} on {}", node.addr);
+        let child = sys::spawn_logged(&mut cmd, &node.log, &marker)?;
         node.child = Some(child);
         node.starts += 1;
         Ok(())

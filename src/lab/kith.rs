@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -324,16 +324,6 @@ impl KithNode {
         if self.child.is_some() {
             return Ok(());
         }
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .map_err(|e| LabError::io(format!("opening {}", self.log.display()), e))?;
-        let _ = writeln!(
-            log,
-            "--- kith-lab: starting kith in {} ---",
-            self.host.netns()
-        );
         let mut cmd = self.host.command(&self.bin);
         cmd.args(["up", "-c"])
             .arg(&self.config)
@@ -341,16 +331,9 @@ impl KithNode {
             // control socket beside its config.
             .arg("--control")
             .arg(self.control_path())
-            .env("KITH_LOG", &self.spec.log_level)
-            .stdin(Stdio::null())
-            .stdout(
-                log.try_clone()
-                    .map_err(|e| LabError::io("duplicating the log fd", e))?,
-            )
-            .stderr(log);
-        let child = cmd
-            .spawn()
-            .map_err(|e| LabError::io(format!("starting `{}`", sys::describe(&cmd)), e))?;
+            .env("KITH_LOG", &self.spec.log_level);
+        let marker = format!("starting kith in {}", self.host.netns());
+        let child = sys::spawn_logged(&mut cmd, &self.log, &marker)?;
         self.child = Some(child);
         Ok(())
     }

@@ -1,8 +1,10 @@
 //! Running the system tools the lab drives (`ip`, `nft`, `ping`, `tcpdump`,
 //! `iperf3`), with errors that say what to install or check.
 
+use std::fs::OpenOptions;
+use std::io::Write as _;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 use super::{LabError, Result};
 
@@ -81,6 +83,24 @@ pub(crate) fn run(cmd: &mut Command) -> Result<String> {
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         })
     }
+}
+
+/// Starts `cmd` in the background with stdin closed and stdout/stderr
+/// appended to `log`, after a `--- kith-lab: {marker} ---` line that
+/// separates one start from the next in the same log.
+pub(crate) fn spawn_logged(cmd: &mut Command, log: &Path, marker: &str) -> Result<Child> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| LabError::io(format!("opening {}", log.display()), e))?;
+    let _ = writeln!(file, "--- kith-lab: {marker} ---");
+    let stdout = file
+        .try_clone()
+        .map_err(|e| LabError::io("duplicating the log fd", e))?;
+    cmd.stdin(Stdio::null()).stdout(stdout).stderr(file);
+    cmd.spawn()
+        .map_err(|e| LabError::io(format!("starting `{}`", describe(cmd)), e))
 }
 
 /// Runs `cmd` to completion whatever its exit status.
