@@ -60,7 +60,9 @@ async fn node_config(cfg: &Config) -> NodeConfig {
         let endpoint = match &p.endpoint {
             None => None,
             Some(Endpoint::Addr(a)) => Some(*a),
-            Some(Endpoint::Host { host, port }) => resolve(host, *port).await,
+            Some(Endpoint::Host { host, port }) => {
+                crate::nat::netcheck::resolve_ipv4((host.as_str(), *port), host).await
+            }
         };
         if p.endpoint.is_some() && endpoint.is_none() {
             warn!(peer = %p.name, "endpoint could not be resolved; waiting for the peer to reach us");
@@ -78,21 +80,6 @@ async fn node_config(cfg: &Config) -> NodeConfig {
         // The network secret is the psk2 of every handshake (design §3).
         psk: cfg.network.secret.unwrap_or([0; 32]),
         peers,
-    }
-}
-
-async fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
-    let lookup = tokio::net::lookup_host((host, port));
-    match tokio::time::timeout(Duration::from_secs(5), lookup).await {
-        Ok(Ok(mut addrs)) => addrs.find(|a| a.is_ipv4()),
-        Ok(Err(e)) => {
-            warn!(host, error = %e, "DNS lookup failed");
-            None
-        }
-        Err(_) => {
-            warn!(host, "DNS lookup timed out after 5 s");
-            None
-        }
     }
 }
 

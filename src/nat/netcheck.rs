@@ -46,17 +46,37 @@ pub struct StunAnswer {
 pub async fn resolve(servers: &[String]) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for s in servers {
-        let lookup = tokio::net::lookup_host(s.as_str());
-        match tokio::time::timeout(Duration::from_secs(5), lookup).await {
-            Ok(Ok(addrs)) => {
-                if let Some(a) = addrs.into_iter().find(SocketAddr::is_ipv4) {
-                    out.push(a);
-                }
-            }
-            _ => tracing::warn!(server = %s, "STUN server does not resolve; skipping it"),
+        if let Some(a) = resolve_ipv4(s.as_str(), s).await {
+            out.push(a);
         }
     }
     out
+}
+
+/// The first IPv4 address `target` resolves to, waiting at most 5 s; a
+/// failure is logged with `name` and gives `None`. One place for every DNS
+/// lookup of the daemon and the CLI (static endpoints, STUN servers).
+pub async fn resolve_ipv4(
+    target: impl tokio::net::ToSocketAddrs,
+    name: &str,
+) -> Option<SocketAddr> {
+    match tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host(target)).await {
+        Ok(Ok(mut addrs)) => {
+            let found = addrs.find(SocketAddr::is_ipv4);
+            if found.is_none() {
+                tracing::warn!(host = name, "DNS lookup found no IPv4 address");
+            }
+            found
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(host = name, error = %e, "DNS lookup failed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(host = name, "DNS lookup timed out after 5 s");
+            None
+        }
+    }
 }
 
 /// Probe the network. `stun` must already be resolved; `port_mapping`
