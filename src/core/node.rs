@@ -420,12 +420,40 @@ impl Node {
         payload: &[u8],
         out: &mut [u8],
     ) -> Option<TunOutcome> {
+        let dst = self.peers[id.0].endpoint?;
+        let len = match self.seal(now, id, payload, out)? {
+            Ok(len) => len,
+            Err(e) => return Some(TunOutcome::Dropped(DropReason::Session(e))),
+        };
+        let p = &self.peers[id.0];
+        let rekey = p
+            .current
+            .as_ref()
+            .is_some_and(|s| s.messages_sent() >= REKEY_AFTER_MESSAGES)
+            || p.last_handshake
+                .is_some_and(|t| now.saturating_duration_since(t) >= p.rekey_after);
+        self.after_send(now, id, !payload.is_empty());
+        if rekey && self.peers[id.0].pending.is_none() {
+            self.initiate(now, id);
+        }
+        Some(TunOutcome::Send { dst, len })
+    }
+
+    /// Pad `payload` to a multiple of [`PAD_TO`] and encrypt it on the
+    /// current session into a data message in `out`; `None` when there is
+    /// no usable session. Counts the bytes sent.
+    fn seal(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Option<Result<usize, SessionError>> {
         let padded = payload
             .len()
             .next_multiple_of(PAD_TO)
             .min(self.scratch.len());
         let p = &mut self.peers[id.0];
-        let dst = p.endpoint?;
         let session = p.current.as_mut().filter(|s| s.is_valid(now))?;
         let plain: &[u8] = if padded == payload.len() {
             payload
@@ -434,19 +462,11 @@ impl Node {
             self.scratch[payload.len()..padded].fill(0);
             &self.scratch[..padded]
         };
-        let len = match session.encrypt(now, plain, out) {
-            Ok(len) => len,
-            Err(e) => return Some(TunOutcome::Dropped(DropReason::Session(e))),
-        };
-        let rekey = session.messages_sent() >= REKEY_AFTER_MESSAGES
-            || p.last_handshake
-                .is_some_and(|t| now.saturating_duration_since(t) >= p.rekey_after);
-        p.tx_bytes += len as u64;
-        self.after_send(now, id, !payload.is_empty());
-        if rekey && self.peers[id.0].pending.is_none() {
-            self.initiate(now, id);
+        let sealed = session.encrypt(now, plain, out);
+        if let Ok(len) = sealed {
+            p.tx_bytes += len as u64;
         }
-        Some(TunOutcome::Send { dst, len })
+        Some(sealed)
     }
 
     fn after_send(&mut self, now: Instant, id: PeerId, is_data: bool) {
@@ -779,19 +799,13 @@ impl Node {
     /// Encrypt a control message on the current session and send it to
     /// `dst`, which need not be the endpoint (path probes test the others).
     fn send_control(&mut self, now: Instant, id: PeerId, dst: SocketAddr, msg: &wire::Control) {
-        let mut plain = [0u8; wire::MAX_CONTROL_LEN.next_multiple_of(PAD_TO)];
+        let mut plain = [0u8; wire::MAX_CONTROL_LEN];
         let Ok(n) = wire::emit_control(msg, &mut plain) else {
             return;
         };
-        let padded = n.next_multiple_of(PAD_TO);
-        let mut buf = vec![0u8; padded + OVERHEAD];
-        let p = &mut self.peers[id.0];
-        let Some(session) = p.current.as_mut().filter(|s| s.is_valid(now)) else {
-            return;
-        };
-        if let Ok(len) = session.encrypt(now, &plain[..padded], &mut buf) {
+        let mut buf = vec![0u8; n + OVERHEAD];
+        if let Some(Ok(len)) = self.seal(now, id, &plain[..n], &mut buf) {
             buf.truncate(len);
-            p.tx_bytes += len as u64;
             self.transmits.push_back(Transmit { dst, payload: buf });
         }
     }
