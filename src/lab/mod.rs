@@ -18,16 +18,16 @@
 //!    the returned [`KithNode`] can be killed, stopped and restarted.
 //!    [`Lab::switch`] makes a bridge for segments of more than two hosts;
 //!    [`topology::Pair`] is the two-node kith setup most callers want.
-//! 3b. The emulated internet: [`Lab::internet`] routes 198.18.0.0/15, one
+//! 4. The emulated internet: [`Lab::internet`] routes 198.18.0.0/15, one
 //!    /24 per attached host or NAT router ([`Internet::attach`],
 //!    [`Internet::nat_router`], [`Internet::renumber`] to move a host);
 //!    [`LabDht::start_new`] runs `n` `kith dht-node`s on it (stop/start,
 //!    [`LabDht::client`] for tests); [`topology::DhtPair`] is two nodes with
 //!    no endpoints that meet through it.
-//! 4. Probes: [`Host::ping`], [`Host::wait_reachable`], [`Capture`]
+//! 5. Probes: [`Host::ping`], [`Host::wait_reachable`], [`Capture`]
 //!    (tcpdump), [`transfer::tcp`] (hashed bulk TCP from threads that
 //!    [`Host::run_in`] moves into a namespace with `setns`), [`iperf`].
-//! 5. Dropping the lab kills every process in its namespaces and deletes
+//! 6. Dropping the lab kills every process in its namespaces and deletes
 //!    them (veths vanish with them). When dropped during a panic, the scratch
 //!    directory with configs and daemon logs is kept and its path printed.
 //!
