@@ -57,14 +57,16 @@ pub fn tcp(
     for _ in 0..100 {
         let out = sys::output(&mut cmd)?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() {
+        // With -J, iperf3 reports its errors in the JSON on stdout, and
+        // 3.12 sometimes exits 0 after a refused connect: trust the JSON.
+        let json_error = serde_json::from_str::<Value>(&stdout)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned));
+        if out.status.success() && json_error.is_none() {
             outcome = Ok(stdout);
             break;
         }
-        // With -J, iperf3 reports its errors in the JSON on stdout.
-        let error = serde_json::from_str::<Value>(&stdout)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
+        let error = json_error
             .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_owned());
         let refused = error.contains("refused");
         outcome = Err(error);
