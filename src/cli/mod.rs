@@ -355,6 +355,18 @@ pub fn render_status(r: &crate::daemon::control::StatusReport) -> String {
             p.candidates.join(", ")
         };
         let _ = writeln!(out, "  candidates   {list} (from {from})");
+        if let Some(h) = &p.punch {
+            let state = if h.active {
+                "running".to_string()
+            } else {
+                h.last.clone().unwrap_or_default()
+            };
+            let _ = writeln!(
+                out,
+                "  hard NAT     {} side, {} probes, attempt {} ({state})",
+                h.role, h.probes, h.attempts
+            );
+        }
     }
     out
 }

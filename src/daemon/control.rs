@@ -65,6 +65,22 @@ pub struct PeerReport {
     /// Where they came from: static, dht, cache.
     pub candidates_source: Option<String>,
     pub candidates_age_secs: Option<u64>,
+    /// Hard-NAT traversal for this peer, once one was tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub punch: Option<PunchReport>,
+}
+
+/// A peer's hard-NAT traversal ([`crate::nat::punch`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PunchReport {
+    /// "easy" (we probe the peer's ports) or "hard" (we opened sockets).
+    pub role: String,
+    /// Packets the current or last attempt sent.
+    pub probes: u32,
+    pub attempts: u32,
+    pub active: bool,
+    /// How the last attempt ended: "connected", "spent", "cancelled".
+    pub last: Option<String>,
 }
 
 /// A request from a client, with the channel for the answer.

@@ -18,6 +18,7 @@
 pub mod control;
 mod discover;
 mod notify;
+mod punch;
 mod reflexive;
 mod socket;
 
@@ -30,7 +31,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, Endpoint};
-use crate::core::{Event, Node, NodeConfig, OVERHEAD, PeerConfig, TunOutcome, UdpOutcome};
+use crate::core::{Event, Node, NodeConfig, OVERHEAD, PeerConfig, PeerId, TunOutcome, UdpOutcome};
+use crate::nat::punch::{Action, Outcome, Puncher, Role, Strategy};
 
 /// Errors that stop the daemon from starting, each saying what to check.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +146,8 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
     let node_cfg = node_config(&cfg).await;
     let static_endpoints: Vec<_> = node_cfg.peers.iter().map(|p| p.endpoint).collect();
     let now = Instant::now();
+    let mut punch_seed = seed;
+    punch_seed[0] ^= 0x5a;
     let mut node = Node::new(node_cfg, now, unix_now, seed);
     node.start(now);
     // Discovery starts in the background: a slow or unreachable DHT never
@@ -180,6 +184,8 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         stun,
         mapped,
         portmap,
+        puncher: Puncher::new(Default::default(), now, punch_seed),
+        pools: punch::Pools::new(),
     };
     shell.flush().await;
     let result = shell.run().await;
@@ -210,6 +216,9 @@ struct Shell {
     /// The router port mapping, as the port mapper last saw it.
     mapped: tokio::sync::watch::Receiver<Option<crate::nat::portmap::Mapping>>,
     portmap: crate::nat::portmap::PortMapper,
+    /// Hard-NAT traversal: the plan, and the extra sockets it opens.
+    puncher: Puncher<PeerId>,
+    pools: punch::Pools,
 }
 
 /// Wait for the next rendezvous result, or forever when there is none.
@@ -303,12 +312,16 @@ impl Shell {
         let mut tick = tokio::time::interval(discover::TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let deadline = [self.node.poll_timeout(), self.stun.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(tokio::time::Instant::from_std)
-                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            let deadline = [
+                self.node.poll_timeout(),
+                self.stun.poll_timeout(),
+                self.puncher.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 _ = term.recv() => { info!("SIGTERM: shutting down"); return Ok(()); }
                 _ = int.recv() => { info!("SIGINT: shutting down"); return Ok(()); }
@@ -340,6 +353,15 @@ impl Shell {
                     let now = Instant::now();
                     self.node.handle_timeout(now);
                     self.stun.handle_timeout(now);
+                    self.puncher.handle_timeout(now);
+                }
+                Some(d) = self.pools.recv() => {
+                    self.pools.learn(&d);
+                    // Through the same path as the data socket's datagrams.
+                    let len = d.data.len().min(b.udp_in.len());
+                    b.udp_in[..len].copy_from_slice(&d.data[..len]);
+                    let r = Received { len, from: d.from, segment: len };
+                    self.on_udp(r, &mut b).await;
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
@@ -348,6 +370,7 @@ impl Shell {
                         self.stun.rerun(now);
                         self.portmap.refresh();
                     }
+                    self.plan_punching(now);
                 }
                 Ok(()) = self.mapped.changed() => {
                     let mapping = *self.mapped.borrow_and_update();
@@ -357,7 +380,11 @@ impl Shell {
                     let _ = req.reply.send(self.status(Instant::now()));
                 }
                 found = next_found(&mut self.found) => match found {
-                    Some(f) => self.discovery.on_found(&mut self.node, Instant::now(), f),
+                    Some(f) => {
+                        let now = Instant::now();
+                        self.discovery.on_found(&mut self.node, now, f);
+                        self.plan_punching(now);
+                    }
                     None => self.found = None,
                 },
             }
@@ -432,6 +459,15 @@ impl Shell {
 
     async fn send_run(&self, run: &GsoRun, gso: &[u8]) {
         let Some(dst) = run.dst else { return };
+        if let Some(sock) = self.pools.route(dst) {
+            // A hard-NAT route: a plain socket, one datagram per send.
+            for d in gso[..run.used].chunks(run.segment.max(1)) {
+                if let Err(e) = sock.send_to(d, dst).await {
+                    debug!(addr = %dst, error = %e, "UDP send failed");
+                }
+            }
+            return;
+        }
         if let Err(e) = self
             .udp
             .send_segments(dst, &gso[..run.used], run.segment)
@@ -443,7 +479,11 @@ impl Shell {
 
     async fn flush(&mut self) {
         while let Some(t) = self.node.poll_transmit() {
-            if let Err(e) = self.udp.send_to(&t.payload, t.dst).await {
+            let sent = match self.pools.route(t.dst) {
+                Some(sock) => sock.send_to(&t.payload, t.dst).await.map(drop),
+                None => self.udp.send_to(&t.payload, t.dst).await,
+            };
+            if let Err(e) = sent {
                 debug!(addr = %t.dst, error = %e, "UDP send failed");
             }
         }
@@ -455,11 +495,168 @@ impl Shell {
         let local = self.discovery.local_addrs();
         if let Some(reflexive) = self.stun.poll_result(Instant::now(), &local) {
             self.discovery.set_reflexive(reflexive);
+            // Peers choose their hard-NAT strategy from these facts.
+            self.discovery.set_nat(self.stun.behaviour);
         }
         while let Some(e) = self.node.poll_event() {
             self.discovery.on_event(&self.node, Instant::now(), &e);
+            match e {
+                Event::Connected { peer, .. } => self.puncher.connected(peer),
+                Event::Disconnected { peer } => self.pools.forget(peer),
+                _ => {}
+            }
             self.log_event(e);
         }
+        self.punch_actions().await;
+    }
+
+    /// Start hard-NAT traversal for each peer without a path whose NAT and
+    /// ours call for it (the puncher ignores repeats and backs off).
+    fn plan_punching(&mut self, now: Instant) {
+        for id in self.node.peer_ids() {
+            if discover::has_session(&self.node, id, now) {
+                continue;
+            }
+            let strategy = self.strategy(id);
+            if !self.puncher.start(now, id, &strategy) {
+                continue;
+            }
+            let b = self.puncher.budget();
+            let peer = self.node.peer_name(id);
+            match strategy {
+                Strategy::Easy { ip, ref predicted } => info!(
+                    %peer, public = %ip, predicted = predicted.len(), rate = b.peer_rate, budget = b.per_attempt,
+                    "hard NAT: the peer's NAT maps per destination; probing its ports"
+                ),
+                Strategy::Hard { .. } => info!(
+                    %peer, sockets = b.sockets, rate = b.peer_rate,
+                    "hard NAT: our NAT maps per destination; opening sockets towards the peer"
+                ),
+                Strategy::Ordinary | Strategy::BothHard => {}
+            }
+        }
+    }
+
+    /// What it takes to reach `id`, from both sides' NAT facts.
+    fn strategy(&self, id: PeerId) -> Strategy {
+        use crate::discovery::CandidateKind;
+        let Some(meta) = self.discovery.peers.get(id.0) else {
+            return Strategy::Ordinary;
+        };
+        let public: Vec<SocketAddr> = meta
+            .kinds
+            .iter()
+            .filter(|c| c.kind != CandidateKind::Local)
+            .map(|c| c.addr)
+            .collect();
+        let peer_mapped = meta.kinds.iter().any(|c| c.kind == CandidateKind::Mapped);
+        crate::nat::punch::strategy(
+            self.stun.behaviour.as_ref(),
+            meta.nat.as_ref(),
+            self.mapped.borrow().is_some(),
+            peer_mapped,
+            &public,
+            self.puncher.budget(),
+        )
+    }
+
+    /// Carry out what the puncher decided.
+    async fn punch_actions(&mut self) {
+        while let Some(action) = self.puncher.poll_action() {
+            match action {
+                Action::Probe { peer, dst } => {
+                    if let Some(msg) = self.node.pending_initiation(peer)
+                        && let Err(e) = self.udp.send_to(msg, dst).await
+                    {
+                        debug!(addr = %dst, error = %e, "hard NAT: probe send failed");
+                    }
+                }
+                Action::OpenPool {
+                    peer,
+                    sockets,
+                    targets,
+                } => {
+                    if let Err(e) = self.pools.open(peer, sockets, targets) {
+                        warn!(peer = %self.node.peer_name(peer), error = %e, "hard NAT: cannot open sockets; giving up this attempt");
+                        self.puncher.cancel(peer);
+                    }
+                }
+                Action::PoolSend { peer, socket } => {
+                    if let Some(msg) = self.node.pending_initiation(peer) {
+                        self.pools.send(peer, socket, msg).await;
+                    }
+                }
+                Action::ClosePool { peer } => self.pools.close(peer),
+                Action::Finished {
+                    peer,
+                    outcome,
+                    probes,
+                } => {
+                    let peer = self.node.peer_name(peer);
+                    match outcome {
+                        Outcome::Connected => {
+                            info!(%peer, probes, "hard NAT: direct path found")
+                        }
+                        Outcome::Spent => warn!(
+                            %peer, probes,
+                            "hard NAT: probe budget spent without a direct path; relying on a relay, trying again later"
+                        ),
+                        Outcome::Cancelled => debug!(%peer, probes, "hard NAT: attempt cancelled"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Why the path is what it is, where hard-NAT traversal has a say.
+    fn punch_reason(
+        &self,
+        id: PeerId,
+        endpoint: Option<SocketAddr>,
+        connected: bool,
+    ) -> Option<String> {
+        let punch = self.puncher.status(id);
+        if connected {
+            let ep = endpoint?;
+            if self.pools.routed(id).contains(&ep) {
+                return Some(
+                    "direct through our endpoint-dependent NAT (a probe reached one of our extra sockets)"
+                        .to_string(),
+                );
+            }
+            let p = punch.filter(|p| p.role == Role::Easy && p.last == Some(Outcome::Connected))?;
+            let meta = self.discovery.peers.get(id.0)?;
+            if meta.kinds.iter().any(|c| c.addr == ep) {
+                return None;
+            }
+            return Some(format!(
+                "direct through the peer's endpoint-dependent NAT (port probing, {} probes)",
+                p.probes
+            ));
+        }
+        if self.strategy(id) == Strategy::BothHard {
+            return Some(
+                "no path: both sides are behind endpoint-dependent NATs (needs a relay)"
+                    .to_string(),
+            );
+        }
+        let p = punch?;
+        if p.active {
+            let side = match p.role {
+                Role::Easy => "probing the peer's ports",
+                Role::Hard => "extra sockets open towards the peer",
+            };
+            return Some(format!(
+                "no path yet: hard-NAT traversal running ({side}, {} probes)",
+                p.probes
+            ));
+        }
+        (p.last == Some(Outcome::Spent)).then(|| {
+            format!(
+                "no path: hard-NAT probing spent its budget ({} probes); waiting for a relay, retrying later",
+                p.probes
+            )
+        })
     }
 
     fn status(&self, now: Instant) -> control::StatusReport {
@@ -473,7 +670,11 @@ impl Shell {
                     name: st.name,
                     public_key: st.public_key.to_string(),
                     path: if st.connected { "direct" } else { "none" }.to_string(),
-                    path_reason: self.discovery.path_reason(id, st.endpoint, st.connected),
+                    path_reason: self
+                        .punch_reason(id, st.endpoint, st.connected)
+                        .unwrap_or_else(|| {
+                            self.discovery.path_reason(id, st.endpoint, st.connected)
+                        }),
                     endpoint: st.endpoint.map(|e| e.to_string()),
                     last_handshake_secs: st
                         .last_handshake
@@ -483,6 +684,24 @@ impl Shell {
                     candidates: st.candidates.iter().map(ToString::to_string).collect(),
                     candidates_source: source.map(|(s, _)| s.to_string()),
                     candidates_age_secs: source.map(|(_, age)| age),
+                    punch: self.puncher.status(id).map(|p| control::PunchReport {
+                        role: match p.role {
+                            Role::Easy => "easy",
+                            Role::Hard => "hard",
+                        }
+                        .to_string(),
+                        probes: p.probes,
+                        attempts: p.attempts,
+                        active: p.active,
+                        last: p.last.map(|o| {
+                            match o {
+                                Outcome::Connected => "connected",
+                                Outcome::Spent => "spent",
+                                Outcome::Cancelled => "cancelled",
+                            }
+                            .to_string()
+                        }),
+                    }),
                 })
             })
             .collect();

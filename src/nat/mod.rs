@@ -21,6 +21,7 @@ pub mod classify;
 pub mod ifaddrs;
 pub mod netcheck;
 pub mod portmap;
+pub mod punch;
 pub mod stun;
 pub mod stun_server;
 
