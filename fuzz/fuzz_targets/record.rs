@@ -3,8 +3,11 @@
 //!
 //! Byte 0 of the input picks the mode (`% 3`); the rest is the payload:
 //! - 0: plaintext. Whatever `parse_record_plaintext` accepts, emit writes
-//!   back byte for byte (parse → emit → parse is the identity) and its
-//!   length adds up; whatever it rejects, the error describes the input.
+//!   back as version 2 that parses to the same body, with its length adding
+//!   up; the candidates and relays are the input's bytes, and only what the
+//!   parser may skip differs (the version byte of a version 1 body, unknown
+//!   extensions, unknown NAT flag bits). Whatever it rejects, the error
+//!   describes the input.
 //! - 1: a BEP 44 value. `parse_record_envelope` splits it truthfully, and
 //!   `open` under a fixed key is Ok **iff** the payload is exactly the value
 //!   the target sealed itself (`GENUINE`), giving back its body.
@@ -19,6 +22,7 @@ use std::sync::LazyLock;
 use kith::discovery::record::{self, RecordError};
 use kith::discovery::{Candidate, CandidateKind};
 use kith::identity::SecretKey;
+use kith::nat::{MappingBehaviour, NatBehaviour};
 use kith::wire::{self, RecordBody, RecordWireError};
 use libfuzzer_sys::fuzz_target;
 
@@ -42,6 +46,12 @@ static BODY: LazyLock<RecordBody> = LazyLock::new(|| RecordBody {
         },
     ],
     relays: vec![],
+    nat: Some(NatBehaviour {
+        mapping: MappingBehaviour::EndpointDependent,
+        port_preserving: true,
+        sequential: Some(-2),
+        public: Some("203.0.113.7:40001".parse().expect("literal")),
+    }),
 });
 
 static GENUINE: LazyLock<Vec<u8>> = LazyLock::new(|| {
@@ -59,18 +69,47 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
+/// Bytes the NAT extension takes in an emitted body (header included).
+fn nat_ext_len(body: &RecordBody) -> usize {
+    body.nat.as_ref().map_or(0, |n| {
+        wire::RECORD_EXT_HEADER_LEN + wire::record_nat_value_len(n)
+    })
+}
+
 fn plaintext(data: &[u8]) {
     match wire::parse_record_plaintext(data) {
         Ok(body) => {
-            assert_eq!(wire::record_plaintext_len(&body), data.len());
             let emitted = wire::record_plaintext_to_vec(&body).expect("parsed bodies emit");
-            assert_eq!(emitted, data);
-            assert_eq!(wire::parse_record_plaintext(&emitted), Ok(body));
+            assert_eq!(emitted.len(), wire::record_plaintext_len(&body));
+            assert_eq!(emitted[0], wire::RECORD_BODY_VERSION);
+            assert_eq!(wire::parse_record_plaintext(&emitted).as_ref(), Ok(&body));
+            // Everything before the extensions is copied, not reinterpreted.
+            let core = emitted.len() - nat_ext_len(&body);
+            assert_eq!(emitted[1..core], data[1..core]);
+            if data[0] == wire::RECORD_BODY_V1 {
+                assert_eq!(core, data.len(), "a version 1 body has no extensions");
+                assert_eq!(body.nat, None);
+            } else {
+                // Re-emitting only drops unknown extensions.
+                assert!(emitted.len() <= data.len());
+                if emitted.len() == data.len() {
+                    // None were dropped: the same bytes, up to the NAT
+                    // flag bits a reader ignores.
+                    let flags = core + wire::RECORD_EXT_HEADER_LEN + 1;
+                    for (i, (e, d)) in emitted.iter().zip(data).enumerate() {
+                        if body.nat.is_some() && i == flags {
+                            assert_eq!(e & 1, d & 1, "port preserving flag");
+                        } else {
+                            assert_eq!(e, d, "byte {i} of a canonical body changed");
+                        }
+                    }
+                }
+            }
         }
         Err(RecordWireError::Empty) => assert!(data.is_empty()),
         Err(RecordWireError::UnsupportedVersion(v)) => {
             assert_eq!(Some(&v), data.first());
-            assert_ne!(v, wire::RECORD_BODY_VERSION);
+            assert!(v != wire::RECORD_BODY_VERSION && v != wire::RECORD_BODY_V1);
         }
         Err(RecordWireError::Truncated { len, need, .. }) => {
             assert_eq!(len, data.len());
@@ -81,10 +120,29 @@ fn plaintext(data: &[u8]) {
             assert!(!matches!(tag, 0x41..=0x43 | 0x61..=0x63));
         }
         Err(RecordWireError::TrailingBytes { len, end }) => {
+            // Only version 1 ends strictly; version 2 reads extensions.
+            assert_eq!(data[0], wire::RECORD_BODY_V1);
             assert_eq!(len, data.len());
             assert!(end < len);
             // The prefix that was consumed is itself a valid body.
             assert!(wire::parse_record_plaintext(&data[..end]).is_ok());
+        }
+        Err(RecordWireError::UnknownNatMapping(m)) => {
+            assert_eq!(data[0], wire::RECORD_BODY_VERSION);
+            assert!(m > 3 && data.contains(&m));
+        }
+        Err(RecordWireError::UnknownNatFamily(f)) => {
+            assert_eq!(data[0], wire::RECORD_BODY_VERSION);
+            assert!(!matches!(f, 0 | 4 | 6) && data.contains(&f));
+        }
+        Err(RecordWireError::ExtensionLength { ty, len, need }) => {
+            assert_eq!(ty, wire::RECORD_EXT_NAT);
+            assert!(matches!(need, 5 | 11 | 23) && len != need);
+            assert!(data.contains(&(len as u8)));
+        }
+        Err(RecordWireError::DuplicateExtension(ty)) => {
+            assert_eq!(ty, wire::RECORD_EXT_NAT);
+            assert_eq!(data[0], wire::RECORD_BODY_VERSION);
         }
         Err(e) => panic!("parse_record_plaintext reported {e:?}"),
     }

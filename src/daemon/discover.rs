@@ -16,7 +16,7 @@ use crate::discovery::dht::DhtSettings;
 use crate::discovery::rendezvous::{self, Found, Rendezvous};
 use crate::discovery::{Candidate, CandidateKind, Source};
 use crate::identity::PublicKey;
-use crate::nat::ifaddrs;
+use crate::nat::{NatBehaviour, ifaddrs};
 
 /// Re-check our own addresses this often (a moved laptop republishes).
 pub const TICK: Duration = Duration::from_secs(5);
@@ -26,6 +26,15 @@ pub const TICK: Duration = Duration::from_secs(5);
 const LOOKUP_UNCONNECTED: Duration = Duration::from_secs(5);
 /// Refresh a connected peer's candidates this often.
 const LOOKUP_CONNECTED: Duration = Duration::from_secs(600);
+
+/// A session younger than the reject time: a working path to `id`.
+pub fn has_session(node: &Node, id: PeerId, now: Instant) -> bool {
+    node.peer_status(id).is_some_and(|s| {
+        s.connected
+            && s.last_handshake
+                .is_some_and(|t| now.saturating_duration_since(t) < crate::core::REJECT_AFTER_TIME)
+    })
+}
 
 /// Per peer: what we know of its addresses.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +47,9 @@ pub struct PeerMeta {
     pub kinds: Vec<Candidate>,
     /// Where the current candidates came from, and when (unix seconds).
     pub source: Option<(Source, u64)>,
+    /// How the peer's NAT maps its socket, as its record says (for choosing
+    /// a hard-NAT traversal strategy).
+    pub nat: Option<NatBehaviour>,
     last_lookup: Option<Instant>,
 }
 
@@ -53,8 +65,10 @@ pub struct Discovery {
     reflexive: Vec<Candidate>,
     /// The address our router forwards to us (PCP, NAT-PMP or UPnP).
     mapped: Option<Candidate>,
-    /// What the record last carried.
-    published: Vec<Candidate>,
+    /// How our NAT maps the data socket (from STUN).
+    nat: Option<NatBehaviour>,
+    /// What the record last carried: candidates and NAT facts.
+    published: (Vec<Candidate>, Option<NatBehaviour>),
     network: Option<String>,
     published_seq: Option<i64>,
 }
@@ -119,7 +133,8 @@ impl Discovery {
             local: Vec::new(),
             reflexive: Vec::new(),
             mapped: None,
-            published: Vec::new(),
+            nat: None,
+            published: (Vec::new(), None),
             network: cfg.network.id.clone().filter(|_| cfg.discovery.dht),
             published_seq: None,
         };
@@ -173,13 +188,7 @@ impl Discovery {
             self.republish();
         }
         for i in 0..self.peers.len() {
-            // A session younger than the reject time is a working path.
-            let connected = node.peer_status(PeerId(i)).is_some_and(|s| {
-                s.connected
-                    && s.last_handshake.is_some_and(|t| {
-                        now.saturating_duration_since(t) < crate::core::REJECT_AFTER_TIME
-                    })
-            });
+            let connected = has_session(node, PeerId(i), now);
             let every = if connected {
                 LOOKUP_CONNECTED
             } else {
@@ -221,8 +230,18 @@ impl Discovery {
         self.republish();
     }
 
-    /// Publish our candidates if they differ from what the record carries:
-    /// mapped first (it needs no punching), then reflexive, then LAN.
+    /// New NAT facts from STUN (`None`: not measured). Republishes when
+    /// they changed.
+    pub fn set_nat(&mut self, nat: Option<NatBehaviour>) {
+        if nat != self.nat {
+            self.nat = nat;
+            self.republish();
+        }
+    }
+
+    /// Publish our candidates and NAT facts if they differ from what the
+    /// record carries. Candidates go mapped first (it needs no punching),
+    /// then reflexive, then LAN.
     fn republish(&mut self) {
         let mut all: Vec<Candidate> = Vec::new();
         for c in self.mapped.iter().chain(&self.reflexive).chain(&self.local) {
@@ -230,12 +249,13 @@ impl Discovery {
                 all.push(*c);
             }
         }
-        if all == self.published {
+        let record = (all, self.nat);
+        if record == self.published {
             return;
         }
-        self.published = all.clone();
+        self.published = record.clone();
         if let Some(r) = &self.rendezvous {
-            r.publish(all);
+            r.publish(record.0, record.1);
         }
     }
 
@@ -296,7 +316,9 @@ impl Discovery {
             Found::Candidates {
                 peer,
                 candidates,
+                nat,
                 seq,
+                ..
             } => {
                 let Some(i) = self.peers.iter().position(|m| m.public_key == Some(peer)) else {
                     return;
@@ -308,6 +330,7 @@ impl Discovery {
                 }
                 self.peers[i].discovered = addrs;
                 self.peers[i].kinds = candidates;
+                self.peers[i].nat = nat;
                 self.peers[i].source = Some((Source::Dht, unix_now()));
                 self.feed(node, now, PeerId(i));
             }
@@ -362,6 +385,15 @@ impl Discovery {
             published_seq: self.published_seq,
             local_candidates: self.local.iter().map(|c| c.addr.to_string()).collect(),
         })
+    }
+
+    /// How a peer's NAT maps its socket, as its latest record says.
+    #[allow(
+        dead_code,
+        reason = "asked for by the shell, which reads PeerMeta::nat today"
+    )]
+    pub fn peer_nat(&self, id: PeerId) -> Option<NatBehaviour> {
+        self.peers.get(id.0)?.nat
     }
 
     /// Where a peer's candidates came from, and how long ago.

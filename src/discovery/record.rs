@@ -83,7 +83,10 @@ pub enum RecordError {
     FromFuture { ahead_secs: u64 },
     #[error("relay {index} is not a valid Ed25519 public key")]
     BadRelayKey { index: usize },
-    #[error("record version {0} is not supported (this kith reads version 1: upgrade kith?)")]
+    #[error(
+        "record version {0} is not supported (this kith reads body versions 1 and 2, \
+         envelope version 1: upgrade kith?)"
+    )]
     UnsupportedVersion(u8),
     #[error("it is malformed: {0}")]
     Malformed(RecordWireError),
@@ -375,6 +378,12 @@ mod tests {
                 },
             ],
             relays: vec![*SecretKey::from_seed([9; 32]).public().as_bytes()],
+            nat: Some(crate::nat::NatBehaviour {
+                mapping: crate::nat::MappingBehaviour::EndpointDependent,
+                port_preserving: false,
+                sequential: Some(1),
+                public: Some("198.51.100.201:40123".parse().unwrap()),
+            }),
         }
     }
 
@@ -434,7 +443,34 @@ mod tests {
         assert_eq!(
             hex(&value),
             "01242424242424242424242424242424242424242424242424\
-             f655d92f293c1e582f63483e3fddb500bc82da4bda8d118cbc3da4"
+             f555d92f293c1e582f6348cf638d1b843ba4358c706c882843b3ac"
+        );
+        // With the NAT extension: plaintext
+        // 02 0000000000000000 00 00 01 0b 03 01 fffe 04 cb007107 9c41.
+        let nat = RecordBody {
+            nat: Some(crate::nat::NatBehaviour {
+                mapping: crate::nat::MappingBehaviour::EndpointDependent,
+                port_preserving: true,
+                sequential: Some(-2),
+                public: Some("203.0.113.7:40001".parse().unwrap()),
+            }),
+            ..RecordBody::default()
+        };
+        let value = seal(&nat, &alice().public(), ID, None, &NONCE).unwrap();
+        assert_eq!(
+            hex(&value),
+            "01242424242424242424242424242424242424242424242424\
+             f555d92f293c1e582f6348ce01e87f824ac903dad6e235faf983112e\
+             0083b3a66a7a56b7699e4099"
+        );
+        // A version 1 body (an older kith's record) opens, without NAT facts.
+        let v1 = unhex(
+            "01242424242424242424242424242424242424242424242424\
+             f655d92f293c1e582f63483e3fddb500bc82da4bda8d118cbc3da4",
+        );
+        assert_eq!(
+            open(&v1, &alice().public(), ID, None),
+            Ok(RecordBody::default())
         );
     }
 
@@ -585,6 +621,7 @@ mod tests {
         // 136 IPv4 candidates: 11 + 952 plaintext bytes, 1004 of value.
         let mut b = body();
         b.relays.clear();
+        b.nat = None;
         b.candidates = vec![b.candidates[0]; 136];
         assert_eq!(
             seal(&b, &alice().public(), ID, None, &NONCE),

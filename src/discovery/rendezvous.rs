@@ -8,9 +8,10 @@
 //! retried in the background.
 //!
 //! Flow:
-//! - `publish(candidates)` → seal and sign a record (seq persisted, so it is
-//!   monotonic across restarts) → `put_mutable`; republished on change and
-//!   every [`REPUBLISH_EVERY`] so it never falls out of the DHT;
+//! - `publish(candidates, nat)` → seal and sign a record (seq persisted, so
+//!   it is monotonic across restarts) → `put_mutable`; republished on change
+//!   (changes within [`COALESCE`] make one put) and every
+//!   [`REPUBLISH_EVERY`] so it never falls out of the DHT;
 //! - `resolve(peer)` → `get_mutable` stream → the first item that passes
 //!   every check ([`record::verify_item`]) → [`Found::Candidates`]; each
 //!   rejected item is logged with its reason.
@@ -29,6 +30,7 @@ use super::cache;
 use super::dht::{self, DhtSettings};
 use super::record;
 use crate::identity::{PublicKey, SecretKey};
+use crate::nat::NatBehaviour;
 use crate::wire::{RECORD_NONCE_LEN, RecordBody};
 
 /// BEP 44 items are dropped by DHT nodes after about two hours; republish
@@ -43,6 +45,11 @@ const PUT_TIMEOUT: Duration = Duration::from_secs(30);
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retry delay after a failed publish or a DHT node that would not start.
 const RETRY_AFTER: Duration = Duration::from_secs(15);
+/// A change is put this long after it is asked for, so changes that come
+/// together (a STUN run gives new reflexive candidates and new NAT facts in
+/// two calls) make one put, not two back to back: each put takes a lookup
+/// and tens of seconds of DHT traffic.
+pub const COALESCE: Duration = Duration::from_secs(1);
 
 /// What the rendezvous needs to know.
 #[derive(Debug, Clone)]
@@ -64,14 +71,26 @@ pub enum Found {
     Candidates {
         peer: PublicKey,
         candidates: Vec<Candidate>,
+        /// The peer's NAT behaviour, when its record says.
+        nat: Option<NatBehaviour>,
+        /// When the peer wrote the record (unix seconds, its clock): a
+        /// lookup can return an older record than one the peer pushed to us.
+        timestamp: u64,
         seq: i64,
     },
     /// Our record is in the DHT.
     Published { seq: i64, nodes: usize },
 }
 
+/// What our record says (the timestamp is added when it is put).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ours {
+    candidates: Vec<Candidate>,
+    nat: Option<NatBehaviour>,
+}
+
 enum Command {
-    Publish(Vec<Candidate>),
+    Publish(Ours),
     Resolve(PublicKey),
 }
 
@@ -90,9 +109,10 @@ impl Rendezvous {
         (Self { tx }, found_rx)
     }
 
-    /// Publish (or republish) our record with these candidates.
-    pub fn publish(&self, candidates: Vec<Candidate>) {
-        let _ = self.tx.send(Command::Publish(candidates));
+    /// Publish (or republish) our record with these candidates and NAT
+    /// facts.
+    pub fn publish(&self, candidates: Vec<Candidate>, nat: Option<NatBehaviour>) {
+        let _ = self.tx.send(Command::Publish(Ours { candidates, nat }));
     }
 
     /// Look `peer` up; a lookup already running for it is not repeated.
@@ -112,7 +132,7 @@ struct Actor {
     settings: Settings,
     salt: [u8; record::SALT_LEN],
     dht: Option<Arc<mainline::async_dht::AsyncDht>>,
-    candidates: Option<Vec<Candidate>>,
+    ours: Option<Ours>,
     /// Highest seq accepted per peer: an older one is a replay.
     last_seq: HashMap<PublicKey, i64>,
     resolving: HashMap<PublicKey, tokio::task::JoinHandle<()>>,
@@ -131,7 +151,7 @@ async fn run(
         settings,
         salt,
         dht: None,
-        candidates: None,
+        ours: None,
         last_seq: HashMap::new(),
         resolving: HashMap::new(),
         waiting: Vec::new(),
@@ -158,15 +178,15 @@ async fn run(
             }
             cmd = commands.recv() => match cmd {
                 None => break,
-                Some(Command::Publish(c)) => {
-                    if actor.candidates.as_ref() != Some(&c) {
-                        actor.candidates = Some(c);
-                        publish_at = tokio::time::Instant::now();
+                Some(Command::Publish(ours)) => {
+                    if actor.ours.as_ref() != Some(&ours) {
+                        actor.ours = Some(ours);
+                        publish_at = publish_at.min(tokio::time::Instant::now() + COALESCE);
                     }
                 }
                 Some(Command::Resolve(peer)) => actor.resolve(peer, results_tx.clone()),
             },
-            _ = tokio::time::sleep_until(publish_at), if actor.dht.is_some() && actor.candidates.is_some() => {
+            _ = tokio::time::sleep_until(publish_at), if actor.dht.is_some() && actor.ours.is_some() => {
                 publish_at = tokio::time::Instant::now() + match actor.publish().await {
                     Ok(()) => REPUBLISH_EVERY,
                     Err(e) => {
@@ -179,7 +199,13 @@ async fn run(
                 actor.resolving.remove(&peer);
                 if let Ok((body, seq)) = result {
                     actor.last_seq.insert(peer, seq);
-                    let _ = actor.found.send(Found::Candidates { peer, candidates: body.candidates, seq });
+                    let _ = actor.found.send(Found::Candidates {
+                        peer,
+                        candidates: body.candidates,
+                        nat: body.nat,
+                        timestamp: body.timestamp,
+                        seq,
+                    });
                 }
             }
         }
@@ -211,14 +237,15 @@ impl Actor {
     }
 
     async fn publish(&mut self) -> Result<(), PublishError> {
-        let (Some(dht), Some(candidates)) = (self.dht.clone(), self.candidates.clone()) else {
+        let (Some(dht), Some(ours)) = (self.dht.clone(), self.ours.clone()) else {
             return Ok(());
         };
         let now = unix_now();
         let body = RecordBody {
             timestamp: now,
-            candidates,
+            candidates: ours.candidates,
             relays: Vec::new(),
+            nat: ours.nat,
         };
         let mut nonce = [0u8; RECORD_NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(|e| PublishError::Random(e.to_string()))?;
@@ -256,6 +283,7 @@ impl Actor {
         info!(
             seq,
             candidates = body.candidates.len(),
+            nat = ?body.nat.map(|n| n.mapping),
             nodes,
             "published DHT record"
         );

@@ -30,10 +30,11 @@ fn example() -> RecordBody {
             cand(CandidateKind::Mapped, "[2001:db8::1]:51871"),
         ],
         relays: vec![[0xab; 32]],
+        nat: None,
     }
 }
 
-const EXAMPLE_HEX: &str = "01 000000006553f100 03 \
+const EXAMPLE_HEX: &str = "02 000000006553f100 03 \
     41 c0a80114 ca9f \
     42 cb007107 9c41 \
     63 20010db8000000000000000000000001 ca9f \
@@ -53,7 +54,7 @@ fn plaintext_snapshot() {
 fn empty_body_snapshot() {
     let body = RecordBody::default();
     let bytes = record_plaintext_to_vec(&body).unwrap();
-    assert_eq!(hex(&bytes), "0100000000000000000000");
+    assert_eq!(hex(&bytes), "0200000000000000000000");
     assert_eq!(parse_record_plaintext(&bytes).unwrap(), body);
 }
 
@@ -78,12 +79,14 @@ fn envelope_snapshot() {
 fn plaintext_rejections() {
     let good = unhex(EXAMPLE_HEX);
     assert_eq!(parse_record_plaintext(&[]), Err(RecordWireError::Empty));
-    let mut v2 = good.clone();
-    v2[0] = 2;
-    assert_eq!(
-        parse_record_plaintext(&v2),
-        Err(RecordWireError::UnsupportedVersion(2))
-    );
+    for version in [0, 3, 0xff] {
+        let mut other = good.clone();
+        other[0] = version;
+        assert_eq!(
+            parse_record_plaintext(&other),
+            Err(RecordWireError::UnsupportedVersion(version))
+        );
+    }
     // Cut inside the timestamp.
     assert_eq!(
         parse_record_plaintext(&good[..5]),
@@ -128,13 +131,16 @@ fn plaintext_rejections() {
             tag: 0x52
         })
     );
+    // In version 2 a stray byte after the relays starts an extension whose
+    // length byte is missing.
     let mut long = good.clone();
     long.push(0);
     assert_eq!(
         parse_record_plaintext(&long),
-        Err(RecordWireError::TrailingBytes {
+        Err(RecordWireError::Truncated {
+            field: "extension length",
             len: good.len() + 1,
-            end: good.len()
+            need: good.len() + 2
         })
     );
 }
@@ -189,6 +195,11 @@ fn emit_rejections() {
         emit_record_plaintext(&mut small, &body),
         Err(RecordWireError::BufferTooSmall { have: 10, need: 76 })
     );
+    body.nat = Some(nat_example());
+    assert_eq!(
+        emit_record_plaintext(&mut small, &body),
+        Err(RecordWireError::BufferTooSmall { have: 10, need: 89 })
+    );
     body.relays = vec![[0; 32]; 256];
     assert_eq!(
         record_plaintext_to_vec(&body),
@@ -210,9 +221,22 @@ fn documented_capacity() {
         timestamp: 0,
         candidates: [vec![v4; n4], vec![v6; n6]].concat(),
         relays: vec![[0; 32]; relays],
+        nat: None,
     };
     // 16 IPv4 + 16 IPv6 + 8 relays: 683 bytes of plaintext, 724 of value.
     assert_eq!(record_plaintext_len(&body(16, 16, 8)), 683);
+    // The NAT extension adds 7, 13 or 25 bytes: at most 708 and 749.
+    let with_nat = |public: Option<&str>| RecordBody {
+        nat: Some(NatBehaviour {
+            public: public.map(|a| a.parse().unwrap()),
+            ..nat_example()
+        }),
+        ..body(16, 16, 8)
+    };
+    assert_eq!(record_plaintext_len(&with_nat(None)), 683 + 7);
+    assert_eq!(record_plaintext_len(&with_nat(Some("1.2.3.4:5"))), 683 + 13);
+    assert_eq!(record_plaintext_len(&with_nat(Some("[::1]:5"))), 708);
+    assert_eq!(708 + RECORD_ENVELOPE_OVERHEAD, 749);
     // The largest all-IPv4 and all-IPv6 bodies without relays.
     assert!(record_plaintext_len(&body(135, 0, 0)) <= MAX_RECORD_PLAINTEXT);
     assert!(record_plaintext_len(&body(136, 0, 0)) > MAX_RECORD_PLAINTEXT);
@@ -235,16 +259,42 @@ fn arb_candidate() -> impl Strategy<Value = Candidate> {
     (kind, addr).prop_map(|(kind, addr)| Candidate { kind, addr })
 }
 
+fn arb_nat() -> impl Strategy<Value = NatBehaviour> {
+    let mapping = prop_oneof![
+        Just(MappingBehaviour::Unknown),
+        Just(MappingBehaviour::NoNat),
+        Just(MappingBehaviour::EndpointIndependent),
+        Just(MappingBehaviour::EndpointDependent),
+    ];
+    // Every step the wire can carry: non-zero i16.
+    let step = prop_oneof![
+        Just(None),
+        (i16::MIN..=-1i16).prop_map(|s| Some(i32::from(s))),
+        (1..=i16::MAX).prop_map(|s| Some(i32::from(s))),
+    ];
+    let public = proptest::option::of(arb_candidate().prop_map(|c| c.addr));
+    (mapping, any::<bool>(), step, public).prop_map(
+        |(mapping, port_preserving, sequential, public)| NatBehaviour {
+            mapping,
+            port_preserving,
+            sequential,
+            public,
+        },
+    )
+}
+
 fn arb_body() -> impl Strategy<Value = RecordBody> {
     (
         any::<u64>(),
         proptest::collection::vec(arb_candidate(), 0..40),
         proptest::collection::vec(any::<[u8; 32]>(), 0..6),
+        proptest::option::of(arb_nat()),
     )
-        .prop_map(|(timestamp, candidates, relays)| RecordBody {
+        .prop_map(|(timestamp, candidates, relays, nat)| RecordBody {
             timestamp,
             candidates,
             relays,
+            nat,
         })
 }
 
@@ -256,11 +306,29 @@ proptest! {
         prop_assert_eq!(parse_record_plaintext(&bytes).unwrap(), body);
     }
 
+    /// What a parse accepts re-emits (as version 2, without unknown
+    /// extensions and flag bits) to bytes that parse to the same body.
     #[test]
     fn plaintext_parse_emit_parse(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         if let Ok(body) = parse_record_plaintext(&bytes) {
-            prop_assert_eq!(record_plaintext_to_vec(&body).unwrap(), bytes);
+            let emitted = record_plaintext_to_vec(&body).unwrap();
+            prop_assert_eq!(parse_record_plaintext(&emitted).unwrap(), body);
         }
+    }
+
+    /// Any extensions after a valid body: a stranger is skipped without
+    /// changing what is read.
+    #[test]
+    fn unknown_extensions_never_change_the_body(
+        body in arb_body(),
+        extra in proptest::collection::vec((2u8.., proptest::collection::vec(any::<u8>(), 0..40)), 0..4),
+    ) {
+        let mut bytes = record_plaintext_to_vec(&body).unwrap();
+        for (ty, value) in &extra {
+            bytes.extend_from_slice(&[*ty, value.len() as u8]);
+            bytes.extend_from_slice(value);
+        }
+        prop_assert_eq!(parse_record_plaintext(&bytes).unwrap(), body);
     }
 
     #[test]
@@ -271,5 +339,237 @@ proptest! {
         let env = parse_record_envelope(&out[..n]).unwrap();
         prop_assert_eq!(env.nonce, &nonce);
         prop_assert_eq!(env.ciphertext, &ct[..]);
+    }
+}
+
+/// The publisher behind a sequential symmetric NAT of docs/protocol.md.
+fn nat_example() -> NatBehaviour {
+    NatBehaviour {
+        mapping: MappingBehaviour::EndpointDependent,
+        port_preserving: true,
+        sequential: Some(-2),
+        public: Some("203.0.113.7:40001".parse().unwrap()),
+    }
+}
+
+/// The example of docs/protocol.md with the NAT extension.
+const NAT_EXAMPLE_HEX: &str = "02 000000006553f100 03 \
+    41 c0a80114 ca9f \
+    42 cb007107 9c41 \
+    63 20010db8000000000000000000000001 ca9f \
+    01 abababababababababababababababababababababababababababababababab \
+    01 0b 03 01 fffe 04 cb007107 9c41";
+
+#[test]
+fn nat_extension_snapshot() {
+    let body = RecordBody {
+        nat: Some(nat_example()),
+        ..example()
+    };
+    let bytes = record_plaintext_to_vec(&body).unwrap();
+    assert_eq!(hex(&bytes), hex(&unhex(NAT_EXAMPLE_HEX)));
+    assert_eq!(bytes.len(), 76 + 2 + 11);
+    assert_eq!(bytes.len(), record_plaintext_len(&body));
+    assert_eq!(parse_record_plaintext(&bytes).unwrap(), body);
+}
+
+#[test]
+fn nat_extension_without_address_and_ipv6_snapshots() {
+    let none = NatBehaviour {
+        mapping: MappingBehaviour::Unknown,
+        port_preserving: false,
+        sequential: None,
+        public: None,
+    };
+    let v6 = NatBehaviour {
+        mapping: MappingBehaviour::NoNat,
+        port_preserving: true,
+        sequential: None,
+        public: Some("[2001:db8::1]:51871".parse().unwrap()),
+    };
+    let eim = NatBehaviour {
+        mapping: MappingBehaviour::EndpointIndependent,
+        sequential: Some(300),
+        ..none
+    };
+    for (nat, ext) in [
+        (none, "01 05 00 00 0000 00"),
+        (eim, "01 05 02 00 012c 00"),
+        (
+            v6,
+            "01 17 01 01 0000 06 20010db8000000000000000000000001 ca9f",
+        ),
+    ] {
+        let body = RecordBody {
+            nat: Some(nat),
+            ..RecordBody::default()
+        };
+        let bytes = record_plaintext_to_vec(&body).unwrap();
+        assert_eq!(
+            hex(&bytes),
+            hex(&unhex(&format!("02 0000000000000000 00 00 {ext}")))
+        );
+        assert_eq!(parse_record_plaintext(&bytes).unwrap(), body);
+    }
+}
+
+/// A version 1 body (what kith before the NAT extension wrote) still reads,
+/// strictly: no extensions, no trailing bytes.
+#[test]
+fn version_1_body_still_read() {
+    let mut v1 = unhex(EXAMPLE_HEX);
+    v1[0] = 1;
+    assert_eq!(parse_record_plaintext(&v1).unwrap(), example());
+    let mut with_ext = v1.clone();
+    with_ext.extend_from_slice(&unhex("01 05 00 00 0000 00"));
+    assert_eq!(
+        parse_record_plaintext(&with_ext),
+        Err(RecordWireError::TrailingBytes {
+            len: v1.len() + 7,
+            end: v1.len()
+        })
+    );
+    // Re-emitted as version 2: only the version byte differs.
+    let emitted = record_plaintext_to_vec(&example()).unwrap();
+    assert_eq!(emitted[0], 2);
+    assert_eq!(emitted[1..], v1[1..]);
+}
+
+#[test]
+fn unknown_extension_is_skipped() {
+    let known = unhex(NAT_EXAMPLE_HEX);
+    let expected = parse_record_plaintext(&known).unwrap();
+    // A future extension before and after the NAT one, and an empty one.
+    let mut bytes = unhex(EXAMPLE_HEX);
+    bytes.extend_from_slice(&unhex("07 03 aabbcc"));
+    bytes.extend_from_slice(&known[76..]);
+    bytes.extend_from_slice(&unhex("ff 00"));
+    assert_eq!(parse_record_plaintext(&bytes).unwrap(), expected);
+    // Only unknown ones: no NAT facts.
+    let mut bytes = unhex(EXAMPLE_HEX);
+    bytes.extend_from_slice(&unhex("02 01 00"));
+    assert_eq!(parse_record_plaintext(&bytes).unwrap(), example());
+}
+
+#[test]
+fn truncated_extension_is_an_error() {
+    let good = unhex(NAT_EXAMPLE_HEX);
+    // Cut inside the NAT value: its length byte promises 11 bytes.
+    assert_eq!(
+        parse_record_plaintext(&good[..good.len() - 1]),
+        Err(RecordWireError::Truncated {
+            field: "extension value",
+            len: good.len() - 1,
+            need: good.len()
+        })
+    );
+    // An unknown extension is skipped only if it is whole.
+    let mut unknown = unhex(EXAMPLE_HEX);
+    unknown.extend_from_slice(&unhex("09 04 0102"));
+    assert_eq!(
+        parse_record_plaintext(&unknown),
+        Err(RecordWireError::Truncated {
+            field: "extension value",
+            len: 76 + 4,
+            need: 76 + 6
+        })
+    );
+}
+
+#[test]
+fn nat_extension_rejections() {
+    let body = |ext: &str| {
+        let mut b = unhex("02 0000000000000000 00 00");
+        b.extend_from_slice(&unhex(ext));
+        parse_record_plaintext(&b)
+    };
+    assert_eq!(
+        body("01 05 04 00 0000 00"),
+        Err(RecordWireError::UnknownNatMapping(4))
+    );
+    assert_eq!(
+        body("01 05 ff 00 0000 00"),
+        Err(RecordWireError::UnknownNatMapping(0xff))
+    );
+    assert_eq!(
+        body("01 05 03 00 0000 05"),
+        Err(RecordWireError::UnknownNatFamily(5))
+    );
+    // The value's length must be its fields' length: shorter, longer, or
+    // an address that does not match its family.
+    assert_eq!(
+        body("01 04 03 00 0000"),
+        Err(RecordWireError::ExtensionLength {
+            ty: 1,
+            len: 4,
+            need: 5
+        })
+    );
+    assert_eq!(
+        body("01 06 03 00 0000 00 00"),
+        Err(RecordWireError::ExtensionLength {
+            ty: 1,
+            len: 6,
+            need: 5
+        })
+    );
+    assert_eq!(
+        body("01 05 03 00 0000 04"),
+        Err(RecordWireError::ExtensionLength {
+            ty: 1,
+            len: 5,
+            need: 11
+        })
+    );
+    assert_eq!(
+        body("01 0b 03 00 0000 06 0102030405 06"),
+        Err(RecordWireError::ExtensionLength {
+            ty: 1,
+            len: 11,
+            need: 23
+        })
+    );
+    assert_eq!(
+        body("01 05 00 00 0000 00 01 05 00 00 0000 00"),
+        Err(RecordWireError::DuplicateExtension(1))
+    );
+    // Unknown flag bits are for later versions: ignored, not an error.
+    let nat = body("01 05 02 fe 0000 00").unwrap().nat.unwrap();
+    assert!(!nat.port_preserving);
+    assert_eq!(nat.mapping, MappingBehaviour::EndpointIndependent);
+    let nat = body("01 05 02 ff 0000 00").unwrap().nat.unwrap();
+    assert!(nat.port_preserving);
+}
+
+#[test]
+fn unrepresentable_nat_step_is_refused() {
+    for step in [
+        0,
+        i32::from(i16::MAX) + 1,
+        i32::from(i16::MIN) - 1,
+        i32::MAX,
+    ] {
+        let body = RecordBody {
+            nat: Some(NatBehaviour {
+                sequential: Some(step),
+                ..nat_example()
+            }),
+            ..example()
+        };
+        assert_eq!(
+            record_plaintext_to_vec(&body),
+            Err(RecordWireError::UnrepresentableNatStep(step))
+        );
+    }
+    for step in [i32::from(i16::MIN), -1, 1, i32::from(i16::MAX)] {
+        let body = RecordBody {
+            nat: Some(NatBehaviour {
+                sequential: Some(step),
+                ..nat_example()
+            }),
+            ..example()
+        };
+        let bytes = record_plaintext_to_vec(&body).unwrap();
+        assert_eq!(parse_record_plaintext(&bytes).unwrap(), body);
     }
 }
