@@ -111,12 +111,33 @@ fn create_tun(cfg: &Config) -> Result<tun_rs::AsyncDevice, StartError> {
         })
 }
 
+/// Hard-NAT traversal may hold a thousand sockets: lift the soft limit on
+/// open files to the hard one (systemd's default soft limit is 1024).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                debug!(
+                    "cannot raise the open-files limit; hard-NAT traversal may open fewer sockets"
+                );
+            }
+        }
+    }
+}
+
 /// Run until SIGINT or SIGTERM; `control` is the control socket's path.
 pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
     for w in &cfg.warnings {
         warn!("{w}");
     }
     let tun = create_tun(&cfg)?;
+    raise_fd_limit();
     let udp = Udp::bind(cfg.interface.listen_port).map_err(|source| StartError::Bind {
         port: cfg.interface.listen_port,
         source,

@@ -55,6 +55,8 @@ pub const FIRST_DYNAMIC_PORT: u16 = 1024;
 pub struct Budget {
     /// Sockets the hard side opens per attempt.
     pub sockets: usize,
+    /// Sockets all hard-side attempts together may hold open.
+    pub max_sockets: usize,
     /// Packets per second for one peer (either side).
     pub peer_rate: u32,
     /// Packets per second over all peers.
@@ -78,6 +80,7 @@ impl Default for Budget {
     fn default() -> Self {
         Self {
             sockets: 256,
+            max_sockets: 1024,
             peer_rate: 200,
             global_rate: 400,
             per_attempt: 2000,
@@ -368,6 +371,15 @@ impl<P: Copy + Eq + std::fmt::Debug> Puncher<P> {
             Strategy::Ordinary | Strategy::BothHard => return false,
         };
         if self.attempts.iter().any(|(a, _)| a.peer == peer) {
+            return false;
+        }
+        let pools = self
+            .attempts
+            .iter()
+            .filter(|(a, _)| matches!(a.work, Work::Hard { .. }))
+            .count();
+        if role == Role::Hard && (pools + 1) * self.budget.sockets > self.budget.max_sockets {
+            // Another peer's attempt ends within the hard window.
             return false;
         }
         let h = self.history_mut(peer, role);
@@ -854,6 +866,22 @@ mod tests {
                 Action::ClosePool { peer: 9 },
             ]
         );
+    }
+
+    #[test]
+    fn hard_attempts_together_hold_at_most_max_sockets() {
+        let now = Instant::now();
+        let b = Budget::default();
+        let mut p = Puncher::new(b, now, [6; 32]);
+        let targets = vec![addr("198.18.1.1:4000")];
+        let s = strategy(Some(&hard(None)), Some(&easy()), false, false, &targets, &b);
+        let fit = b.max_sockets / b.sockets;
+        for peer in 0..fit as u8 {
+            assert!(p.start(now, peer, &s), "peer {peer}");
+        }
+        assert!(!p.start(now, 200, &s), "over the socket limit");
+        p.connected(0);
+        assert!(p.start(now, 200, &s), "room again");
     }
 
     #[test]
