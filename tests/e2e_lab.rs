@@ -1,6 +1,6 @@
-//! The lab itself, without kith: links, a NAT router, captures, transfers
-//! and iperf3 work on the raw underlay. If these fail, e2e_tunnel failures
-//! say nothing about kith.
+//! The lab itself, without kith: links, a NAT router, captures, transfers,
+//! iperf3 and the delay tool work on the raw underlay. If these fail,
+//! e2e_tunnel failures say nothing about kith.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -104,6 +104,59 @@ fn masquerade_router_lets_lan_out_and_nothing_in() {
     .unwrap();
     let from = seen.join().unwrap().unwrap();
     assert_eq!(from.ip(), IpAddr::V4(router.public_ip().unwrap()));
+}
+
+/// The delay tool: 50 ms each way on a host's internet uplink puts ping's
+/// round trip at 100 ms or more (and well under 400 ms, so frames are not
+/// held longer), where the plain veth answered in under 10 ms. Dropping
+/// the link deletes its TAP devices.
+#[test]
+fn delayed_uplink_adds_its_delay_each_way() {
+    let lab = lab();
+    let internet = lab.internet().unwrap();
+    let host = lab.host("a").unwrap();
+    let up = internet.attach(&host).unwrap();
+    let gateway = IpAddr::V4(up.subnet.gateway());
+    let every = Duration::from_millis(100);
+
+    let plain = host.ping(gateway, 5, every).unwrap();
+    let (_, _, max) = plain.rtt_ms.expect("replies on the plain veth");
+    assert!(plain.all_received(), "plain veth: {plain:?}");
+    assert!(max < 10.0, "plain veth: {plain:?}");
+
+    let link = internet
+        .delay_uplink(&host, Duration::from_millis(50))
+        .unwrap();
+    // Address resolution across the new link costs a round trip of its own.
+    host.ping(gateway, 1, every).unwrap();
+    let delayed = host.ping(gateway, 10, every).unwrap();
+    eprintln!("ping over the veth: {plain:?}; over 50 ms each way: {delayed:?}");
+    let (min, _, max) = delayed.rtt_ms.expect("replies over the delayed link");
+    assert!(delayed.all_received(), "delayed link: {delayed:?}");
+    assert!(
+        min >= 100.0,
+        "50 ms each way, round trip {min} ms: {delayed:?}"
+    );
+    assert!(
+        max < 400.0,
+        "50 ms each way, round trip {max} ms: {delayed:?}"
+    );
+
+    let [(_, inet_end), (_, host_end)] = link.ends().clone();
+    assert_eq!(
+        host_end, up.iface.name,
+        "the TAP device takes the veth's name"
+    );
+    drop(link);
+    for (who, end, dev) in [
+        ("internet", internet.host(), &inet_end),
+        ("a", &host, &host_end),
+    ] {
+        assert!(
+            end.ip(&["link", "show", dev]).is_err(),
+            "{who}'s end {dev} outlived the delay link"
+        );
+    }
 }
 
 #[test]

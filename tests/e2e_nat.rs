@@ -135,6 +135,33 @@ fn cone_with_loss_and_cone_punch_a_hole() {
     assert_punched(&pair, "cone, 5% loss each way | cone");
 }
 
+/// The loss row again with 50 ms each way on a's uplink (the lab's delay
+/// tool, [`kith::lab::DelayLink`]): every STUN answer, DHT reply and punch
+/// from a takes 100 ms more to come back.
+#[test]
+fn cone_with_loss_and_delay_and_cone_punch_a_hole() {
+    let (_turn, lab) = lab();
+    let spec = NatPairSpec {
+        a: SiteKind::Cone,
+        b: Some(SiteKind::Cone),
+        loss: 5,
+    }
+    .with_delay(kith::lab::nat::ROW_DELAY);
+    let row = "cone, 5% loss + 50 ms delay each way | cone";
+    let mut pair = NatPair::start(&lab, &common::kith_bin(), spec)
+        .unwrap_or_else(|e| panic!("building the NAT lab {spec:?}: {e}"));
+    connect(&mut pair, row);
+    assert_punched(&pair, row);
+    // The delay is on the path: the overlay's round trip crosses a's
+    // uplink twice.
+    let b = std::net::IpAddr::V4(kith::lab::topology::B_OVERLAY);
+    let stats = pair.a.ping(b, 5, Duration::from_millis(200)).expect("ping");
+    assert!(
+        stats.rtt_ms.is_some_and(|(min, _, _)| min >= 100.0),
+        "{row}: round trip over the overlay {stats:?}, want 100 ms or more"
+    );
+}
+
 #[test]
 fn two_hosts_behind_one_nat_talk_over_the_lan() {
     let (_turn, lab) = lab();

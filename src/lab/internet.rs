@@ -6,13 +6,15 @@
 //! for home sites ([`Internet::nat_router`]). Attachment `n` gets the
 //! subnet [`Subnet`]`(n)`: the internet's end is `.1` (the attached host's
 //! default gateway), the host's end `.2`. A host moves to a fresh subnet with
-//! [`Internet::renumber`], as a laptop does when it changes networks.
+//! [`Internet::renumber`], as a laptop does when it changes networks, and
+//! gets latency on its link with [`Internet::delay_uplink`].
 
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use super::router::{self, NatKind, Router, RouterSpec};
-use super::{Host, Iface, Lab, LabError, Result};
+use super::{DelayLink, Host, Iface, Lab, LabError, Result};
 
 /// The name of the internet's namespace inside a lab (`<prefix>-inet`).
 pub const INTERNET_HOST: &str = "inet";
@@ -150,6 +152,35 @@ impl Internet {
         Ok(new.addr(2))
     }
 
+    /// Puts `delay` on `host`'s link to the internet, each way: the veth
+    /// is replaced by a [`DelayLink`] whose two TAP devices take the veth
+    /// ends' names and addresses, and `host`'s default route through it is
+    /// restored, so [`Uplink`]s, NAT rules and [`Internet::renumber`] keep
+    /// working. `host` is any host or router attached here (for a CGNAT
+    /// site, the carrier). Dropping the link cuts `host` off; change the
+    /// delay with [`DelayLink::set_delay`].
+    pub fn delay_uplink(&self, host: &Host, delay: Duration) -> Result<DelayLink> {
+        let inet_if = self.host.iface_name_towards(host)?;
+        let host_if = host.iface_name_towards(&self.host)?;
+        let inet_cidrs = cidrs(&self.host, &inet_if)?;
+        let host_cidrs = cidrs(host, &host_if)?;
+        let gateway = default_gateway(host, &host_if)?;
+        host.ip(&["link", "del", &host_if])?;
+        let link = DelayLink::new(&self.host, &inet_if, host, &host_if, delay)?;
+        for (end, dev, list) in [
+            (&self.host, &inet_if, &inet_cidrs),
+            (host, &host_if, &host_cidrs),
+        ] {
+            for cidr in list {
+                end.ip(&["addr", "add", cidr, "dev", dev])?;
+            }
+        }
+        if let Some(gateway) = gateway {
+            host.add_default_route(gateway)?;
+        }
+        Ok(link)
+    }
+
     /// A NAT router named `name` whose WAN side is attached to the internet
     /// in a fresh /24 and whose LAN is `lan_addr` (e.g. `192.168.1.1/24`);
     /// attach home hosts with [`Router::attach`].
@@ -175,6 +206,34 @@ impl Internet {
     }
 }
 
+/// The IPv4 addresses on `dev` in CIDR form, from `ip -4 -br addr`.
+fn cidrs(host: &Host, dev: &str) -> Result<Vec<String>> {
+    let out = host.ip(&["-4", "-br", "addr", "show", "dev", dev])?;
+    Ok(parse_brief_cidrs(&out))
+}
+
+/// `k1a2b3-inet@if9  UP  198.18.3.2/24 198.18.4.2/24` → the CIDRs.
+fn parse_brief_cidrs(out: &str) -> Vec<String> {
+    out.split_whitespace()
+        .skip(2)
+        .filter(|c| c.contains('/'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The gateway of `host`'s default route if it leaves through `dev`.
+fn default_gateway(host: &Host, dev: &str) -> Result<Option<Ipv4Addr>> {
+    let out = host.ip(&["-4", "route", "show", "default", "dev", dev])?;
+    Ok(parse_via(&out))
+}
+
+/// `default via 198.18.3.1 ` → 198.18.3.1.
+fn parse_via(out: &str) -> Option<Ipv4Addr> {
+    let mut words = out.split_whitespace();
+    words.find(|w| *w == "via")?;
+    words.next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +245,19 @@ mod tests {
         assert_eq!(Subnet(255).network(), "198.18.255.0/24");
         assert_eq!(Subnet(256).gateway(), Ipv4Addr::new(198, 19, 0, 1));
         assert_eq!(Subnet(LAST_SUBNET).addr(9), Ipv4Addr::new(198, 19, 255, 9));
+    }
+
+    #[test]
+    fn reads_brief_addresses_and_the_default_gateway() {
+        assert_eq!(
+            parse_brief_cidrs("k1a2b3-inet@if9  UP  198.18.3.2/24 198.18.4.2/24 \n"),
+            ["198.18.3.2/24", "198.18.4.2/24"]
+        );
+        assert!(parse_brief_cidrs("").is_empty());
+        assert_eq!(
+            parse_via("default via 198.18.3.1 \n"),
+            Some(Ipv4Addr::new(198, 18, 3, 1))
+        );
+        assert_eq!(parse_via(""), None);
     }
 }

@@ -23,7 +23,9 @@
 //!    [`Internet::nat_router`], [`Internet::renumber`] to move a host);
 //!    [`LabDht::start_new`] runs `n` `kith dht-node`s on it (stop/start,
 //!    [`LabDht::client`] for tests); [`topology::DhtPair`] is two nodes with
-//!    no endpoints that meet through it.
+//!    no endpoints that meet through it. [`Internet::delay_uplink`] adds
+//!    latency to an attached host's link ([`DelayLink`]: two TAP devices
+//!    and a forwarder thread per direction; the kernel has no netem).
 //! 5. Probes: [`Host::ping`], [`Host::wait_reachable`], [`Capture`]
 //!    (tcpdump), [`transfer::tcp`] (hashed bulk TCP from threads that
 //!    [`Host::run_in`] moves into a namespace with `setns`), [`iperf`].
@@ -35,6 +37,7 @@
 //! that provides it (`scripts/setup.sh` installs them all).
 
 mod capture;
+mod delay;
 mod dht;
 mod host;
 mod internet;
@@ -56,6 +59,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use capture::{Capture, Pcap};
+pub use delay::DelayLink;
 pub use dht::{DHT_PORT, LabDht};
 pub use host::{Host, Iface};
 pub use internet::{Internet, Subnet, Uplink};

@@ -22,10 +22,13 @@
 //!   or a miniupnpd router answering UPnP IGD, NAT-PMP and PCP. Every router
 //!   drops unsolicited WAN packets silently ([`super::router::guard_chain`]).
 //! - [`Site`]: one router (or two, for CGNAT) plus the hosts on its LAN;
-//!   [`Site::set_loss`] adds random loss on its outer router.
+//!   [`Site::set_loss`] adds random loss on its outer router,
+//!   [`Site::set_delay`] latency on that router's link to the internet
+//!   ([`super::DelayLink`]).
 //! - [`NatPair`]: two kith daemons in two sites (or one LAN), meeting only
 //!   through the DHT, STUN on, with [`NatPair::wait_direct`] timing the
-//!   first ping over a direct path.
+//!   first ping over a direct path. [`NatPairSpec`] says where they live
+//!   and the loss on `a`'s site; [`NatRow`] adds a delay on `a`'s uplink.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -35,7 +38,9 @@ use std::time::{Duration, Instant};
 use super::miniupnpd::{Coturn, UpnpRouter, UpnpRouterSpec};
 use super::router::{self, NatKind, Router};
 use super::topology::{B_OVERLAY, NETWORK_ID, wait_both_ways};
-use super::{Host, Internet, KithNode, KithSpec, Lab, LabDht, LabError, Result, Uplink, sys};
+use super::{
+    DelayLink, Host, Internet, KithNode, KithSpec, Lab, LabDht, LabError, Result, Uplink, sys,
+};
 use crate::daemon::control::PeerReport;
 use crate::identity::SecretKey;
 
@@ -214,6 +219,8 @@ pub struct Site {
     /// `n` of the LAN 192.168.n.0/24.
     pub lan: u8,
     next_host: u8,
+    /// The delayed uplink, once [`Site::set_delay`] made one.
+    delay: Option<DelayLink>,
 }
 
 impl Site {
@@ -240,6 +247,21 @@ impl Site {
     /// Drops `percent`% of the packets the outer router forwards, each way.
     pub fn set_loss(&self, percent: u8) -> Result<()> {
         self.outer_router().set_loss(percent)
+    }
+
+    /// Delays every packet on the outer router's link to `internet` by
+    /// `delay`, each way ([`Internet::delay_uplink`] the first time; later
+    /// calls change the delay). For cone, symmetric and CGNAT sites: a
+    /// running miniupnpd would have its WAN interface replaced under it.
+    pub fn set_delay(&mut self, internet: &Internet, delay: Duration) -> Result<()> {
+        match &self.delay {
+            Some(link) => link.set_delay(delay),
+            None => {
+                let link = internet.delay_uplink(&self.outer_router().host, delay)?;
+                self.delay = Some(link);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -351,6 +373,7 @@ impl NatLab {
             upnp,
             lan: n,
             next_host: 10,
+            delay: None,
         })
     }
 
@@ -384,6 +407,9 @@ impl NatLab {
     }
 }
 
+/// The one-way delay of the NAT table's delayed row (issue 4: 50 ms).
+pub const ROW_DELAY: Duration = Duration::from_millis(50);
+
 /// Where the two peers of a [`NatPair`] live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NatPairSpec {
@@ -404,31 +430,55 @@ impl NatPairSpec {
         }
     }
 
+    /// This pair with `delay` each way on `a`'s uplink.
+    pub fn with_delay(self, delay: Duration) -> NatRow {
+        NatRow { spec: self, delay }
+    }
+
     /// The rows of issue 4's NAT table that kith traverses today (the hard
     /// NAT row, cone ↔ symmetric, needs port prediction: not yet), with
     /// their labels: for the benchmark.
-    pub fn matrix() -> Vec<(&'static str, Self)> {
+    pub fn matrix() -> Vec<(&'static str, NatRow)> {
         use SiteKind::*;
+        let lossy = Self {
+            loss: 5,
+            ..Self::sites(Cone, Cone)
+        };
         vec![
-            ("cone | cone", Self::sites(Cone, Cone)),
-            ("cone behind CGNAT | cone", Self::sites(Cgnat, Cone)),
-            ("miniupnpd | symmetric", Self::sites(Miniupnpd, Symmetric)),
+            ("cone | cone", Self::sites(Cone, Cone).into()),
+            ("cone behind CGNAT | cone", Self::sites(Cgnat, Cone).into()),
+            (
+                "miniupnpd | symmetric",
+                Self::sites(Miniupnpd, Symmetric).into(),
+            ),
             (
                 "same LAN, one cone NAT",
                 Self {
                     a: Cone,
                     b: None,
                     loss: 0,
-                },
+                }
+                .into(),
             ),
-            (
-                "cone 5% loss | cone",
-                Self {
-                    loss: 5,
-                    ..Self::sites(Cone, Cone)
-                },
-            ),
+            ("cone 5% loss | cone", lossy.into()),
+            ("cone 5% loss + 50 ms | cone", lossy.with_delay(ROW_DELAY)),
         ]
+    }
+}
+
+/// One row of the NAT table as [`NatPair::start`] builds it: the pair and
+/// its loss ([`NatPairSpec`], which converts with no delay) and a delay
+/// each way on `a`'s outer router's internet link ([`Site::set_delay`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatRow {
+    pub spec: NatPairSpec,
+    /// Zero: no delay tool on the link.
+    pub delay: Duration,
+}
+
+impl From<NatPairSpec> for NatRow {
+    fn from(spec: NatPairSpec) -> Self {
+        spec.with_delay(Duration::ZERO)
     }
 }
 
@@ -453,9 +503,11 @@ pub struct NatPair {
 }
 
 impl NatPair {
-    /// Builds the NAT lab and the sites, then starts both daemons
-    /// (`port_mapping` on behind miniupnpd) and waits for their TUNs.
-    pub fn start(lab: &Lab, kith: &Path, spec: NatPairSpec) -> Result<Self> {
+    /// Builds the NAT lab and the sites (loss and delay on `a`'s), then
+    /// starts both daemons (`port_mapping` on behind miniupnpd) and waits
+    /// for their TUNs. `row` is a [`NatPairSpec`] or a [`NatRow`].
+    pub fn start(lab: &Lab, kith: &Path, row: impl Into<NatRow>) -> Result<Self> {
+        let NatRow { spec, delay } = row.into();
         let mut net = NatLab::new(lab, kith)?;
         let mut site_a = net.site(lab, "a", spec.a)?;
         let mut site_b = spec.b.map(|k| net.site(lab, "b", k)).transpose()?;
@@ -466,6 +518,9 @@ impl NatPair {
         };
         if spec.loss > 0 {
             site_a.set_loss(spec.loss)?;
+        }
+        if !delay.is_zero() {
+            site_a.set_delay(&net.internet, delay)?;
         }
         let key = || SecretKey::generate().map_err(|e| LabError::io("key", e.into()));
         let mut spec_a = net.node_spec(lab, "a", "100.96.0.1/16", key()?);
