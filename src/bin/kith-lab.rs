@@ -368,28 +368,45 @@ fn stage_nat(lab: &Lab, args: &DemoArgs) -> Result<String> {
 /// Runs per NAT row (the median is reported).
 const NAT_RUNS: usize = 3;
 
+/// One NAT row's runs: time to direct, and the hard-NAT probe packets each
+/// side sent (zero where ordinary punching sufficed).
+struct NatRun {
+    took: Duration,
+    probes: (u32, u32),
+}
+
 /// Daemon start → first ping over a direct path, for each row of
 /// [`NatPairSpec::matrix`], each run in a fresh lab.
-fn nat_times(kith: &Path) -> Result<Vec<(&'static str, Vec<Duration>)>> {
+fn nat_times(kith: &Path) -> Result<Vec<(&'static str, Vec<NatRun>)>> {
     let mut rows = Vec::new();
     for (label, spec) in NatPairSpec::matrix() {
-        let mut times = Vec::new();
+        let mut runs = Vec::new();
         for run in 1..=NAT_RUNS {
             println!("time to direct, {label}, run {run} of {NAT_RUNS} …");
             let lab = Lab::new()?;
             let result = NatPair::start(&lab, kith, spec)
                 .map_err(anyhow::Error::from)
-                .and_then(|mut pair| Ok(pair.wait_direct(Duration::from_secs(60))?));
+                .and_then(|mut pair| {
+                    let took = pair.wait_direct(Duration::from_secs(60))?;
+                    let (ab, ba) = pair.reports()?;
+                    let probes = |p: &kith::daemon::control::PeerReport| {
+                        p.punch.as_ref().map_or(0, |h| h.probes)
+                    };
+                    Ok(NatRun {
+                        took,
+                        probes: (probes(&ab), probes(&ba)),
+                    })
+                });
             match result {
-                Ok(took) => times.push(took),
+                Ok(r) => runs.push(r),
                 Err(e) => {
                     lab.keep_files();
                     return Err(e.context(format!("time to direct, {label}, run {run}")));
                 }
             }
         }
-        times.sort();
-        rows.push((label, times));
+        runs.sort_by_key(|r| r.took);
+        rows.push((label, runs));
     }
     Ok(rows)
 }
@@ -531,21 +548,29 @@ fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
             + " s"
     );
     println!("\nTime to a direct path (daemon start → 1st ping), median of {NAT_RUNS}:");
-    for (label, times) in &nat {
+    for (label, runs) in &nat {
+        let probes: Vec<String> = runs
+            .iter()
+            .filter(|r| r.probes != (0, 0))
+            .map(|r| format!("{}+{}", r.probes.0, r.probes.1))
+            .collect();
         println!(
-            "  {label:<28} {:>8} (runs {})",
-            format!("{:.2} s", times[times.len() / 2].as_secs_f64()),
-            times
-                .iter()
-                .map(|d| format!("{:.2}", d.as_secs_f64()))
+            "  {label:<28} {:>8} (runs {}){}",
+            format!("{:.2} s", runs[runs.len() / 2].took.as_secs_f64()),
+            runs.iter()
+                .map(|r| format!("{:.2}", r.took.as_secs_f64()))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            if probes.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; hard-NAT probe packets a+b per run: {}",
+                    probes.join(", ")
+                )
+            }
         );
     }
-    println!(
-        "  {:<28} {:>8} (hard NAT: port prediction and birthday probing not implemented yet; no probe count)",
-        "cone | symmetric", "-"
-    );
     println!(
         "\nkith reaches {:.1}% of the raw link's TCP throughput.",
         100.0 * tcp_kith.bits_per_second / tcp_raw.bits_per_second

@@ -435,9 +435,8 @@ impl NatPairSpec {
         NatRow { spec: self, delay }
     }
 
-    /// The rows of issue 4's NAT table that kith traverses today (the hard
-    /// NAT row, cone ↔ symmetric, needs port prediction: not yet), with
-    /// their labels: for the benchmark.
+    /// The rows of issue 4's NAT table, with their labels: for the
+    /// benchmark.
     pub fn matrix() -> Vec<(&'static str, NatRow)> {
         use SiteKind::*;
         let lossy = Self {
@@ -462,6 +461,7 @@ impl NatPairSpec {
             ),
             ("cone 5% loss | cone", lossy.into()),
             ("cone 5% loss + 50 ms | cone", lossy.with_delay(ROW_DELAY)),
+            ("cone | symmetric", Self::sites(Cone, Symmetric).into()),
         ]
     }
 }
