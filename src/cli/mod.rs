@@ -407,3 +407,57 @@ fn netcheck(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::control::{NatStatus, PeerReport, PunchReport, StatusReport};
+
+    fn report(punch: Option<PunchReport>) -> StatusReport {
+        StatusReport {
+            interface: "kith0".into(),
+            public_key: "AAAA".into(),
+            listen: "0.0.0.0:51871".into(),
+            dht: None,
+            nat: NatStatus {
+                mapping: Some("endpoint-independent".into()),
+                public: Some("198.18.3.2:51871".into()),
+                port_mapping: None,
+            },
+            peers: vec![PeerReport {
+                name: "nas".into(),
+                public_key: "b64key".into(),
+                path: "direct".into(),
+                path_reason:
+                    "direct through the peer's endpoint-dependent NAT (port probing, 311 probes)"
+                        .into(),
+                endpoint: Some("198.18.4.2:14620".into()),
+                last_handshake_secs: Some(3),
+                rx_bytes: 2048,
+                tx_bytes: 1024,
+                candidates: vec!["198.18.4.2:15309".into()],
+                candidates_source: Some("dht".into()),
+                candidates_age_secs: Some(8),
+                punch,
+            }],
+        }
+    }
+
+    #[test]
+    fn status_shows_hard_nat_traversal_only_when_tried() {
+        let plain = render_status(&report(None));
+        assert!(plain.contains("path         direct via 198.18.4.2:14620: direct through the peer's endpoint-dependent NAT"), "{plain}");
+        assert!(!plain.contains("hard NAT"), "{plain}");
+        let punched = render_status(&report(Some(PunchReport {
+            role: "easy".into(),
+            probes: 311,
+            attempts: 1,
+            active: false,
+            last: Some("connected".into()),
+        })));
+        assert!(
+            punched.contains("hard NAT     easy side, 311 probes, attempt 1 (connected)"),
+            "{punched}"
+        );
+    }
+}
