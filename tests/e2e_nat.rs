@@ -276,15 +276,12 @@ fn miniupnpd_and_symmetric_connect_through_the_mapped_port() {
 }
 
 #[test]
-#[ignore = "hard NAT (port prediction, birthday probing) not implemented yet"]
 fn cone_and_symmetric_connect_by_prediction() {
     let (_turn, lab) = lab();
-    let spec = NatPairSpec {
-        a: SiteKind::Cone,
-        b: Some(SiteKind::Symmetric),
-        loss: 0,
-    };
-    let mut pair = start(&lab, spec);
+    let mut pair = start(
+        &lab,
+        NatPairSpec::sites(SiteKind::Cone, SiteKind::Symmetric),
+    );
     let row = "cone | symmetric";
     connect(&mut pair, row);
     let (ab, ba) = pair.reports().unwrap();
@@ -295,6 +292,57 @@ fn cone_and_symmetric_connect_by_prediction() {
         pair.site_b.as_ref().unwrap().public_ip()
     );
     assert_eq!(ip_of(ba.endpoint.as_deref()), pair.site_a.public_ip());
+    // The path came from hard-NAT traversal, not ordinary punching: a
+    // probes b's ports (the easy side), b opened extra sockets.
+    let a_punch = ab
+        .punch
+        .as_ref()
+        .unwrap_or_else(|| panic!("{row}: a did not probe: {ab:?}"));
+    let b_punch = ba
+        .punch
+        .as_ref()
+        .unwrap_or_else(|| panic!("{row}: b opened no sockets: {ba:?}"));
+    assert_eq!(
+        (a_punch.role.as_str(), b_punch.role.as_str()),
+        ("easy", "hard")
+    );
+    assert!(
+        a_punch.probes > 0 && a_punch.probes <= 2000,
+        "{row}: {a_punch:?}"
+    );
+    assert!(
+        ab.path_reason.contains("endpoint-dependent"),
+        "{row}: a's reason: {}",
+        ab.path_reason
+    );
+    assert!(
+        ba.path_reason.contains("extra sockets"),
+        "{row}: b's reason: {}",
+        ba.path_reason
+    );
+    eprintln!(
+        "{row}: probes: a (easy) {} in attempt {}, b (hard) {} in attempt {}",
+        a_punch.probes, a_punch.attempts, b_punch.probes, b_punch.attempts
+    );
+}
+
+/// Two endpoint-dependent NATs: nothing can be punched. Both sides learn
+/// that from each other's records, say a relay is needed, and spend no
+/// probes trying (the budget is for cases that can work).
+#[test]
+fn two_symmetric_nats_say_they_need_a_relay() {
+    let (_turn, lab) = lab();
+    let mut pair = start(&lab, NatPairSpec::sites(SiteKind::Symmetric, SiteKind::Symmetric));
+    let row = "symmetric | symmetric";
+    let needs_relay = |p: &kith::daemon::control::PeerReport| p.path_reason.contains("needs a relay");
+    for (node, peer) in [(&mut pair.node_a, "b"), (&mut pair.node_b, "a")] {
+        let report = node
+            .wait_peer(peer, "the both-hard verdict", DIRECT, needs_relay)
+            .unwrap_or_else(|e| panic!("{row}: {e}"));
+        assert_eq!(report.path, "none", "{row}: {report:?}");
+        assert_eq!(report.punch, None, "{row}: no probes for a hopeless case: {report:?}");
+        eprintln!("{row}: {peer}: {}", report.path_reason);
+    }
 }
 
 /// `kith netcheck` behind every NAT kind, and directly on the internet,
