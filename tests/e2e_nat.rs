@@ -276,7 +276,7 @@ fn miniupnpd_and_symmetric_connect_through_the_mapped_port() {
 }
 
 #[test]
-fn cone_and_symmetric_connect_by_prediction() {
+fn cone_and_symmetric_connect_by_birthday_probing() {
     let (_turn, lab) = lab();
     let mut pair = start(
         &lab,
