@@ -111,6 +111,25 @@ fn create_tun(cfg: &Config) -> Result<tun_rs::AsyncDevice, StartError> {
         })
 }
 
+/// The hard-NAT budget, with pool sockets capped to leave 256 descriptors
+/// for everything else under the open-files limit.
+fn punch_budget() -> crate::nat::punch::Budget {
+    let mut budget = crate::nat::punch::Budget::default();
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        let room = usize::try_from(lim.rlim_cur)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(256);
+        budget.max_sockets = budget.max_sockets.min(room);
+        budget.sockets = budget.sockets.min(budget.max_sockets);
+    }
+    budget
+}
+
 /// Hard-NAT traversal may hold a thousand sockets: lift the soft limit on
 /// open files to the hard one (systemd's default soft limit is 1024).
 fn raise_fd_limit() {
@@ -205,8 +224,9 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         stun,
         mapped,
         portmap,
-        puncher: Puncher::new(Default::default(), now, punch_seed),
+        puncher: Puncher::new(punch_budget(), now, punch_seed),
         pools: punch::Pools::new(),
+        record_seqs: Vec::new(),
     };
     shell.flush().await;
     let result = shell.run().await;
@@ -240,6 +260,8 @@ struct Shell {
     /// Hard-NAT traversal: the plan, and the extra sockets it opens.
     puncher: Puncher<PeerId>,
     pools: punch::Pools,
+    /// The seq of each peer's last record seen (indexed by peer).
+    record_seqs: Vec<Option<i64>>,
 }
 
 /// Wait for the next rendezvous result, or forever when there is none.
@@ -353,7 +375,9 @@ impl Shell {
                     self.on_udp(r?, &mut b).await;
                     for _ in 0..DRAIN {
                         match self.udp.try_recv(&mut b.udp_in) {
-                            Ok(r) => self.on_udp(r, &mut b).await,
+                            Ok(r) => {
+                                self.on_udp(r, &mut b).await;
+                            }
                             Err(_) => break,
                         }
                     }
@@ -377,12 +401,15 @@ impl Shell {
                     self.puncher.handle_timeout(now);
                 }
                 Some(d) = self.pools.recv() => {
-                    self.pools.learn(&d);
                     // Through the same path as the data socket's datagrams.
                     let len = d.data.len().min(b.udp_in.len());
                     b.udp_in[..len].copy_from_slice(&d.data[..len]);
                     let r = Received { len, from: d.from, segment: len };
-                    self.on_udp(r, &mut b).await;
+                    // Only an authenticated packet makes the socket a route,
+                    // and before the answer goes out (in flush, below).
+                    if self.on_udp(r, &mut b).await {
+                        self.pools.learn(&d);
+                    }
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
@@ -403,6 +430,7 @@ impl Shell {
                 found = next_found(&mut self.found) => match found {
                     Some(f) => {
                         let now = Instant::now();
+                        self.note_record_seq(&f);
                         self.discovery.on_found(&mut self.node, now, f);
                         self.plan_punching(now);
                     }
@@ -415,9 +443,11 @@ impl Shell {
 
     /// Decrypt a (possibly coalesced) read and write the packets to the TUN
     /// in one batch, which lets the kernel merge TCP segments again.
-    async fn on_udp(&mut self, r: Received, b: &mut Buffers) {
+    /// Returns whether any datagram authenticated (data or a handshake step).
+    async fn on_udp(&mut self, r: Received, b: &mut Buffers) -> bool {
         let now = Instant::now();
         let mut k = 0;
+        let mut authenticated = false;
         for datagram in b.udp_in[..r.len].chunks(r.segment.max(1)) {
             let out = &mut b.tun_out[k];
             out.resize(TUN_HDR + datagram.len(), 0);
@@ -428,10 +458,11 @@ impl Shell {
                 UdpOutcome::WriteTun { len } => {
                     out.truncate(TUN_HDR + len);
                     k += 1;
+                    authenticated = true;
                 }
                 UdpOutcome::Dropped(reason) => debug!(addr = %r.from, %reason, "datagram dropped"),
                 UdpOutcome::Stun => self.stun.handle_datagram(now, r.from, datagram),
-                UdpOutcome::Handled => {}
+                UdpOutcome::Handled => authenticated = true,
             }
         }
         if k > 0
@@ -442,6 +473,7 @@ impl Shell {
         {
             debug!(error = %e, "TUN write failed; packets dropped");
         }
+        authenticated
     }
 
     /// Encrypt a batch of TUN packets straight into the GSO buffer and send
@@ -523,7 +555,9 @@ impl Shell {
             self.discovery.on_event(&self.node, Instant::now(), &e);
             match e {
                 Event::Connected { peer, .. } => self.puncher.connected(peer),
-                Event::Disconnected { peer } => self.pools.forget(peer),
+                // Keys wiped: its routes are stale, but an attempt that is
+                // running keeps its pool.
+                Event::Disconnected { peer } => self.pools.retain_routes(|p, _| p != peer),
                 _ => {}
             }
             self.log_event(e);
@@ -534,8 +568,18 @@ impl Shell {
     /// Start hard-NAT traversal for each peer without a path whose NAT and
     /// ours call for it (the puncher ignores repeats and backs off).
     fn plan_punching(&mut self, now: Instant) {
+        // A route serves the peer's current endpoint only: one that moved
+        // on (a faster path, roaming) leaves no socket behind.
+        let node = &self.node;
+        self.pools.retain_routes(|peer, addr| {
+            node.peer_status(peer)
+                .is_some_and(|s| s.endpoint == Some(addr))
+        });
         for id in self.node.peer_ids() {
             if discover::has_session(&self.node, id, now) {
+                // Also ends attempts a session made moot after the first
+                // connection (the core reports only that one).
+                self.puncher.connected(id);
                 continue;
             }
             let strategy = self.strategy(id);
@@ -558,25 +602,41 @@ impl Shell {
         }
     }
 
+    /// A peer's newer record means it restarted or moved: its hard-NAT
+    /// attempts start afresh, so ours must not sit out an old backoff.
+    fn note_record_seq(&mut self, found: &crate::discovery::rendezvous::Found) {
+        let crate::discovery::rendezvous::Found::Candidates { peer, seq, .. } = found else {
+            return;
+        };
+        let Some(i) = self
+            .discovery
+            .peers
+            .iter()
+            .position(|m| m.public_key == Some(*peer))
+        else {
+            return;
+        };
+        if self.record_seqs.len() <= i {
+            self.record_seqs.resize(i + 1, None);
+        }
+        if self.record_seqs[i].is_some_and(|old| old < *seq) {
+            self.puncher.reset_backoff(PeerId(i));
+        }
+        self.record_seqs[i] = Some(*seq);
+    }
+
     /// What it takes to reach `id`, from both sides' NAT facts.
     fn strategy(&self, id: PeerId) -> Strategy {
         use crate::discovery::CandidateKind;
         let Some(meta) = self.discovery.peers.get(id.0) else {
             return Strategy::Ordinary;
         };
-        let public: Vec<SocketAddr> = meta
-            .kinds
-            .iter()
-            .filter(|c| c.kind != CandidateKind::Local)
-            .map(|c| c.addr)
-            .collect();
         let peer_mapped = meta.kinds.iter().any(|c| c.kind == CandidateKind::Mapped);
         crate::nat::punch::strategy(
             self.stun.behaviour.as_ref(),
             meta.nat.as_ref(),
             self.mapped.borrow().is_some(),
             peer_mapped,
-            &public,
             self.puncher.budget(),
         )
     }
@@ -599,7 +659,7 @@ impl Shell {
                 } => {
                     if let Err(e) = self.pools.open(peer, sockets, targets) {
                         warn!(peer = %self.node.peer_name(peer), error = %e, "hard NAT: cannot open sockets; giving up this attempt");
-                        self.puncher.cancel(peer);
+                        self.puncher.failed(peer);
                     }
                 }
                 Action::PoolSend { peer, socket } => {
@@ -639,7 +699,7 @@ impl Shell {
         let punch = self.puncher.status(id);
         if connected {
             let ep = endpoint?;
-            if self.pools.routed(id).contains(&ep) {
+            if self.pools.routed(id).any(|a| a == ep) {
                 return Some(
                     "direct through our endpoint-dependent NAT (a probe reached one of our extra sockets)"
                         .to_string(),

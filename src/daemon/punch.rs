@@ -5,12 +5,12 @@
 //! to the peer's public address get their own mapping on our
 //! endpoint-dependent NAT. A reader task per socket hands datagrams to the
 //! shell, but only those from the addresses the pool sends to: nobody else
-//! has a reason to reach these ports. When one arrives, that socket becomes
-//! the route to its sender: every later packet to that address leaves from
-//! it, so the peer keeps seeing the one mapping that got through. The rest
-//! of the pool closes when the attempt ends.
+//! has a reason to reach these ports. When one of them authenticates, that
+//! socket becomes the route to its sender: every later packet to that
+//! address leaves from it, so the peer keeps seeing the one mapping that got
+//! through. The rest of the pool closes when the attempt ends; a route goes
+//! when the peer's endpoint moves elsewhere or a new attempt starts.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -35,20 +35,35 @@ struct Member {
     reader: JoinHandle<()>,
 }
 
+impl Drop for Member {
+    /// A dropped `JoinHandle` leaves its task running (and the socket
+    /// open): stop the reader with the member.
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
 struct Pool {
     peer: PeerId,
     targets: Vec<SocketAddr>,
-    /// `None` once closed (the slot keeps socket numbers stable).
+    /// `None` once taken for a route (the slot keeps socket numbers stable).
     members: Vec<Option<Member>>,
 }
 
-/// Datagrams the readers may queue before they wait for the shell.
-const QUEUE: usize = 1024;
+/// A pool socket that got an authenticated answer: the way to `addr`.
+struct Route {
+    peer: PeerId,
+    addr: SocketAddr,
+    member: Member,
+}
+
+/// Datagrams the readers may queue before they wait for the shell (the
+/// route carries a hard-NAT peer's traffic through here).
+const QUEUE: usize = 256;
 
 pub struct Pools {
     pools: Vec<Pool>,
-    /// Remote address → the pool socket that reaches it.
-    routes: HashMap<SocketAddr, Arc<UdpSocket>>,
+    routes: Vec<Route>,
     tx: mpsc::Sender<PoolDatagram>,
     rx: mpsc::Receiver<PoolDatagram>,
 }
@@ -58,42 +73,33 @@ impl Pools {
         let (tx, rx) = mpsc::channel(QUEUE);
         Self {
             pools: Vec::new(),
-            routes: HashMap::new(),
+            routes: Vec::new(),
             tx,
             rx,
         }
     }
 
-    /// Open `n` sockets for `peer` that take datagrams from `targets` only.
-    /// Replaces an earlier pool for the same peer (keeping its routes).
-    pub fn open(&mut self, peer: PeerId, n: usize, targets: Vec<SocketAddr>) -> io::Result<()> {
-        self.close(peer);
-        self.pools.retain(|p| p.peer != peer);
+    /// Open up to `n` sockets for `peer` that take datagrams from `targets`
+    /// only. A new attempt means the old path failed: the peer's earlier
+    /// pool and routes go.
+    pub fn open(&mut self, peer: PeerId, n: usize, targets: Vec<SocketAddr>) -> io::Result<usize> {
+        self.forget(peer);
         let mut members = Vec::with_capacity(n);
         for socket in 0..n {
-            let std = match std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)) {
-                Ok(s) => s,
+            match self.member(peer, socket, &targets) {
+                Ok(m) => members.push(Some(m)),
                 // Out of file descriptors: punch with what we have.
                 Err(e) if socket > 0 => {
                     debug!(error = %e, opened = socket, "hard NAT: fewer sockets than planned");
                     break;
                 }
                 Err(e) => return Err(e),
-            };
-            std.set_nonblocking(true)?;
-            let sock = Arc::new(UdpSocket::from_std(std)?);
-            let reader = tokio::spawn(read(
-                sock.clone(),
-                peer,
-                socket,
-                targets.clone(),
-                self.tx.clone(),
-            ));
-            members.push(Some(Member { sock, reader }));
+            }
         }
+        let opened = members.len();
         debug!(
             peer = peer.0,
-            sockets = members.len(),
+            sockets = opened,
             ?targets,
             "hard NAT: socket pool open"
         );
@@ -102,7 +108,21 @@ impl Pools {
             targets,
             members,
         });
-        Ok(())
+        Ok(opened)
+    }
+
+    fn member(&self, peer: PeerId, socket: usize, targets: &[SocketAddr]) -> io::Result<Member> {
+        let std = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        std.set_nonblocking(true)?;
+        let sock = Arc::new(UdpSocket::from_std(std)?);
+        let reader = tokio::spawn(read(
+            sock.clone(),
+            peer,
+            socket,
+            targets.to_vec(),
+            self.tx.clone(),
+        ));
+        Ok(Member { sock, reader })
     }
 
     /// Send `payload` from pool socket `socket` of `peer` to each target.
@@ -120,94 +140,59 @@ impl Pools {
         }
     }
 
-    /// A datagram came in on a pool socket: from now on that socket is the
-    /// way to its sender.
+    /// An authenticated packet came in on a pool socket: from now on that
+    /// socket is the way to its sender. Call before the answer is sent.
     pub fn learn(&mut self, d: &PoolDatagram) {
-        let Some(pool) = self.pools.iter().find(|p| p.peer == d.peer) else {
+        let Some(pool) = self.pools.iter_mut().find(|p| p.peer == d.peer) else {
             return;
         };
-        let Some(Some(m)) = pool.members.get(d.socket) else {
+        let Some(member) = pool.members.get_mut(d.socket).and_then(Option::take) else {
             return;
         };
-        let known = self
-            .routes
-            .get(&d.from)
-            .is_some_and(|s| Arc::ptr_eq(s, &m.sock));
-        if !known {
-            info!(peer = d.peer.0, addr = %d.from, socket = d.socket, "hard NAT: a probe got through; this socket now carries the peer's traffic");
-            self.routes.insert(d.from, m.sock.clone());
-        }
+        info!(peer = d.peer.0, addr = %d.from, socket = d.socket, "hard NAT: a probe got through; this socket now carries the peer's traffic");
+        self.routes.retain(|r| r.addr != d.from);
+        self.routes.push(Route {
+            peer: d.peer,
+            addr: d.from,
+            member,
+        });
     }
 
     /// The socket to send to `dst` from, when it is not the data socket.
     pub fn route(&self, dst: SocketAddr) -> Option<&UdpSocket> {
-        if self.routes.is_empty() {
-            return None;
-        }
-        self.routes.get(&dst).map(|s| s.as_ref())
-    }
-
-    /// End the attempt: close every socket of the peer's pool that is not a
-    /// route.
-    pub fn close(&mut self, peer: PeerId) {
-        let routes = &self.routes;
-        for pool in self.pools.iter_mut().filter(|p| p.peer == peer) {
-            for slot in pool.members.iter_mut() {
-                let keep = slot
-                    .as_ref()
-                    .is_some_and(|m| routes.values().any(|r| Arc::ptr_eq(r, &m.sock)));
-                if !keep && let Some(m) = slot.take() {
-                    m.reader.abort();
-                }
-            }
-        }
-        self.pools.retain(|p| p.members.iter().any(Option::is_some));
-    }
-
-    /// The peer moved on (a new path, or gone): drop its routes and sockets.
-    pub fn forget(&mut self, peer: PeerId) {
-        let mut socks = Vec::new();
-        for pool in self.pools.iter_mut().filter(|p| p.peer == peer) {
-            for m in pool.members.iter_mut().filter_map(Option::take) {
-                m.reader.abort();
-                socks.push(m.sock);
-            }
-        }
         self.routes
-            .retain(|_, s| !socks.iter().any(|x| Arc::ptr_eq(x, s)));
+            .iter()
+            .find(|r| r.addr == dst)
+            .map(|r| r.member.sock.as_ref())
+    }
+
+    /// End the attempt: close the peer's pool sockets that are not routes.
+    pub fn close(&mut self, peer: PeerId) {
         self.pools.retain(|p| p.peer != peer);
     }
 
+    /// The peer is gone or starts over: drop its pool and routes.
+    pub fn forget(&mut self, peer: PeerId) {
+        self.close(peer);
+        self.routes.retain(|r| r.peer != peer);
+    }
+
+    /// Keep only the routes `keep(peer, addr)` still wants (the peer's
+    /// current endpoint): a peer that moved on leaves no socket behind.
+    pub fn retain_routes(&mut self, mut keep: impl FnMut(PeerId, SocketAddr) -> bool) {
+        self.routes.retain(|r| keep(r.peer, r.addr));
+    }
+
     /// Addresses a pool socket routes to for `peer`.
-    pub fn routed(&self, peer: PeerId) -> Vec<SocketAddr> {
-        let socks: Vec<&Arc<UdpSocket>> = self
-            .pools
-            .iter()
-            .filter(|p| p.peer == peer)
-            .flat_map(|p| p.members.iter().flatten().map(|m| &m.sock))
-            .collect();
+    pub fn routed(&self, peer: PeerId) -> impl Iterator<Item = SocketAddr> + '_ {
         self.routes
             .iter()
-            .filter(|(_, s)| socks.iter().any(|x| Arc::ptr_eq(x, s)))
-            .map(|(a, _)| *a)
-            .collect()
+            .filter(move |r| r.peer == peer)
+            .map(|r| r.addr)
     }
 
     pub async fn recv(&mut self) -> Option<PoolDatagram> {
         self.rx.recv().await
-    }
-}
-
-impl Drop for Pools {
-    fn drop(&mut self) {
-        for m in self
-            .pools
-            .iter_mut()
-            .flat_map(|p| p.members.iter_mut())
-            .flatten()
-        {
-            m.reader.abort();
-        }
     }
 }
 
@@ -222,9 +207,11 @@ async fn read(
     loop {
         let (n, from) = match sock.recv_from(&mut buf).await {
             Ok(r) => r,
+            // ICMP errors from earlier sends surface here; the socket
+            // still works.
             Err(e) => {
                 debug!(error = %e, "hard NAT: pool socket read failed");
-                return;
+                continue;
             }
         };
         if !targets.contains(&from) {

@@ -109,16 +109,16 @@ pub enum Strategy {
     BothHard,
 }
 
-/// Choose the strategy from both sides' NAT facts. `peer_public` are the
-/// peer's published addresses that are not LAN ones (reflexive, mapped);
-/// `peer_mapped` / `we_mapped` say whether either side has a router port
-/// mapping, which needs no punching at all.
+/// Choose the strategy from both sides' NAT facts. `peer_mapped` /
+/// `we_mapped` say whether either side has a router port mapping, which
+/// needs no punching at all. Only the peer's own public address (what its
+/// STUN servers saw) is ever a target: a record could name any address, and
+/// probes must not be aimed at third parties. The data socket is IPv4.
 pub fn strategy(
     ours: Option<&NatBehaviour>,
     theirs: Option<&NatBehaviour>,
     we_mapped: bool,
     peer_mapped: bool,
-    peer_public: &[SocketAddr],
     budget: &Budget,
 ) -> Strategy {
     use MappingBehaviour::*;
@@ -130,15 +130,18 @@ pub fn strategy(
     }
     match (ours.mapping, theirs.mapping) {
         (EndpointDependent, EndpointDependent) => Strategy::BothHard,
-        (EndpointDependent, EndpointIndependent) if !peer_public.is_empty() => Strategy::Hard {
-            targets: peer_public.to_vec(),
+        (EndpointDependent, EndpointIndependent) => match theirs.public {
+            Some(public) if public.is_ipv4() => Strategy::Hard {
+                targets: vec![public],
+            },
+            _ => Strategy::Ordinary,
         },
         (EndpointIndependent, EndpointDependent) => match theirs.public {
-            Some(public) => Strategy::Easy {
+            Some(public) if public.is_ipv4() => Strategy::Easy {
                 ip: public.ip(),
                 predicted: predict(public.port(), theirs.sequential, budget.sockets + 64),
             },
-            None => Strategy::Ordinary,
+            _ => Strategy::Ordinary,
         },
         // No NAT on either side, or one we do not know: the hard side's
         // ordinary initiations reach an un-NATed peer, whose answers go back
@@ -292,6 +295,8 @@ struct History<P> {
     peer: P,
     role: Role,
     attempts: u32,
+    /// Spent attempts since the last success: the backoff's exponent.
+    failures: u32,
     probes: u32,
     last: Option<Outcome>,
     not_before: Option<Instant>,
@@ -378,7 +383,10 @@ impl<P: Copy + Eq + std::fmt::Debug> Puncher<P> {
             .iter()
             .filter(|(a, _)| matches!(a.work, Work::Hard { .. }))
             .count();
-        if role == Role::Hard && (pools + 1) * self.budget.sockets > self.budget.max_sockets {
+        if role == Role::Hard
+            && (self.budget.sockets == 0
+                || (pools + 1) * self.budget.sockets > self.budget.max_sockets)
+        {
             // Another peer's attempt ends within the hard window.
             return false;
         }
@@ -444,6 +452,7 @@ impl<P: Copy + Eq + std::fmt::Debug> Puncher<P> {
                     peer,
                     role,
                     attempts: 0,
+                    failures: 0,
                     probes: 0,
                     last: None,
                     not_before: None,
@@ -455,11 +464,24 @@ impl<P: Copy + Eq + std::fmt::Debug> Puncher<P> {
     }
 
     /// The peer has a working path: stop its attempt and forget the backoff.
+    /// Cheap when there is nothing to stop; call it whenever a session is up.
     pub fn connected(&mut self, peer: P) {
         self.finish(peer, Outcome::Connected);
+        self.reset_backoff(peer);
+    }
+
+    /// The peer restarted or moved (a newer record): its side starts a fresh
+    /// attempt, so ours must not sit out a backoff the peer knows nothing of.
+    pub fn reset_backoff(&mut self, peer: P) {
         if let Some(h) = self.history.iter_mut().find(|h| h.peer == peer) {
             h.not_before = None;
+            h.failures = 0;
         }
+    }
+
+    /// The attempt cannot go on (no sockets): end it as spent, backing off.
+    pub fn failed(&mut self, peer: P) {
+        self.finish(peer, Outcome::Spent);
     }
 
     /// Stop the peer's attempt (its NAT facts changed).
@@ -485,8 +507,8 @@ impl<P: Copy + Eq + std::fmt::Debug> Puncher<P> {
         h.last = Some(outcome);
         h.probes = attempt.sent;
         if outcome == Outcome::Spent {
-            let doublings = h.attempts.saturating_sub(1).min(16);
-            let wait = first.saturating_mul(1 << doublings).min(max);
+            let wait = first.saturating_mul(1 << h.failures.min(16)).min(max);
+            h.failures += 1;
             h.not_before = Some(attempt.ends + wait);
         }
     }
@@ -654,9 +676,7 @@ mod tests {
     fn strategy_follows_both_mappings() {
         let b = Budget::default();
         let public = [addr("198.18.1.1:4000")];
-        let s = |o: &NatBehaviour, t: &NatBehaviour| {
-            strategy(Some(o), Some(t), false, false, &public, &b)
-        };
+        let s = |o: &NatBehaviour, t: &NatBehaviour| strategy(Some(o), Some(t), false, false, &b);
         assert_eq!(s(&easy(), &easy()), Strategy::Ordinary);
         assert_eq!(s(&hard(None), &hard(None)), Strategy::BothHard);
         assert_eq!(
@@ -677,28 +697,33 @@ mod tests {
         assert_eq!(s(&hard(None), &no_nat), Strategy::Ordinary);
         // A router port mapping on either side needs no punching.
         assert_eq!(
-            strategy(
-                Some(&hard(None)),
-                Some(&hard(None)),
-                true,
-                false,
-                &public,
-                &b
-            ),
+            strategy(Some(&hard(None)), Some(&hard(None)), true, false, &b),
             Strategy::Ordinary
         );
         assert_eq!(
-            strategy(Some(&easy()), Some(&hard(None)), false, true, &public, &b),
+            strategy(Some(&easy()), Some(&hard(None)), false, true, &b),
             Strategy::Ordinary
         );
         // Not knowing either side's facts: ordinary.
         assert_eq!(
-            strategy(None, Some(&hard(None)), false, false, &public, &b),
+            strategy(None, Some(&hard(None)), false, false, &b),
             Strategy::Ordinary
         );
-        // The hard side needs somewhere to send.
+        // Without the peer's public address, or with an IPv6 one (the data
+        // socket is IPv4), there is nothing to aim at.
+        let mut unseen = easy();
+        unseen.public = None;
         assert_eq!(
-            strategy(Some(&hard(None)), Some(&easy()), false, false, &[], &b),
+            strategy(Some(&hard(None)), Some(&unseen), false, false, &b),
+            Strategy::Ordinary
+        );
+        let v6 = behaviour(
+            MappingBehaviour::EndpointDependent,
+            "[2001:db8::1]:4000",
+            None,
+        );
+        assert_eq!(
+            strategy(Some(&easy()), Some(&v6), false, false, &b),
             Strategy::Ordinary
         );
     }
@@ -707,7 +732,7 @@ mod tests {
     fn sequential_allocators_are_predicted_from_the_last_mapping() {
         let b = Budget::default();
         let Strategy::Easy { predicted, .. } =
-            strategy(Some(&easy()), Some(&hard(Some(2))), false, false, &[], &b)
+            strategy(Some(&easy()), Some(&hard(Some(2))), false, false, &b)
         else {
             panic!("easy side expected");
         };
@@ -727,7 +752,7 @@ mod tests {
         assert!(p.start(
             now,
             7,
-            &strategy(Some(&easy()), Some(&hard(None)), false, false, &[], &b)
+            &strategy(Some(&easy()), Some(&hard(None)), false, false, &b)
         ));
         let actions = run(&mut p, now, 20);
         let sent = probes(&actions);
@@ -774,7 +799,7 @@ mod tests {
         let now = Instant::now();
         let b = Budget::default();
         let mut p = Puncher::new(b, now, [2; 32]);
-        let s = strategy(Some(&easy()), Some(&hard(None)), false, false, &[], &b);
+        let s = strategy(Some(&easy()), Some(&hard(None)), false, false, &b);
         assert!(p.start(now, 1, &s));
         assert!(!p.start(now, 1, &s), "one attempt per peer at a time");
         run(&mut p, now, 20);
@@ -790,11 +815,39 @@ mod tests {
     }
 
     #[test]
+    fn a_newer_record_or_a_success_clears_the_backoff() {
+        let now = Instant::now();
+        let b = Budget::default();
+        let mut p = Puncher::new(b, now, [7; 32]);
+        let s = strategy(Some(&easy()), Some(&hard(None)), false, false, &b);
+        let secs = Duration::from_secs;
+        // Two failures: the second waits twice the first backoff.
+        assert!(p.start(now, 1, &s));
+        run(&mut p, now, 20);
+        let t1 = now + secs(20) + b.first_backoff;
+        assert!(p.start(t1, 1, &s));
+        run(&mut p, t1, 20);
+        assert!(!p.start(t1 + secs(20) + b.first_backoff, 1, &s));
+        // The peer published a newer record (it restarted): start at once.
+        let t2 = t1 + secs(21);
+        assert!(!p.start(t2, 1, &s));
+        p.reset_backoff(1);
+        assert!(p.start(t2, 1, &s));
+        // A success resets the exponent: the next failure waits only the
+        // first backoff again.
+        p.connected(1);
+        assert!(p.start(t2, 1, &s));
+        run(&mut p, t2, 20);
+        assert!(!p.start(t2 + secs(21), 1, &s));
+        assert!(p.start(t2 + secs(20) + b.first_backoff, 1, &s));
+    }
+
+    #[test]
     fn all_peers_together_stay_within_the_global_rate() {
         let now = Instant::now();
         let b = Budget::default();
         let mut p = Puncher::new(b, now, [3; 32]);
-        let s = strategy(Some(&easy()), Some(&hard(None)), false, false, &[], &b);
+        let s = strategy(Some(&easy()), Some(&hard(None)), false, false, &b);
         for peer in 0..4 {
             assert!(p.start(now, peer, &s));
         }
@@ -820,7 +873,7 @@ mod tests {
         let b = Budget::default();
         let mut p = Puncher::new(b, now, [4; 32]);
         let targets = vec![addr("198.18.1.1:4000")];
-        let s = strategy(Some(&hard(None)), Some(&easy()), false, false, &targets, &b);
+        let s = strategy(Some(&hard(None)), Some(&easy()), false, false, &b);
         assert!(p.start(now, 9, &s));
         let actions = run(&mut p, now, 31);
         assert_eq!(
@@ -873,8 +926,7 @@ mod tests {
         let now = Instant::now();
         let b = Budget::default();
         let mut p = Puncher::new(b, now, [6; 32]);
-        let targets = vec![addr("198.18.1.1:4000")];
-        let s = strategy(Some(&hard(None)), Some(&easy()), false, false, &targets, &b);
+        let s = strategy(Some(&hard(None)), Some(&easy()), false, false, &b);
         let fit = b.max_sockets / b.sockets;
         for peer in 0..fit as u8 {
             assert!(p.start(now, peer, &s), "peer {peer}");
@@ -889,8 +941,7 @@ mod tests {
         let now = Instant::now();
         let b = Budget::default();
         let mut p = Puncher::new(b, now, [5; 32]);
-        let targets = vec![addr("198.18.1.1:4000")];
-        let s = strategy(Some(&hard(None)), Some(&easy()), false, false, &targets, &b);
+        let s = strategy(Some(&hard(None)), Some(&easy()), false, false, &b);
         assert!(p.start(now, 2, &s));
         run(&mut p, now, 1);
         p.connected(2);
@@ -913,7 +964,7 @@ mod tests {
     #[test]
     fn random_probes_find_a_random_pool_within_the_budget() {
         let b = Budget::default();
-        let s = strategy(Some(&easy()), Some(&hard(None)), false, false, &[], &b);
+        let s = strategy(Some(&easy()), Some(&hard(None)), false, false, &b);
         let mut found = 0;
         let seeds = 200u8;
         for seed in 0..seeds {
@@ -940,7 +991,7 @@ mod tests {
     #[test]
     fn prediction_hits_a_sequential_allocator_at_once() {
         let b = Budget::default();
-        let s = strategy(Some(&easy()), Some(&hard(Some(1))), false, false, &[], &b);
+        let s = strategy(Some(&easy()), Some(&hard(Some(1))), false, false, &b);
         let pool: HashSet<u16> = (30003..30003 + b.sockets as u16).collect();
         let now = Instant::now();
         let mut p = Puncher::new(b, now, [9; 32]);
