@@ -14,7 +14,10 @@
 //! - [`Node::handle_timeout`] at [`Node::poll_timeout`] runs retries,
 //!   keepalives, rekeys and expiry;
 //! - [`Node::poll_transmit`] / [`Node::poll_event`] drain control traffic
-//!   and operator-level events.
+//!   and operator-level events;
+//! - [`Node::push_record`] sends our record (candidates, NAT facts) to every
+//!   peer with a session, and again on each new session; records peers push
+//!   to us come out of [`Node::poll_peer_record`] for discovery.
 //!
 //! The per-packet paths allocate nothing: handshake traffic (rare) is the
 //! only thing that goes through the queue.

@@ -88,8 +88,8 @@ pub enum DropReason {
     Session(SessionError),
     #[error("inner source address not in the peer's allowed_ips")]
     SourceNotAllowed,
-    #[error("unknown inner message type")]
-    UnknownControl,
+    #[error("malformed control message: {0}")]
+    Control(wire::ControlError),
     #[error("cookie replies are not yet acted upon")]
     CookieIgnored,
 }
@@ -141,6 +141,15 @@ pub enum Event {
     NeedCandidates { peer: PeerId },
 }
 
+/// A peer's record (candidates, NAT facts) that arrived on an authenticated
+/// session: what it says about itself now, before the DHT has it. Drained
+/// with [`Node::poll_peer_record`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRecord {
+    pub peer: PeerId,
+    pub body: wire::RecordBody,
+}
+
 /// A snapshot for `status` and logs.
 #[derive(Debug, Clone)]
 pub struct PeerStatus {
@@ -161,6 +170,9 @@ struct Pending {
     /// First attempt of this round (for giving up).
     started: Instant,
     attempts: u32,
+    /// The initiation as sent, for hard-NAT probes to extra addresses:
+    /// its answer must match `local_index`, so no older copy will do.
+    msg: Vec<u8>,
 }
 
 struct Peer {
@@ -238,6 +250,11 @@ pub struct Node {
     unix_at_epoch: Duration,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    /// Records from peers, at most one per peer (the newest).
+    peer_records: VecDeque<PeerRecord>,
+    /// Our record as a control message, emitted once by
+    /// [`Node::push_record`] and sent to every new session.
+    record: Option<Vec<u8>>,
     /// Padding scratch for the send path, allocated once.
     scratch: Vec<u8>,
 }
@@ -262,6 +279,8 @@ impl Node {
             unix_at_epoch: unix_now,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            peer_records: VecDeque::new(),
+            record: None,
             scratch: vec![0u8; wire::MAX_DATAGRAM],
         };
         for (i, p) in cfg.peers.into_iter().enumerate() {
@@ -372,6 +391,34 @@ impl Node {
 
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// A record a peer pushed to us (see [`PeerRecord`]). Apart from
+    /// [`poll_event`](Self::poll_event): it is data for discovery, not a
+    /// state change for the operator's log.
+    pub fn poll_peer_record(&mut self) -> Option<PeerRecord> {
+        self.peer_records.pop_front()
+    }
+
+    /// Our record changed (new candidates or NAT facts): send it to every
+    /// peer with a usable session now, and to each peer whenever a new
+    /// session with it starts (every rekey: that also covers a peer that
+    /// connects later, restarted, or lost the first copy). Refuses a body
+    /// the DHT could not carry either (more than 959 bytes) or its codec
+    /// cannot write; the previous record, if any, stays.
+    pub fn push_record(
+        &mut self,
+        now: Instant,
+        body: &wire::RecordBody,
+    ) -> Result<(), wire::ControlError> {
+        let mut msg = vec![0u8; wire::MAX_CONTROL_LEN];
+        let len = wire::emit_control(&wire::Control::Record(body.clone()), &mut msg)?;
+        msg.truncate(len);
+        self.record = Some(msg);
+        for i in 0..self.peers.len() {
+            self.send_record(now, PeerId(i));
+        }
+        Ok(())
     }
 
     /// The earliest moment [`handle_timeout`](Self::handle_timeout) has work.
@@ -573,6 +620,7 @@ impl Node {
             local_index,
             started,
             attempts,
+            msg: msg.clone(),
         });
         p.timers.set(Timer::HandshakeRetry, now + backoff + jitter);
         // The same message to every address: the responder answers the
@@ -588,6 +636,16 @@ impl Node {
                 payload: msg.clone(),
             });
         }
+    }
+
+    /// The handshake initiation to `id` now waiting for an answer, if any:
+    /// what hard-NAT probes send to addresses that are not candidates.
+    pub fn pending_initiation(&self, id: PeerId) -> Option<&[u8]> {
+        self.peers
+            .get(id.0)?
+            .pending
+            .as_ref()
+            .map(|p| p.msg.as_slice())
     }
 
     fn check_mac1(&self, input: &[u8], mac1: &[u8; wire::MAC_LEN]) -> bool {
@@ -760,6 +818,9 @@ impl Node {
                     .push_back(Event::Connected { peer: id, endpoint });
             }
         }
+        // Tell the peer where we are now: it may have connected through a
+        // stale candidate or the cache, and the DHT is minutes behind.
+        self.send_record(now, id);
     }
 
     /// An authenticated packet from `from`: reset the silence timers and,
@@ -803,11 +864,31 @@ impl Node {
         let Ok(n) = wire::emit_control(msg, &mut plain) else {
             return;
         };
-        let mut buf = vec![0u8; n + OVERHEAD];
-        if let Some(Ok(len)) = self.seal(now, id, &plain[..n], &mut buf) {
+        self.send_control_bytes(now, id, dst, &plain[..n]);
+    }
+
+    /// [`send_control`](Self::send_control) of a message already emitted.
+    fn send_control_bytes(&mut self, now: Instant, id: PeerId, dst: SocketAddr, plain: &[u8]) {
+        // Room for the padding too: `seal` pads to a multiple of PAD_TO.
+        let mut buf = vec![0u8; plain.len() + OVERHEAD];
+        if let Some(Ok(len)) = self.seal(now, id, plain, &mut buf) {
             buf.truncate(len);
             self.transmits.push_back(Transmit { dst, payload: buf });
         }
+    }
+
+    /// Our record, if [`push_record`](Self::push_record) gave one, to `id`'s
+    /// endpoint on the current session (nothing without one).
+    fn send_record(&mut self, now: Instant, id: PeerId) {
+        let Some(dst) = self.peers[id.0].endpoint else {
+            return;
+        };
+        // Taken out and put back: `seal` needs the whole node.
+        let Some(msg) = self.record.take() else {
+            return;
+        };
+        self.send_control_bytes(now, id, dst, &msg);
+        self.record = Some(msg);
     }
 
     fn handle_control(&mut self, now: Instant, id: PeerId, from: SocketAddr, msg: wire::Control) {
@@ -831,6 +912,18 @@ impl Node {
                 if let Some(better) = p.paths.better_than(now, p.endpoint) {
                     tracing::debug!(peer = %p.cfg.name, addr = %better, rtt = ?p.paths.rtt(better), "switching to a better path");
                     self.change_endpoint(id, better);
+                }
+            }
+            wire::Control::Record(body) => {
+                // One waiting record per peer, the newest written (datagrams
+                // may arrive out of order): a peer that sends many before the
+                // shell drains cannot grow the queue.
+                match self.peer_records.iter_mut().find(|r| r.peer == id) {
+                    Some(waiting) if body.timestamp >= waiting.body.timestamp => {
+                        waiting.body = body;
+                    }
+                    Some(_) => {}
+                    None => self.peer_records.push_back(PeerRecord { peer: id, body }),
                 }
             }
         }
@@ -910,7 +1003,7 @@ impl Node {
                     self.handle_control(now, id, from, msg);
                     UdpOutcome::Handled
                 }
-                Err(_) => UdpOutcome::Dropped(DropReason::UnknownControl),
+                Err(e) => UdpOutcome::Dropped(DropReason::Control(e)),
             };
         }
         let hdr = match wire::parse_ip(&out[..len]) {
@@ -1022,6 +1115,14 @@ impl Node {
 
 #[cfg(test)]
 impl Node {
+    /// Send `plain` as a control message to `id`'s endpoint on the current
+    /// session, whatever it holds: what a buggy or hostile peer could send.
+    pub(crate) fn send_raw_control(&mut self, now: Instant, id: PeerId, plain: &[u8]) {
+        if let Some(dst) = self.peers[id.0].endpoint {
+            self.send_control_bytes(now, id, dst, plain);
+        }
+    }
+
     /// Indices of the sessions held for a peer (current, previous, next).
     pub(crate) fn session_indices(&self, id: PeerId) -> [Option<u32>; 3] {
         let p = &self.peers[id.0];

@@ -21,6 +21,8 @@ pub struct SimNode {
     /// Packets written to this node's TUN.
     pub tun: Vec<Vec<u8>>,
     pub events: Vec<Event>,
+    /// Records peers pushed to this node.
+    pub records: Vec<PeerRecord>,
     pub drops: Vec<DropReason>,
     pub up: bool,
 }
@@ -124,6 +126,7 @@ impl Sim {
             overlay: overlay(n),
             tun: Vec::new(),
             events: Vec::new(),
+            records: Vec::new(),
             drops: Vec::new(),
             up: true,
         });
@@ -228,7 +231,7 @@ impl Sim {
         }));
     }
 
-    /// Drain node `i`'s transmits and events.
+    /// Drain node `i`'s transmits, events and records.
     fn flush(&mut self, i: usize) {
         while let Some(t) = self.nodes[i].node.poll_transmit() {
             let from = self.source_for(i, t.dst);
@@ -236,6 +239,9 @@ impl Sim {
         }
         while let Some(e) = self.nodes[i].node.poll_event() {
             self.nodes[i].events.push(e);
+        }
+        while let Some(r) = self.nodes[i].node.poll_peer_record() {
+            self.nodes[i].records.push(r);
         }
     }
 

@@ -523,3 +523,179 @@ fn probes_from_elsewhere_do_not_hide_a_dead_path() {
         sim.nodes[0].events
     );
 }
+
+/// A record as discovery would push it: candidates and NAT facts.
+fn record(timestamp: u64, port: u16) -> crate::wire::RecordBody {
+    use crate::discovery::{Candidate, CandidateKind};
+    use crate::nat::{MappingBehaviour, NatBehaviour};
+    crate::wire::RecordBody {
+        timestamp,
+        candidates: vec![
+            Candidate {
+                kind: CandidateKind::Reflexive,
+                addr: std::net::SocketAddr::from(([203, 0, 113, 7], port)),
+            },
+            Candidate {
+                kind: CandidateKind::Local,
+                addr: "192.168.1.20:51871".parse().unwrap(),
+            },
+        ],
+        relays: Vec::new(),
+        nat: Some(NatBehaviour {
+            mapping: MappingBehaviour::EndpointDependent,
+            port_preserving: false,
+            sequential: Some(2),
+            public: Some(std::net::SocketAddr::from(([203, 0, 113, 7], port))),
+        }),
+    }
+}
+
+fn records_from(sim: &Sim, i: usize, peer: PeerId) -> Vec<crate::wire::RecordBody> {
+    sim.nodes[i]
+        .records
+        .iter()
+        .filter(|r| r.peer == peer)
+        .map(|r| r.body.clone())
+        .collect()
+}
+
+#[test]
+fn pushed_record_reaches_a_connected_peer() {
+    let mut sim = pair(19);
+    sim.start_all();
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.nodes[1].records.is_empty(), "nothing pushed yet");
+    let body = record(1_800_000_100, 40001);
+    sim.act(0, |n, now| n.push_record(now, &body).unwrap());
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(records_from(&sim, 1, PeerId(0)), vec![body.clone()]);
+    // A change goes out too, and replaces nothing but the record.
+    let moved = record(1_800_000_200, 40002);
+    sim.act(0, |n, now| n.push_record(now, &moved).unwrap());
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(records_from(&sim, 1, PeerId(0)), vec![body, moved]);
+    assert!(sim.nodes[1].drops.is_empty(), "{:?}", sim.nodes[1].drops);
+    assert!(sim.nodes[0].records.is_empty(), "node 2 pushed nothing");
+}
+
+#[test]
+fn new_session_sends_the_record() {
+    let mut sim = pair(20);
+    // Both know their records before any session exists: nothing to send yet.
+    let (r1, r2) = (record(1_800_000_000, 40001), record(1_800_000_000, 50002));
+    sim.act(0, |n, now| n.push_record(now, &r1).unwrap());
+    sim.act(1, |n, now| n.push_record(now, &r2).unwrap());
+    assert!(sim.wire_log.is_empty(), "sent without a session");
+    // Node 1 initiates; node 2 answers and confirms on the first data.
+    sim.start_node(0);
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(sim.connected(0), 1);
+    assert_eq!(records_from(&sim, 1, PeerId(0)), vec![r1.clone()]);
+    assert_eq!(records_from(&sim, 0, PeerId(0)), vec![r2]);
+    // Every rekey sends it again (a lost copy or a restarted peer is
+    // covered within one rekey interval).
+    sim.run_for(Duration::from_secs(200));
+    assert!(sim.nodes[0].node.peer_status(PeerId(0)).unwrap().handshakes >= 2);
+    let again = records_from(&sim, 1, PeerId(0));
+    assert!(again.len() >= 2, "{again:?}");
+    assert!(again.iter().all(|b| *b == r1));
+}
+
+#[test]
+fn malformed_record_is_dropped_and_the_session_lives_on() {
+    use crate::wire::{ControlError, RecordWireError};
+    let mut sim = pair(21);
+    sim.start_all();
+    sim.run_for(Duration::from_secs(1));
+    let mut good = vec![0u8; crate::wire::MAX_CONTROL_LEN];
+    let n = crate::wire::emit_control(
+        &crate::wire::Control::Record(record(1_800_000_000, 40001)),
+        &mut good,
+    )
+    .unwrap();
+    good.truncate(n);
+    // The NAT mapping byte (7th from the end with an IPv4 public address:
+    // mapping, flags, step, family, 4 + 2) set to a value that means nothing.
+    let mut bad_mapping = good.clone();
+    bad_mapping[n - 11] = 7;
+    // The length field promises more than the message holds (the padding
+    // of the transport is zeros, so past 16-byte padding it is short).
+    let mut overlong = good.clone();
+    overlong[1..3].copy_from_slice(&900u16.to_be_bytes());
+    // A length beyond what a record may be, and a bare type byte (the
+    // transport's zero padding then reads as an empty body).
+    let huge = [crate::wire::CONTROL_RECORD, 0xff, 0xff];
+    for (plain, want) in [
+        (
+            &bad_mapping[..],
+            ControlError::Record(RecordWireError::UnknownNatMapping(7)),
+        ),
+        (
+            &overlong[..],
+            ControlError::Truncated {
+                len: n.next_multiple_of(16),
+                need: 903,
+            },
+        ),
+        (
+            &huge[..],
+            ControlError::RecordTooLarge {
+                len: 0xffff,
+                max: 959,
+            },
+        ),
+        (
+            &[crate::wire::CONTROL_RECORD][..],
+            ControlError::Record(RecordWireError::Empty),
+        ),
+    ] {
+        sim.nodes[1].drops.clear();
+        sim.act(0, |node, now| node.send_raw_control(now, PeerId(0), plain));
+        sim.run_for(Duration::from_millis(100));
+        assert_eq!(sim.nodes[1].drops, vec![DropReason::Control(want)]);
+    }
+    assert!(
+        sim.nodes[1].records.is_empty(),
+        "a malformed record was passed on"
+    );
+    // The session is untouched: data and a good record still get through.
+    sim.send_ip(0, overlay(2), b"after garbage");
+    sim.act(0, |node, now| node.send_raw_control(now, PeerId(0), &good));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(delivered(&sim, 1, b"after garbage"), 1);
+    assert_eq!(
+        records_from(&sim, 1, PeerId(0)),
+        vec![record(1_800_000_000, 40001)]
+    );
+}
+
+#[test]
+fn an_older_record_never_replaces_a_newer_one_waiting() {
+    let mut sim = pair(22);
+    sim.start_all();
+    sim.run_for(Duration::from_secs(1));
+    // Capture two pushes without delivering them, then hand them to node 2
+    // newest first, as a reordering network would, without draining.
+    let (newer, older) = (record(1_800_000_200, 40002), record(1_800_000_100, 40001));
+    sim.loss = 1.0;
+    let start = sim.wire_log.len();
+    sim.act(0, |n, now| n.push_record(now, &newer).unwrap());
+    sim.act(0, |n, now| n.push_record(now, &older).unwrap());
+    sim.loss = 0.0;
+    let sent: Vec<Vec<u8>> = sim.wire_log[start..]
+        .iter()
+        .map(|(_, _, b)| b.clone())
+        .collect();
+    assert_eq!(sent.len(), 2);
+    let now = sim.now;
+    for bytes in &sent {
+        let mut out = vec![0u8; bytes.len()];
+        let r = sim.nodes[1]
+            .node
+            .handle_udp(now, underlay(1), bytes, &mut out);
+        assert_eq!(r, UdpOutcome::Handled);
+    }
+    let got = sim.nodes[1].node.poll_peer_record().map(|r| r.body);
+    assert_eq!(got, Some(newer));
+    assert_eq!(sim.nodes[1].node.poll_peer_record(), None);
+}

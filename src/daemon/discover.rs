@@ -2,6 +2,14 @@
 //! they came from, the cache, our own LAN candidates, and when to publish
 //! and look up. The DHT work itself is the rendezvous actor's; the choice of
 //! path is the core's.
+//!
+//! Our record (candidates and NAT facts) goes two ways when it changes: to
+//! the DHT through the rendezvous actor, and to connected peers through the
+//! core ([`Discovery::take_push`] → `Node::push_record`), so they need not
+//! wait for their next lookup. Peers' records come back the same two ways
+//! ([`Discovery::on_found`], [`Discovery::on_peer_record`]); the newer one
+//! by the publisher's timestamp wins, since a lookup can return a record
+//! older than the one the peer pushed.
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -10,13 +18,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::core::{Event, Node, PeerId};
+use crate::core::{Event, Node, PeerId, PeerRecord};
 use crate::discovery::cache::PeerCache;
 use crate::discovery::dht::DhtSettings;
 use crate::discovery::rendezvous::{self, Found, Rendezvous};
 use crate::discovery::{Candidate, CandidateKind, Source};
 use crate::identity::PublicKey;
 use crate::nat::{NatBehaviour, ifaddrs};
+use crate::wire::RecordBody;
 
 /// Re-check our own addresses this often (a moved laptop republishes).
 pub const TICK: Duration = Duration::from_secs(5);
@@ -50,6 +59,9 @@ pub struct PeerMeta {
     /// How the peer's NAT maps its socket, as its record says (for choosing
     /// a hard-NAT traversal strategy).
     pub nat: Option<NatBehaviour>,
+    /// When the peer wrote the record `discovered` came from (unix seconds,
+    /// the peer's clock): an older record does not replace it.
+    record_timestamp: Option<u64>,
     last_lookup: Option<Instant>,
 }
 
@@ -69,6 +81,8 @@ pub struct Discovery {
     nat: Option<NatBehaviour>,
     /// What the record last carried: candidates and NAT facts.
     published: (Vec<Candidate>, Option<NatBehaviour>),
+    /// Our changed record, waiting for the shell to hand it to the core.
+    push: Option<RecordBody>,
     network: Option<String>,
     published_seq: Option<i64>,
 }
@@ -135,6 +149,7 @@ impl Discovery {
             mapped: None,
             nat: None,
             published: (Vec::new(), None),
+            push: None,
             network: cfg.network.id.clone().filter(|_| cfg.discovery.dht),
             published_seq: None,
         };
@@ -254,9 +269,27 @@ impl Discovery {
             return;
         }
         self.published = record.clone();
+        // Connected peers hear it at once, with or without the DHT.
+        self.push = Some(RecordBody {
+            timestamp: unix_now(),
+            candidates: record.0.clone(),
+            relays: Vec::new(),
+            nat: record.1,
+        });
         if let Some(r) = &self.rendezvous {
             r.publish(record.0, record.1);
         }
+    }
+
+    /// Our record, if it changed since the last call: the shell hands it to
+    /// `Node::push_record` (this type has no access to the node when our
+    /// addresses change).
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "until src/daemon/mod.rs calls it; remove then")
+    )]
+    pub fn take_push(&mut self) -> Option<RecordBody> {
+        self.push.take()
     }
 
     /// Why the path to a peer is what it is, in words for `kith status`.
@@ -317,25 +350,78 @@ impl Discovery {
                 peer,
                 candidates,
                 nat,
+                timestamp,
                 seq,
-                ..
             } => {
                 let Some(i) = self.peers.iter().position(|m| m.public_key == Some(peer)) else {
                     return;
                 };
-                let addrs: Vec<SocketAddr> = candidates.iter().map(|c| c.addr).collect();
-                debug!(peer = %node.peer_name(PeerId(i)), seq, candidates = ?addrs, "DHT record resolved");
-                if addrs != self.peers[i].discovered {
-                    info!(peer = %node.peer_name(PeerId(i)), candidates = ?addrs, "new candidates from the DHT");
+                let id = PeerId(i);
+                debug!(peer = %node.peer_name(id), seq, candidates = ?candidates, "DHT record resolved");
+                let body = RecordBody {
+                    timestamp,
+                    candidates,
+                    relays: Vec::new(),
+                    nat,
+                };
+                if !self.accept(node, id, Source::Dht, body) {
+                    debug!(peer = %node.peer_name(id), seq, "DHT record older than the one the peer pushed; keeping that");
                 }
-                self.peers[i].discovered = addrs;
-                self.peers[i].kinds = candidates;
-                self.peers[i].nat = nat;
-                self.peers[i].source = Some((Source::Dht, unix_now()));
-                self.feed(node, now, PeerId(i));
+                // Fed even when unchanged: for a peer without a session each
+                // lookup is the next attempt to punch through.
+                self.feed(node, now, id);
             }
             Found::Published { seq, .. } => self.published_seq = Some(seq),
         }
+    }
+
+    /// A record a connected peer pushed to us: its candidates go to the
+    /// core at once when they changed (an unchanged one comes with every
+    /// rekey and is not fed again, which would restart path probing).
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "until src/daemon/mod.rs calls it; remove then")
+    )]
+    pub fn on_peer_record(&mut self, node: &mut Node, now: Instant, record: PeerRecord) {
+        let id = record.peer;
+        let Some(meta) = self.peers.get(id.0) else {
+            return;
+        };
+        let changed = meta.kinds != record.body.candidates || meta.nat != record.body.nat;
+        if !self.accept(node, id, Source::Peer, record.body) {
+            debug!(peer = %node.peer_name(id), "pushed record older than the one we hold; ignored");
+            return;
+        }
+        if changed {
+            self.feed(node, now, id);
+        }
+    }
+
+    /// Take `body` as peer `id`'s record unless the one we hold was written
+    /// later (by the peer's clock); false when it was not taken.
+    fn accept(&mut self, node: &Node, id: PeerId, source: Source, body: RecordBody) -> bool {
+        let Some(meta) = self.peers.get_mut(id.0) else {
+            return false;
+        };
+        if meta.record_timestamp.is_some_and(|t| t > body.timestamp) {
+            return false;
+        }
+        let addrs: Vec<SocketAddr> = body.candidates.iter().map(|c| c.addr).collect();
+        if addrs != meta.discovered {
+            let peer = node.peer_name(id);
+            match source {
+                Source::Peer => {
+                    info!(peer = %peer, candidates = ?addrs, "new candidates from the peer")
+                }
+                _ => info!(peer = %peer, candidates = ?addrs, "new candidates from the DHT"),
+            }
+        }
+        meta.discovered = addrs;
+        meta.kinds = body.candidates;
+        meta.nat = body.nat;
+        meta.record_timestamp = Some(body.timestamp);
+        meta.source = Some((source, unix_now()));
+        true
     }
 
     /// React to core events: look peers up, remember what worked.
@@ -400,5 +486,144 @@ impl Discovery {
     pub fn source(&self, id: PeerId) -> Option<(Source, u64)> {
         let (source, at) = self.peers.get(id.0)?.source?;
         Some((source, unix_now().saturating_sub(at)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{NodeConfig, PeerConfig};
+    use crate::identity::SecretKey;
+    use crate::nat::MappingBehaviour;
+
+    /// A node with one peer ("b", no endpoint) and no DHT, and its discovery.
+    fn setup(name: &str) -> (Discovery, Node, Instant) {
+        let dir = std::env::temp_dir().join(format!("kith-discover-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let me = SecretKey::from_seed([1; 32]);
+        let b = SecretKey::from_seed([2; 32]).public();
+        let text = format!(
+            "[interface]\naddress = \"100.96.0.1/16\"\nprivate_key = \"{}\"\n\
+             [discovery]\ndht = false\nstate_dir = \"{}\"\n\
+             [[peer]]\nname = \"b\"\npublic_key = \"{b}\"\nallowed_ips = [\"100.96.0.2/32\"]\n",
+            me.to_base64(),
+            dir.display()
+        );
+        let cfg = crate::config::parse(std::path::Path::new("test.toml"), &text).unwrap();
+        let (discovery, found) = Discovery::new(&cfg, &[None], 51871);
+        assert!(found.is_none(), "no DHT in this test");
+        let now = Instant::now();
+        let node = Node::new(
+            NodeConfig {
+                secret: me,
+                psk: [0; 32],
+                peers: vec![PeerConfig {
+                    name: "b".into(),
+                    public_key: b,
+                    allowed_ips: vec!["100.96.0.2/32".parse().unwrap()],
+                    endpoint: None,
+                    keepalive: None,
+                }],
+            },
+            now,
+            Duration::from_secs(1_800_000_000),
+            [7; 32],
+        );
+        (discovery, node, now)
+    }
+
+    fn body(timestamp: u64, addr: &str) -> RecordBody {
+        RecordBody {
+            timestamp,
+            candidates: vec![Candidate {
+                kind: CandidateKind::Reflexive,
+                addr: addr.parse().unwrap(),
+            }],
+            relays: Vec::new(),
+            nat: Some(NatBehaviour {
+                mapping: MappingBehaviour::EndpointDependent,
+                port_preserving: false,
+                sequential: Some(1),
+                public: Some(addr.parse().unwrap()),
+            }),
+        }
+    }
+
+    fn found(timestamp: u64, addr: &str) -> Found {
+        let b = body(timestamp, addr);
+        Found::Candidates {
+            peer: SecretKey::from_seed([2; 32]).public(),
+            candidates: b.candidates,
+            nat: b.nat,
+            timestamp,
+            seq: 1,
+        }
+    }
+
+    fn candidates(node: &Node) -> Vec<SocketAddr> {
+        node.peer_status(PeerId(0)).unwrap().candidates
+    }
+
+    #[test]
+    fn pushed_record_is_taken_and_fed_and_an_older_one_is_not() {
+        let (mut d, mut node, now) = setup("push");
+        let b = PeerId(0);
+        let pushed = body(200, "203.0.113.7:40001");
+        d.on_peer_record(
+            &mut node,
+            now,
+            PeerRecord {
+                peer: b,
+                body: pushed.clone(),
+            },
+        );
+        assert_eq!(d.peers[0].discovered, vec![pushed.candidates[0].addr]);
+        assert_eq!(d.peers[0].kinds, pushed.candidates);
+        assert_eq!(d.peer_nat(b), pushed.nat);
+        assert_eq!(d.source(b).map(|(s, _)| s), Some(Source::Peer));
+        assert_eq!(candidates(&node), vec![pushed.candidates[0].addr]);
+        // An older push (reordered) and an older DHT record change nothing.
+        let older = body(100, "198.51.100.9:1000");
+        d.on_peer_record(
+            &mut node,
+            now,
+            PeerRecord {
+                peer: b,
+                body: older,
+            },
+        );
+        d.on_found(&mut node, now, found(150, "198.51.100.9:1000"));
+        assert_eq!(d.peers[0].discovered, vec![pushed.candidates[0].addr]);
+        assert_eq!(d.source(b).map(|(s, _)| s), Some(Source::Peer));
+        assert_eq!(candidates(&node), vec![pushed.candidates[0].addr]);
+        // A newer DHT record wins.
+        d.on_found(&mut node, now, found(300, "198.51.100.9:2000"));
+        assert_eq!(d.source(b).map(|(s, _)| s), Some(Source::Dht));
+        assert_eq!(
+            candidates(&node),
+            vec!["198.51.100.9:2000".parse().unwrap()]
+        );
+    }
+
+    #[test]
+    fn changes_are_pushed_once_with_candidates_and_nat() {
+        let (mut d, _node, _now) = setup("take");
+        assert_eq!(d.take_push(), None);
+        d.set_reflexive(vec!["203.0.113.7:40001".parse().unwrap()]);
+        let first = d.take_push().expect("new candidates are pushed");
+        assert_eq!(first.candidates.len(), 1);
+        assert_eq!(first.nat, None);
+        assert_eq!(d.take_push(), None, "taken once");
+        // The same candidates again: nothing to push.
+        d.set_reflexive(vec!["203.0.113.7:40001".parse().unwrap()]);
+        assert_eq!(d.take_push(), None);
+        // New NAT facts alone are a change.
+        let nat = body(0, "203.0.113.7:40001").nat;
+        d.set_nat(nat);
+        let second = d.take_push().expect("new NAT facts are pushed");
+        assert_eq!(second.candidates, first.candidates);
+        assert_eq!(second.nat, nat);
+        d.set_nat(nat);
+        assert_eq!(d.take_push(), None);
     }
 }

@@ -43,6 +43,8 @@ pub enum Source {
     Cache,
     /// The address an authenticated packet from the peer came from.
     Roaming,
+    /// The peer's record, pushed to us over an authenticated session.
+    Peer,
 }
 
 impl std::fmt::Display for Source {
@@ -52,6 +54,7 @@ impl std::fmt::Display for Source {
             Source::Dht => "dht",
             Source::Cache => "cache",
             Source::Roaming => "roaming",
+            Source::Peer => "peer",
         })
     }
 }
