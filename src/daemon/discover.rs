@@ -284,10 +284,6 @@ impl Discovery {
     /// Our record, if it changed since the last call: the shell hands it to
     /// `Node::push_record` (this type has no access to the node when our
     /// addresses change).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "until src/daemon/mod.rs calls it; remove then")
-    )]
     pub fn take_push(&mut self) -> Option<RecordBody> {
         self.push.take()
     }
@@ -378,10 +374,6 @@ impl Discovery {
     /// A record a connected peer pushed to us: its candidates go to the
     /// core at once when they changed (an unchanged one comes with every
     /// rekey and is not fed again, which would restart path probing).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "until src/daemon/mod.rs calls it; remove then")
-    )]
     pub fn on_peer_record(&mut self, node: &mut Node, now: Instant, record: PeerRecord) {
         let id = record.peer;
         let Some(meta) = self.peers.get(id.0) else {
@@ -471,15 +463,6 @@ impl Discovery {
             published_seq: self.published_seq,
             local_candidates: self.local.iter().map(|c| c.addr.to_string()).collect(),
         })
-    }
-
-    /// How a peer's NAT maps its socket, as its latest record says.
-    #[allow(
-        dead_code,
-        reason = "asked for by the shell, which reads PeerMeta::nat today"
-    )]
-    pub fn peer_nat(&self, id: PeerId) -> Option<NatBehaviour> {
-        self.peers.get(id.0)?.nat
     }
 
     /// Where a peer's candidates came from, and how long ago.
@@ -579,7 +562,7 @@ mod tests {
         );
         assert_eq!(d.peers[0].discovered, vec![pushed.candidates[0].addr]);
         assert_eq!(d.peers[0].kinds, pushed.candidates);
-        assert_eq!(d.peer_nat(b), pushed.nat);
+        assert_eq!(d.peers[b.0].nat, pushed.nat);
         assert_eq!(d.source(b).map(|(s, _)| s), Some(Source::Peer));
         assert_eq!(candidates(&node), vec![pushed.candidates[0].addr]);
         // An older push (reordered) and an older DHT record change nothing.

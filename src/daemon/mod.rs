@@ -531,6 +531,23 @@ impl Shell {
     }
 
     async fn flush(&mut self) {
+        let now = Instant::now();
+        let local = self.discovery.local_addrs();
+        if let Some(reflexive) = self.stun.poll_result(now, &local) {
+            self.discovery.set_reflexive(reflexive);
+            // Peers choose their hard-NAT strategy from these facts.
+            self.discovery.set_nat(self.stun.behaviour);
+        }
+        // Records peers pushed, then ours if it changed: both may queue
+        // datagrams (handshakes to new candidates, the push itself).
+        while let Some(record) = self.node.poll_peer_record() {
+            self.discovery.on_peer_record(&mut self.node, now, record);
+        }
+        if let Some(body) = self.discovery.take_push()
+            && let Err(e) = self.node.push_record(now, &body)
+        {
+            warn!(error = %e, "cannot send our record to peers");
+        }
         while let Some(t) = self.node.poll_transmit() {
             let sent = match self.pools.route(t.dst) {
                 Some(sock) => sock.send_to(&t.payload, t.dst).await.map(drop),
@@ -544,12 +561,6 @@ impl Shell {
             if let Err(e) = self.udp.send_to(&bytes, dst).await {
                 debug!(addr = %dst, error = %e, "STUN send failed");
             }
-        }
-        let local = self.discovery.local_addrs();
-        if let Some(reflexive) = self.stun.poll_result(Instant::now(), &local) {
-            self.discovery.set_reflexive(reflexive);
-            // Peers choose their hard-NAT strategy from these facts.
-            self.discovery.set_nat(self.stun.behaviour);
         }
         while let Some(e) = self.node.poll_event() {
             self.discovery.on_event(&self.node, Instant::now(), &e);
