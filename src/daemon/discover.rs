@@ -367,7 +367,19 @@ impl Discovery {
                 // lookup is the next attempt to punch through.
                 self.feed(node, now, id);
             }
-            Found::Published { seq, .. } => self.published_seq = Some(seq),
+            Found::Published { seq, .. } => {
+                // Our first record is out: look up every peer without a
+                // session again now, rather than at the next tick. A peer
+                // that published before us is found at once, and its NAT
+                // sees our packets seconds earlier.
+                if self.published_seq.replace(seq).is_none() {
+                    for i in 0..self.peers.len() {
+                        if !has_session(node, PeerId(i), now) {
+                            self.lookup(now, PeerId(i));
+                        }
+                    }
+                }
+            }
         }
     }
 
