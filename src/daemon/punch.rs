@@ -150,6 +150,8 @@ impl Pools {
             return;
         };
         info!(peer = d.peer.0, addr = %d.from, socket = d.socket, "hard NAT: a probe got through; this socket now carries the peer's traffic");
+        // It carries a tunnel now: the data socket's buffer sizes.
+        super::socket::size_buffers(std::os::fd::AsRawFd::as_raw_fd(member.sock.as_ref()));
         self.routes.retain(|r| r.addr != d.from);
         self.routes.push(Route {
             peer: d.peer,

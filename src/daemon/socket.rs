@@ -45,6 +45,20 @@ fn setsockopt(
     }
 }
 
+/// Data-path socket buffers: large enough that a burst does not drop.
+/// The FORCE variants pass the sysctl cap when we hold CAP_NET_ADMIN;
+/// otherwise take what the cap allows.
+pub fn size_buffers(fd: libc::c_int) {
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        if setsockopt(fd, libc::SOL_SOCKET, force, BUFFER_BYTES).is_err() {
+            let _ = setsockopt(fd, libc::SOL_SOCKET, plain, BUFFER_BYTES);
+        }
+    }
+}
+
 pub struct Udp {
     sock: UdpSocket,
     gso: AtomicBool,
@@ -64,16 +78,7 @@ impl Udp {
     pub fn bind(port: u16) -> io::Result<Self> {
         let sock = StdUdp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))?;
         let fd = sock.as_raw_fd();
-        // The FORCE variants pass the sysctl cap when we hold CAP_NET_ADMIN;
-        // otherwise take what the cap allows.
-        for (force, plain) in [
-            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
-        ] {
-            if setsockopt(fd, libc::SOL_SOCKET, force, BUFFER_BYTES).is_err() {
-                let _ = setsockopt(fd, libc::SOL_SOCKET, plain, BUFFER_BYTES);
-            }
-        }
+        size_buffers(fd);
         let gro = setsockopt(fd, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
         sock.set_nonblocking(true)?;
         Ok(Self {
