@@ -1,9 +1,9 @@
 //! End to end, issue 4: NAT traversal in real network namespaces with the
 //! real binary. Each row of the issue's table gets its own lab
-//! ([`kith::lab::nat`]): the emulated internet with a DHT of 8 nodes and two
-//! STUN servers, home sites behind nftables NAT routers (cone, symmetric,
-//! cone behind a CGNAT, miniupnpd), daemons that know only each other's
-//! public key. Each row asserts the path kind from `kith status --json`
+//! ([`kith::lab::nat`]): the emulated internet with a DHT of 8 nodes and
+//! three STUN endpoints, home sites behind nftables NAT routers (cone,
+//! symmetric, sequential, cone behind a CGNAT, miniupnpd), daemons that know
+//! only each other's public key. Each row asserts the path kind from `kith status --json`
 //! (direct, and why: over the LAN, hole punched, the peer's port mapping)
 //! and prints the time from daemon start to the first ping over it.
 //!
@@ -18,6 +18,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use kith::daemon::control::PunchReport;
 use kith::lab::nat::{NatLab, NatPair, NatPairSpec, SiteKind};
 use kith::lab::{Lab, LabError};
 
@@ -275,36 +276,42 @@ fn miniupnpd_and_symmetric_connect_through_the_mapped_port() {
     eprintln!("{row}: mapping gone after SIGTERM");
 }
 
-#[test]
-fn cone_and_symmetric_connect_by_birthday_probing() {
-    let (_turn, lab) = lab();
-    let mut pair = start(
-        &lab,
-        NatPairSpec::sites(SiteKind::Cone, SiteKind::Symmetric),
-    );
-    let row = "cone | symmetric";
-    connect(&mut pair, row);
-    let (ab, ba) = pair.reports().unwrap();
+/// The hard-NAT rows (a behind a cone, b behind an endpoint-dependent NAT):
+/// each side talks to the other's public address, and the path came from
+/// hard-NAT traversal, not ordinary punching: a (the easy side) probed b's
+/// ports, b (the hard side) opened extra sockets. b's path reason must
+/// contain one of `b_reasons` (which of b's sockets a's probe reached).
+/// Prints and returns both sides' probe reports (a's, b's).
+fn assert_hard_nat_row(
+    pair: &NatPair,
+    row: &str,
+    b_reasons: &[&str],
+) -> (PunchReport, PunchReport) {
+    let (ab, ba) = pair.reports().expect("status");
     assert_eq!(ab.path, "direct", "{row}: a: {ab:?}");
     assert_eq!(ba.path, "direct", "{row}: b: {ba:?}");
     assert_eq!(
         ip_of(ab.endpoint.as_deref()),
-        pair.site_b.as_ref().unwrap().public_ip()
+        pair.site_b.as_ref().and_then(|s| s.public_ip()),
+        "{row}: a: {ab:?}"
     );
-    assert_eq!(ip_of(ba.endpoint.as_deref()), pair.site_a.public_ip());
-    // The path came from hard-NAT traversal, not ordinary punching: a
-    // probes b's ports (the easy side), b opened extra sockets.
+    assert_eq!(
+        ip_of(ba.endpoint.as_deref()),
+        pair.site_a.public_ip(),
+        "{row}: b: {ba:?}"
+    );
     let a_punch = ab
         .punch
-        .as_ref()
+        .clone()
         .unwrap_or_else(|| panic!("{row}: a did not probe: {ab:?}"));
     let b_punch = ba
         .punch
-        .as_ref()
+        .clone()
         .unwrap_or_else(|| panic!("{row}: b opened no sockets: {ba:?}"));
     assert_eq!(
         (a_punch.role.as_str(), b_punch.role.as_str()),
-        ("easy", "hard")
+        ("easy", "hard"),
+        "{row}"
     );
     assert!(
         a_punch.probes > 0 && a_punch.probes <= 2000,
@@ -316,13 +323,102 @@ fn cone_and_symmetric_connect_by_birthday_probing() {
         ab.path_reason
     );
     assert!(
-        ba.path_reason.contains("extra sockets"),
-        "{row}: b's reason: {}",
+        b_reasons.iter().any(|r| ba.path_reason.contains(r)),
+        "{row}: b's reason: {}, want one of {b_reasons:?}",
         ba.path_reason
     );
     eprintln!(
         "{row}: probes: a (easy) {} in attempt {}, b (hard) {} in attempt {}",
         a_punch.probes, a_punch.attempts, b_punch.probes, b_punch.attempts
+    );
+    (a_punch, b_punch)
+}
+
+#[test]
+fn cone_and_symmetric_connect_by_birthday_probing() {
+    let (_turn, lab) = lab();
+    let mut pair = start(
+        &lab,
+        NatPairSpec::sites(SiteKind::Cone, SiteKind::Symmetric),
+    );
+    let row = "cone | symmetric";
+    connect(&mut pair, row);
+    // A random port can only land on one of b's extra sockets.
+    assert_hard_nat_row(&pair, row, &["extra sockets"]);
+}
+
+/// How many predicted ports the easy side's daemon had for its peer: the
+/// `predicted` field of its "probing its ports" log line. Non-zero only when
+/// the peer's record carried a sequential step.
+fn predicted_ports(log: &str) -> Option<usize> {
+    let line = log.lines().find(|l| l.contains("probing its ports"))?;
+    let (_, rest) = line.split_once("predicted=")?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// b's NAT hands out ports in order ([`SiteKind::Sequential`]): b's daemon
+/// measures the step with three STUN mappings and publishes it, and a
+/// probes the ports b's new sockets will get before any random one. The
+/// first hits come within a few dozen probes, where birthday probing needs
+/// about 250.
+#[test]
+fn cone_and_sequential_connect_by_port_prediction() {
+    let (_turn, lab) = lab();
+    let mut pair = start(
+        &lab,
+        NatPairSpec::sites(SiteKind::Cone, SiteKind::Sequential),
+    );
+    let row = "cone | sequential";
+    let t = connect(&mut pair, row);
+    // The predicted ports are the ones b's NAT handed out after the last
+    // STUN mapping: first to b's DHT traffic and to its data socket's own
+    // handshakes towards a (sent when b found a, just before it opened its
+    // sockets), then to the extra sockets. a probes them in order, so it
+    // usually reaches the data socket's mapping first, and b, answering
+    // from its data socket, sees an ordinary punched path.
+    let (a_punch, b_punch) = assert_hard_nat_row(
+        &pair,
+        row,
+        &["extra sockets", "direct through the NATs (hole punched)"],
+    );
+
+    // b's NAT as STUN sees it from b's host. `kith status` has no step
+    // (`nat` shows mapping, public address and port mapping), so ask
+    // netcheck. b's daemon runs alongside and may take a port between two
+    // of netcheck's mappings; the smallest step is still 1 unless it took
+    // one in both gaps, and anything up to 16 is read as sequential.
+    let report = pair.net.netcheck(&pair.b, false).expect("netcheck on b");
+    eprintln!("{row}: netcheck on b: {report}");
+    assert_eq!(report["mapping"], "endpoint-dependent", "{row}: {report}");
+    let step = report["sequential"].as_i64();
+    assert!(
+        step.is_some_and(|s| (1..=16).contains(&s)),
+        "{row}: b's NAT must look sequential (step 1): {report}"
+    );
+
+    // b's daemon saw the same and published it: a had ports to predict.
+    let log = pair.node_a.log();
+    let predicted = predicted_ports(&log);
+    assert!(
+        predicted.is_some_and(|n| n > 0),
+        "{row}: a predicted no ports for b (b's record carried no step?): {predicted:?}\n--- a's log ---\n{}",
+        pair.node_a.log_tail(40)
+    );
+    // The predicted ports came first and hit: a handful of probes, not the
+    // ~250 random ones birthday probing needs against 256 sockets.
+    assert!(
+        a_punch.probes <= 64,
+        "{row}: a needed {} probes; port prediction should hit within 64: {a_punch:?}",
+        a_punch.probes
+    );
+    eprintln!(
+        "{row}: direct after {t:?}; a predicted {} ports, sent {} probes; b opened {} sockets; netcheck step {step:?}",
+        predicted.unwrap_or(0),
+        a_punch.probes,
+        b_punch.probes
     );
 }
 
@@ -332,21 +428,29 @@ fn cone_and_symmetric_connect_by_birthday_probing() {
 #[test]
 fn two_symmetric_nats_say_they_need_a_relay() {
     let (_turn, lab) = lab();
-    let mut pair = start(&lab, NatPairSpec::sites(SiteKind::Symmetric, SiteKind::Symmetric));
+    let mut pair = start(
+        &lab,
+        NatPairSpec::sites(SiteKind::Symmetric, SiteKind::Symmetric),
+    );
     let row = "symmetric | symmetric";
-    let needs_relay = |p: &kith::daemon::control::PeerReport| p.path_reason.contains("needs a relay");
+    let needs_relay =
+        |p: &kith::daemon::control::PeerReport| p.path_reason.contains("needs a relay");
     for (node, peer) in [(&mut pair.node_a, "b"), (&mut pair.node_b, "a")] {
         let report = node
             .wait_peer(peer, "the both-hard verdict", DIRECT, needs_relay)
             .unwrap_or_else(|e| panic!("{row}: {e}"));
         assert_eq!(report.path, "none", "{row}: {report:?}");
-        assert_eq!(report.punch, None, "{row}: no probes for a hopeless case: {report:?}");
+        assert_eq!(
+            report.punch, None,
+            "{row}: no probes for a hopeless case: {report:?}"
+        );
         eprintln!("{row}: {peer}: {}", report.path_reason);
     }
 }
 
 /// `kith netcheck` behind every NAT kind, and directly on the internet,
-/// against the two lab STUN servers: its mapping matches the router.
+/// against the three lab STUN endpoints: its mapping (and, behind the
+/// sequential NAT, its allocator step) matches the router.
 #[test]
 fn netcheck_classifies_every_nat_kind() {
     let (_turn, lab) = lab();
@@ -355,6 +459,7 @@ fn netcheck_classifies_every_nat_kind() {
     for (i, kind) in [
         SiteKind::Cone,
         SiteKind::Symmetric,
+        SiteKind::Sequential,
         SiteKind::Cgnat,
         SiteKind::Miniupnpd,
     ]
@@ -388,6 +493,12 @@ fn netcheck_classifies_every_nat_kind() {
             report["mapping"],
             kind.expected_mapping(),
             "behind {}: {report}",
+            kind.name()
+        );
+        assert_eq!(
+            report["sequential"].as_i64(),
+            kind.expected_step().map(i64::from),
+            "behind {}: allocator step: {report}",
             kind.name()
         );
         assert_eq!(

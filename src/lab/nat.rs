@@ -9,18 +9,22 @@
 //!   ┌────────────┬───┴──────────┬──────────────────┐
 //!  dht (8 nodes) stun .2 .3    router (WAN .2)     carrier (CGNAT only)
 //!               (kith stun-    │ lan 192.168.n/24   │ 100.65.n.0/24
-//!                server; coturn host, host, …       home router → lan 192.168.n/24
-//!                .4 .5 for miniupnpd)
+//!                server, also  host, host, …       home router → lan 192.168.n/24
+//!                .2:3479;
+//!                coturn .4 .5
+//!                for miniupnpd)
 //! ```
 //!
-//! - [`StunServers`]: `kith stun-server` on two addresses of one internet
-//!   host (a client classifies its NAT's mapping by comparing the answers);
-//!   coturn (RFC 5780) on two more when a miniupnpd router needs its STUN
-//!   check.
-//! - [`SiteKind`]: cone, symmetric, CGNAT (a cone home router whose WAN
-//!   sits on a 100.65.n.0/24 carrier segment behind a carrier cone router),
-//!   or a miniupnpd router answering UPnP IGD, NAT-PMP and PCP. Every router
-//!   drops unsolicited WAN packets silently ([`super::router::guard_chain`]).
+//! - [`StunServers`]: `kith stun-server` on three endpoints of one internet
+//!   host (a client classifies its NAT's mapping by comparing the answers;
+//!   a sequential allocator shows only in three mappings, two equal steps);
+//!   coturn (RFC 5780) on two more addresses when a miniupnpd router needs
+//!   its STUN check.
+//! - [`SiteKind`]: cone, symmetric, sequential, CGNAT (a cone home router
+//!   whose WAN sits on a 100.65.n.0/24 carrier segment behind a carrier cone
+//!   router), or a miniupnpd router answering UPnP IGD, NAT-PMP and PCP.
+//!   Every router drops unsolicited WAN packets silently
+//!   ([`super::router::guard_chain`]).
 //! - [`Site`]: one router (or two, for CGNAT) plus the hosts on its LAN;
 //!   [`Site::set_loss`] adds random loss on its outer router,
 //!   [`Site::set_delay`] latency on that router's link to the internet
@@ -57,6 +61,9 @@ pub enum SiteKind {
     Cone,
     /// `masquerade fully-random`: endpoint-dependent mapping.
     Symmetric,
+    /// A sequential allocator ([`NatKind::Sequential`]): endpoint-dependent
+    /// mapping, each new UDP flow on the next port.
+    Sequential,
     /// A cone home router behind a carrier-grade cone NAT (two layers; the
     /// carrier segment is 100.65.n.0/24).
     Cgnat,
@@ -69,6 +76,7 @@ impl SiteKind {
         match self {
             SiteKind::Cone => "cone",
             SiteKind::Symmetric => "symmetric",
+            SiteKind::Sequential => "sequential",
             SiteKind::Cgnat => "cone behind CGNAT",
             SiteKind::Miniupnpd => "miniupnpd",
         }
@@ -78,26 +86,43 @@ impl SiteKind {
     /// (`kith netcheck`'s `mapping`).
     pub fn expected_mapping(self) -> &'static str {
         match self {
-            SiteKind::Symmetric => "endpoint-dependent",
+            SiteKind::Symmetric | SiteKind::Sequential => "endpoint-dependent",
             SiteKind::Cone | SiteKind::Cgnat | SiteKind::Miniupnpd => "endpoint-independent",
+        }
+    }
+
+    /// The allocator step STUN should see from behind this site
+    /// (`kith netcheck`'s `sequential`): 1 behind [`SiteKind::Sequential`],
+    /// none elsewhere.
+    pub fn expected_step(self) -> Option<i32> {
+        match self {
+            SiteKind::Sequential => Some(1),
+            SiteKind::Cone | SiteKind::Symmetric | SiteKind::Cgnat | SiteKind::Miniupnpd => None,
         }
     }
 }
 
-/// `kith stun-server` on two addresses of the internet host `stun`, and,
-/// once asked for, coturn on two more (for miniupnpd's RFC 5780 check).
+/// `kith stun-server` on three endpoints of the internet host `stun`, and,
+/// once asked for, coturn on two more addresses (for miniupnpd's RFC 5780
+/// check).
+///
+/// Two answers tell an endpoint-independent mapping from a dependent one;
+/// the third is what lets a client see a sequential allocator (kith's
+/// classifier wants two equal-direction steps, [`crate::nat::classify`]).
 pub struct StunServers {
     host: Host,
     uplink: Uplink,
-    /// The two `kith stun-server` addresses (`.2` and `.3` of the subnet).
-    pub addrs: [SocketAddrV4; 2],
+    /// The `kith stun-server` endpoints: `.2` and `.3` of the subnet on
+    /// [`STUN_PORT`], and `.2` on `STUN_PORT + 1`.
+    pub addrs: [SocketAddrV4; 3],
     child: Child,
     coturn: Option<Coturn>,
 }
 
 impl StunServers {
     /// Attaches host `stun` to `internet` and starts `kith stun-server` on
-    /// `.2` and `.3` of its subnet; returns once both listen.
+    /// `.2` and `.3` of its subnet and on `.2`'s next port; returns once all
+    /// three listen.
     pub fn start(lab: &Lab, internet: &Internet, kith: &Path) -> Result<Self> {
         let host = lab.host("stun")?;
         let uplink = internet.attach(&host)?;
@@ -112,6 +137,7 @@ impl StunServers {
         let addrs = [
             SocketAddrV4::new(uplink.addr(), STUN_PORT),
             SocketAddrV4::new(second, STUN_PORT),
+            SocketAddrV4::new(uplink.addr(), STUN_PORT + 1),
         ];
         let log = lab.dir().join("stun-server.log");
         let out = std::fs::File::create(&log)
@@ -166,7 +192,7 @@ impl StunServers {
         }
     }
 
-    /// `[discovery] stun` / `kith netcheck --stun`: both servers.
+    /// `[discovery] stun` / `kith netcheck --stun`: all three endpoints.
     pub fn list(&self) -> Vec<String> {
         self.addrs.iter().map(ToString::to_string).collect()
     }
@@ -316,11 +342,11 @@ impl NatLab {
         let lan = format!("192.168.{n}.1/24");
         let rname = format!("r{name}");
         let (router, carrier, upnp) = match kind {
-            SiteKind::Cone | SiteKind::Symmetric => {
-                let nat = if kind == SiteKind::Cone {
-                    NatKind::Cone
-                } else {
-                    NatKind::Symmetric
+            SiteKind::Cone | SiteKind::Symmetric | SiteKind::Sequential => {
+                let nat = match kind {
+                    SiteKind::Symmetric => NatKind::Symmetric,
+                    SiteKind::Sequential => NatKind::Sequential,
+                    _ => NatKind::Cone,
                 };
                 let r = self.internet.nat_router(lab, &rname, nat, &lan)?;
                 (r, None, None)
@@ -378,8 +404,8 @@ impl NatLab {
     }
 
     /// A daemon spec for host `name`: DHT on (network
-    /// [`NETWORK_ID`], every lab node as bootstrap), both lab STUN servers,
-    /// port mapping off.
+    /// [`NETWORK_ID`], every lab node as bootstrap), the three lab STUN
+    /// endpoints, port mapping off.
     pub fn node_spec(&self, lab: &Lab, name: &str, overlay: &str, key: SecretKey) -> KithSpec {
         let state = lab.dir().join(format!("{name}-state"));
         let mut spec =
@@ -388,8 +414,8 @@ impl NatLab {
         spec
     }
 
-    /// `kith netcheck --json --stun A --stun B` in `host` (no port mapping
-    /// probe unless `port_mapping`), parsed.
+    /// `kith netcheck --json --stun A --stun B --stun C` in `host` (no port
+    /// mapping probe unless `port_mapping`), parsed.
     pub fn netcheck(&self, host: &Host, port_mapping: bool) -> Result<serde_json::Value> {
         let mut cmd = host.command(&self.kith);
         cmd.args(["netcheck", "--json"]);
@@ -462,6 +488,7 @@ impl NatPairSpec {
             ("cone 5% loss | cone", lossy.into()),
             ("cone 5% loss + 50 ms | cone", lossy.with_delay(ROW_DELAY)),
             ("cone | symmetric", Self::sites(Cone, Symmetric).into()),
+            ("cone | sequential", Self::sites(Cone, Sequential).into()),
         ]
     }
 }

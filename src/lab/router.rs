@@ -2,11 +2,12 @@
 //! host, a LAN bridge its clients attach to, and an nftables ruleset chosen
 //! by [`NatKind`].
 //!
-//! Adding a NAT kind (full cone, symmetric, CGNAT, a miniupnpd gateway) is a
-//! new [`NatKind`] variant with its ruleset in [`NatKind::ruleset`]; kinds
-//! that need a service (miniupnpd) start it in [`build`] and keep the child
-//! in [`Router`], which kills it on drop. A CGNAT is two routers chained:
-//! the inner one's upstream is the outer one's LAN client.
+//! Adding a NAT kind (full cone, symmetric, sequential, CGNAT, a miniupnpd
+//! gateway) is a new [`NatKind`] variant with its ruleset in
+//! [`NatKind::ruleset`]; kinds that need a service (miniupnpd) start it in
+//! [`build`] and keep the child in [`Router`], which kills it on drop. A
+//! CGNAT is two routers chained: the inner one's upstream is the outer one's
+//! LAN client.
 
 use std::io::Write as _;
 use std::net::Ipv4Addr;
@@ -36,6 +37,25 @@ pub enum NatKind {
     /// random public port, so the mapping is endpoint-dependent; filtering
     /// as for [`NatKind::Cone`].
     Symmetric,
+    /// A sequential allocator, as many carrier and enterprise NATs have:
+    /// every new UDP flow (each destination) gets the next public port,
+    /// 20000, 20001, … (wrapping after [`SEQUENTIAL_PORTS`]), so the mapping
+    /// is endpoint-dependent with step 1, the case port prediction is for.
+    /// Linux masquerade has no such mode (it keeps the port or picks a
+    /// random one), so the port comes from `numgen inc`: the NAT chain runs
+    /// once per new conntrack flow, and each run takes the counter's next
+    /// value. The counter is the router's, shared by every LAN host, as on a
+    /// real sequential NAT. Other protocols get plain `masquerade`;
+    /// filtering as for [`NatKind::Cone`].
+    ///
+    /// The counter goes through a map to the port
+    /// ([`sequential_port_map`]): `numgen` yields a host-order number, and
+    /// `masquerade to :numgen inc mod 1000 offset 20000` is accepted but
+    /// uses it as a network-order port, so on x86 the ports come out
+    /// byte-swapped (20000, 20001, 20002 become 8270, 8526, 8782: step 256,
+    /// which no classifier reads as sequential). Map values are typed
+    /// (`inet_service`) and stored in network order.
+    Sequential,
 }
 
 impl NatKind {
@@ -49,14 +69,20 @@ impl NatKind {
     /// cut hosts on one LAN off from each other.
     pub fn ruleset(self, wan: &str, lan: &str) -> String {
         let masquerade = match self {
-            NatKind::Masquerade | NatKind::Cone => "masquerade",
-            NatKind::Symmetric => "masquerade fully-random",
+            NatKind::Masquerade | NatKind::Cone => format!("oifname \"{wan}\" masquerade"),
+            NatKind::Symmetric => format!("oifname \"{wan}\" masquerade fully-random"),
+            NatKind::Sequential => format!(
+                "oifname \"{wan}\" meta l4proto udp masquerade to :numgen inc mod {SEQUENTIAL_PORTS} \
+                 map {{ {map} }}\n\
+                 \t\toifname \"{wan}\" masquerade",
+                map = sequential_port_map()
+            ),
         };
         format!(
             "table ip kithlab {{\n\
              \tchain postrouting {{\n\
              \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-             \t\toifname \"{wan}\" {masquerade}\n\
+             \t\t{masquerade}\n\
              \t}}\n\
              \tchain forward {{\n\
              \t\ttype filter hook forward priority filter; policy drop;\n\
@@ -70,14 +96,30 @@ impl NatKind {
         )
     }
 
-    /// A short name for reports: "cone", "symmetric", "masquerade".
+    /// A short name for reports: "cone", "symmetric", "sequential",
+    /// "masquerade".
     pub fn name(self) -> &'static str {
         match self {
             NatKind::Masquerade => "masquerade",
             NatKind::Cone => "cone",
             NatKind::Symmetric => "symmetric",
+            NatKind::Sequential => "sequential",
         }
     }
+}
+
+/// Ports a [`NatKind::Sequential`] router hands out before it wraps.
+pub const SEQUENTIAL_PORTS: u16 = 1000;
+/// The first port a [`NatKind::Sequential`] router hands out.
+pub const SEQUENTIAL_FIRST_PORT: u16 = 20000;
+
+/// The elements of [`NatKind::Sequential`]'s counter-to-port map:
+/// `0 : 20000, 1 : 20001, …`.
+fn sequential_port_map() -> String {
+    (0..SEQUENTIAL_PORTS)
+        .map(|i| format!("{i} : {}", SEQUENTIAL_FIRST_PORT + i))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The `input` chain every NAT router needs: packets to the router itself
@@ -278,6 +320,23 @@ mod tests {
                 .ruleset("w", "lan")
                 .contains("oifname \"w\" masquerade\n")
         );
+    }
+
+    #[test]
+    fn sequential_numbers_udp_flows_and_masquerades_the_rest() {
+        let rules = NatKind::Sequential.ruleset("w", "lan");
+        let udp = "oifname \"w\" meta l4proto udp masquerade to :numgen inc mod 1000 \
+                   map { 0 : 20000, 1 : 20001, ";
+        let rest = "oifname \"w\" masquerade\n";
+        assert!(rules.contains("998 : 20998, 999 : 20999 }\n"), "{rules}");
+        let (at_udp, at_rest) = (rules.find(udp), rules.find(rest));
+        assert!(
+            at_udp.zip(at_rest).is_some_and(|(u, r)| u < r),
+            "the numbered UDP rule must come first, then plain masquerade:\n{rules}"
+        );
+        assert!(rules.contains("type filter hook input"));
+        assert!(rules.contains("policy drop"));
+        assert_eq!(NatKind::Sequential.name(), "sequential");
     }
 
     #[test]
