@@ -300,7 +300,7 @@ fn stage_nat(lab: &Lab, args: &DemoArgs) -> Result<String> {
     let mut pair = NatPair::start(lab, &args.kith, spec).context("building the NAT lab")?;
     let stun = pair.net.stun.list();
     say(&format!(
-        "emulated internet with a DHT of {} nodes and two STUN servers ({})",
+        "emulated internet with a DHT of {} nodes and STUN servers at {}",
         pair.net.dht.addrs().len(),
         stun.join(", ")
     ));

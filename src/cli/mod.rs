@@ -321,9 +321,13 @@ pub fn render_status(r: &crate::daemon::control::StatusReport) -> String {
         }
     }
     let nat = &r.nat;
+    let step = nat
+        .sequential_step
+        .map(|s| format!(" (sequential, step {s})"))
+        .unwrap_or_default();
     let _ = writeln!(
         out,
-        "nat: mapping {}, public address {}, port mapping {}",
+        "nat: mapping {}{step}, public address {}, port mapping {}",
         nat.mapping.as_deref().unwrap_or("not measured"),
         nat.public.as_deref().unwrap_or("-"),
         nat.port_mapping.as_deref().unwrap_or("none")
@@ -422,6 +426,7 @@ mod tests {
             nat: NatStatus {
                 mapping: Some("endpoint-independent".into()),
                 public: Some("198.18.3.2:51871".into()),
+                sequential_step: None,
                 port_mapping: None,
             },
             peers: vec![PeerReport {

@@ -44,6 +44,10 @@ pub struct NatStatus {
     pub mapping: Option<String>,
     /// Our address as STUN servers see it.
     pub public: Option<String>,
+    /// An endpoint-dependent NAT's allocator step, when it is sequential
+    /// (peers predict our next ports from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential_step: Option<i32>,
     /// The router port mapping, e.g. "198.18.0.1:51871 via UPnP".
     pub port_mapping: Option<String>,
 }

@@ -818,6 +818,7 @@ impl Shell {
                     .behaviour
                     .and_then(|b| b.public)
                     .map(|a| a.to_string()),
+                sequential_step: self.stun.behaviour.and_then(|b| b.sequential),
                 port_mapping: self
                     .mapped
                     .borrow()

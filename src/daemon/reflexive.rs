@@ -92,6 +92,7 @@ impl Reflexive {
                 mapping = ?behaviour.mapping,
                 public = ?behaviour.public,
                 port_preserving = behaviour.port_preserving,
+                sequential_step = ?behaviour.sequential,
                 "NAT behaviour measured"
             );
         }
