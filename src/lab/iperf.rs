@@ -66,8 +66,8 @@ pub fn tcp(
             outcome = Ok(stdout);
             break;
         }
-        let error = json_error
-            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        let error =
+            json_error.unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_owned());
         let refused = error.contains("refused");
         outcome = Err(error);
         if !refused {
