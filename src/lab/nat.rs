@@ -34,14 +34,14 @@
 //!   first ping over a direct path. [`NatPairSpec`] says where they live
 //!   and the loss on `a`'s site; [`NatRow`] adds a delay on `a`'s uplink.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use super::miniupnpd::{Coturn, UpnpRouter, UpnpRouterSpec};
 use super::router::{self, NatKind, Router};
-use super::topology::{B_OVERLAY, NETWORK_ID, wait_both_ways};
+use super::topology::{NETWORK_ID, wait_both_ways};
 use super::{
     DelayLink, Host, Internet, KithNode, KithSpec, Lab, LabDht, LabError, Result, Uplink, sys,
 };
@@ -580,28 +580,11 @@ impl NatPair {
     /// daemons to report a direct path.
     pub fn wait_direct(&mut self, timeout: Duration) -> Result<Duration> {
         let left = timeout.saturating_sub(self.started.elapsed());
-        let first = self
-            .a
-            .wait_reachable(IpAddr::V4(B_OVERLAY), left)
-            .map(|_| self.started.elapsed());
-        let first = match first {
-            Ok(t) => t,
-            Err(e) => {
-                return Err(LabError::Timeout {
-                    what: "a first ping a → b over the overlay".into(),
-                    timeout,
-                    detail: format!(
-                        " ({e})\n--- a's log ---\n{}\n--- b's log ---\n{}",
-                        self.node_a.log_tail(40),
-                        self.node_b.log_tail(40)
-                    ),
-                });
-            }
-        };
+        let first = wait_both_ways(&mut self.node_a, &mut self.node_b, left)?
+            .saturating_duration_since(self.started);
         let left = timeout
             .saturating_sub(self.started.elapsed())
             .max(Duration::from_secs(10));
-        wait_both_ways(&mut self.node_a, &mut self.node_b, left)?;
         let direct = |p: &PeerReport| p.path == "direct";
         self.node_a.wait_peer("b", "a direct path", left, direct)?;
         self.node_b.wait_peer("a", "a direct path", left, direct)?;

@@ -66,21 +66,24 @@ impl Pair {
 }
 
 /// Pings from `a`'s host to `b`'s overlay address until one answers, then
-/// the other way, within `timeout` in all. On failure, a dead daemon is
-/// reported as such, else the timeout with both logs' tails.
-pub fn wait_both_ways(a: &mut KithNode, b: &mut KithNode, timeout: Duration) -> Result<()> {
+/// the other way, within `timeout` in all; returns when `a`'s first ping
+/// was answered. On failure, a dead daemon is reported as such, else the
+/// timeout with both logs' tails.
+pub fn wait_both_ways(a: &mut KithNode, b: &mut KithNode, timeout: Duration) -> Result<Instant> {
     let start = Instant::now();
     let (a_ip, b_ip) = (a.spec().overlay_ip()?, b.spec().overlay_ip()?);
+    let mut first = None;
     let result = a
         .host()
         .wait_reachable(IpAddr::V4(b_ip), timeout)
         .and_then(|_| {
+            first = Some(Instant::now());
             let left = timeout.saturating_sub(start.elapsed());
             b.host().wait_reachable(IpAddr::V4(a_ip), left)
         });
-    match result {
-        Ok(_) => Ok(()),
-        Err(e) => {
+    match (result, first) {
+        (Ok(_), first) => Ok(first.unwrap_or_else(Instant::now)),
+        (Err(e), _) => {
             // A dead daemon explains more than a timeout.
             a.check_running()?;
             b.check_running()?;
@@ -158,20 +161,8 @@ impl DhtPair {
     /// the time from daemon start to the first reply to `a`.
     pub fn wait_tunnel(&mut self, timeout: Duration) -> Result<Duration> {
         let left = timeout.saturating_sub(self.started.elapsed());
-        let first = self
-            .a
-            .wait_reachable(IpAddr::V4(B_OVERLAY), left)
-            .map(|_| self.started.elapsed());
-        let left = timeout.saturating_sub(self.started.elapsed());
-        match first {
-            Ok(first) => {
-                wait_both_ways(&mut self.node_a, &mut self.node_b, left)?;
-                Ok(first)
-            }
-            // The same wait again, for its diagnosis (dead daemon, logs).
-            Err(_) => wait_both_ways(&mut self.node_a, &mut self.node_b, Duration::ZERO)
-                .map(|()| self.started.elapsed()),
-        }
+        let first = wait_both_ways(&mut self.node_a, &mut self.node_b, left)?;
+        Ok(first.saturating_duration_since(self.started))
     }
 }
 
