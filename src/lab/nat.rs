@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use super::miniupnpd::{Coturn, UpnpRouter, UpnpRouterSpec};
 use super::router::{self, NatKind, Router};
-use super::topology::{NETWORK_ID, wait_both_ways};
+use super::topology::{NETWORK_ID, spawn_pair, wait_both_ways};
 use super::{
     DelayLink, Host, Internet, KithNode, KithSpec, Lab, LabDht, LabError, Result, Uplink, sys,
 };
@@ -554,13 +554,8 @@ impl NatPair {
         let mut spec_b = net.node_spec(lab, "b", "100.96.0.2/16", key()?);
         spec_a.discovery.port_mapping = spec.a == SiteKind::Miniupnpd;
         spec_b.discovery.port_mapping = spec.b.unwrap_or(spec.a) == SiteKind::Miniupnpd;
-        let spec_a_full = spec_a.clone().peer("b", &spec_b, None);
-        let spec_b_full = spec_b.peer("a", &spec_a, None);
-        let started = Instant::now();
-        let mut node_a = lab.spawn_kith(&a, kith, spec_a_full)?;
-        let mut node_b = lab.spawn_kith(&b, kith, spec_b_full)?;
-        node_a.wait_ready(Duration::from_secs(10))?;
-        node_b.wait_ready(Duration::from_secs(10))?;
+        let (node_a, node_b, started) =
+            spawn_pair(lab, kith, (&a, spec_a), (&b, spec_b), (None, None))?;
         Ok(Self {
             node_a,
             node_b,

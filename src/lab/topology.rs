@@ -39,14 +39,8 @@ impl Pair {
         let spec_a = KithSpec::new("100.96.0.1/16", key_a);
         let spec_b = KithSpec::new("100.96.0.2/16", key_b);
         let endpoint = |ip: Ipv4Addr, spec: &KithSpec| Some(format!("{ip}:{}", spec.listen_port));
-        let spec_a_full = spec_a
-            .clone()
-            .peer("b", &spec_b, endpoint(B_UNDERLAY, &spec_b));
-        let spec_b_full = spec_b.peer("a", &spec_a, endpoint(A_UNDERLAY, &spec_a));
-        let mut node_a = lab.spawn_kith(&a, kith, spec_a_full)?;
-        let mut node_b = lab.spawn_kith(&b, kith, spec_b_full)?;
-        node_a.wait_ready(Duration::from_secs(10))?;
-        node_b.wait_ready(Duration::from_secs(10))?;
+        let endpoints = (endpoint(B_UNDERLAY, &spec_b), endpoint(A_UNDERLAY, &spec_a));
+        let (node_a, node_b, _) = spawn_pair(lab, kith, (&a, spec_a), (&b, spec_b), endpoints)?;
         Ok(Self {
             node_a,
             node_b,
@@ -63,6 +57,27 @@ impl Pair {
         wait_both_ways(&mut self.node_a, &mut self.node_b, timeout)?;
         Ok(start.elapsed())
     }
+}
+
+/// Introduces the two specs to each other as peers "b" and "a" (with
+/// `endpoints.0` for b in a's config and `endpoints.1` for a in b's, if
+/// any), starts both daemons and waits until both are up. Returns the nodes
+/// and when they were started.
+pub fn spawn_pair(
+    lab: &Lab,
+    kith: &Path,
+    (a, spec_a): (&Host, KithSpec),
+    (b, spec_b): (&Host, KithSpec),
+    endpoints: (Option<String>, Option<String>),
+) -> Result<(KithNode, KithNode, Instant)> {
+    let spec_a_full = spec_a.clone().peer("b", &spec_b, endpoints.0);
+    let spec_b_full = spec_b.peer("a", &spec_a, endpoints.1);
+    let started = Instant::now();
+    let mut node_a = lab.spawn_kith(a, kith, spec_a_full)?;
+    let mut node_b = lab.spawn_kith(b, kith, spec_b_full)?;
+    node_a.wait_ready(Duration::from_secs(10))?;
+    node_b.wait_ready(Duration::from_secs(10))?;
+    Ok((node_a, node_b, started))
 }
 
 /// Pings from `a`'s host to `b`'s overlay address until one answers, then
@@ -137,13 +152,8 @@ impl DhtPair {
         let key = || SecretKey::generate().map_err(|e| LabError::io("key", e.into()));
         let spec_a = dht_spec(lab, "a", "100.96.0.1/16", key()?, &dht);
         let spec_b = dht_spec(lab, "b", "100.96.0.2/16", key()?, &dht);
-        let spec_a_full = spec_a.clone().peer("b", &spec_b, None);
-        let spec_b_full = spec_b.peer("a", &spec_a, None);
-        let started = Instant::now();
-        let mut node_a = lab.spawn_kith(&a, kith, spec_a_full)?;
-        let mut node_b = lab.spawn_kith(&b, kith, spec_b_full)?;
-        node_a.wait_ready(Duration::from_secs(10))?;
-        node_b.wait_ready(Duration::from_secs(10))?;
+        let (node_a, node_b, started) =
+            spawn_pair(lab, kith, (&a, spec_a), (&b, spec_b), (None, None))?;
         Ok(Self {
             internet,
             dht,
