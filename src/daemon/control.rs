@@ -83,7 +83,7 @@ pub struct PunchReport {
     pub probes: u32,
     pub attempts: u32,
     pub active: bool,
-    /// How the last attempt ended: "connected", "spent", "cancelled".
+    /// How the last attempt ended: "connected" or "spent".
     pub last: Option<String>,
 }
 

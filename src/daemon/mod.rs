@@ -693,7 +693,6 @@ impl Shell {
                             %peer, probes,
                             "hard NAT: probe budget spent without a direct path; relying on a relay, trying again later"
                         ),
-                        Outcome::Cancelled => debug!(%peer, probes, "hard NAT: attempt cancelled"),
                     }
                 }
             }
@@ -789,7 +788,6 @@ impl Shell {
                             match o {
                                 Outcome::Connected => "connected",
                                 Outcome::Spent => "spent",
-                                Outcome::Cancelled => "cancelled",
                             }
                             .to_string()
                         }),

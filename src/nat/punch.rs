@@ -201,8 +201,6 @@ pub enum Outcome {
     Connected,
     /// The budget is spent without an answer: rely on a relay.
     Spent,
-    /// Stopped from outside (the peer's facts changed).
-    Cancelled,
 }
 
 /// Our side of one attempt.
@@ -482,11 +480,6 @@ impl<P: Copy + Eq + std::fmt::Debug> Puncher<P> {
     /// The attempt cannot go on (no sockets): end it as spent, backing off.
     pub fn failed(&mut self, peer: P) {
         self.finish(peer, Outcome::Spent);
-    }
-
-    /// Stop the peer's attempt (its NAT facts changed).
-    pub fn cancel(&mut self, peer: P) {
-        self.finish(peer, Outcome::Cancelled);
     }
 
     fn finish(&mut self, peer: P, outcome: Outcome) {
