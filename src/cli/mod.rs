@@ -444,7 +444,10 @@ mod tests {
                 candidates_source: Some("dht".into()),
                 candidates_age_secs: Some(8),
                 punch,
+                relay: None,
+                peer_relays: Vec::new(),
             }],
+            relay_service: None,
         }
     }
 

@@ -28,6 +28,36 @@ pub struct StatusReport {
     pub dht: Option<DhtStatus>,
     pub nat: NatStatus,
     pub peers: Vec<PeerReport>,
+    /// The relay service, when `[relay] serve = true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_service: Option<RelayServiceReport>,
+}
+
+/// What this node relays for others (`[relay] serve = true`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct RelayServiceReport {
+    /// TCP port the relay listens on, if any.
+    pub tcp_port: Option<u16>,
+    /// Frames refused because the sender or destination key is not in our config.
+    pub refused_unknown: u64,
+    /// Frames refused because the destination has no live session with us.
+    pub refused_no_session: u64,
+    /// Per member that sent or received relayed traffic.
+    pub members: Vec<RelayMemberReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct RelayMemberReport {
+    pub name: String,
+    /// Bytes of end-to-end packets this member sent through us.
+    pub forwarded_bytes: u64,
+    pub forwarded_packets: u64,
+    /// Bytes delivered to this member on behalf of others.
+    pub delivered_bytes: u64,
+    /// Frames from this member dropped by the per-member or total rate limit.
+    pub dropped_rate: u64,
+    /// How this member reaches us: "udp" or "tcp".
+    pub transport: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -56,7 +86,7 @@ pub struct NatStatus {
 pub struct PeerReport {
     pub name: String,
     pub public_key: String,
-    /// "direct" with a session, "none" without (relays come later).
+    /// "direct", "relayed" (through another member, see `relay`) or "none".
     pub path: String,
     /// Why the path is what it is, in words.
     pub path_reason: String,
@@ -72,6 +102,29 @@ pub struct PeerReport {
     /// Hard-NAT traversal for this peer, once one was tried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub punch: Option<PunchReport>,
+    /// Set while `path` is "relayed".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayPathReport>,
+    /// Relays the peer says it can be reached through (names of our peers
+    /// where we know them, else the key).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_relays: Vec<String>,
+}
+
+/// How a relayed peer is reached.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RelayPathReport {
+    /// Name of the relaying peer, e.g. "vps".
+    pub via: String,
+    /// How we reach that relay: "udp" or "tcp".
+    pub transport: String,
+    /// Why the path is relayed, e.g. "both sides endpoint-dependent".
+    pub reason: String,
+    /// End-to-end bytes sent and received through the relay.
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+    /// Packets for this peer we could not hand to a relay.
+    pub drops: u64,
 }
 
 /// A peer's hard-NAT traversal ([`crate::nat::punch`]).

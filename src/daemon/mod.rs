@@ -792,6 +792,8 @@ impl Shell {
                             .to_string()
                         }),
                     }),
+                    relay: None,
+                    peer_relays: Vec::new(),
                 })
             })
             .collect();
@@ -823,6 +825,7 @@ impl Shell {
                     .map(|m| format!("{} via {}", m.external, m.protocol)),
             },
             peers,
+            relay_service: None,
         }
     }
 
