@@ -6,6 +6,7 @@
 //! - [`config`]: TOML → validated [`config::Config`].
 //! - [`daemon`]: the tokio shell around `core` (UDP socket, TUN, signals).
 //! - [`cli`]: subcommands and human output.
+//! - [`relay`]: what a relaying member admits and counts.
 //! - [`lab`]: the network-namespace lab used by the demo and end-to-end tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -17,4 +18,5 @@ pub mod discovery;
 pub mod identity;
 pub mod lab;
 pub mod nat;
+pub mod relay;
 pub mod wire;

@@ -19,6 +19,15 @@
 //!   peer with a session, and again on each new session; records peers push
 //!   to us come out of [`Node::poll_peer_record`] for discovery.
 //!
+//! - relaying: a peer with no direct path is reached through a member that
+//!   relays ([`Via::Relay`]): the end-to-end datagram is framed
+//!   (`wire::relay`) and sealed again on our session with the relay; a
+//!   relay ([`RelayConfig::serve`]) turns a Forward into a Deliver for the
+//!   destination's session ([`UdpOutcome::Forward`]), admitted by
+//!   [`crate::relay::RelayService`]. Path probes keep looking for a direct
+//!   path, which wins the moment it answers; a route that goes silent under
+//!   traffic is probed and left within about 2 s ([`FAILOVER_QUIET`]).
+//!
 //! The per-packet paths allocate nothing: handshake traffic (rare) is the
 //! only thing that goes through the queue.
 
@@ -33,6 +42,8 @@ mod routes;
 mod session;
 mod timers;
 
+#[cfg(test)]
+mod relay_tests;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]

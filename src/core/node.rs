@@ -15,8 +15,10 @@ use super::routes::RouteTable;
 use super::session::{Session, SessionError};
 use super::timers::*;
 use crate::identity::{PublicKey, SecretKey};
+use crate::relay::{Limits, RelayService};
 use crate::wire::{
-    self, DATA_HEADER_LEN, IpError, NOISE_INIT_LEN, NOISE_RESPONSE_LEN, Packet, TAG_LEN, WireError,
+    self, DATA_HEADER_LEN, IpError, NOISE_INIT_LEN, NOISE_RESPONSE_LEN, Packet, RELAY_HEADER_LEN,
+    RelayKind, TAG_LEN, WireError,
 };
 
 /// Packets held per peer while its handshake runs; the oldest is dropped first.
@@ -26,8 +28,11 @@ pub const MAX_CANDIDATES: usize = 16;
 /// Plaintext is padded to a multiple of this to blur packet sizes
 /// (WireGuard whitepaper §5.4.6).
 const PAD_TO: usize = 16;
-/// Room the caller's output buffer needs beyond the inner packet.
-pub const OVERHEAD: usize = DATA_HEADER_LEN + TAG_LEN + PAD_TO;
+/// One data message's framing: header, tag, padding.
+const SEAL_OVERHEAD: usize = DATA_HEADER_LEN + TAG_LEN + PAD_TO;
+/// Room the caller's output buffer needs beyond the inner packet: enough
+/// for a relayed one (sealed end to end, framed, sealed again for the hop).
+pub const OVERHEAD: usize = 2 * SEAL_OVERHEAD + RELAY_HEADER_LEN;
 
 /// Index of a peer in the order of the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -49,7 +54,45 @@ pub struct NodeConfig {
     /// network secret, as in WireGuard.
     pub psk: [u8; 32],
     pub peers: Vec<PeerConfig>,
+    pub relay: RelayConfig,
 }
+
+/// `[relay]` as the core sees it.
+#[derive(Debug, Clone, Default)]
+pub struct RelayConfig {
+    /// Relay for other members, within these limits (`serve = true`).
+    pub serve: Option<Limits>,
+    /// Peers we may be reached through (`via`): published in our record,
+    /// and tried for a peer whose own list we do not know yet.
+    pub via: Vec<PeerId>,
+}
+
+/// How a datagram travels: straight to an address, or through a member
+/// that relays it (inside our session with that member).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Via {
+    Direct(SocketAddr),
+    Relay(PeerId),
+}
+
+/// Why a peer is relayed, for `status` and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayCause {
+    /// No direct address answered (yet); probing continues.
+    NoDirectPath,
+    /// The direct path stopped answering.
+    DirectPathLost,
+}
+
+/// A frame is held back this long without an answer on the route before
+/// the route is probed ...
+pub const FAILOVER_QUIET: Duration = Duration::from_millis(1000);
+/// ... and given up (moving to a relay, or another relay) when the probe
+/// goes unanswered this long: a dead path is left within about 2 s.
+pub const FAILOVER_PROBE: Duration = Duration::from_millis(1000);
+/// A relayed peer probes its direct candidates at least this often, so a
+/// path that opens is used within seconds.
+pub const RELAYED_PROBE: Duration = Duration::from_secs(2);
 
 /// A datagram the shell should send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +135,14 @@ pub enum DropReason {
     Control(wire::ControlError),
     #[error("cookie replies are not yet acted upon")]
     CookieIgnored,
+    #[error("relay frame: {0}")]
+    RelayFrame(wire::RelayError),
+    #[error("relay: {0}")]
+    Relay(crate::relay::Refusal),
+    #[error("relayed packet does not belong to the peer the relay named")]
+    RelayMismatch,
+    #[error("no relay with a live session can carry it")]
+    NoRelay,
 }
 
 /// Result of [`Node::handle_tun`].
@@ -118,14 +169,34 @@ pub enum UdpOutcome {
     Handled,
     /// A STUN message: not ours, hand it to the NAT module.
     Stun,
+    /// We relay: `out[..len]` is a datagram for `dst` (another member).
+    Forward {
+        dst: SocketAddr,
+        len: usize,
+    },
     Dropped(DropReason),
 }
 
 /// Things an operator cares about, one per state change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A first session with this peer (or the first after a disconnect).
-    Connected { peer: PeerId, endpoint: SocketAddr },
+    /// A first session with this peer (or the first after a disconnect),
+    /// on a direct path or through a relay.
+    Connected { peer: PeerId, via: Via },
+    /// A connected peer's traffic now goes through `relay`.
+    Relayed {
+        peer: PeerId,
+        relay: PeerId,
+        cause: RelayCause,
+    },
+    /// A relayed peer is reached directly again.
+    DirectAgain { peer: PeerId, endpoint: SocketAddr },
+    /// A relayed peer moved to another relay (the first stopped answering).
+    RelayChanged {
+        peer: PeerId,
+        from: PeerId,
+        to: PeerId,
+    },
     /// The peer's packets now come from a different address.
     EndpointChanged {
         peer: PeerId,
@@ -162,6 +233,23 @@ pub struct PeerStatus {
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub handshakes: u64,
+    /// Set while traffic goes through a relay.
+    pub relay: Option<(PeerId, RelayCause)>,
+    /// Relays the peer says it is reachable through (our peers only).
+    pub peer_relays: Vec<PeerId>,
+    /// End-to-end bytes sent and received through relays, and packets we
+    /// had to drop for want of a relay.
+    pub relay_tx_bytes: u64,
+    pub relay_rx_bytes: u64,
+    pub relay_drops: u64,
+}
+
+/// Where a route's failure detection stands (see [`FAILOVER_QUIET`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Failover {
+    #[default]
+    Quiet,
+    Probing,
 }
 
 struct Pending {
@@ -204,6 +292,22 @@ struct Peer {
     rx_bytes: u64,
     tx_bytes: u64,
     handshakes: u64,
+    /// Relays the peer lists (from its record), as our peers.
+    relays: Vec<PeerId>,
+    /// The relay we send through; `None` sends to `endpoint`.
+    relay: Option<(PeerId, RelayCause)>,
+    /// An authenticated packet arrived straight from the peer since the
+    /// direct path last failed: until then a static or cached endpoint is
+    /// only a guess, and an answer through a relay wins.
+    direct_ok: bool,
+    /// Relays that stopped answering for this peer; cleared when none is left.
+    dead_relays: Vec<PeerId>,
+    failover: Failover,
+    /// Last authenticated packet on the route we send on.
+    route_rx: Option<Instant>,
+    relay_tx_bytes: u64,
+    relay_rx_bytes: u64,
+    relay_drops: u64,
     /// When this side starts a rekey. Exactly one side of each pair rekeys
     /// early (the lower public key): if the side that initiated did, two
     /// simultaneous initiators would both count as responders and both
@@ -242,6 +346,8 @@ pub struct Node {
     our_mac1_key: [u8; 32],
     peers: Vec<Peer>,
     by_x25519: HashMap<[u8; 32], PeerId>,
+    /// Ed25519 public key → peer: how relay frames name members.
+    by_key: HashMap<[u8; 32], PeerId>,
     by_index: HashMap<u32, PeerId>,
     routes: RouteTable,
     limiter: HandshakeLimiter,
@@ -257,6 +363,15 @@ pub struct Node {
     record: Option<Vec<u8>>,
     /// Padding scratch for the send path, allocated once.
     scratch: Vec<u8>,
+    /// A relay frame being built (sending, forwarding), allocated once.
+    relay_buf: Vec<u8>,
+    /// A delivered datagram being opened: apart from `relay_buf`, since
+    /// opening it may send (a handshake response, a record) through a relay.
+    relay_in: Vec<u8>,
+    /// Relaying for others, when `[relay] serve = true`.
+    service: Option<RelayService>,
+    /// Our `[relay] via`.
+    via: Vec<PeerId>,
 }
 
 impl Node {
@@ -271,6 +386,7 @@ impl Node {
             our_mac1_key: noise::mac1_key(&our_public),
             peers: Vec::with_capacity(cfg.peers.len()),
             by_x25519: HashMap::new(),
+            by_key: HashMap::new(),
             by_index: HashMap::new(),
             routes: RouteTable::default(),
             limiter: HandshakeLimiter::default(),
@@ -282,6 +398,13 @@ impl Node {
             peer_records: VecDeque::new(),
             record: None,
             scratch: vec![0u8; wire::MAX_DATAGRAM],
+            relay_buf: vec![0u8; wire::MAX_DATAGRAM + OVERHEAD],
+            relay_in: vec![0u8; wire::MAX_DATAGRAM + OVERHEAD],
+            service: cfg
+                .relay
+                .serve
+                .map(|limits| RelayService::new(limits, cfg.peers.len())),
+            via: cfg.relay.via.clone(),
         };
         for (i, p) in cfg.peers.into_iter().enumerate() {
             let id = PeerId(i);
@@ -290,6 +413,7 @@ impl Node {
                 node.routes.insert(*net, id);
             }
             node.by_x25519.insert(x25519, id);
+            node.by_key.insert(*p.public_key.as_bytes(), id);
             node.peers.push(Peer {
                 x25519,
                 mac1_key: noise::mac1_key(&x25519),
@@ -310,6 +434,15 @@ impl Node {
                 rx_bytes: 0,
                 tx_bytes: 0,
                 handshakes: 0,
+                relays: Vec::new(),
+                relay: None,
+                direct_ok: false,
+                dead_relays: Vec::new(),
+                failover: Failover::Quiet,
+                route_rx: None,
+                relay_tx_bytes: 0,
+                relay_rx_bytes: 0,
+                relay_drops: 0,
                 rekey_after: if our_public < x25519 {
                     REKEY_AFTER_TIME
                 } else {
@@ -359,7 +492,87 @@ impl Node {
             rx_bytes: p.rx_bytes,
             tx_bytes: p.tx_bytes,
             handshakes: p.handshakes,
+            relay: p.relay,
+            peer_relays: p.relays.clone(),
+            relay_tx_bytes: p.relay_tx_bytes,
+            relay_rx_bytes: p.relay_rx_bytes,
+            relay_drops: p.relay_drops,
         })
+    }
+
+    /// What we relay for others, when serving.
+    pub fn relay_service(&self) -> Option<&RelayService> {
+        self.service.as_ref()
+    }
+
+    /// The relays a peer says (in its record) it can be reached through,
+    /// as Ed25519 keys; those that are not our peers cannot carry anything
+    /// for us and are left out. A peer we cannot reach directly is then
+    /// tried through them.
+    pub fn handle_peer_relays(&mut self, now: Instant, id: PeerId, keys: &[[u8; 32]]) {
+        let relays: Vec<PeerId> = keys
+            .iter()
+            .filter_map(|k| self.by_key.get(k).copied())
+            .filter(|r| *r != id)
+            .collect();
+        let Some(p) = self.peers.get_mut(id.0) else {
+            return;
+        };
+        if p.relays == relays {
+            return;
+        }
+        p.relays = relays;
+        let has_session = p.current.as_ref().is_some_and(|s| s.is_valid(now));
+        if !has_session && p.pending.is_none() {
+            self.initiate(now, id);
+        }
+    }
+
+    /// Relays `id` can be reached through right now: the ones it lists (or,
+    /// until we know its list, ours), that we reach directly on a live
+    /// session, except the ones that just failed for it.
+    fn relay_options(&self, now: Instant, id: PeerId) -> Vec<PeerId> {
+        let p = &self.peers[id.0];
+        let listed: &[PeerId] = if p.relays.is_empty() {
+            &self.via
+        } else {
+            &p.relays
+        };
+        listed
+            .iter()
+            .copied()
+            .filter(|r| *r != id && !p.dead_relays.contains(r) && self.hop_ok(now, *r))
+            .collect()
+    }
+
+    /// Can `r` carry frames for us now: a live session on a direct path?
+    fn hop_ok(&self, now: Instant, r: PeerId) -> bool {
+        let h = &self.peers[r.0];
+        h.relay.is_none()
+            && h.endpoint.is_some()
+            && h.current.as_ref().is_some_and(|s| s.is_valid(now))
+    }
+
+    /// Where traffic for `id` goes now.
+    fn route(&self, id: PeerId) -> Option<Via> {
+        let p = &self.peers[id.0];
+        match p.relay {
+            Some((r, _)) => Some(Via::Relay(r)),
+            None => p.endpoint.map(Via::Direct),
+        }
+    }
+
+    /// Might `id` be reached at all (an address, or a relay to try)?
+    fn reachable(&self, now: Instant, id: PeerId) -> bool {
+        let p = &self.peers[id.0];
+        p.endpoint.is_some() || !p.candidates.is_empty() || !self.relay_options(now, id).is_empty()
+    }
+
+    /// Could `id`'s traffic go through a relay if its route fails? Checked
+    /// per data packet, so only the config-level lists (no session lookups).
+    fn may_relay(&self, id: PeerId) -> bool {
+        let p = &self.peers[id.0];
+        p.relay.is_some() || p.relays.iter().chain(&self.via).any(|r| *r != id)
     }
 
     /// Addresses a peer may be reachable at (from discovery, a cache or the
@@ -439,8 +652,7 @@ impl Node {
             return TunOutcome::Dropped(DropReason::NoRoute);
         };
         let packet = &packet[..hdr.total_len];
-        let p = &self.peers[id.0];
-        if p.endpoint.is_none() && p.candidates.is_empty() {
+        if !self.reachable(now, id) {
             return TunOutcome::Dropped(DropReason::NoEndpoint);
         }
         match self.encrypt_to(now, id, packet, out) {
@@ -467,10 +679,33 @@ impl Node {
         payload: &[u8],
         out: &mut [u8],
     ) -> Option<TunOutcome> {
-        let dst = self.peers[id.0].endpoint?;
-        let len = match self.seal(now, id, payload, out)? {
-            Ok(len) => len,
-            Err(e) => return Some(TunOutcome::Dropped(DropReason::Session(e))),
+        let (dst, len) = match self.route(id)? {
+            Via::Direct(dst) => match self.seal(now, id, payload, out)? {
+                Ok(len) => (dst, len),
+                Err(e) => return Some(TunOutcome::Dropped(DropReason::Session(e))),
+            },
+            Via::Relay(r) => {
+                // Sealed end to end straight into the frame, then the frame
+                // sealed for the hop: one copy fewer than framing a sealed packet.
+                let mut frame = std::mem::take(&mut self.relay_buf);
+                let sealed = self.seal(now, id, payload, &mut frame[RELAY_HEADER_LEN..]);
+                let hop = match sealed {
+                    None => {
+                        self.relay_buf = frame;
+                        return None;
+                    }
+                    Some(Err(e)) => Err(DropReason::Session(e)),
+                    Some(Ok(n)) => self.seal_frame(now, id, r, &mut frame, n, out),
+                };
+                self.relay_buf = frame;
+                match hop {
+                    Ok(sent) => sent,
+                    Err(reason) => {
+                        self.peers[id.0].relay_drops += 1;
+                        return Some(TunOutcome::Dropped(reason));
+                    }
+                }
+            }
         };
         let p = &self.peers[id.0];
         let rekey = p
@@ -516,7 +751,70 @@ impl Node {
         Some(sealed)
     }
 
+    /// `frame[RELAY_HEADER_LEN..][..len]` is a datagram for `to`: frame it
+    /// as a Forward and seal it on our session with relay `r` into `out`.
+    fn seal_frame(
+        &mut self,
+        now: Instant,
+        to: PeerId,
+        r: PeerId,
+        frame: &mut [u8],
+        len: usize,
+        out: &mut [u8],
+    ) -> Result<(SocketAddr, usize), DropReason> {
+        if !self.hop_ok(now, r) {
+            return Err(DropReason::NoRelay);
+        }
+        let dst = self.peers[r.0].endpoint.ok_or(DropReason::NoRelay)?;
+        let key = *self.peers[to.0].cfg.public_key.as_bytes();
+        let n = wire::emit_relay_header(RelayKind::Forward, &key, len, frame)
+            .map_err(DropReason::RelayFrame)?;
+        match self.seal(now, r, &frame[..n], out) {
+            Some(Ok(sealed)) => {
+                self.peers[to.0].relay_tx_bytes += len as u64;
+                self.after_send(now, r, false);
+                Ok((dst, sealed))
+            }
+            Some(Err(e)) => Err(DropReason::Session(e)),
+            None => Err(DropReason::NoRelay),
+        }
+    }
+
+    /// Queue `datagram` (a handshake message or a sealed data message for
+    /// `to`) on `via`: as it is, or framed for a relay.
+    fn send_via(&mut self, now: Instant, to: PeerId, via: Via, datagram: &[u8]) {
+        match via {
+            Via::Direct(dst) => self.transmits.push_back(Transmit {
+                dst,
+                payload: datagram.to_vec(),
+            }),
+            Via::Relay(r) => {
+                let mut frame = std::mem::take(&mut self.relay_buf);
+                let end = RELAY_HEADER_LEN + datagram.len();
+                let mut out = vec![0u8; end + SEAL_OVERHEAD];
+                let sent = if end <= frame.len() {
+                    frame[RELAY_HEADER_LEN..end].copy_from_slice(datagram);
+                    self.seal_frame(now, to, r, &mut frame, datagram.len(), &mut out)
+                } else {
+                    Err(DropReason::NoRelay)
+                };
+                self.relay_buf = frame;
+                match sent {
+                    Ok((dst, len)) => {
+                        out.truncate(len);
+                        self.transmits.push_back(Transmit { dst, payload: out });
+                    }
+                    Err(reason) => {
+                        tracing::debug!(peer = %self.peer_name(to), relay = %self.peer_name(r), %reason, "cannot relay");
+                        self.peers[to.0].relay_drops += 1;
+                    }
+                }
+            }
+        }
+    }
+
     fn after_send(&mut self, now: Instant, id: PeerId, is_data: bool) {
+        let may_relay = is_data && self.may_relay(id);
         let p = &mut self.peers[id.0];
         p.timers.clear(Timer::PassiveKeepalive);
         if let Some(k) = p.cfg.keepalive {
@@ -526,11 +824,17 @@ impl Node {
             p.timers
                 .set_if_unset(Timer::NoReply, now + NO_REPLY_TIMEOUT);
         }
+        // Only a peer with somewhere else to go watches its route this
+        // closely: for the rest, the no-reply handshake is the remedy.
+        if may_relay && p.failover == Failover::Quiet {
+            p.timers
+                .set_if_unset(Timer::PathFailover, now + FAILOVER_QUIET);
+        }
     }
 
     /// Queue an empty data message (keepalive) or start a handshake.
     fn send_keepalive(&mut self, now: Instant, id: PeerId) {
-        let mut buf = [0u8; DATA_HEADER_LEN + TAG_LEN];
+        let mut buf = [0u8; OVERHEAD];
         match self.encrypt_to(now, id, &[], &mut buf) {
             Some(TunOutcome::Send { dst, len }) => self.transmits.push_back(Transmit {
                 dst,
@@ -566,8 +870,7 @@ impl Node {
 
     /// Send a handshake initiation (IK message 1: `-> e, es, s, ss`).
     fn initiate(&mut self, now: Instant, id: PeerId) {
-        let p = &self.peers[id.0];
-        if p.endpoint.is_none() && p.candidates.is_empty() {
+        if !self.reachable(now, id) {
             self.events.push_back(Event::NeedCandidates { peer: id });
             return;
         }
@@ -636,6 +939,37 @@ impl Node {
                 payload: msg.clone(),
             });
         }
+        // And through every relay that may carry it, at the same time: if
+        // no direct address answers, the relay's copy does, and the pair
+        // is connected within one round trip through it.
+        for r in self.relay_options(now, id) {
+            tracing::debug!(peer = %self.peer_name(id), relay = %self.peer_name(r), attempt = attempts + 1, hs_stage = "initiation", "sending handshake initiation through a relay");
+            self.send_via(now, id, Via::Relay(r), &msg);
+        }
+    }
+
+    /// A session with `r` just started: peers waiting for a handshake that
+    /// `r` may relay get our pending initiation through it now, rather than
+    /// at their next retry.
+    fn offer_relay(&mut self, now: Instant, r: PeerId) {
+        for i in 0..self.peers.len() {
+            let id = PeerId(i);
+            if id == r
+                || self.peers[i]
+                    .current
+                    .as_ref()
+                    .is_some_and(|s| s.is_valid(now))
+            {
+                continue;
+            }
+            if !self.relay_options(now, id).contains(&r) {
+                continue;
+            }
+            match self.peers[i].pending.as_ref().map(|h| h.msg.clone()) {
+                Some(msg) => self.send_via(now, id, Via::Relay(r), &msg),
+                None => self.initiate(now, id),
+            }
+        }
     }
 
     /// The handshake initiation to `id` now waiting for an answer, if any:
@@ -656,15 +990,22 @@ impl Node {
     fn handle_initiation(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        via: Via,
         init: wire::Initiation<'_>,
     ) -> UdpOutcome {
         // Cheap checks first: mac1 proves the sender knows our public key;
-        // the limiter caps what one source can make us spend on DH.
+        // the limiter caps what one source can make us spend on DH (a
+        // relayed one counts against the relay's address).
         if !self.check_mac1(init.mac1_input, &init.mac1) {
             return UdpOutcome::Dropped(DropReason::BadMac);
         }
-        if !self.limiter.allow(now, from.ip()) {
+        let source = match via {
+            Via::Direct(from) => Some(from),
+            Via::Relay(r) => self.peers[r.0].endpoint,
+        };
+        if let Some(src) = source
+            && !self.limiter.allow(now, src.ip())
+        {
             return UdpOutcome::Dropped(DropReason::RateLimited);
         }
         let (static_secret, psk) = (self.static_secret, self.psk);
@@ -730,22 +1071,15 @@ impl Node {
         if let Some(old) = p.next.replace(session) {
             self.by_index.remove(&old.local_index);
         }
-        tracing::debug!(peer = %self.peers[id.0].cfg.name, addr = %from, hs_stage = "response", "answering handshake initiation");
-        self.on_authenticated(id, from, true);
-        self.transmits.push_back(Transmit {
-            dst: from,
-            payload: msg,
-        });
+        tracing::debug!(peer = %self.peers[id.0].cfg.name, via = ?via, hs_stage = "response", "answering handshake initiation");
+        self.on_authenticated(now, id, via, true);
+        // Back the way it came: through the relay if it was relayed.
+        self.send_via(now, id, via, &msg);
         UdpOutcome::Handled
     }
 
     /// IK message 2 as initiator: the session is ready to send.
-    fn handle_response(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        resp: wire::Response<'_>,
-    ) -> UdpOutcome {
+    fn handle_response(&mut self, now: Instant, via: Via, resp: wire::Response<'_>) -> UdpOutcome {
         let Some(&id) = self.by_index.get(&resp.receiver) else {
             return UdpOutcome::Dropped(DropReason::UnknownIndex);
         };
@@ -780,8 +1114,8 @@ impl Node {
         if let Some(old) = old_previous {
             self.by_index.remove(&old.local_index);
         }
-        tracing::debug!(peer = %self.peers[id.0].cfg.name, addr = %from, hs_stage = "complete", "handshake complete (initiator)");
-        self.on_authenticated(id, from, true);
+        tracing::debug!(peer = %self.peers[id.0].cfg.name, via = ?via, hs_stage = "complete", "handshake complete (initiator)");
+        self.on_authenticated(now, id, via, true);
         self.on_session(now, id);
         // Key confirmation: the responder may send only once it has heard
         // from us on the new session, so say something right away.
@@ -789,7 +1123,7 @@ impl Node {
         if queued.is_empty() {
             self.send_keepalive(now, id);
         } else {
-            let mut buf = vec![0u8; wire::MAX_DATAGRAM];
+            let mut buf = vec![0u8; wire::MAX_DATAGRAM + OVERHEAD];
             for pkt in queued {
                 if let Some(TunOutcome::Send { dst, len }) =
                     self.encrypt_to(now, id, &pkt, &mut buf)
@@ -813,34 +1147,139 @@ impl Node {
         p.timers.set(Timer::ZeroKeys, now + ZERO_KEYS_AFTER);
         if !p.connected {
             p.connected = true;
-            if let Some(endpoint) = p.endpoint {
-                self.events
-                    .push_back(Event::Connected { peer: id, endpoint });
+            if let Some(via) = self.route(id) {
+                self.events.push_back(Event::Connected { peer: id, via });
             }
         }
         // Tell the peer where we are now: it may have connected through a
         // stale candidate or the cache, and the DHT is minutes behind.
+        // Through a relay this is also the "call me now": the peer learns
+        // our current candidates one round trip after the handshake and
+        // both sides' path probes punch at once.
         self.send_record(now, id);
+        self.offer_relay(now, id);
     }
 
-    /// An authenticated packet from `from`: reset the silence timers and,
-    /// if `roam`, move the endpoint there.
-    fn on_authenticated(&mut self, id: PeerId, from: SocketAddr, roam: bool) {
+    /// An authenticated packet for `id` arrived over `via`: reset the
+    /// silence timers and, if `roam`, follow the peer there (a direct
+    /// address it moved to, or a relay it switched to while our route was
+    /// quiet).
+    fn on_authenticated(&mut self, now: Instant, id: PeerId, via: Via, roam: bool) {
+        let route = self.route(id);
         let p = &mut self.peers[id.0];
         // Only an answer on the path we send on proves that path works: a
         // moved peer's probes from elsewhere must not hide that our data
         // goes nowhere (the no-reply timer is what finds it a new path).
-        if roam || p.endpoint.is_none_or(|e| e == from) {
+        if route == Some(via) || route.is_none() || (roam && matches!(via, Via::Direct(_))) {
             p.timers.clear(Timer::NoReply);
         }
-        match p.endpoint {
-            Some(old) if roam && old != from => self.change_endpoint(id, from),
-            None => {
-                p.endpoint = Some(from);
+        let quiet = p
+            .route_rx
+            .is_none_or(|t| now.saturating_duration_since(t) >= FAILOVER_QUIET);
+        if route == Some(via) {
+            p.timers.clear(Timer::PathFailover);
+            p.failover = Failover::Quiet;
+            p.route_rx = Some(now);
+        }
+        match via {
+            Via::Direct(from) => {
+                p.direct_ok = true;
+                match p.endpoint {
+                    Some(old) if roam && old != from => self.change_endpoint(id, from),
+                    None => {
+                        p.endpoint = Some(from);
+                        p.paths
+                            .set_addrs(p.endpoint.iter().chain(p.candidates.iter()).copied());
+                    }
+                    _ => {}
+                }
+            }
+            Via::Relay(r) => match p.relay {
+                // A static or cached address nobody answered on is a guess;
+                // the relay's answer is a fact.
+                None if !p.direct_ok => self.set_relay(now, id, r, RelayCause::NoDirectPath),
+                None if roam && quiet => self.set_relay(now, id, r, RelayCause::DirectPathLost),
+                Some((cur, cause)) if cur != r && roam && quiet => {
+                    self.set_relay(now, id, r, cause)
+                }
+                _ => {}
+            },
+        }
+    }
+
+    /// Send `id`'s traffic through `r` from now on.
+    fn set_relay(&mut self, now: Instant, id: PeerId, r: PeerId, cause: RelayCause) {
+        let p = &mut self.peers[id.0];
+        let old = p.relay.replace((r, cause));
+        p.route_rx = Some(now);
+        p.failover = Failover::Quiet;
+        p.timers.clear(Timer::PathFailover);
+        // Keep looking for a direct path, faster than a settled peer does.
+        p.timers.set(Timer::PathProbe, now + RELAYED_PROBE);
+        if !p.connected {
+            return; // `Connected` will say how
+        }
+        match old {
+            None => self.events.push_back(Event::Relayed {
+                peer: id,
+                relay: r,
+                cause,
+            }),
+            Some((from, _)) if from != r => self.events.push_back(Event::RelayChanged {
+                peer: id,
+                from,
+                to: r,
+            }),
+            Some(_) => {}
+        }
+    }
+
+    /// A direct path to a relayed peer answered: use it.
+    fn go_direct(&mut self, now: Instant, id: PeerId, addr: SocketAddr) {
+        let p = &mut self.peers[id.0];
+        if p.relay.take().is_none() {
+            return;
+        }
+        p.dead_relays.clear();
+        p.direct_ok = true;
+        p.route_rx = Some(now);
+        p.failover = Failover::Quiet;
+        p.timers.clear(Timer::PathFailover);
+        if p.endpoint != Some(addr) {
+            p.endpoint = Some(addr);
+            if !p.paths.contains(addr) {
                 p.paths
                     .set_addrs(p.endpoint.iter().chain(p.candidates.iter()).copied());
             }
-            _ => {}
+        }
+        self.events.push_back(Event::DirectAgain {
+            peer: id,
+            endpoint: addr,
+        });
+    }
+
+    /// The route to `id` stopped answering (probed and silent): move to a
+    /// relay, or from a dead relay to another one.
+    fn fail_route(&mut self, now: Instant, id: PeerId) {
+        let options = self.relay_options(now, id);
+        let p = &mut self.peers[id.0];
+        match p.relay {
+            None => {
+                p.direct_ok = false;
+                if let Some(&r) = options.first() {
+                    tracing::debug!(peer = %p.cfg.name, "direct path silent: moving to a relay");
+                    self.set_relay(now, id, r, RelayCause::DirectPathLost);
+                }
+            }
+            Some((cur, cause)) => {
+                p.dead_relays.push(cur);
+                match options.iter().find(|r| **r != cur) {
+                    Some(&next) => self.set_relay(now, id, next, cause),
+                    // Nowhere else to go: give every relay another chance
+                    // at the next failure (the no-reply handshake follows).
+                    None => p.dead_relays.clear(),
+                }
+            }
         }
     }
 
@@ -857,59 +1296,69 @@ impl Node {
             .push_back(Event::EndpointChanged { peer: id, from, to });
     }
 
-    /// Encrypt a control message on the current session and send it to
-    /// `dst`, which need not be the endpoint (path probes test the others).
-    fn send_control(&mut self, now: Instant, id: PeerId, dst: SocketAddr, msg: &wire::Control) {
+    /// Encrypt a control message on the current session and send it over
+    /// `via`, which need not be the route (path probes test the others).
+    fn send_control(&mut self, now: Instant, id: PeerId, via: Via, msg: &wire::Control) {
         let mut plain = [0u8; wire::MAX_CONTROL_LEN];
         let Ok(n) = wire::emit_control(msg, &mut plain) else {
             return;
         };
-        self.send_control_bytes(now, id, dst, &plain[..n]);
+        self.send_control_bytes(now, id, via, &plain[..n]);
     }
 
     /// [`send_control`](Self::send_control) of a message already emitted.
-    fn send_control_bytes(&mut self, now: Instant, id: PeerId, dst: SocketAddr, plain: &[u8]) {
+    fn send_control_bytes(&mut self, now: Instant, id: PeerId, via: Via, plain: &[u8]) {
         // Room for the padding too: `seal` pads to a multiple of PAD_TO.
-        let mut buf = vec![0u8; plain.len() + OVERHEAD];
+        let mut buf = vec![0u8; plain.len() + SEAL_OVERHEAD];
         if let Some(Ok(len)) = self.seal(now, id, plain, &mut buf) {
-            buf.truncate(len);
-            self.transmits.push_back(Transmit { dst, payload: buf });
+            self.send_via(now, id, via, &buf[..len]);
         }
     }
 
-    /// Our record, if [`push_record`](Self::push_record) gave one, to `id`'s
-    /// endpoint on the current session (nothing without one).
+    /// Our record, if [`push_record`](Self::push_record) gave one, to `id`
+    /// on its route and current session (nothing without one).
     fn send_record(&mut self, now: Instant, id: PeerId) {
-        let Some(dst) = self.peers[id.0].endpoint else {
+        let Some(via) = self.route(id) else {
             return;
         };
         // Taken out and put back: `seal` needs the whole node.
         let Some(msg) = self.record.take() else {
             return;
         };
-        self.send_control_bytes(now, id, dst, &msg);
+        self.send_control_bytes(now, id, via, &msg);
         self.record = Some(msg);
     }
 
-    fn handle_control(&mut self, now: Instant, id: PeerId, from: SocketAddr, msg: wire::Control) {
+    fn handle_control(&mut self, now: Instant, id: PeerId, via: Via, msg: wire::Control) {
         match msg {
             wire::Control::PathPing { id: probe } => {
+                let observed = match via {
+                    Via::Direct(from) => from,
+                    // Nothing to observe through a relay.
+                    Via::Relay(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+                };
                 self.send_control(
                     now,
                     id,
-                    from,
+                    via,
                     &wire::Control::PathPong {
                         id: probe,
-                        observed: from,
+                        observed,
                     },
                 );
             }
             wire::Control::PathPong { id: probe, .. } => {
                 let p = &mut self.peers[id.0];
-                if !p.paths.on_pong(now, probe) {
+                let Some(addr) = p.paths.on_pong(now, probe) else {
                     return;
-                }
-                if let Some(better) = p.paths.better_than(now, p.endpoint) {
+                };
+                if p.relay.is_some() {
+                    // Any direct answer beats the relay; the fastest of the
+                    // live ones, if more answered.
+                    let best = p.paths.better_than(now, None).unwrap_or(addr);
+                    tracing::debug!(peer = %p.cfg.name, addr = %best, "a direct path answers: leaving the relay");
+                    self.go_direct(now, id, best);
+                } else if let Some(better) = p.paths.better_than(now, p.endpoint) {
                     tracing::debug!(peer = %p.cfg.name, addr = %better, rtt = ?p.paths.rtt(better), "switching to a better path");
                     self.change_endpoint(id, better);
                 }
@@ -932,7 +1381,8 @@ impl Node {
     // ---------------------------------------------------------------- recv
 
     /// A datagram from the UDP socket. On `WriteTun`, `out[..len]` is the
-    /// inner packet; `out` must be at least `datagram.len()`.
+    /// inner packet; on `Forward` (we relay), a datagram to send on. `out`
+    /// must be at least `datagram.len()` + [`OVERHEAD`].
     pub fn handle_udp(
         &mut self,
         now: Instant,
@@ -941,9 +1391,9 @@ impl Node {
         out: &mut [u8],
     ) -> UdpOutcome {
         match wire::parse(datagram) {
-            Ok(Packet::Data(d)) => self.handle_data(now, from, d, out),
-            Ok(Packet::Initiation(i)) => self.handle_initiation(now, from, i),
-            Ok(Packet::Response(r)) => self.handle_response(now, from, r),
+            Ok(Packet::Data(d)) => self.handle_data(now, Via::Direct(from), d, out),
+            Ok(Packet::Initiation(i)) => self.handle_initiation(now, Via::Direct(from), i),
+            Ok(Packet::Response(r)) => self.handle_response(now, Via::Direct(from), r),
             Ok(Packet::CookieReply(_)) => UdpOutcome::Dropped(DropReason::CookieIgnored),
             Ok(Packet::Stun(_)) => UdpOutcome::Stun,
             Err(e) => UdpOutcome::Dropped(DropReason::Malformed(e)),
@@ -953,7 +1403,7 @@ impl Node {
     fn handle_data(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        via: Via,
         d: wire::Data<'_>,
         out: &mut [u8],
     ) -> UdpOutcome {
@@ -968,7 +1418,11 @@ impl Node {
             Ok(n) => n,
             Err(e) => return UdpOutcome::Dropped(DropReason::Session(e)),
         };
-        p.rx_bytes += (DATA_HEADER_LEN + d.ciphertext.len()) as u64;
+        let wire_len = (DATA_HEADER_LEN + d.ciphertext.len()) as u64;
+        p.rx_bytes += wire_len;
+        if matches!(via, Via::Relay(_)) {
+            p.relay_rx_bytes += wire_len;
+        }
         if slot == Slot::Next {
             // The initiator used the session: it is confirmed, promote it.
             let old_previous = p.previous.take();
@@ -979,12 +1433,24 @@ impl Node {
             }
             self.on_session(now, id);
         }
-        // Control messages (path probes) arrive on purpose from addresses
-        // other than the path in use: they must not move it. Data from an
-        // address we do not know means the peer moved: follow it.
+        // Control messages (path probes, relay frames) arrive on purpose
+        // over paths other than the route: they must not move it. Data from
+        // an address we do not know means the peer moved: follow it; data
+        // through a relay while our route is silent means it moved there.
         let is_control = len > 0 && !matches!(out[0] >> 4, 4 | 6);
-        let known = self.peers[id.0].paths.contains(from);
-        self.on_authenticated(id, from, !is_control && !known);
+        let roam = !is_control
+            && match via {
+                Via::Direct(from) => !self.peers[id.0].paths.contains(from),
+                Via::Relay(_) => true,
+            };
+        self.on_authenticated(now, id, via, roam);
+        if let Via::Direct(from) = via
+            && !is_control
+            && self.peers[id.0].relay.is_some()
+        {
+            // Data straight from a relayed peer: it went direct, so can we.
+            self.go_direct(now, id, from);
+        }
         // A peer that only receives still has to rekey before the session
         // is rejected.
         let p = &self.peers[id.0];
@@ -997,10 +1463,17 @@ impl Node {
         if len == 0 {
             return UdpOutcome::Handled; // keepalive
         }
+        if wire::is_relay_frame(&out[..len]) {
+            return match via {
+                // One hop only: a relayed packet never carries another frame.
+                Via::Relay(_) => UdpOutcome::Dropped(DropReason::RelayMismatch),
+                Via::Direct(_) => self.handle_relay_frame(now, id, len, out),
+            };
+        }
         if is_control {
             return match wire::parse_control(&out[..len]) {
                 Ok(msg) => {
-                    self.handle_control(now, id, from, msg);
+                    self.handle_control(now, id, via, msg);
                     UdpOutcome::Handled
                 }
                 Err(e) => UdpOutcome::Dropped(DropReason::Control(e)),
@@ -1018,6 +1491,130 @@ impl Node {
             .timers
             .set_if_unset(Timer::PassiveKeepalive, now + KEEPALIVE_TIMEOUT);
         UdpOutcome::WriteTun { len: hdr.total_len }
+    }
+
+    /// `out[..len]` is a relay frame that member `hop` sent us on its
+    /// session: forward it (we relay) or open what it delivers.
+    fn handle_relay_frame(
+        &mut self,
+        now: Instant,
+        hop: PeerId,
+        len: usize,
+        out: &mut [u8],
+    ) -> UdpOutcome {
+        let (kind, key, n) = match wire::parse_relay(&out[..len]) {
+            Ok(f) => (f.kind, f.key, f.datagram.len()),
+            Err(e) => return UdpOutcome::Dropped(DropReason::RelayFrame(e)),
+        };
+        // The datagram moves to a buffer of its own: forwarding seals the
+        // frame from there into `out`, delivering decrypts from there into `out`.
+        let forward = kind == RelayKind::Forward;
+        let mut frame = std::mem::take(if forward {
+            &mut self.relay_buf
+        } else {
+            &mut self.relay_in
+        });
+        let end = RELAY_HEADER_LEN + n;
+        let outcome = if end > frame.len() {
+            UdpOutcome::Dropped(DropReason::RelayFrame(wire::RelayError::BufferTooSmall {
+                have: frame.len(),
+                need: end,
+            }))
+        } else {
+            frame[RELAY_HEADER_LEN..end].copy_from_slice(&out[RELAY_HEADER_LEN..end]);
+            if forward {
+                self.forward(now, hop, &key, &mut frame, n, out)
+            } else {
+                self.open_delivered(now, hop, &key, &frame[RELAY_HEADER_LEN..end], out)
+            }
+        };
+        if forward {
+            self.relay_buf = frame;
+        } else {
+            self.relay_in = frame;
+        }
+        outcome
+    }
+
+    /// We relay: member `from` asks us to pass `frame[RELAY_HEADER_LEN..][..n]`
+    /// to the member with key `to`.
+    fn forward(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        to: &[u8; 32],
+        frame: &mut [u8],
+        n: usize,
+        out: &mut [u8],
+    ) -> UdpOutcome {
+        use crate::relay::Refusal;
+        let refuse = |node: &mut Self, why: Refusal| {
+            if let Some(s) = node.service.as_mut() {
+                s.refused(why);
+            }
+            tracing::debug!(peer = %node.peer_name(from), reason = %why, "relay frame refused");
+            UdpOutcome::Dropped(DropReason::Relay(why))
+        };
+        if self.service.is_none() {
+            return UdpOutcome::Dropped(DropReason::Relay(Refusal::NotServing));
+        }
+        let Some(dst) = self.by_key.get(to).copied().filter(|d| *d != from) else {
+            return refuse(self, Refusal::Unknown);
+        };
+        if !self.hop_ok(now, dst) {
+            return refuse(self, Refusal::NoSession);
+        }
+        if let Some(Err(why)) = self.service.as_mut().map(|s| s.admit(now, from.0, n)) {
+            return UdpOutcome::Dropped(DropReason::Relay(why));
+        }
+        let Some(addr) = self.peers[dst.0].endpoint else {
+            return refuse(self, Refusal::NoSession);
+        };
+        let src = *self.peers[from.0].cfg.public_key.as_bytes();
+        let Ok(total) = wire::emit_relay_header(RelayKind::Deliver, &src, n, frame) else {
+            return UdpOutcome::Dropped(DropReason::NoRelay);
+        };
+        match self.seal(now, dst, &frame[..total], out) {
+            Some(Ok(len)) => {
+                if let Some(s) = self.service.as_mut() {
+                    s.delivered(dst.0, n);
+                }
+                self.after_send(now, dst, false);
+                UdpOutcome::Forward { dst: addr, len }
+            }
+            Some(Err(e)) => UdpOutcome::Dropped(DropReason::Session(e)),
+            None => refuse(self, Refusal::NoSession),
+        }
+    }
+
+    /// A datagram relay `hop` delivers from the member with key `src`: the
+    /// same handshake or data message as if it had come direct.
+    fn open_delivered(
+        &mut self,
+        now: Instant,
+        hop: PeerId,
+        src: &[u8; 32],
+        datagram: &[u8],
+        out: &mut [u8],
+    ) -> UdpOutcome {
+        let Some(sender) = self.by_key.get(src).copied().filter(|s| *s != hop) else {
+            return UdpOutcome::Dropped(DropReason::UnknownPeer);
+        };
+        let via = Via::Relay(hop);
+        // A relay may only speak for the member it names: the index must be
+        // one of that member's (initiations name themselves in Noise).
+        let owned = |node: &Self, index: u32| node.by_index.get(&index) == Some(&sender);
+        match wire::parse(datagram) {
+            Ok(Packet::Data(d)) if owned(self, d.receiver) => self.handle_data(now, via, d, out),
+            Ok(Packet::Response(r)) if owned(self, r.receiver) => self.handle_response(now, via, r),
+            Ok(Packet::Data(_) | Packet::Response(_)) => {
+                UdpOutcome::Dropped(DropReason::RelayMismatch)
+            }
+            Ok(Packet::Initiation(i)) => self.handle_initiation(now, via, i),
+            Ok(Packet::CookieReply(_)) => UdpOutcome::Dropped(DropReason::CookieIgnored),
+            Ok(Packet::Stun(_)) => UdpOutcome::Dropped(DropReason::RelayMismatch),
+            Err(e) => UdpOutcome::Dropped(DropReason::Malformed(e)),
+        }
     }
 
     // -------------------------------------------------------------- timers
@@ -1066,7 +1663,11 @@ impl Node {
                     return; // the next session schedules probing again
                 }
                 let pings = p.paths.probe_round(now, || rng.next_u64());
-                p.timers.set(Timer::PathProbe, p.paths.next_round(now));
+                let mut next = p.paths.next_round(now);
+                if p.relay.is_some() {
+                    next = next.min(now + RELAYED_PROBE);
+                }
+                p.timers.set(Timer::PathProbe, next);
                 // Probes keep an idle session alive too: without a rekey it
                 // would expire, and with it the NAT mappings the probes hold
                 // open, leaving both sides behind closed NATs.
@@ -1077,7 +1678,35 @@ impl Node {
                     self.initiate(now, id);
                 }
                 for (addr, probe) in pings {
-                    self.send_control(now, id, addr, &wire::Control::PathPing { id: probe });
+                    self.send_control(
+                        now,
+                        id,
+                        Via::Direct(addr),
+                        &wire::Control::PathPing { id: probe },
+                    );
+                }
+            }
+            Timer::PathFailover => {
+                let Some(via) = self.route(id) else { return };
+                let Node { peers, rng, .. } = self;
+                let p = &mut peers[id.0];
+                if !p.current.as_ref().is_some_and(|s| s.is_valid(now)) {
+                    return;
+                }
+                match p.failover {
+                    Failover::Quiet => {
+                        // Data went out and nothing came back: ask the route
+                        // itself before leaving it (a one-way stream is quiet
+                        // in the other direction and that is fine).
+                        p.failover = Failover::Probing;
+                        p.timers.set(Timer::PathFailover, now + FAILOVER_PROBE);
+                        let probe = rng.next_u64();
+                        self.send_control(now, id, via, &wire::Control::PathPing { id: probe });
+                    }
+                    Failover::Probing => {
+                        p.failover = Failover::Quiet;
+                        self.fail_route(now, id);
+                    }
                 }
             }
             Timer::PassiveKeepalive => {
@@ -1118,8 +1747,8 @@ impl Node {
     /// Send `plain` as a control message to `id`'s endpoint on the current
     /// session, whatever it holds: what a buggy or hostile peer could send.
     pub(crate) fn send_raw_control(&mut self, now: Instant, id: PeerId, plain: &[u8]) {
-        if let Some(dst) = self.peers[id.0].endpoint {
-            self.send_control_bytes(now, id, dst, plain);
+        if let Some(via) = self.route(id) {
+            self.send_control_bytes(now, id, via, plain);
         }
     }
 

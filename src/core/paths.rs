@@ -90,21 +90,17 @@ impl Paths {
         }
     }
 
-    /// A pong answering probe `id`; false if it matches no probe. Matched by
+    /// A pong answering probe `id`: the address it proves; `None` if it
+    /// matches no probe. Matched by
     /// id, not by source: a multi-homed peer may answer from another of its
     /// addresses, and what the pong proves is that our ping reached the
     /// address it was sent to.
-    pub fn on_pong(&mut self, now: Instant, id: u64) -> bool {
-        let Some(p) = self
+    pub fn on_pong(&mut self, now: Instant, id: u64) -> Option<SocketAddr> {
+        let p = self
             .entries
             .iter_mut()
-            .find(|p| p.ping.is_some_and(|(sent, _)| sent == id))
-        else {
-            return false;
-        };
-        let Some((_, sent_at)) = p.ping.take() else {
-            return false;
-        };
+            .find(|p| p.ping.is_some_and(|(sent, _)| sent == id))?;
+        let (_, sent_at) = p.ping.take()?;
         let sample = now.saturating_duration_since(sent_at);
         p.rtt = Some(match p.rtt {
             Some(old) => (old * 7 + sample) / 8,
@@ -112,7 +108,7 @@ impl Paths {
         });
         p.last_pong = Some(now);
         p.lost = 0;
-        true
+        Some(p.addr)
     }
 
     /// Answered recently, and not silent for the last probes in a row: a
@@ -171,14 +167,23 @@ mod tests {
             n
         });
         assert_eq!(pings.len(), 2);
-        assert!(p.on_pong(t0 + Duration::from_millis(20), pings[0].1));
+        assert!(
+            p.on_pong(t0 + Duration::from_millis(20), pings[0].1)
+                .is_some()
+        );
         assert_eq!(
             p.better_than(t0, Some(wan)),
             None,
             "only one path has answered, and it is current"
         );
-        assert!(!p.on_pong(t0, 999), "a pong with the wrong id is ignored");
-        assert!(p.on_pong(t0 + Duration::from_millis(1), pings[1].1));
+        assert!(
+            p.on_pong(t0, 999).is_none(),
+            "a pong with the wrong id is ignored"
+        );
+        assert_eq!(
+            p.on_pong(t0 + Duration::from_millis(1), pings[1].1),
+            Some(lan)
+        );
         assert_eq!(p.better_than(t0, Some(wan)), Some(lan));
         // 15 % better is not enough to move.
         let mut q = Paths::default();

@@ -48,6 +48,8 @@ pub struct Sim {
     /// Further addresses of nodes (e.g. a LAN address beside the public one).
     aliases: Vec<(SocketAddr, usize)>,
     blackholes: Vec<SocketAddr>,
+    /// Address pairs that cannot reach each other (either way).
+    blocked: Vec<(SocketAddr, SocketAddr)>,
     pub jitter: Duration,
     /// Probability each datagram is lost, 0.0..=1.0.
     pub loss: f64,
@@ -109,6 +111,7 @@ impl Sim {
             lan_latency: None,
             aliases: Vec::new(),
             blackholes: Vec::new(),
+            blocked: Vec::new(),
             jitter: Duration::ZERO,
             loss: 0.0,
             rng: StdRng::seed_from_u64(seed),
@@ -119,7 +122,12 @@ impl Sim {
 
     /// Add node number `n` (key n, underlay 198.18.0.n, overlay 100.96.0.n).
     pub fn add(&mut self, n: u8, peers: Vec<PeerConfig>) -> usize {
-        let node = self.make_node(n, peers);
+        self.add_with_relay(n, peers, RelayConfig::default())
+    }
+
+    /// [`add`](Self::add) with a `[relay]` section.
+    pub fn add_with_relay(&mut self, n: u8, peers: Vec<PeerConfig>, relay: RelayConfig) -> usize {
+        let node = self.make_node(n, peers, relay);
         self.nodes.push(SimNode {
             node,
             addr: underlay(n),
@@ -133,11 +141,12 @@ impl Sim {
         self.nodes.len() - 1
     }
 
-    fn make_node(&mut self, n: u8, peers: Vec<PeerConfig>) -> Node {
+    fn make_node(&mut self, n: u8, peers: Vec<PeerConfig>, relay: RelayConfig) -> Node {
         let cfg = NodeConfig {
             secret: key(n),
             psk: [0; 32],
             peers,
+            relay,
         };
         // The wall clock advances with virtual time.
         let unix = self.unix0 + self.now.saturating_duration_since(self.t0);
@@ -149,7 +158,7 @@ impl Sim {
     /// Replace node `i` with a fresh process (same key and address), as a
     /// daemon restart does.
     pub fn restart(&mut self, i: usize, n: u8, peers: Vec<PeerConfig>) {
-        let node = self.make_node(n, peers);
+        let node = self.make_node(n, peers, RelayConfig::default());
         let s = &mut self.nodes[i];
         s.node = node;
         s.up = true;
@@ -191,6 +200,15 @@ impl Sim {
         self.blackholes.push(addr);
     }
 
+    /// Nothing passes between `a` and `b` (either way) until [`unblock`](Self::unblock).
+    pub fn block(&mut self, a: SocketAddr, b: SocketAddr) {
+        self.blocked.push((a, b));
+    }
+
+    pub fn unblock(&mut self, a: SocketAddr, b: SocketAddr) {
+        self.blocked.retain(|&(x, y)| (x, y) != (a, b));
+    }
+
     /// Give node `i` a second address (it answers there too).
     pub fn add_alias(&mut self, i: usize, addr: SocketAddr) {
         self.aliases.push((addr, i));
@@ -208,7 +226,14 @@ impl Sim {
     /// Put a datagram on the simulated wire, subject to loss and latency.
     pub fn send_raw(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
         self.wire_log.push((from, to, bytes.clone()));
-        if self.blackholes.contains(&to) || (self.loss > 0.0 && self.rng.random_bool(self.loss)) {
+        let blocked = self
+            .blocked
+            .iter()
+            .any(|&(a, b)| (a, b) == (from, to) || (b, a) == (from, to));
+        if blocked
+            || self.blackholes.contains(&to)
+            || (self.loss > 0.0 && self.rng.random_bool(self.loss))
+        {
             return;
         }
         let jitter = if self.jitter.is_zero() {
@@ -275,11 +300,15 @@ impl Sim {
         if !self.nodes[i].up {
             return None;
         }
-        let mut out = vec![0u8; bytes.len().max(64)];
+        let mut out = vec![0u8; bytes.len() + OVERHEAD];
         let now = self.now;
         let r = self.nodes[i].node.handle_udp(now, from, bytes, &mut out);
         match r {
             UdpOutcome::WriteTun { len } => self.nodes[i].tun.push(out[..len].to_vec()),
+            UdpOutcome::Forward { dst, len } => {
+                let src = self.source_for(i, dst);
+                self.send_raw(src, dst, out[..len].to_vec());
+            }
             UdpOutcome::Dropped(d) => self.nodes[i].drops.push(d),
             _ => {}
         }

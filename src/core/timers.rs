@@ -44,15 +44,19 @@ pub enum Timer {
     ZeroKeys,
     /// Ping every known address of the peer to time the paths.
     PathProbe,
+    /// Data sent on a peer's route and nothing back: probe it, then leave
+    /// it for a relay (or another relay).
+    PathFailover,
 }
 
-const ALL: [Timer; 6] = [
+const ALL: [Timer; 7] = [
     Timer::HandshakeRetry,
     Timer::PersistentKeepalive,
     Timer::PassiveKeepalive,
     Timer::NoReply,
     Timer::ZeroKeys,
     Timer::PathProbe,
+    Timer::PathFailover,
 ];
 
 #[derive(Debug, Default, Clone)]

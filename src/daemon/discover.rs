@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::core::{Event, Node, PeerId, PeerRecord};
+use crate::core::{Event, Node, PeerId, PeerRecord, Via};
 use crate::discovery::cache::PeerCache;
 use crate::discovery::dht::DhtSettings;
 use crate::discovery::rendezvous::{self, Found, Rendezvous};
@@ -441,7 +441,11 @@ impl Discovery {
                     self.lookup(now, peer);
                 }
             }
-            Event::Connected { peer, endpoint }
+            Event::Connected {
+                peer,
+                via: Via::Direct(endpoint),
+            }
+            | Event::DirectAgain { peer, endpoint }
             | Event::EndpointChanged {
                 peer, to: endpoint, ..
             } => {
@@ -519,6 +523,7 @@ mod tests {
                     endpoint: None,
                     keepalive: None,
                 }],
+                relay: Default::default(),
             },
             now,
             Duration::from_secs(1_800_000_000),

@@ -31,7 +31,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, Endpoint};
-use crate::core::{Event, Node, NodeConfig, OVERHEAD, PeerConfig, PeerId, TunOutcome, UdpOutcome};
+use crate::core::{
+    Event, Node, NodeConfig, OVERHEAD, PeerConfig, PeerId, RelayCause, TunOutcome, UdpOutcome, Via,
+};
 use crate::nat::punch::{Action, Outcome, Puncher, Role, Strategy};
 
 /// Errors that stop the daemon from starting, each saying what to check.
@@ -82,6 +84,7 @@ async fn node_config(cfg: &Config) -> NodeConfig {
         // The network secret is the psk2 of every handshake (design §3).
         psk: cfg.network.secret.unwrap_or([0; 32]),
         peers,
+        relay: Default::default(),
     }
 }
 
@@ -450,7 +453,7 @@ impl Shell {
         let mut authenticated = false;
         for datagram in b.udp_in[..r.len].chunks(r.segment.max(1)) {
             let out = &mut b.tun_out[k];
-            out.resize(TUN_HDR + datagram.len(), 0);
+            out.resize(TUN_HDR + datagram.len() + OVERHEAD, 0);
             match self
                 .node
                 .handle_udp(now, r.from, datagram, &mut out[TUN_HDR..])
@@ -463,6 +466,18 @@ impl Shell {
                 UdpOutcome::Dropped(reason) => debug!(addr = %r.from, %reason, "datagram dropped"),
                 UdpOutcome::Stun => self.stun.handle_datagram(now, r.from, datagram),
                 UdpOutcome::Handled => authenticated = true,
+                UdpOutcome::Forward { dst, len } => {
+                    // We relay: the frame goes on to the other member.
+                    let frame = &out[TUN_HDR..TUN_HDR + len];
+                    let sent = match self.pools.route(dst) {
+                        Some(sock) => sock.send_to(frame, dst).await.map(drop),
+                        None => self.udp.send_to(frame, dst).await,
+                    };
+                    if let Err(e) = sent {
+                        debug!(addr = %dst, error = %e, "relay: UDP send failed");
+                    }
+                    authenticated = true;
+                }
             }
         }
         if k > 0
@@ -565,7 +580,11 @@ impl Shell {
         while let Some(e) = self.node.poll_event() {
             self.discovery.on_event(&self.node, Instant::now(), &e);
             match e {
-                Event::Connected { peer, .. } => self.puncher.connected(peer),
+                Event::Connected {
+                    peer,
+                    via: Via::Direct(_),
+                }
+                | Event::DirectAgain { peer, .. } => self.puncher.connected(peer),
                 // Keys wiped: its routes are stale, but an attempt that is
                 // running keeps its pool.
                 Event::Disconnected { peer } => self.pools.retain_routes(|p, _| p != peer),
@@ -751,52 +770,72 @@ impl Shell {
     }
 
     fn status(&self, now: Instant) -> control::StatusReport {
-        let peers = self
-            .node
-            .peer_ids()
-            .filter_map(|id| {
-                let st = self.node.peer_status(id)?;
-                let source = self.discovery.source(id);
-                Some(control::PeerReport {
-                    name: st.name,
-                    public_key: st.public_key.to_string(),
-                    path: if st.connected { "direct" } else { "none" }.to_string(),
-                    path_reason: self
-                        .punch_reason(id, st.endpoint, st.connected)
-                        .unwrap_or_else(|| {
-                            self.discovery.path_reason(id, st.endpoint, st.connected)
-                        }),
-                    endpoint: st.endpoint.map(|e| e.to_string()),
-                    last_handshake_secs: st
-                        .last_handshake
-                        .map(|t| now.saturating_duration_since(t).as_secs()),
-                    rx_bytes: st.rx_bytes,
-                    tx_bytes: st.tx_bytes,
-                    candidates: st.candidates.iter().map(ToString::to_string).collect(),
-                    candidates_source: source.map(|(s, _)| s.to_string()),
-                    candidates_age_secs: source.map(|(_, age)| age),
-                    punch: self.puncher.status(id).map(|p| control::PunchReport {
-                        role: match p.role {
-                            Role::Easy => "easy",
-                            Role::Hard => "hard",
+        let peers =
+            self.node
+                .peer_ids()
+                .filter_map(|id| {
+                    let st = self.node.peer_status(id)?;
+                    let source = self.discovery.source(id);
+                    let relay = st.relay.filter(|_| st.connected).map(|(r, cause)| {
+                        control::RelayPathReport {
+                            via: self.node.peer_name(r).to_string(),
+                            transport: "udp".to_string(),
+                            reason: relay_reason(cause).to_string(),
+                            tx_bytes: st.relay_tx_bytes,
+                            rx_bytes: st.relay_rx_bytes,
+                            drops: st.relay_drops,
+                        }
+                    });
+                    let peer_relays = st
+                        .peer_relays
+                        .iter()
+                        .map(|r| self.node.peer_name(*r).to_string())
+                        .collect();
+                    Some(control::PeerReport {
+                        name: st.name,
+                        public_key: st.public_key.to_string(),
+                        path: match (st.connected, &relay) {
+                            (false, _) => "none",
+                            (true, None) => "direct",
+                            (true, Some(_)) => "relayed",
                         }
                         .to_string(),
-                        probes: p.probes,
-                        attempts: p.attempts,
-                        active: p.active,
-                        last: p.last.map(|o| {
-                            match o {
-                                Outcome::Connected => "connected",
-                                Outcome::Spent => "spent",
+                        path_reason: self
+                            .punch_reason(id, st.endpoint, st.connected)
+                            .unwrap_or_else(|| {
+                                self.discovery.path_reason(id, st.endpoint, st.connected)
+                            }),
+                        endpoint: st.endpoint.map(|e| e.to_string()),
+                        last_handshake_secs: st
+                            .last_handshake
+                            .map(|t| now.saturating_duration_since(t).as_secs()),
+                        rx_bytes: st.rx_bytes,
+                        tx_bytes: st.tx_bytes,
+                        candidates: st.candidates.iter().map(ToString::to_string).collect(),
+                        candidates_source: source.map(|(s, _)| s.to_string()),
+                        candidates_age_secs: source.map(|(_, age)| age),
+                        punch: self.puncher.status(id).map(|p| control::PunchReport {
+                            role: match p.role {
+                                Role::Easy => "easy",
+                                Role::Hard => "hard",
                             }
-                            .to_string()
+                            .to_string(),
+                            probes: p.probes,
+                            attempts: p.attempts,
+                            active: p.active,
+                            last: p.last.map(|o| {
+                                match o {
+                                    Outcome::Connected => "connected",
+                                    Outcome::Spent => "spent",
+                                }
+                                .to_string()
+                            }),
                         }),
-                    }),
-                    relay: None,
-                    peer_relays: Vec::new(),
+                        relay,
+                        peer_relays,
+                    })
                 })
-            })
-            .collect();
+                .collect();
         control::StatusReport {
             interface: self.interface.clone(),
             public_key: self.node.public_key().to_string(),
@@ -825,14 +864,54 @@ impl Shell {
                     .map(|m| format!("{} via {}", m.external, m.protocol)),
             },
             peers,
-            relay_service: None,
+            relay_service: self
+                .node
+                .relay_service()
+                .map(|s| control::RelayServiceReport {
+                    tcp_port: None,
+                    refused_unknown: s.refused_unknown,
+                    refused_no_session: s.refused_no_session,
+                    members: self
+                        .node
+                        .peer_ids()
+                        .filter_map(|id| {
+                            let m = s.member(id.0)?;
+                            (m != Default::default()).then(|| control::RelayMemberReport {
+                                name: self.node.peer_name(id).to_string(),
+                                forwarded_bytes: m.forwarded_bytes,
+                                forwarded_packets: m.forwarded_packets,
+                                delivered_bytes: m.delivered_bytes,
+                                dropped_rate: m.dropped_rate,
+                                transport: Some("udp".to_string()),
+                            })
+                        })
+                        .collect(),
+                }),
         }
     }
 
     fn log_event(&self, e: Event) {
         match e {
-            Event::Connected { peer, endpoint } => {
+            Event::Connected {
+                peer,
+                via: Via::Direct(endpoint),
+            } => {
                 info!(peer = %self.node.peer_name(peer), addr = %endpoint, path = "direct", "peer connected")
+            }
+            Event::Connected {
+                peer,
+                via: Via::Relay(relay),
+            } => {
+                info!(peer = %self.node.peer_name(peer), relay = %self.node.peer_name(relay), path = "relayed", "peer connected")
+            }
+            Event::Relayed { peer, relay, cause } => {
+                info!(peer = %self.node.peer_name(peer), relay = %self.node.peer_name(relay), reason = relay_reason(cause), "peer relayed")
+            }
+            Event::DirectAgain { peer, endpoint } => {
+                info!(peer = %self.node.peer_name(peer), addr = %endpoint, path = "direct", "peer direct again")
+            }
+            Event::RelayChanged { peer, from, to } => {
+                info!(peer = %self.node.peer_name(peer), from = %self.node.peer_name(from), relay = %self.node.peer_name(to), "peer moved to another relay")
             }
             Event::EndpointChanged { peer, from, to } => {
                 info!(peer = %self.node.peer_name(peer), from = %from, addr = %to, "peer endpoint changed")
@@ -847,5 +926,13 @@ impl Shell {
                 debug!(peer = %self.node.peer_name(peer), "no known address answers")
             }
         }
+    }
+}
+
+/// Why a peer is relayed, in the words `status` and the log use.
+fn relay_reason(cause: RelayCause) -> &'static str {
+    match cause {
+        RelayCause::NoDirectPath => "no direct path answered; still probing for one",
+        RelayCause::DirectPathLost => "the direct path stopped answering; still probing it",
     }
 }

@@ -40,9 +40,11 @@ mod control;
 mod ip;
 mod packet;
 mod record;
+mod relay;
 
 pub use control::*;
 pub use ip::*;
 
 pub use packet::*;
 pub use record::*;
+pub use relay::*;

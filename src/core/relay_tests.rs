@@ -1,0 +1,324 @@
+//! Simulator tests of relaying: members 1 and 2 reach each other through
+//! relay 3 (and 4), with the direct path between them blocked or not.
+
+use std::time::Duration;
+
+use super::sim::*;
+use super::*;
+use crate::relay::Limits;
+
+const A: usize = 0;
+const B: usize = 1;
+const R1: usize = 2;
+const R2: usize = 3;
+
+/// A member's view: the other member (no endpoint) first, then the relays
+/// (static endpoints, keepalive), all of them in `via`.
+fn member(other: u8, relays: &[u8]) -> (Vec<PeerConfig>, RelayConfig) {
+    let mut peers = vec![peer_cfg(other, false)];
+    for &r in relays {
+        let mut p = peer_cfg(r, true);
+        p.keepalive = Some(Duration::from_secs(25));
+        peers.push(p);
+    }
+    let via = (1..=relays.len()).map(PeerId).collect();
+    (peers, RelayConfig { serve: None, via })
+}
+
+/// 1 and 2 with relays 3 (and 4 when `two`); the relays know both members.
+fn relayed(seed: u64, two: bool, limits: Limits) -> Sim {
+    let relays: &[u8] = if two { &[3, 4] } else { &[3] };
+    let mut sim = Sim::new(seed);
+    let (p, r) = member(2, relays);
+    sim.add_with_relay(1, p, r);
+    let (p, r) = member(1, relays);
+    sim.add_with_relay(2, p, r);
+    for &n in relays {
+        sim.add_with_relay(
+            n,
+            vec![peer_cfg(1, false), peer_cfg(2, false)],
+            RelayConfig {
+                serve: Some(limits),
+                via: Vec::new(),
+            },
+        );
+    }
+    sim
+}
+
+fn relay_of(sim: &Sim, i: usize, peer: usize) -> Option<PeerId> {
+    sim.nodes[i]
+        .node
+        .peer_status(PeerId(peer))
+        .and_then(|s| s.relay.map(|(r, _)| r))
+}
+
+fn delivered(sim: &Sim, i: usize, marker: &[u8]) -> usize {
+    sim.nodes[i]
+        .tun
+        .iter()
+        .filter(|p| p.windows(marker.len()).any(|w| w == marker))
+        .count()
+}
+
+/// Send `n` numbered packets each way, 20 ms apart, stepping the sim.
+fn exchange(sim: &mut Sim, n: usize, tag: &str) {
+    for k in 0..n {
+        sim.send_ip(A, overlay(2), format!("{tag} a{k}").as_bytes());
+        sim.send_ip(B, overlay(1), format!("{tag} b{k}").as_bytes());
+        sim.run_for(Duration::from_millis(20));
+    }
+    sim.run_for(Duration::from_millis(200));
+}
+
+fn count(sim: &Sim, i: usize, tag: &str, side: char, n: usize) -> usize {
+    (0..n)
+        .filter(|k| delivered(sim, i, format!("{tag} {side}{k}").as_bytes()) > 0)
+        .count()
+}
+
+#[test]
+fn members_without_a_direct_path_connect_through_the_relay() {
+    let mut sim = relayed(1, false, Limits::default());
+    sim.start_all();
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(relay_of(&sim, A, 0), Some(PeerId(1)), "a reaches b via r");
+    assert_eq!(relay_of(&sim, B, 0), Some(PeerId(1)), "b reaches a via r");
+    exchange(&mut sim, 20, "x");
+    assert_eq!(count(&sim, B, "x", 'a', 20), 20);
+    assert_eq!(count(&sim, A, "x", 'b', 20), 20);
+    // The packets arrive exactly as sent, and the relay's TUN saw nothing.
+    assert!(
+        sim.nodes[B]
+            .tun
+            .contains(&ip_packet(overlay(1), overlay(2), b"x a0"))
+    );
+    assert!(sim.nodes[R1].tun.is_empty());
+    let svc = sim.nodes[R1].node.relay_service().unwrap();
+    assert!(svc.member(0).unwrap().forwarded_packets >= 20);
+    assert!(svc.member(1).unwrap().forwarded_packets >= 20);
+    // Through the relay, never around it: nothing went between 1 and 2.
+    assert!(
+        !sim.wire_log
+            .iter()
+            .any(|(f, t, _)| (*f, *t) == (underlay(1), underlay(2))
+                || (*f, *t) == (underlay(2), underlay(1)))
+    );
+    let st = sim.nodes[A].node.peer_status(PeerId(0)).unwrap();
+    assert!(st.relay_tx_bytes > 0 && st.relay_rx_bytes > 0, "{st:?}");
+    assert!(st.connected);
+}
+
+#[test]
+fn a_relayed_pair_goes_direct_when_punching_opens() {
+    let mut sim = relayed(2, false, Limits::default());
+    sim.block(underlay(1), underlay(2));
+    sim.start_all();
+    // Each knows the other's address (as from the DHT), but it is blocked.
+    sim.act(A, |n, now| {
+        n.handle_candidates(now, PeerId(0), &[underlay(2)])
+    });
+    sim.act(B, |n, now| {
+        n.handle_candidates(now, PeerId(0), &[underlay(1)])
+    });
+    sim.run_for(Duration::from_secs(4));
+    assert_eq!(relay_of(&sim, A, 0), Some(PeerId(1)));
+    exchange(&mut sim, 10, "before");
+    assert_eq!(count(&sim, B, "before", 'a', 10), 10);
+    sim.unblock(underlay(1), underlay(2));
+    let lifted = sim.now;
+    while relay_of(&sim, A, 0).is_some() || relay_of(&sim, B, 0).is_some() {
+        assert!(
+            sim.now - lifted < Duration::from_secs(5),
+            "still relayed 5 s after the path opened"
+        );
+        exchange(&mut sim, 1, "switch");
+    }
+    let st = sim.nodes[A].node.peer_status(PeerId(0)).unwrap();
+    assert_eq!(st.endpoint, Some(underlay(2)));
+    assert!(sim.nodes[A].events.iter().any(|e| matches!(
+        e,
+        Event::DirectAgain {
+            peer: PeerId(0),
+            ..
+        }
+    )));
+    exchange(&mut sim, 10, "after");
+    assert_eq!(count(&sim, B, "after", 'a', 10), 10);
+    assert_eq!(count(&sim, A, "after", 'b', 10), 10);
+}
+
+#[test]
+fn a_direct_pair_falls_back_to_the_relay_within_3_s() {
+    let mut sim = relayed(3, false, Limits::default());
+    sim.start_all();
+    sim.act(A, |n, now| {
+        n.handle_candidates(now, PeerId(0), &[underlay(2)])
+    });
+    sim.run_for(Duration::from_secs(3));
+    exchange(&mut sim, 5, "warm");
+    assert_eq!(relay_of(&sim, A, 0), None, "direct first");
+    assert_eq!(relay_of(&sim, B, 0), None);
+    sim.block(underlay(1), underlay(2));
+    let cut = sim.now;
+    exchange(&mut sim, 150, "cut"); // 3 s of traffic each way
+    let moved = sim.nodes[A].events.iter().any(|e| {
+        matches!(
+            e,
+            Event::Relayed {
+                peer: PeerId(0),
+                cause: RelayCause::DirectPathLost,
+                ..
+            }
+        )
+    });
+    assert!(moved, "{:?}", sim.nodes[A].events);
+    assert_eq!(relay_of(&sim, A, 0), Some(PeerId(1)));
+    assert_eq!(relay_of(&sim, B, 0), Some(PeerId(1)));
+    // Packets sent more than ~2.5 s after the cut all arrive.
+    let tail = (0..150).filter(|k| *k >= 125);
+    for k in tail {
+        assert!(
+            delivered(&sim, B, format!("cut a{k}").as_bytes()) > 0,
+            "a{k} lost ({:?} after the cut)",
+            sim.now - cut
+        );
+        assert!(
+            delivered(&sim, A, format!("cut b{k}").as_bytes()) > 0,
+            "b{k} lost"
+        );
+    }
+}
+
+#[test]
+fn a_dead_relay_is_left_for_another_within_3_s() {
+    let mut sim = relayed(4, true, Limits::default());
+    sim.start_all();
+    sim.run_for(Duration::from_secs(3));
+    exchange(&mut sim, 5, "warm");
+    let first = relay_of(&sim, A, 0).expect("relayed");
+    let (dead, other) = if first == PeerId(1) {
+        (R1, PeerId(2))
+    } else {
+        (R2, PeerId(1))
+    };
+    sim.nodes[dead].up = false;
+    exchange(&mut sim, 150, "kill");
+    assert_eq!(relay_of(&sim, A, 0), Some(other));
+    assert_eq!(relay_of(&sim, B, 0), Some(other));
+    assert!(sim.nodes[A].events.iter().any(|e| matches!(
+        e,
+        Event::RelayChanged {
+            peer: PeerId(0),
+            ..
+        }
+    )));
+    for k in 125..150 {
+        assert!(
+            delivered(&sim, B, format!("kill a{k}").as_bytes()) > 0,
+            "a{k} lost"
+        );
+        assert!(
+            delivered(&sim, A, format!("kill b{k}").as_bytes()) > 0,
+            "b{k} lost"
+        );
+    }
+}
+
+#[test]
+fn the_relay_refuses_strangers_and_members_without_a_session() {
+    // 1 lists 5 as a peer; the relay does not know 5.
+    let mut sim = Sim::new(5);
+    let (mut p, r) = member(2, &[3]);
+    p.push(peer_cfg(5, false));
+    sim.add_with_relay(1, p, r);
+    let (p, r) = member(1, &[3]);
+    sim.add_with_relay(2, p, r);
+    sim.add_with_relay(
+        3,
+        vec![peer_cfg(1, false), peer_cfg(2, false)],
+        RelayConfig {
+            serve: Some(Limits::default()),
+            via: Vec::new(),
+        },
+    );
+    sim.add(5, vec![peer_cfg(3, true)]);
+    sim.nodes[B].up = false; // 2 never talks to the relay
+    sim.start_node(A);
+    sim.start_node(R1);
+    sim.run_for(Duration::from_secs(2));
+    sim.send_ip(A, overlay(5), b"to the stranger");
+    sim.send_ip(A, overlay(2), b"to the absent one");
+    sim.run_for(Duration::from_secs(3));
+    let svc = sim.nodes[R1].node.relay_service().unwrap();
+    assert!(svc.refused_unknown > 0, "unknown destination refused");
+    assert!(
+        svc.refused_no_session > 0,
+        "sessionless destination refused"
+    );
+    assert!(sim.nodes[3].tun.is_empty(), "nothing reached the stranger");
+    assert!(
+        sim.nodes[R1]
+            .drops
+            .iter()
+            .any(|d| matches!(d, DropReason::Relay(crate::relay::Refusal::Unknown)))
+    );
+    // A node that is not a member cannot even get a session with the relay.
+    sim.act(3, |n, now| {
+        n.handle_candidates(now, PeerId(0), &[underlay(3)])
+    });
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.nodes[R1].drops.contains(&DropReason::UnknownPeer));
+}
+
+#[test]
+fn a_node_that_does_not_serve_forwards_nothing() {
+    let mut sim = relayed(7, false, Limits::default());
+    // Node 3 keeps its peers but stops serving.
+    sim.restart(R1, 3, vec![peer_cfg(1, false), peer_cfg(2, false)]);
+    sim.start_all();
+    sim.run_for(Duration::from_secs(3));
+    sim.send_ip(A, overlay(2), b"please relay");
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(delivered(&sim, B, b"please relay"), 0);
+    assert!(
+        sim.nodes[R1]
+            .drops
+            .iter()
+            .any(|d| matches!(d, DropReason::Relay(crate::relay::Refusal::NotServing)))
+    );
+}
+
+#[test]
+fn the_relays_rate_limit_holds() {
+    // 125 kB/s per member: 1 sends 1000-byte packets at 250 kB/s for 4 s.
+    let mut sim = relayed(
+        8,
+        false,
+        Limits {
+            per_member: Some(125_000),
+            total: None,
+        },
+    );
+    sim.start_all();
+    sim.run_for(Duration::from_secs(3));
+    let payload = vec![b'z'; 1000];
+    let before = sim.nodes[B].tun.len();
+    for _ in 0..1000 {
+        sim.send_ip(A, overlay(2), &payload);
+        sim.run_for(Duration::from_millis(4));
+    }
+    sim.run_for(Duration::from_millis(200));
+    let got = (sim.nodes[B].tun.len() - before) as f64 * 1020.0 / 4.0;
+    assert!(
+        (100_000.0..170_000.0).contains(&got),
+        "{got} B/s through a 125 kB/s limit"
+    );
+    let m = sim.nodes[R1]
+        .node
+        .relay_service()
+        .unwrap()
+        .member(0)
+        .unwrap();
+    assert!(m.dropped_rate > 300, "{m:?}");
+}
