@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::sim::*;
+use super::tests::delivered;
 use super::*;
 use crate::relay::Limits;
 
@@ -51,14 +52,6 @@ fn relay_of(sim: &Sim, i: usize, peer: usize) -> Option<PeerId> {
         .node
         .peer_status(PeerId(peer))
         .and_then(|s| s.relay.map(|(r, _)| r))
-}
-
-fn delivered(sim: &Sim, i: usize, marker: &[u8]) -> usize {
-    sim.nodes[i]
-        .tun
-        .iter()
-        .filter(|p| p.windows(marker.len()).any(|w| w == marker))
-        .count()
 }
 
 /// Send `n` numbered packets each way, 20 ms apart, stepping the sim.

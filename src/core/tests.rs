@@ -13,7 +13,7 @@ fn pair(seed: u64) -> Sim {
     sim
 }
 
-fn delivered(sim: &Sim, i: usize, marker: &[u8]) -> usize {
+pub(super) fn delivered(sim: &Sim, i: usize, marker: &[u8]) -> usize {
     sim.nodes[i]
         .tun
         .iter()
