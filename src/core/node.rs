@@ -316,6 +316,13 @@ struct Peer {
 }
 
 impl Peer {
+    /// Time exactly the endpoint and the candidates, keeping what is known
+    /// of the ones that stay.
+    fn track_paths(&mut self) {
+        self.paths
+            .set_addrs(self.endpoint.iter().chain(self.candidates.iter()).copied());
+    }
+
     fn session_mut(&mut self, index: u32) -> Option<(&mut Session, Slot)> {
         if let Some(s) = self.current.as_mut().filter(|s| s.local_index == index) {
             return Some((s, Slot::Current));
@@ -589,8 +596,7 @@ impl Node {
                 p.candidates.push(*a);
             }
         }
-        p.paths
-            .set_addrs(p.endpoint.iter().chain(p.candidates.iter()).copied());
+        p.track_paths();
         if p.current.as_ref().is_some_and(|s| s.is_valid(now)) {
             p.timers.set(Timer::PathProbe, now);
         } else {
@@ -1188,8 +1194,7 @@ impl Node {
                     Some(old) if roam && old != from => self.change_endpoint(id, from),
                     None => {
                         p.endpoint = Some(from);
-                        p.paths
-                            .set_addrs(p.endpoint.iter().chain(p.candidates.iter()).copied());
+                        p.track_paths();
                     }
                     _ => {}
                 }
@@ -1248,8 +1253,7 @@ impl Node {
         if p.endpoint != Some(addr) {
             p.endpoint = Some(addr);
             if !p.paths.contains(addr) {
-                p.paths
-                    .set_addrs(p.endpoint.iter().chain(p.candidates.iter()).copied());
+                p.track_paths();
             }
         }
         self.events.push_back(Event::DirectAgain {
@@ -1289,8 +1293,7 @@ impl Node {
             return;
         };
         if !p.paths.contains(to) {
-            p.paths
-                .set_addrs(p.endpoint.iter().chain(p.candidates.iter()).copied());
+            p.track_paths();
         }
         self.events
             .push_back(Event::EndpointChanged { peer: id, from, to });

@@ -106,7 +106,6 @@ pub struct Limits {
 /// config's peers), one bucket for all.
 #[derive(Debug, Clone)]
 pub struct RelayService {
-    limits: Limits,
     members: Vec<(Option<TokenBucket>, MemberStats)>,
     total: Option<TokenBucket>,
     pub refused_unknown: u64,
@@ -116,7 +115,6 @@ pub struct RelayService {
 impl RelayService {
     pub fn new(limits: Limits, members: usize) -> Self {
         Self {
-            limits,
             members: (0..members)
                 .map(|_| {
                     (
@@ -129,10 +127,6 @@ impl RelayService {
             refused_unknown: 0,
             refused_no_session: 0,
         }
-    }
-
-    pub fn limits(&self) -> Limits {
-        self.limits
     }
 
     /// May member `from` send `bytes` through us now? Counts the outcome.

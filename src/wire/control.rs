@@ -214,9 +214,7 @@ mod tests {
     use crate::nat::{MappingBehaviour, NatBehaviour};
     use proptest::prelude::*;
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
+    use crate::wire::hex;
 
     #[test]
     fn snapshots() {

@@ -48,3 +48,9 @@ pub use ip::*;
 pub use packet::*;
 pub use record::*;
 pub use relay::*;
+
+/// Lowercase hex of `b`: what the wire snapshot tests compare against.
+#[cfg(test)]
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
