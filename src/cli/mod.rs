@@ -335,12 +335,30 @@ pub fn render_status(r: &crate::daemon::control::StatusReport) -> String {
     for p in &r.peers {
         let short: String = p.public_key.chars().take(8).collect();
         let _ = writeln!(out, "\npeer {} ({short}…)", p.name);
-        let via = p.endpoint.as_deref().unwrap_or("-");
-        let _ = writeln!(
-            out,
-            "  path         {} via {via}: {}",
-            p.path, p.path_reason
-        );
+        match &p.relay {
+            // The reason already reads "relayed via vps (UDP): why".
+            Some(r) => {
+                let _ = writeln!(out, "  path         {}", p.path_reason);
+                let _ = writeln!(
+                    out,
+                    "  relayed      {} sent, {} received, {} dropped",
+                    bytes(r.tx_bytes),
+                    bytes(r.rx_bytes),
+                    r.drops
+                );
+            }
+            None => {
+                let via = p.endpoint.as_deref().unwrap_or("-");
+                let _ = writeln!(
+                    out,
+                    "  path         {} via {via}: {}",
+                    p.path, p.path_reason
+                );
+            }
+        }
+        if !p.peer_relays.is_empty() {
+            let _ = writeln!(out, "  its relays   {}", p.peer_relays.join(", "));
+        }
         let hs = p.last_handshake_secs.map_or("never".to_string(), ago);
         let _ = writeln!(out, "  handshake    {hs}");
         let _ = writeln!(
@@ -369,6 +387,27 @@ pub fn render_status(r: &crate::daemon::control::StatusReport) -> String {
                 out,
                 "  hard NAT     {} side, {} probes, attempt {} ({state})",
                 h.role, h.probes, h.attempts
+            );
+        }
+    }
+    if let Some(svc) = &r.relay_service {
+        let tcp = svc
+            .tcp_port
+            .map_or("no TCP".to_string(), |p| format!("TCP port {p}"));
+        let _ = writeln!(
+            out,
+            "\nrelay service: UDP on the listen port, {tcp}; refused {} from unknown keys, {} for members without a session",
+            svc.refused_unknown, svc.refused_no_session
+        );
+        for m in &svc.members {
+            let _ = writeln!(
+                out,
+                "  {:<12} forwarded {} in {} packets, delivered {}, {} dropped over the rate",
+                m.name,
+                bytes(m.forwarded_bytes),
+                m.forwarded_packets,
+                bytes(m.delivered_bytes),
+                m.dropped_rate
             );
         }
     }

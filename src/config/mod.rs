@@ -20,7 +20,7 @@
 //! message says what to write instead. Warnings (e.g. a private key file
 //! readable by others) use the same format and land in [`Config::warnings`].
 //!
-//! Adding a table (e.g. `[relay]`) is: a struct in `raw`, a field in
+//! Adding a table (e.g. `[metrics]`) is: a struct in `raw`, a field in
 //! `RawConfig`, a function in `validate`, a field in [`Config`]. Adding a key
 //! is a field in the table's `raw` struct, a `match` in its `validate`
 //! function and a field in the public type.
@@ -28,6 +28,7 @@
 mod de;
 pub mod duration;
 pub mod endpoint;
+pub mod rate;
 mod raw;
 mod validate;
 
@@ -51,6 +52,7 @@ pub struct Config {
     pub interface: Interface,
     pub network: Network,
     pub discovery: Discovery,
+    pub relay: Relay,
     pub peers: Vec<Peer>,
     /// Non-fatal findings (e.g. a world-readable private key file).
     pub warnings: Vec<String>,
@@ -132,6 +134,26 @@ pub struct Peer {
     pub allowed_ips: Vec<IpNet>,
     pub endpoint: Option<Endpoint>,
     pub keepalive: Option<Duration>,
+    /// TCP port of this peer's relay service (its `[relay] tcp_port`), for
+    /// reaching it as a relay when UDP is blocked here.
+    pub tcp_port: Option<u16>,
+}
+
+/// `[relay]`: relaying for the other members, and being reached through them.
+#[derive(Debug, Clone, Default)]
+pub struct Relay {
+    /// Forward packets between members that hold a session with us.
+    pub serve: bool,
+    /// TCP port the relay service also listens on (none by default; 443
+    /// passes most firewalls).
+    pub tcp_port: Option<u16>,
+    /// Names of the peers (all in `peers`) this node may be reached
+    /// through, in order of preference. Published in our record.
+    pub via: Vec<String>,
+    /// Limit per member, bytes per second (`rate = "20 Mbit/s"`).
+    pub rate: Option<u64>,
+    /// Limit for all members together, bytes per second.
+    pub max_rate: Option<u64>,
 }
 
 /// A static endpoint hint as written: an address, or a DNS name resolved by the daemon.
@@ -211,6 +233,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             interface: v.interface,
             network: v.network,
             discovery: v.discovery,
+            relay: v.relay,
             peers: v.peers,
             warnings: ctx.warnings.iter().map(ToString::to_string).collect(),
         }),

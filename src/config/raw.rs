@@ -10,7 +10,7 @@
 //!   domain types (`IpNet`, `Duration`, keys) is `validate`'s job, where the
 //!   error messages can say what to write instead.
 //!
-//! Adding a table (e.g. `[relay]`) is: a struct here, a field in
+//! Adding a table (e.g. `[metrics]`) is: a struct here, a field in
 //! [`RawConfig`], and a matching `validate` function. Adding a key is a field
 //! here and a `match` on it in that table's `validate` function.
 
@@ -28,6 +28,7 @@ pub(super) struct RawConfig {
     pub interface: Option<Spanned<RawInterface>>,
     pub network: Option<Spanned<RawNetwork>>,
     pub discovery: Option<Spanned<RawDiscovery>>,
+    pub relay: Option<Spanned<RawRelay>>,
     #[serde(default)]
     pub peer: Vec<Spanned<RawPeer>>,
 }
@@ -51,6 +52,7 @@ pub(super) struct RawPeer {
     pub allowed_ips: StrList,
     pub endpoint: Str,
     pub keepalive: Str,
+    pub tcp_port: Int,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,4 +72,14 @@ pub(super) struct RawDiscovery {
     pub dht_port: Int,
     pub state_dir: Str,
     pub dht_server: Bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRelay {
+    pub serve: Bool,
+    pub tcp_port: Int,
+    pub via: StrList,
+    pub rate: Str,
+    pub max_rate: Str,
 }

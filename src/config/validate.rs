@@ -21,9 +21,9 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::endpoint::EndpointError;
-use super::raw::{RawConfig, RawDiscovery, RawInterface, RawNetwork, RawPeer};
+use super::raw::{RawConfig, RawDiscovery, RawInterface, RawNetwork, RawPeer, RawRelay};
 use super::{ConfigError, DEFAULT_INTERFACE, DEFAULT_LISTEN_PORT, DEFAULT_MTU, Endpoint};
-use super::{DEFAULT_STATE_DIR, Discovery, Interface, Network, Peer, duration};
+use super::{DEFAULT_STATE_DIR, Discovery, Interface, Network, Peer, Relay, duration, rate};
 use crate::identity::{PublicKey, SecretKey};
 
 /// Linux `IFNAMSIZ` is 16 including the terminating NUL.
@@ -117,6 +117,7 @@ pub(super) struct Validated {
     pub interface: Interface,
     pub network: Network,
     pub discovery: Discovery,
+    pub relay: Relay,
     pub peers: Vec<Peer>,
 }
 
@@ -157,11 +158,22 @@ pub(super) fn config(ctx: &mut Ctx<'_>, raw: RawConfig, base_dir: &Path) -> Opti
         None => Some(Discovery::default()),
     };
     let own_key = interface.as_ref().map(|i| i.private_key.public());
+    // Before the peers are consumed: `[relay] via` names them.
+    let peer_names: Vec<String> = raw
+        .peer
+        .iter()
+        .filter_map(|p| p.get_ref().name.as_ref().map(|n| n.get_ref().clone()))
+        .collect();
+    let relay = match raw.relay {
+        Some(table) => relay(ctx, table.into_inner(), &peer_names),
+        None => Some(Relay::default()),
+    };
     let peers = peers(ctx, raw.peer, own_key);
     Some(Validated {
         interface: interface?,
         network: network?,
         discovery: discovery?,
+        relay: relay?,
         peers: peers?,
     })
 }
@@ -978,20 +990,152 @@ fn peers(
             },
         };
 
-        match (name, public_key, allowed_ips, endpoint, keepalive) {
-            (Some(name), Some(public_key), Some(allowed_ips), Some(endpoint), Some(keepalive)) => {
+        let tcp_port = match raw.tcp_port {
+            None => Some(None),
+            Some(v) => tcp_port(ctx, v, &key_of("tcp_port"), "its [relay] tcp_port").map(Some),
+        };
+
+        match (name, public_key, allowed_ips, endpoint, keepalive, tcp_port) {
+            (
+                Some(name),
+                Some(public_key),
+                Some(allowed_ips),
+                Some(endpoint),
+                Some(keepalive),
+                Some(tcp_port),
+            ) => {
                 out.push(Peer {
                     name,
                     public_key,
                     allowed_ips,
                     endpoint,
                     keepalive,
+                    tcp_port,
                 });
             }
             _ => ok = false,
         }
     }
     ok.then_some(out)
+}
+
+/// `[relay]`. `peer_names` are the names the `[[peer]]` tables give, so
+/// `via` can be checked against them.
+fn relay(ctx: &mut Ctx<'_>, raw: RawRelay, peer_names: &[String]) -> Option<Relay> {
+    let serve = raw.serve.as_ref().is_some_and(|v| *v.get_ref());
+    let mut ok = true;
+
+    let tcp_port = match raw.tcp_port {
+        None => None,
+        Some(v) => {
+            if !serve {
+                ctx.warn(
+                    v.span(),
+                    "relay.tcp_port",
+                    "tcp_port has no effect without serve = true".to_string(),
+                );
+            }
+            let port = tcp_port(ctx, v, "relay.tcp_port", "443 passes most firewalls");
+            ok &= port.is_some();
+            port
+        }
+    };
+
+    let mut via = Vec::new();
+    if let Some(list) = raw.via {
+        let known: Vec<&str> = peer_names.iter().map(String::as_str).collect();
+        for (i, item) in list.into_inner().into_iter().enumerate() {
+            let key = format!("relay.via[{i}]");
+            let name = item.get_ref();
+            if via.contains(name) {
+                ctx.error(item.span(), &key, format!("{name:?} is listed twice"));
+                ok = false;
+            } else if known.contains(&name.as_str()) {
+                via.push(item.into_inner());
+            } else {
+                let hint = match super::de::suggest(name, &known) {
+                    Some(s) => format!("did you mean {s:?}?"),
+                    None => "a relay must also be a [[peer]] (with its name, key and, usually,                              endpoint), because we reach it over our session with it"
+                        .to_string(),
+                };
+                ctx.error(
+                    item.span(),
+                    &key,
+                    format!("no peer is named {name:?}; {hint}"),
+                );
+                ok = false;
+            }
+        }
+    }
+
+    // Some(None): not set; None: invalid (reported).
+    let mut limit = |v: Option<Spanned<String>>, key: &str| -> Option<Option<u64>> {
+        let Some(v) = v else { return Some(None) };
+        let path = format!("relay.{key}");
+        if !serve {
+            ctx.warn(
+                v.span(),
+                &path,
+                format!("{key} has no effect without serve = true"),
+            );
+        }
+        match rate::parse(v.get_ref()) {
+            Ok(r) => Some(Some(r)),
+            Err(e) => {
+                ctx.error(
+                    v.span(),
+                    &path,
+                    format!("invalid {key} {:?}: {e}", v.get_ref()),
+                );
+                None
+            }
+        }
+    };
+    let rate_line = raw.rate.as_ref().map(|v| v.span());
+    let rate = limit(raw.rate, "rate");
+    let max_rate = limit(raw.max_rate, "max_rate");
+    if let (Some(Some(r)), Some(Some(m)), Some(at)) = (rate, max_rate, rate_line)
+        && r > m
+    {
+        ctx.warn(
+            at,
+            "relay.rate",
+            format!(
+                "rate {} per member is above max_rate {}; no member can get more than max_rate",
+                rate::format(r),
+                rate::format(m)
+            ),
+        );
+    }
+    if !ok {
+        return None;
+    }
+    Some(Relay {
+        serve,
+        tcp_port,
+        via,
+        rate: rate?,
+        max_rate: max_rate?,
+    })
+}
+
+/// A TCP port someone must connect to: 1-65535 (0, "any port", would be
+/// unreachable). `example` ends the message.
+fn tcp_port(ctx: &mut Ctx<'_>, v: Spanned<i64>, key: &str, example: &str) -> Option<u16> {
+    match u16::try_from(*v.get_ref()) {
+        Ok(port) if port != 0 => Some(port),
+        _ => {
+            ctx.error(
+                v.span(),
+                key,
+                format!(
+                    "tcp_port must be between 1 and 65535, got {} ({example})",
+                    v.get_ref()
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// Two prefixes overlap iff one contains the other's network address.

@@ -93,6 +93,9 @@ pub const FAILOVER_PROBE: Duration = Duration::from_millis(1000);
 /// A relayed peer probes its direct candidates at least this often, so a
 /// path that opens is used within seconds.
 pub const RELAYED_PROBE: Duration = Duration::from_secs(2);
+/// Keepalive towards the relays we are reached through (`via`) when the
+/// config sets none: under the 30 s UDP timeout of common NATs.
+pub const VIA_KEEPALIVE: Duration = Duration::from_secs(25);
 
 /// A datagram the shell should send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -413,8 +416,14 @@ impl Node {
                 .map(|limits| RelayService::new(limits, cfg.peers.len())),
             via: cfg.relay.via.clone(),
         };
-        for (i, p) in cfg.peers.into_iter().enumerate() {
+        for (i, mut p) in cfg.peers.into_iter().enumerate() {
             let id = PeerId(i);
+            // Peers must find us through our relays at any time, so the
+            // sessions with them (and the NAT mappings under those) stay up
+            // whether or not we have traffic.
+            if node.via.contains(&id) && p.keepalive.is_none() {
+                p.keepalive = Some(VIA_KEEPALIVE);
+            }
             let x25519 = p.public_key.x25519();
             for net in &p.allowed_ips {
                 node.routes.insert(*net, id);

@@ -59,6 +59,8 @@ pub struct PeerMeta {
     /// How the peer's NAT maps its socket, as its record says (for choosing
     /// a hard-NAT traversal strategy).
     pub nat: Option<NatBehaviour>,
+    /// Keys of the relays the peer's record lists (ours or not).
+    pub relays: Vec<[u8; 32]>,
     /// When the peer wrote the record `discovered` came from (unix seconds,
     /// the peer's clock): an older record does not replace it.
     record_timestamp: Option<u64>,
@@ -85,6 +87,8 @@ pub struct Discovery {
     push: Option<RecordBody>,
     network: Option<String>,
     published_seq: Option<i64>,
+    /// Keys of the members we may be reached through (`[relay] via`).
+    relays: Vec<[u8; 32]>,
 }
 
 fn unix_now() -> u64 {
@@ -103,6 +107,13 @@ impl Discovery {
         listen_port: u16,
     ) -> (Self, Option<tokio::sync::mpsc::UnboundedReceiver<Found>>) {
         let state_dir = cfg.discovery.state_dir.clone();
+        let relays: Vec<[u8; 32]> = cfg
+            .relay
+            .via
+            .iter()
+            .filter_map(|name| cfg.peers.iter().find(|p| &p.name == name))
+            .map(|p| *p.public_key.as_bytes())
+            .collect();
         let cache = PeerCache::load(&state_dir).unwrap_or_else(|e| {
             warn!(error = %e, "starting with an empty candidate cache");
             PeerCache::default()
@@ -120,6 +131,7 @@ impl Discovery {
                         server: cfg.discovery.dht_server,
                     },
                     state_dir: state_dir.clone(),
+                    relays: relays.clone(),
                 };
                 let (handle, rx) = Rendezvous::spawn(settings);
                 (Some(handle), Some(rx))
@@ -152,6 +164,7 @@ impl Discovery {
             push: None,
             network: cfg.network.id.clone().filter(|_| cfg.discovery.dht),
             published_seq: None,
+            relays,
         };
         (d, found)
     }
@@ -273,7 +286,7 @@ impl Discovery {
         self.push = Some(RecordBody {
             timestamp: unix_now(),
             candidates: record.0.clone(),
-            relays: Vec::new(),
+            relays: self.relays.clone(),
             nat: record.1,
         });
         if let Some(r) = &self.rendezvous {
@@ -342,25 +355,13 @@ impl Discovery {
     /// A result from the rendezvous actor.
     pub fn on_found(&mut self, node: &mut Node, now: Instant, found: Found) {
         match found {
-            Found::Candidates {
-                peer,
-                candidates,
-                nat,
-                timestamp,
-                seq,
-            } => {
+            Found::Candidates { peer, body, seq } => {
                 let Some(i) = self.peers.iter().position(|m| m.public_key == Some(peer)) else {
                     return;
                 };
                 let id = PeerId(i);
-                debug!(peer = %node.peer_name(id), seq, candidates = ?candidates, "DHT record resolved");
-                let body = RecordBody {
-                    timestamp,
-                    candidates,
-                    relays: Vec::new(),
-                    nat,
-                };
-                if !self.accept(node, id, Source::Dht, body) {
+                debug!(peer = %node.peer_name(id), seq, candidates = ?body.candidates, "DHT record resolved");
+                if !self.accept(node, now, id, Source::Dht, body) {
                     debug!(peer = %node.peer_name(id), seq, "DHT record older than the one the peer pushed; keeping that");
                 }
                 // Fed even when unchanged: for a peer without a session each
@@ -392,7 +393,7 @@ impl Discovery {
             return;
         };
         let changed = meta.kinds != record.body.candidates || meta.nat != record.body.nat;
-        if !self.accept(node, id, Source::Peer, record.body) {
+        if !self.accept(node, now, id, Source::Peer, record.body) {
             debug!(peer = %node.peer_name(id), "pushed record older than the one we hold; ignored");
             return;
         }
@@ -402,8 +403,16 @@ impl Discovery {
     }
 
     /// Take `body` as peer `id`'s record unless the one we hold was written
-    /// later (by the peer's clock); false when it was not taken.
-    fn accept(&mut self, node: &Node, id: PeerId, source: Source, body: RecordBody) -> bool {
+    /// later (by the peer's clock); false when it was not taken. The relays
+    /// it lists go to the core at once (they cost nothing to keep current).
+    fn accept(
+        &mut self,
+        node: &mut Node,
+        now: Instant,
+        id: PeerId,
+        source: Source,
+        body: RecordBody,
+    ) -> bool {
         let Some(meta) = self.peers.get_mut(id.0) else {
             return false;
         };
@@ -420,6 +429,8 @@ impl Discovery {
                 _ => info!(peer = %peer, candidates = ?addrs, "new candidates from the DHT"),
             }
         }
+        node.handle_peer_relays(now, id, &body.relays);
+        meta.relays = body.relays;
         meta.discovered = addrs;
         meta.kinds = body.candidates;
         meta.nat = body.nat;
@@ -553,9 +564,7 @@ mod tests {
         let b = body(timestamp, addr);
         Found::Candidates {
             peer: SecretKey::from_seed([2; 32]).public(),
-            candidates: b.candidates,
-            nat: b.nat,
-            timestamp,
+            body: b,
             seq: 1,
         }
     }

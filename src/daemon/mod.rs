@@ -32,8 +32,10 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, Endpoint};
 use crate::core::{
-    Event, Node, NodeConfig, OVERHEAD, PeerConfig, PeerId, RelayCause, TunOutcome, UdpOutcome, Via,
+    Event, Node, NodeConfig, OVERHEAD, PeerConfig, PeerId, RelayCause, RelayConfig, TunOutcome,
+    UdpOutcome, Via,
 };
+use crate::relay::Limits;
 use crate::nat::punch::{Action, Outcome, Puncher, Role, Strategy};
 
 /// Errors that stop the daemon from starting, each saying what to check.
@@ -84,7 +86,25 @@ async fn node_config(cfg: &Config) -> NodeConfig {
         // The network secret is the psk2 of every handshake (design §3).
         psk: cfg.network.secret.unwrap_or([0; 32]),
         peers,
-        relay: Default::default(),
+        relay: relay_config(cfg),
+    }
+}
+
+/// `[relay]` in the core's terms: `via` names become peer ids (validation
+/// made sure each names a peer).
+fn relay_config(cfg: &Config) -> RelayConfig {
+    let r = &cfg.relay;
+    RelayConfig {
+        serve: r.serve.then_some(Limits {
+            per_member: r.rate,
+            total: r.max_rate,
+        }),
+        via: r
+            .via
+            .iter()
+            .filter_map(|name| cfg.peers.iter().position(|p| &p.name == name))
+            .map(PeerId)
+            .collect(),
     }
 }
 
@@ -719,6 +739,43 @@ impl Shell {
     }
 
     /// Why the path is what it is, where hard-NAT traversal has a say.
+    /// Why `id` is relayed, for `status`: what the NAT facts say when they
+    /// explain it, else what the core saw.
+    fn relay_reason(&self, id: PeerId, cause: RelayCause) -> String {
+        match (cause, self.strategy(id)) {
+            (RelayCause::NoDirectPath, Strategy::BothHard) => {
+                "both sides endpoint-dependent; no hole can be punched".to_string()
+            }
+            (RelayCause::NoDirectPath, _)
+                if self
+                    .puncher
+                    .status(id)
+                    .is_some_and(|p| p.last == Some(Outcome::Spent)) =>
+            {
+                "hard-NAT probing found no direct path; retrying later".to_string()
+            }
+            (cause, _) => relay_reason(cause).to_string(),
+        }
+    }
+
+    /// Why no relay carries `id`'s traffic, in words that say what to add.
+    fn no_common_relay(&self, id: PeerId) -> String {
+        let listed = self
+            .discovery
+            .peers
+            .get(id.0)
+            .map_or(0, |m| m.relays.len());
+        let ours = self.node.peer_status(id).map_or(0, |s| s.peer_relays.len());
+        match (listed, ours) {
+            (0, _) => "the peer lists no relay in its record ([relay] via)".to_string(),
+            (n, 0) => format!(
+                "no common relay: the peer lists {n} relay(s), none of them a [[peer]] here; \
+                 add one of them as a peer (the peer's [relay] via names them)"
+            ),
+            (_, _) => "its relays do not answer yet".to_string(),
+        }
+    }
+
     fn punch_reason(
         &self,
         id: PeerId,
@@ -745,10 +802,10 @@ impl Shell {
             ));
         }
         if self.strategy(id) == Strategy::BothHard {
-            return Some(
-                "no path: both sides are behind endpoint-dependent NATs (needs a relay)"
-                    .to_string(),
-            );
+            return Some(format!(
+                "no path: both sides are behind endpoint-dependent NATs (needs a relay; {})",
+                self.no_common_relay(id)
+            ));
         }
         let p = punch?;
         if p.active {
@@ -780,7 +837,7 @@ impl Shell {
                         control::RelayPathReport {
                             via: self.node.peer_name(r).to_string(),
                             transport: "udp".to_string(),
-                            reason: relay_reason(cause).to_string(),
+                            reason: self.relay_reason(id, cause),
                             tx_bytes: st.relay_tx_bytes,
                             rx_bytes: st.relay_rx_bytes,
                             drops: st.relay_drops,
@@ -800,11 +857,19 @@ impl Shell {
                             (true, Some(_)) => "relayed",
                         }
                         .to_string(),
-                        path_reason: self
-                            .punch_reason(id, st.endpoint, st.connected)
-                            .unwrap_or_else(|| {
-                                self.discovery.path_reason(id, st.endpoint, st.connected)
-                            }),
+                        path_reason: match &relay {
+                            Some(r) => format!(
+                                "relayed via {} ({}): {}",
+                                r.via,
+                                r.transport.to_uppercase(),
+                                r.reason
+                            ),
+                            None => self
+                                .punch_reason(id, st.endpoint, st.connected)
+                                .unwrap_or_else(|| {
+                                    self.discovery.path_reason(id, st.endpoint, st.connected)
+                                }),
+                        },
                         endpoint: st.endpoint.map(|e| e.to_string()),
                         last_handshake_secs: st
                             .last_handshake
@@ -929,7 +994,7 @@ impl Shell {
     }
 }
 
-/// Why a peer is relayed, in the words `status` and the log use.
+/// Why a peer is relayed, in the words the log uses.
 fn relay_reason(cause: RelayCause) -> &'static str {
     match cause {
         RelayCause::NoDirectPath => "no direct path answered; still probing for one",

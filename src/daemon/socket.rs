@@ -135,6 +135,11 @@ impl Udp {
                     tracing::debug!(error = %e, "UDP GSO unavailable; sending one datagram per syscall");
                     self.gso.store(false, Ordering::Relaxed);
                 }
+                // EMSGSIZE: segments larger than the path MTU (relayed
+                // datagrams carry a second header). GSO cannot fragment;
+                // single sends can, so this batch goes one by one and GSO
+                // stays on for the others.
+                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {}
                 Err(e) => return Err(e),
             }
         }

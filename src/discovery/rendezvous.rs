@@ -59,6 +59,9 @@ pub struct Settings {
     pub secret: Option<[u8; 32]>,
     pub dht: DhtSettings,
     pub state_dir: PathBuf,
+    /// Keys of the members we may be reached through (`[relay] via`),
+    /// published in every record.
+    pub relays: Vec<[u8; 32]>,
 }
 
 /// A finished lookup: the record and its seq, or why there was none.
@@ -68,14 +71,11 @@ type Lookup = (PublicKey, Result<(RecordBody, i64), String>);
 #[derive(Debug, Clone)]
 pub enum Found {
     /// A verified record of `peer`.
+    /// Its timestamp is the peer's clock: a lookup can return an older
+    /// record than one the peer pushed to us.
     Candidates {
         peer: PublicKey,
-        candidates: Vec<Candidate>,
-        /// The peer's NAT behaviour, when its record says.
-        nat: Option<NatBehaviour>,
-        /// When the peer wrote the record (unix seconds, its clock): a
-        /// lookup can return an older record than one the peer pushed to us.
-        timestamp: u64,
+        body: RecordBody,
         seq: i64,
     },
     /// Our record is in the DHT.
@@ -199,13 +199,7 @@ async fn run(
                 actor.resolving.remove(&peer);
                 if let Ok((body, seq)) = result {
                     actor.last_seq.insert(peer, seq);
-                    let _ = actor.found.send(Found::Candidates {
-                        peer,
-                        candidates: body.candidates,
-                        nat: body.nat,
-                        timestamp: body.timestamp,
-                        seq,
-                    });
+                    let _ = actor.found.send(Found::Candidates { peer, body, seq });
                 }
             }
         }
@@ -244,7 +238,7 @@ impl Actor {
         let body = RecordBody {
             timestamp: now,
             candidates: ours.candidates,
-            relays: Vec::new(),
+            relays: self.settings.relays.clone(),
             nat: ours.nat,
         };
         let mut nonce = [0u8; RECORD_NONCE_LEN];

@@ -206,6 +206,52 @@ impl Internet {
     }
 }
 
+/// UDP between two addresses dropped in the internet's forward path, both
+/// ways, until [`UdpCut::lift`] (or drop): two sites cannot punch to each
+/// other while every other path (STUN, the DHT, a relay) still works.
+pub struct UdpCut {
+    host: Host,
+    table: String,
+    lifted: bool,
+}
+
+impl UdpCut {
+    /// Removes the rule; packets flow again at once.
+    pub fn lift(&mut self) -> Result<()> {
+        if !self.lifted {
+            self.lifted = true;
+            let mut cmd = self.host.command("nft");
+            cmd.args(["delete", "table", "inet", &self.table]);
+            super::sys::run(&mut cmd)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for UdpCut {
+    fn drop(&mut self) {
+        let _ = self.lift();
+    }
+}
+
+impl Internet {
+    /// Drops UDP between `a` and `b` (see [`UdpCut`]).
+    pub fn cut_udp(&self, a: Ipv4Addr, b: Ipv4Addr) -> Result<UdpCut> {
+        let table = format!("kithcut_{}_{}", a, b).replace('.', "_");
+        let ruleset = format!(
+            "table inet {table} {{\n  chain forward {{\n    type filter hook forward priority -10; policy accept;\n    \
+             ip saddr {a} ip daddr {b} meta l4proto udp drop\n    \
+             ip saddr {b} ip daddr {a} meta l4proto udp drop\n  }}\n}}\n"
+        );
+        router::load_ruleset(&self.host, &ruleset)?;
+        Ok(UdpCut {
+            host: self.host.clone(),
+            table,
+            lifted: false,
+        })
+    }
+}
+
 /// The IPv4 addresses on `dev` in CIDR form, from `ip -4 -br addr`.
 fn cidrs(host: &Host, dev: &str) -> Result<Vec<String>> {
     let out = host.ip(&["-4", "-br", "addr", "show", "dev", dev])?;

@@ -32,6 +32,8 @@ pub struct KithSpec {
     /// `[discovery]`; `dht = false` by default, so nodes use their static
     /// endpoints only.
     pub discovery: DiscoverySpec,
+    /// `[relay]`; left out of the file when it has no keys.
+    pub relay: RelaySpec,
     /// `KITH_LOG` for the daemon, e.g. `info` or `debug`.
     pub log_level: String,
 }
@@ -68,6 +70,27 @@ pub struct DiscoverySpec {
     pub port_mapping: bool,
 }
 
+/// The `[relay]` table; a `None` key is left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RelaySpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serve: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_rate: Option<String>,
+}
+
+impl RelaySpec {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// A `[[peer]]` entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerSpec {
@@ -78,6 +101,8 @@ pub struct PeerSpec {
     pub endpoint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keepalive: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_port: Option<u16>,
 }
 
 impl KithSpec {
@@ -92,6 +117,7 @@ impl KithSpec {
             peers: Vec::new(),
             network: NetworkSpec::default(),
             discovery: DiscoverySpec::default(),
+            relay: RelaySpec::default(),
             log_level: std::env::var("KITH_LOG").unwrap_or_else(|_| "info".into()),
         }
     }
@@ -108,6 +134,7 @@ impl KithSpec {
             allowed_ips: vec![overlay],
             endpoint,
             keepalive: None,
+            tcp_port: None,
         });
         self
     }
@@ -133,6 +160,8 @@ impl KithSpec {
             interface: Interface<'a>,
             network: &'a NetworkSpec,
             discovery: &'a DiscoverySpec,
+            #[serde(skip_serializing_if = "RelaySpec::is_empty")]
+            relay: &'a RelaySpec,
             peer: &'a [PeerSpec],
         }
         #[derive(Serialize)]
@@ -151,6 +180,7 @@ impl KithSpec {
             },
             network: &self.network,
             discovery: &self.discovery,
+            relay: &self.relay,
             peer: &self.peers,
         };
         toml::to_string(&file).map_err(|e| LabError::Parse {
@@ -485,6 +515,7 @@ mod tests {
             toml::from_str::<toml::Table>("dht = false\nstun = []\nport_mapping = false").unwrap()
         );
         assert!(parsed["network"].as_table().unwrap().is_empty());
+        assert!(parsed.get("relay").is_none(), "no [relay] unless asked for");
     }
 
     #[test]
@@ -518,6 +549,21 @@ mod tests {
         assert!(c.discovery.dht && c.discovery.dht_server);
         assert_eq!(c.discovery.bootstrap, ["198.18.0.1:6881"]);
         assert_eq!(c.discovery.dht_port, 6881);
+
+        a.peers[0].tcp_port = Some(443);
+        a.relay = RelaySpec {
+            serve: Some(true),
+            tcp_port: Some(8443),
+            via: Some(vec!["b".into()]),
+            rate: Some("20 Mbit/s".into()),
+            max_rate: Some("200 Mbit/s".into()),
+        };
+        let c = crate::config::parse(&config, &a.render(&key).unwrap()).unwrap();
+        assert!(c.relay.serve);
+        assert_eq!(c.relay.tcp_port, Some(8443));
+        assert_eq!(c.relay.via, ["b"]);
+        assert_eq!((c.relay.rate, c.relay.max_rate), (Some(2_500_000), Some(25_000_000)));
+        assert_eq!(c.peers[0].tcp_port, Some(443));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

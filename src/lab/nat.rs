@@ -67,6 +67,9 @@ pub enum SiteKind {
     /// A cone home router behind a carrier-grade cone NAT (two layers; the
     /// carrier segment is 100.65.n.0/24).
     Cgnat,
+    /// A symmetric home router behind a symmetric carrier NAT (as
+    /// [`SiteKind::Cgnat`], both layers `masquerade fully-random`).
+    SymmetricCgnat,
     /// A cone router running miniupnpd (UPnP IGD, NAT-PMP, PCP).
     Miniupnpd,
 }
@@ -78,6 +81,7 @@ impl SiteKind {
             SiteKind::Symmetric => "symmetric",
             SiteKind::Sequential => "sequential",
             SiteKind::Cgnat => "cone behind CGNAT",
+            SiteKind::SymmetricCgnat => "symmetric behind a symmetric CGNAT",
             SiteKind::Miniupnpd => "miniupnpd",
         }
     }
@@ -86,7 +90,9 @@ impl SiteKind {
     /// (`kith netcheck`'s `mapping`).
     pub fn expected_mapping(self) -> &'static str {
         match self {
-            SiteKind::Symmetric | SiteKind::Sequential => "endpoint-dependent",
+            SiteKind::Symmetric | SiteKind::Sequential | SiteKind::SymmetricCgnat => {
+                "endpoint-dependent"
+            }
             SiteKind::Cone | SiteKind::Cgnat | SiteKind::Miniupnpd => "endpoint-independent",
         }
     }
@@ -97,7 +103,11 @@ impl SiteKind {
     pub fn expected_step(self) -> Option<i32> {
         match self {
             SiteKind::Sequential => Some(1),
-            SiteKind::Cone | SiteKind::Symmetric | SiteKind::Cgnat | SiteKind::Miniupnpd => None,
+            SiteKind::Cone
+            | SiteKind::Symmetric
+            | SiteKind::Cgnat
+            | SiteKind::SymmetricCgnat
+            | SiteKind::Miniupnpd => None,
         }
     }
 }
@@ -351,17 +361,22 @@ impl NatLab {
                 let r = self.internet.nat_router(lab, &rname, nat, &lan)?;
                 (r, None, None)
             }
-            SiteKind::Cgnat => {
+            SiteKind::Cgnat | SiteKind::SymmetricCgnat => {
+                let nat = if kind == SiteKind::Cgnat {
+                    NatKind::Cone
+                } else {
+                    NatKind::Symmetric
+                };
                 let carrier = self.internet.nat_router(
                     lab,
                     &format!("c{name}"),
-                    NatKind::Cone,
+                    nat,
                     &format!("100.65.{n}.1/24"),
                 )?;
                 let home = router::build_behind(
                     lab,
                     &rname,
-                    NatKind::Cone,
+                    nat,
                     &carrier,
                     &format!("100.65.{n}.2/24"),
                     &lan,

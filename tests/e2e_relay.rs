@@ -1,0 +1,377 @@
+//! End to end, issue 7: relay fallback in real network namespaces with the
+//! real binary. Each row builds a relay lab ([`kith::lab::relay`]): two
+//! home sites on the emulated internet (DHT, STUN), one or two public hosts
+//! that relay (`[relay] serve = true`), members that list them in
+//! `[relay] via`. Every row asserts the path kind through `kith status`,
+//! not only that packets arrive, and moves real TCP data across the change
+//! it tests.
+//!
+//! Needs root. The labs are heavy for a 2-core machine, so the tests take
+//! turns ([`LAB`]). Run with `--nocapture` for the times.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kith::daemon::control::PeerReport;
+use kith::lab::nat::SiteKind;
+use kith::lab::relay::{RelayPair, RelayPairSpec, relay_name};
+use kith::lab::transfer::{self, TransferReport};
+use kith::lab::{Capture, KithNode, Lab, LabError};
+
+/// Daemon start → both sides report their path.
+const CONNECT: Duration = Duration::from_secs(60);
+/// The issue's bound for leaving a dead path (direct or relay).
+const FAILOVER: Duration = Duration::from_secs(3);
+const TWENTY_MB: u64 = 20 * 1024 * 1024;
+/// A paced transfer: 20 MB at this rate lasts 10 s, long enough to change
+/// the path under it.
+const PACE: u64 = 2 * 1024 * 1024;
+
+/// One lab at a time.
+static LAB: Mutex<()> = Mutex::new(());
+
+fn lab() -> (std::sync::MutexGuard<'static, ()>, Lab) {
+    let guard = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    match Lab::new() {
+        Ok(lab) => (guard, lab),
+        Err(e @ LabError::NotRoot) => panic!("e2e_relay needs root: {e}"),
+        Err(e) => panic!("e2e_relay: building the lab: {e}"),
+    }
+}
+
+fn start(lab: &Lab, spec: RelayPairSpec) -> RelayPair {
+    RelayPair::start(lab, &common::kith_bin(), spec.clone())
+        .unwrap_or_else(|e| panic!("building the relay lab {spec:?}: {e}"))
+}
+
+/// Waits until both sides report `path` for each other; prints the time.
+fn connect(pair: &mut RelayPair, path: &str, row: &str) -> (PeerReport, PeerReport) {
+    let (t, ab, ba) = pair
+        .wait_path(path, CONNECT)
+        .unwrap_or_else(|e| panic!("{row}: no {path} path: {e}"));
+    eprintln!("{row}: daemon start → first ping after {t:?}");
+    eprintln!("{row}: a's view of b: {ab:?}\n{row}: b's view of a: {ba:?}");
+    (ab, ba)
+}
+
+/// Both views say relayed through `relay` over UDP, with a reason.
+fn assert_relayed(ab: &PeerReport, ba: &PeerReport, relay: &str, row: &str) {
+    for (me, view) in [("a", ab), ("b", ba)] {
+        assert_eq!(view.path, "relayed", "{row}: {me}: {view:?}");
+        let r = view
+            .relay
+            .as_ref()
+            .unwrap_or_else(|| panic!("{row}: {me}: relayed without relay details: {view:?}"));
+        assert_eq!(r.via, relay, "{row}: {me}: {view:?}");
+        assert_eq!(r.transport, "udp", "{row}: {me}: {view:?}");
+        assert!(
+            view.path_reason
+                .starts_with(&format!("relayed via {relay} (UDP): ")),
+            "{row}: {me}: {view:?}"
+        );
+    }
+}
+
+/// b's overlay address on `port`, for a transfer from a.
+fn b_listen(pair: &RelayPair, port: u16) -> SocketAddr {
+    let ip = pair.node_b.spec().overlay_ip().expect("b's overlay address");
+    SocketAddr::new(IpAddr::V4(ip), port)
+}
+
+/// A paced 20 MB transfer a → b in the background.
+fn paced_transfer(pair: &RelayPair, port: u16) -> JoinHandle<kith::lab::Result<TransferReport>> {
+    let (a, b, listen) = (pair.a.clone(), pair.b.clone(), b_listen(pair, port));
+    std::thread::spawn(move || transfer::tcp_paced(&b, listen, &a, TWENTY_MB, Some(PACE)))
+}
+
+fn assert_intact(handle: JoinHandle<kith::lab::Result<TransferReport>>, row: &str) {
+    let report = handle
+        .join()
+        .unwrap_or_else(|_| panic!("{row}: transfer thread panicked"))
+        .unwrap_or_else(|e| panic!("{row}: transfer failed: {e}"));
+    eprintln!(
+        "{row}: {} bytes in {:?} ({:.0} Mbit/s)",
+        report.received_bytes,
+        report.elapsed,
+        report.mbit_per_s()
+    );
+    assert_eq!(report.received_bytes, report.sent_bytes, "{row}: length differs");
+    assert!(report.intact(), "{row}: content differs (BLAKE2b-512 mismatch)");
+}
+
+/// Polls `node`'s view of `peer` every 50 ms until `pred` holds; the time
+/// it took from `since`.
+fn time_until(
+    node: &mut KithNode,
+    peer: &str,
+    what: &str,
+    since: Instant,
+    pred: impl Fn(&PeerReport) -> bool,
+) -> Duration {
+    let deadline = since + Duration::from_secs(30);
+    loop {
+        if let Ok(p) = node.peer_status(peer)
+            && pred(&p)
+        {
+            return since.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within 30 s; last view: {:?}\n{}",
+            node.peer_status(peer),
+            node.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn relay_of(p: &PeerReport) -> Option<&str> {
+    p.relay.as_ref().map(|r| r.via.as_str())
+}
+
+#[test]
+fn two_symmetric_nats_talk_through_the_relay() {
+    let (_turn, lab) = lab();
+    let row = "symmetric | symmetric";
+    let mut pair = start(
+        &lab,
+        RelayPairSpec::sites(SiteKind::Symmetric, SiteKind::Symmetric),
+    );
+    let (ab, ba) = connect(&mut pair, "relayed", row);
+    assert_relayed(&ab, &ba, "relay1", row);
+    assert!(
+        ab.path_reason.contains("both sides endpoint-dependent"),
+        "{row}: {ab:?}"
+    );
+    assert_eq!(ab.peer_relays, ["relay1"], "{row}: b's record lists its relay");
+
+    let b_ip = IpAddr::V4(pair.node_b.spec().overlay_ip().unwrap());
+    let ping = pair.a.ping(b_ip, 5, Duration::from_millis(100)).unwrap();
+    assert!(ping.all_received(), "{row}: ping a → b: {ping:?}");
+    let report = transfer::tcp(&pair.b, b_listen(&pair, 5001), &pair.a, TWENTY_MB).unwrap();
+    eprintln!("{row}: 20 MB through the relay at {:.0} Mbit/s", report.mbit_per_s());
+    assert!(report.intact(), "{row}: 20 MB through the relay: {report:?}");
+
+    // Both ends count it; so does the relay, per member.
+    let ab = pair.node_a.peer_status("b").unwrap();
+    let relayed = ab.relay.as_ref().unwrap();
+    assert!(relayed.tx_bytes > TWENTY_MB, "{row}: a's relayed bytes: {ab:?}");
+    assert_eq!(ab.path, "relayed", "{row}: still relayed after the transfer");
+    let svc = pair.relays[0]
+        .status()
+        .unwrap()
+        .relay_service
+        .expect("the relay reports its service");
+    eprintln!("{row}: relay service: {svc:?}");
+    let member = |n: &str| svc.members.iter().find(|m| m.name == n).cloned();
+    let a = member("a").expect("a in the relay's report");
+    let b = member("b").expect("b in the relay's report");
+    assert!(a.forwarded_bytes > TWENTY_MB, "{row}: {a:?}");
+    assert!(b.delivered_bytes > TWENTY_MB, "{row}: {b:?}");
+    assert_eq!(a.dropped_rate, 0, "{row}: no limit set: {a:?}");
+}
+
+#[test]
+fn symmetric_behind_symmetric_cgnat_and_cone_always_connect() {
+    let (_turn, lab) = lab();
+    let row = "symmetric behind symmetric CGNAT | cone";
+    let mut pair = start(
+        &lab,
+        RelayPairSpec::sites(SiteKind::SymmetricCgnat, SiteKind::Cone),
+    );
+    let t = kith::lab::topology::wait_both_ways(&mut pair.node_a, &mut pair.node_b, CONNECT)
+        .unwrap_or_else(|e| panic!("{row}: no path at all: {e}"))
+        .saturating_duration_since(pair.started);
+    let (ab, ba) = (
+        pair.node_a.peer_status("b").unwrap(),
+        pair.node_b.peer_status("a").unwrap(),
+    );
+    eprintln!("{row}: first ping after {t:?}; a: {} ({}); b: {} ({})", ab.path, ab.path_reason, ba.path, ba.path_reason);
+    for (me, view) in [("a", &ab), ("b", &ba)] {
+        assert!(
+            view.path == "direct" || view.path == "relayed",
+            "{row}: {me}: never no path: {view:?}"
+        );
+    }
+    let report = transfer::tcp(&pair.b, b_listen(&pair, 5002), &pair.a, TWENTY_MB).unwrap();
+    assert!(report.intact(), "{row}: {report:?}");
+}
+
+#[test]
+fn blocked_punching_starts_relayed_and_goes_direct_under_a_transfer() {
+    let (_turn, lab) = lab();
+    let row = "cone | cone, punching blocked";
+    let mut pair = start(
+        &lab,
+        RelayPairSpec {
+            cut: true,
+            ..RelayPairSpec::sites(SiteKind::Cone, SiteKind::Cone)
+        },
+    );
+    let (ab, ba) = connect(&mut pair, "relayed", row);
+    assert_relayed(&ab, &ba, "relay1", row);
+
+    let transfer = paced_transfer(&pair, 5003);
+    std::thread::sleep(Duration::from_secs(3));
+    pair.lift_cut().unwrap();
+    let lifted = Instant::now();
+    let a = time_until(&mut pair.node_a, "b", "a goes direct", lifted, |p| p.path == "direct");
+    let b = time_until(&mut pair.node_b, "a", "b goes direct", lifted, |p| p.path == "direct");
+    eprintln!("{row}: rule lifted → direct after {a:?} (a) / {b:?} (b)");
+    assert_intact(transfer, row);
+    let ab = pair.node_a.peer_status("b").unwrap();
+    assert_eq!(ab.path, "direct", "{row}: {ab:?}");
+    assert!(ab.relay.is_none(), "{row}: {ab:?}");
+}
+
+#[test]
+fn a_dead_direct_path_falls_back_to_the_relay_within_3s() {
+    let (_turn, lab) = lab();
+    let row = "cone | cone, direct path then blocked";
+    let mut pair = start(&lab, RelayPairSpec::sites(SiteKind::Cone, SiteKind::Cone));
+    connect(&mut pair, "direct", row);
+
+    let transfer = paced_transfer(&pair, 5004);
+    std::thread::sleep(Duration::from_secs(2));
+    pair.cut_direct().unwrap();
+    let cut = Instant::now();
+    let relayed = |p: &PeerReport| p.path == "relayed";
+    let a = time_until(&mut pair.node_a, "b", "a falls back", cut, relayed);
+    let b = time_until(&mut pair.node_b, "a", "b falls back", cut, relayed);
+    eprintln!("{row}: direct path cut → relayed after {a:?} (a, sending) / {b:?} (b)");
+    assert!(a <= FAILOVER, "{row}: a fell back after {a:?}");
+    assert_intact(transfer, row);
+    let ab = pair.node_a.peer_status("b").unwrap();
+    assert_eq!(relay_of(&ab), Some("relay1"), "{row}: {ab:?}");
+    assert!(
+        ab.path_reason.contains("the direct path stopped answering"),
+        "{row}: {ab:?}"
+    );
+}
+
+#[test]
+fn a_dead_relay_is_replaced_within_3s() {
+    let (_turn, lab) = lab();
+    let row = "symmetric | symmetric, relay killed";
+    let mut pair = start(
+        &lab,
+        RelayPairSpec {
+            relays: 2,
+            ..RelayPairSpec::sites(SiteKind::Symmetric, SiteKind::Symmetric)
+        },
+    );
+    let (ab, _) = connect(&mut pair, "relayed", row);
+    let first = relay_of(&ab).expect("a relay").to_string();
+    let dead = (0..2).find(|i| relay_name(*i) == first).unwrap();
+    let other = relay_name(1 - dead);
+
+    let transfer = paced_transfer(&pair, 5005);
+    std::thread::sleep(Duration::from_secs(2));
+    pair.relays[dead].kill().unwrap();
+    let killed = Instant::now();
+    let moved = |p: &PeerReport| relay_of(p) == Some(other.as_str());
+    let a = time_until(&mut pair.node_a, "b", "a moves relay", killed, moved);
+    let b = time_until(&mut pair.node_b, "a", "b moves relay", killed, moved);
+    eprintln!("{row}: {first} killed → {other} after {a:?} (a, sending) / {b:?} (b)");
+    assert!(a <= FAILOVER, "{row}: a moved after {a:?}");
+    assert_intact(transfer, row);
+}
+
+#[test]
+fn the_relay_refuses_strangers_and_sees_no_plaintext() {
+    let (_turn, lab) = lab();
+    let row = "refusals and privacy";
+    let mut pair = start(
+        &lab,
+        RelayPairSpec {
+            strangers: true,
+            ..RelayPairSpec::sites(SiteKind::Symmetric, SiteKind::Symmetric)
+        },
+    );
+    connect(&mut pair, "relayed", row);
+
+    // A marker inside pings a → b: on b's TUN in the clear, never on the
+    // relay's wire.
+    let marker = "6b6974682d6d61726b"; // "kith-mark"
+    let dir = lab.dir().to_owned();
+    let relay_if = pair.relay_hosts[0].1.iface.name.clone();
+    let on_relay = Capture::start(&pair.relay_hosts[0].0, &relay_if, &dir.join("relay.pcap")).unwrap();
+    let on_b = Capture::start(&pair.b, "kith0", &dir.join("b-tun.pcap")).unwrap();
+    let b_ip = pair.node_b.spec().overlay_ip().unwrap().to_string();
+    pair.a
+        .exec("ping", &["-c", "5", "-i", "0.1", "-p", marker, &b_ip])
+        .unwrap();
+    let (relay_pcap, b_pcap) = (on_relay.stop().unwrap(), on_b.stop().unwrap());
+    let needle = b"kith-mark";
+    assert!(
+        b_pcap.count_containing(needle) >= 5,
+        "{row}: the marker must reach b's TUN ({} packets there)",
+        b_pcap.count()
+    );
+    assert!(relay_pcap.count() >= 10, "{row}: the pings went through the relay");
+    assert_eq!(
+        relay_pcap.count_containing(needle),
+        0,
+        "{row}: the relay's wire carried the plaintext marker"
+    );
+
+    // a tries "ghost" (a key the relay does not know) and "offline" (a
+    // member with no session) through the relay: both refused, counted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let svc = loop {
+        let svc = pair.relays[0].status().unwrap().relay_service.unwrap();
+        if svc.refused_unknown > 0 && svc.refused_no_session > 0 {
+            break svc;
+        }
+        assert!(Instant::now() < deadline, "{row}: refusals not counted: {svc:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("{row}: relay service: {svc:?}");
+    for p in ["ghost", "offline"] {
+        let view = pair.node_a.peer_status(p).unwrap();
+        assert_eq!(view.path, "none", "{row}: {p}: {view:?}");
+    }
+}
+
+#[test]
+fn the_relay_holds_a_member_to_its_rate() {
+    let (_turn, lab) = lab();
+    let row = "rate limit";
+    let rate: u64 = 1_000_000; // "8 Mbit/s"
+    let mut pair = start(
+        &lab,
+        RelayPairSpec {
+            rate: Some("8 Mbit/s".into()),
+            ..RelayPairSpec::sites(SiteKind::Symmetric, SiteKind::Symmetric)
+        },
+    );
+    connect(&mut pair, "relayed", row);
+    let report = transfer::udp(
+        &pair.b,
+        b_listen(&pair, 5006),
+        &pair.a,
+        2 * rate,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let got = report.received_rate();
+    eprintln!(
+        "{row}: sent {:.0} kB/s, {:.0} kB/s arrived (rate {} kB/s)",
+        report.sent_bytes as f64 / report.elapsed.as_secs_f64() / 1e3,
+        got / 1e3,
+        rate / 1000
+    );
+    // The bucket counts whole relayed frames (~10% more than the payload)
+    // and lets a 250 ms burst through at the start.
+    assert!(
+        got > 0.6 * rate as f64 && got < 1.15 * rate as f64,
+        "{row}: {got:.0} B/s arrived at twice a {rate} B/s limit"
+    );
+    let svc = pair.relays[0].status().unwrap().relay_service.unwrap();
+    let a = svc.members.iter().find(|m| m.name == "a").unwrap();
+    assert!(a.dropped_rate > 0, "{row}: drops counted: {a:?}");
+}
