@@ -104,3 +104,14 @@ write("node_udp", "initiation", b"\x02" + initiation)
 write("node_udp", "response", b"\x02" + response)
 write("node_udp", "data", b"\x02" + data)
 write("node_udp", "stun", b"\x00" + stun)
+
+
+# relay: the snapshots of src/wire/relay.rs, and a Deliver with padding.
+forward = b"\x10" + b"\xab" * 32 + struct.pack(">H", 3) + b"\x84\x01\x02"
+deliver = b"\x11" + b"\x01" * 32 + struct.pack(">H", 1) + b"\x81"
+for name, msg in [
+    ("forward", forward),
+    ("deliver_padded", deliver + bytes(12)),
+    ("empty", b"\x10" + bytes(34)),
+]:
+    write("relay", name, msg)

@@ -693,6 +693,71 @@ fn rows() -> Vec<Row> {
             &format!("{NET}[discovery]\nstate_dir = \"\"\n"),
             &[(7, 13, "discovery.state_dir", "state_dir is empty")],
         ),
+        with_iface(
+            "relay via names no peer, with a suggestion",
+            "[relay]\nvia = [\"nass\"]\n[[peer]]\nname = \"nas\"\npublic_key = \"{PK2}\"\nallowed_ips = []\n",
+            &[(
+                5,
+                8,
+                "relay.via[0]",
+                "no peer is named \"nass\"; did you mean \"nas\"?",
+            )],
+        ),
+        with_iface(
+            "relay via names no peer at all",
+            "[relay]\nvia = [\"vps\"]\n",
+            &[(
+                5,
+                8,
+                "relay.via[0]",
+                "no peer is named \"vps\"; a relay must also be a [[peer]]",
+            )],
+        ),
+        with_iface(
+            "relay via lists a peer twice",
+            "[relay]\nvia = [\"nas\", \"nas\"]\n[[peer]]\nname = \"nas\"\npublic_key = \"{PK2}\"\nallowed_ips = []\n",
+            &[(5, 15, "relay.via[1]", "\"nas\" is listed twice")],
+        ),
+        with_iface(
+            "relay tcp_port 0",
+            "[relay]\nserve = true\ntcp_port = 0\n",
+            &[(
+                6,
+                12,
+                "relay.tcp_port",
+                "tcp_port must be between 1 and 65535, got 0 (443 passes most firewalls)",
+            )],
+        ),
+        with_iface(
+            "relay rate with an unknown unit",
+            "[relay]\nserve = true\nrate = \"20 mbps\"\n",
+            &[(
+                6,
+                8,
+                "relay.rate",
+                "invalid rate \"20 mbps\": unknown unit \"mbps\"; use bit/s, kbit/s, Mbit/s",
+            )],
+        ),
+        with_iface(
+            "relay max_rate without a unit",
+            "[relay]\nserve = true\nmax_rate = \"200\"\n",
+            &[(6, 12, "relay.max_rate", "the rate needs a unit")],
+        ),
+        with_iface(
+            "relay key misspelt",
+            "[relay]\nserv = true\n",
+            &[(5, 1, "relay.serv", "did you mean \"serve\"")],
+        ),
+        with_iface(
+            "peer tcp_port out of range",
+            "[[peer]]\nname = \"nas\"\npublic_key = \"{PK2}\"\nallowed_ips = []\ntcp_port = 70000\n",
+            &[(
+                8,
+                12,
+                "peer[0].tcp_port",
+                "tcp_port must be between 1 and 65535, got 70000 (its [relay] tcp_port)",
+            )],
+        ),
     ]
 }
 
@@ -954,6 +1019,50 @@ fn dht_off_needs_no_network_and_allows_empty_bootstrap() {
     got.expect("both ports 0 is valid");
     let _ = fs::remove_dir_all(&dir);
     let _ = fs::remove_dir_all(&dir2);
+}
+
+#[test]
+fn relay_values_and_warnings() {
+    let text = format!(
+        "{IFACE}[relay]\nserve = true\ntcp_port = 443\nvia = [\"vps\", \"nas\"]\n\
+         rate = \"20 Mbit/s\"\nmax_rate = \"200 Mbit/s\"\n{NO_DHT}\
+         [[peer]]\nname = \"nas\"\npublic_key = \"{}\"\nallowed_ips = []\n\
+         [[peer]]\nname = \"vps\"\npublic_key = \"{}\"\nallowed_ips = []\ntcp_port = 443\n",
+        pk(2),
+        pk(3)
+    );
+    let (dir, got) = parse_in("relay-values", &text);
+    let c = got.unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.relay.serve);
+    assert_eq!(c.relay.tcp_port, Some(443));
+    assert_eq!(c.relay.via, ["vps", "nas"], "in the order written");
+    assert_eq!(c.relay.rate, Some(2_500_000), "bytes per second");
+    assert_eq!(c.relay.max_rate, Some(25_000_000));
+    assert_eq!(c.peers[1].tcp_port, Some(443));
+    assert_eq!(c.peers[0].tcp_port, None);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let _ = fs::remove_dir_all(&dir);
+
+    // No [relay]: nothing served, nothing listed.
+    let (dir, got) = parse_in("relay-default", &format!("{IFACE}{NO_DHT}"));
+    let c = got.unwrap_or_else(|e| panic!("{e}"));
+    assert!(!c.relay.serve && c.relay.via.is_empty() && c.relay.rate.is_none());
+    let _ = fs::remove_dir_all(&dir);
+
+    // Limits without serving do nothing, and a per-member rate above the
+    // total is capped by it: warnings, not errors.
+    let text = format!("{IFACE}[relay]\nrate = \"300 Mbit/s\"\nmax_rate = \"200 Mbit/s\"\n{NO_DHT}");
+    let (dir, got) = parse_in("relay-warnings", &text);
+    let c = got.unwrap_or_else(|e| panic!("{e}"));
+    let w = c.warnings.join("\n");
+    assert_eq!(c.warnings.len(), 3, "{w}");
+    assert!(w.contains(":5:8: relay.rate: rate has no effect without serve = true"), "{w}");
+    assert!(w.contains(":6:12: relay.max_rate: max_rate has no effect"), "{w}");
+    assert!(
+        w.contains("rate 300 Mbit/s per member is above max_rate 200 Mbit/s"),
+        "{w}"
+    );
+    let _ = fs::remove_dir_all(&dir);
 }
 
 #[test]
