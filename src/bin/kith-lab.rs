@@ -14,11 +14,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use kith::lab::nat::{NatPair, NatPairSpec, SiteKind};
+use kith::lab::relay::{RelayPair, RelayPairSpec};
 use kith::lab::topology::{A_OVERLAY, A_UNDERLAY, B_OVERLAY, B_UNDERLAY, DHT_NODES, DhtPair, Pair};
 use kith::lab::{Lab, iperf, transfer};
 
@@ -113,6 +114,10 @@ const STAGES: &[Stage] = &[
     Stage {
         title: "Through the NAT: two home sites behind different NAT routers (cone + miniupnpd) connect directly",
         run: stage_nat,
+    },
+    Stage {
+        title: "Relay: two symmetric NATs connect through a relay; a blocked pair goes direct once punching is allowed",
+        run: stage_relay,
     },
 ];
 
@@ -363,6 +368,78 @@ fn stage_nat(lab: &Lab, args: &DemoArgs) -> Result<String> {
     ))
 }
 
+fn stage_relay(lab: &Lab, args: &DemoArgs) -> Result<String> {
+    // Part 1: nothing can be punched between two endpoint-dependent NATs.
+    let spec = RelayPairSpec::sites(SiteKind::Symmetric, SiteKind::Symmetric);
+    let mut pair = RelayPair::start(lab, &args.kith, spec).context("building the relay lab")?;
+    say(&format!(
+        "a and b are behind symmetric NAT routers ({} and {}); relay1 has a public address {} and serves ([relay] serve = true)",
+        pair.site_a.public_ip().map_or("?".into(), |ip| ip.to_string()),
+        pair.site_b.public_ip().map_or("?".into(), |ip| ip.to_string()),
+        pair.relay_hosts[0].1.addr()
+    ));
+    say("a and b list relay1 in [relay] via and know each other by key only");
+    let (took, ab, ba) = pair.wait_path("relayed", Duration::from_secs(60))?;
+    for (me, peer, view) in [("a", "b", &ab), ("b", "a", &ba)] {
+        say(&format!("{me} → {peer}: {}", view.path_reason));
+    }
+    say(&format!(
+        "first ping reply {:.2} s after the daemons started",
+        took.as_secs_f64()
+    ));
+    let listen = SocketAddr::new(IpAddr::V4(pair.node_b.spec().overlay_ip()?), 5201);
+    let bytes = args.megabytes << 20;
+    let report = transfer::tcp(&pair.b, listen, &pair.a, bytes)?;
+    if !report.intact() {
+        bail!("the transfer through the relay arrived damaged: {report:?}");
+    }
+    say(&format!(
+        "{} MB a → b through the relay arrived intact at {:.0} Mbit/s",
+        args.megabytes,
+        report.mbit_per_s()
+    ));
+    let svc = pair.relays[0]
+        .status()?
+        .relay_service
+        .context("relay1 reports no relay service")?;
+    for m in &svc.members {
+        say(&format!(
+            "relay1 forwarded {} bytes from {} (end-to-end encrypted; it holds no keys for them)",
+            m.forwarded_bytes, m.name
+        ));
+    }
+    let relayed = took;
+    drop(pair);
+
+    // Part 2: two cone NATs whose punching is blocked until the rule goes.
+    let spec = RelayPairSpec {
+        cut: true,
+        ..RelayPairSpec::sites(SiteKind::Cone, SiteKind::Cone)
+    };
+    let mut pair = RelayPair::start(lab, &args.kith, spec).context("building the relay lab")?;
+    say("now two cone NATs, with UDP between their sites dropped by a firewall rule on the internet");
+    let (_, ab, _) = pair.wait_path("relayed", Duration::from_secs(60))?;
+    say(&format!("a → b: {}", ab.path_reason));
+    pair.lift_cut()?;
+    let lifted = Instant::now();
+    say("rule lifted; a keeps probing the direct candidates while relayed");
+    let ab = pair
+        .node_a
+        .wait_peer("b", "a direct path", Duration::from_secs(30), |p| p.path == "direct")?;
+    let direct = lifted.elapsed();
+    say(&format!(
+        "a → b: {} at {} — {:.1} s after the rule was lifted",
+        ab.path,
+        ab.endpoint.as_deref().unwrap_or("-"),
+        direct.as_secs_f64()
+    ));
+    Ok(format!(
+        "symmetric ↔ symmetric relayed after {:.2} s; blocked cone pair direct {:.1} s after unblocking",
+        relayed.as_secs_f64(),
+        direct.as_secs_f64()
+    ))
+}
+
 // ---------------------------------------------------------------- bench
 
 /// Runs per NAT row (the median is reported).
@@ -571,11 +648,90 @@ fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
             }
         );
     }
+    relay_bench(lab, kith, seconds, pings)?;
     println!(
         "\nkith reaches {:.1}% of the raw link's TCP throughput.",
         100.0 * tcp_kith.bits_per_second / tcp_raw.bits_per_second
     );
     Ok(())
+}
+
+/// The relay rows: one cone | cone pair with a relay; TCP and ping over
+/// the direct path, then (UDP between the sites cut) through the relay, in
+/// the same lab; the relay's CPU per GB forwarded; and time to direct when
+/// the pair shares a relay (the records travel through it) next to the
+/// DHT-only rows above.
+fn relay_bench(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
+    let spec = RelayPairSpec::sites(SiteKind::Cone, SiteKind::Cone);
+    let mut pair = RelayPair::start(lab, kith, spec).context("building the relay lab")?;
+    let (to_direct, ..) = pair.wait_path("direct", Duration::from_secs(60))?;
+    let b = IpAddr::V4(pair.node_b.spec().overlay_ip()?);
+    let interval = Duration::from_millis(100);
+    println!("\niperf3 TCP a → b, {seconds} s, cone | cone direct, then through relay1 (UDP) …");
+    let direct = iperf::tcp(&pair.b, &pair.a, b, 5201, seconds)?;
+    let ping_direct = pair.a.ping(b, pings, interval)?;
+    pair.cut_direct()?;
+    pair.node_a
+        .wait_peer("b", "a relayed path", Duration::from_secs(30), |p| p.path == "relayed")?;
+    pair.node_b
+        .wait_peer("a", "a relayed path", Duration::from_secs(30), |p| p.path == "relayed")?;
+    let relay_pid = pair.relays[0].pid().context("relay1 is not running")?;
+    let (cpu0, fwd0) = (cpu_seconds(relay_pid), forwarded(&pair.relays[0])?);
+    let relayed = iperf::tcp(&pair.b, &pair.a, b, 5201, seconds)?;
+    let (cpu1, fwd1) = (cpu_seconds(relay_pid), forwarded(&pair.relays[0])?);
+    let ping_relayed = pair.a.ping(b, pings, interval)?;
+    let ms = |s: kith::lab::PingStats| s.avg_ms().unwrap_or(f64::NAN);
+    println!("{:<26} {:>12} {:>12} {:>10}", "", "direct", "relayed", "rel/dir");
+    println!(
+        "{:<26} {:>12.3} {:>12.3} {:>10.2}",
+        "TCP a → b (Gbit/s)",
+        direct.gbit_per_s(),
+        relayed.gbit_per_s(),
+        relayed.bits_per_second / direct.bits_per_second
+    );
+    println!(
+        "{:<26} {:>12.3} {:>12.3} {:>10.2}",
+        "ping a → b avg (ms)",
+        ms(ping_direct),
+        ms(ping_relayed),
+        ms(ping_relayed) / ms(ping_direct)
+    );
+    let gb = (fwd1.saturating_sub(fwd0)) as f64 / 1e9;
+    if let (Some(c0), Some(c1)) = (cpu0, cpu1)
+        && gb > 0.0
+    {
+        println!(
+            "{:<26} {:>25}",
+            "relay CPU per GB forwarded",
+            format!("{:.2} s ({:.2} GB)", (c1 - c0) / gb, gb)
+        );
+    }
+    println!(
+        "{:<26} {:>25}",
+        "time to direct, shared relay",
+        format!("{:.2} s (DHT only: the cone | cone row above)", to_direct.as_secs_f64())
+    );
+    println!("  (TCP relay transport: not built yet)");
+    Ok(())
+}
+
+/// Bytes the relay forwarded for all members so far.
+fn forwarded(relay: &kith::lab::KithNode) -> Result<u64> {
+    let svc = relay.status()?.relay_service.context("no relay service")?;
+    Ok(svc.members.iter().map(|m| m.forwarded_bytes).sum())
+}
+
+/// User + system CPU seconds of a process so far.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks / hz as f64)
 }
 
 /// VmHWM (peak resident set) of a process, in KiB.
