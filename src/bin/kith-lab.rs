@@ -416,7 +416,10 @@ fn stage_relay(lab: &Lab, args: &DemoArgs) -> Result<String> {
         cut: true,
         ..RelayPairSpec::sites(SiteKind::Cone, SiteKind::Cone)
     };
-    let mut pair = RelayPair::start(lab, &args.kith, spec).context("building the relay lab")?;
+    // A lab of its own: the first one's namespace names are taken.
+    let lab2 = Lab::new().context("building a second lab")?;
+    say(&format!("lab {} (namespaces {}-*)", lab2.prefix(), lab2.prefix()));
+    let mut pair = RelayPair::start(&lab2, &args.kith, spec).context("building the relay lab")?;
     say("now two cone NATs, with UDP between their sites dropped by a firewall rule on the internet");
     let (_, ab, _) = pair.wait_path("relayed", Duration::from_secs(60))?;
     say(&format!("a → b: {}", ab.path_reason));
