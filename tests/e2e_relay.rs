@@ -176,6 +176,58 @@ fn two_symmetric_nats_talk_through_the_relay() {
 }
 
 #[test]
+fn a_site_without_udp_is_relayed_over_tcp() {
+    let (_turn, lab) = lab();
+    let row = "UDP blocked | cone";
+    let mut pair = start(
+        &lab,
+        RelayPairSpec {
+            tcp: true,
+            ..RelayPairSpec::sites(SiteKind::UdpBlocked, SiteKind::Cone)
+        },
+    );
+    let (ab, ba) = connect(&mut pair, "relayed", row);
+    let via = |p: &PeerReport| p.relay.clone().expect("relay details");
+    assert_eq!(via(&ab).via, "relay1", "{row}: {ab:?}");
+    assert_eq!(via(&ab).transport, "tcp", "{row}: a reaches the relay over TCP: {ab:?}");
+    assert!(
+        ab.path_reason.starts_with("relayed via relay1 (TCP): "),
+        "{row}: {ab:?}"
+    );
+    assert_eq!(via(&ba).transport, "udp", "{row}: b's own hop is UDP: {ba:?}");
+
+    let report = transfer::tcp(&pair.b, b_listen(&pair, 5007), &pair.a, TWENTY_MB).unwrap();
+    eprintln!("{row}: 20 MB through the relay at {:.0} Mbit/s", report.mbit_per_s());
+    assert!(report.intact(), "{row}: {report:?}");
+    let svc = pair.relays[0].status().unwrap().relay_service.unwrap();
+    eprintln!("{row}: relay service: {svc:?}");
+    assert_eq!(svc.tcp_port, Some(kith::lab::relay::RELAY_TCP_PORT));
+    let a = svc.members.iter().find(|m| m.name == "a").unwrap();
+    assert_eq!(a.transport.as_deref(), Some("tcp"), "{row}: {a:?}");
+    assert!(a.forwarded_bytes > TWENTY_MB, "{row}: {a:?}");
+
+    // UDP comes back: a's next UDP copy reaches the relay, which answers
+    // over UDP, and a leaves TCP.
+    pair.site_a.router.unblock_udp().unwrap();
+    let unblocked = Instant::now();
+    let deadline = unblocked + Duration::from_secs(30);
+    loop {
+        let svc = pair.relays[0].status().unwrap().relay_service.unwrap();
+        let a = svc.members.iter().find(|m| m.name == "a").cloned().unwrap();
+        if a.transport.as_deref() == Some("udp") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{row}: a still on TCP 30 s after UDP came back: {a:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("{row}: UDP unblocked → a reaches the relay over UDP after {:?}", unblocked.elapsed());
+    assert!(
+        pair.node_a.log().contains("relay: UDP answers again; leaving TCP"),
+        "{row}: a says it left TCP"
+    );
+}
+
+#[test]
 fn symmetric_behind_symmetric_cgnat_and_cone_always_connect() {
     let (_turn, lab) = lab();
     let row = "symmetric behind symmetric CGNAT | cone";

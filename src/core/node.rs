@@ -591,6 +591,23 @@ impl Node {
         p.relay.is_some() || p.relays.iter().chain(&self.via).any(|r| *r != id)
     }
 
+    /// The shell lost the way to `addr` (a TCP connection to it closed): a
+    /// peer we send there moves to its best other live path now, and every
+    /// path of it is probed again quickly.
+    pub fn handle_path_lost(&mut self, now: Instant, addr: SocketAddr) {
+        for i in 0..self.peers.len() {
+            let p = &mut self.peers[i];
+            if p.endpoint != Some(addr) {
+                continue;
+            }
+            p.paths.mark_dead(addr);
+            p.timers.set(Timer::PathProbe, now);
+            if let Some(better) = p.paths.better_than(now, Some(addr)) {
+                self.change_endpoint(PeerId(i), better);
+            }
+        }
+    }
+
     /// Addresses a peer may be reachable at (from discovery, a cache or the
     /// config). Every handshake initiation goes to all of them at once; the
     /// first authenticated answer picks the path. Starts a handshake now if

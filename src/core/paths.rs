@@ -139,6 +139,18 @@ impl Paths {
         (best.addr != cur.addr && best_rtt * 10 < cur_rtt * 8).then_some(best.addr)
     }
 
+    /// The shell says `addr` carries nothing now (its TCP connection
+    /// closed): it is dead until it answers again, and the next rounds come
+    /// fast, to find what works instead.
+    pub fn mark_dead(&mut self, addr: SocketAddr) {
+        if let Some(p) = self.entries.iter_mut().find(|p| p.addr == addr) {
+            p.last_pong = None;
+            p.ping = None;
+            p.lost = LOST_IN_A_ROW;
+        }
+        self.rounds = 0;
+    }
+
     pub fn rtt(&self, addr: SocketAddr) -> Option<Duration> {
         self.entries
             .iter()
@@ -196,6 +208,26 @@ mod tests {
         q.on_pong(t0 + Duration::from_millis(100), pings[0].1);
         q.on_pong(t0 + Duration::from_millis(85), pings[1].1);
         assert_eq!(q.better_than(t0, Some(wan)), None);
+    }
+
+    #[test]
+    fn a_path_the_shell_lost_is_left_for_a_slower_live_one() {
+        let t0 = Instant::now();
+        let (tcp, udp) = (a("198.18.3.2:40000"), a("198.18.3.2:51871"));
+        let mut p = Paths::default();
+        p.set_addrs([tcp, udp]);
+        let mut n = 0;
+        let pings = p.probe_round(t0, || {
+            n += 1;
+            n
+        });
+        p.on_pong(t0 + Duration::from_millis(1), pings[0].1);
+        p.on_pong(t0 + Duration::from_millis(2), pings[1].1);
+        let now = t0 + Duration::from_millis(3);
+        assert_eq!(p.better_than(now, Some(tcp)), None, "both alive, tcp faster");
+        p.mark_dead(tcp);
+        assert_eq!(p.better_than(now, Some(tcp)), Some(udp));
+        assert_eq!(p.next_round(now), now + PROBE_FAST, "probing fast again");
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod notify;
 mod punch;
 mod reflexive;
 mod socket;
+mod tcp;
 
 use socket::{Received, Udp};
 use std::io;
@@ -51,6 +52,11 @@ pub enum StartError {
          [interface] listen_port to a free port, or 0 for any"
     )]
     Bind { port: u16, source: io::Error },
+    #[error(
+        "cannot listen on TCP port {port} for [relay] tcp_port: {source}. Is another service \
+         using it? A port under 1024 needs CAP_NET_BIND_SERVICE (the systemd units grant it)"
+    )]
+    TcpBind { port: u16, source: io::Error },
     #[error("cannot read OS randomness: {0}")]
     Random(getrandom::Error),
     #[error("{0}")]
@@ -208,6 +214,22 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         .unwrap_or_default();
     let node_cfg = node_config(&cfg).await;
     let static_endpoints: Vec<_> = node_cfg.peers.iter().map(|p| p.endpoint).collect();
+    // Relays we may reach over TCP: their UDP endpoint, and the same host
+    // at their tcp_port.
+    let tcp_links = cfg
+        .peers
+        .iter()
+        .zip(&static_endpoints)
+        .filter_map(|(p, ep)| Some((*ep)?).zip(p.tcp_port))
+        .map(|(ep, port)| (ep, SocketAddr::new(ep.ip(), port)))
+        .collect();
+    let tcp_port = cfg.relay.tcp_port.filter(|_| cfg.relay.serve);
+    let tcp = tcp::TcpTransport::new(tcp_port, tcp_links)
+        .await
+        .map_err(|source| StartError::TcpBind {
+            port: tcp_port.unwrap_or(0),
+            source,
+        })?;
     let now = Instant::now();
     let mut punch_seed = seed;
     punch_seed[0] ^= 0x5a;
@@ -249,6 +271,7 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         portmap,
         puncher: Puncher::new(punch_budget(), now, punch_seed),
         pools: punch::Pools::new(),
+        tcp,
         record_seqs: Vec::new(),
     };
     shell.flush().await;
@@ -283,6 +306,8 @@ struct Shell {
     /// Hard-NAT traversal: the plan, and the extra sockets it opens.
     puncher: Puncher<PeerId>,
     pools: punch::Pools,
+    /// The relay's TCP transport (serving, and reaching relays over TCP).
+    tcp: tcp::TcpTransport,
     /// The seq of each peer's last record seen (indexed by peer).
     record_seqs: Vec<Option<i64>>,
 }
@@ -395,10 +420,17 @@ impl Shell {
                     warn!("SIGHUP: config reload is not supported yet; restart kith to apply changes");
                 }
                 r = self.udp.recv(&mut b.udp_in) => {
-                    self.on_udp(r?, &mut b).await;
+                    let r = r?;
+                    if !self.tcp.idle() {
+                        self.tcp.on_udp_from(r.from);
+                    }
+                    self.on_udp(r, &mut b).await;
                     for _ in 0..DRAIN {
                         match self.udp.try_recv(&mut b.udp_in) {
                             Ok(r) => {
+                                if !self.tcp.idle() {
+                                    self.tcp.on_udp_from(r.from);
+                                }
                                 self.on_udp(r, &mut b).await;
                             }
                             Err(_) => break,
@@ -434,6 +466,16 @@ impl Shell {
                         self.pools.learn(&d);
                     }
                 }
+                Some(t) = self.tcp.recv() => match t {
+                    tcp::TcpIn::Datagram(d) => {
+                        // As if it came over UDP from the address the core knows.
+                        let len = d.data.len().min(b.udp_in.len());
+                        b.udp_in[..len].copy_from_slice(&d.data[..len]);
+                        let r = Received { len, from: d.from, segment: len };
+                        self.on_udp(r, &mut b).await;
+                    }
+                    tcp::TcpIn::Lost(addr) => self.node.handle_path_lost(Instant::now(), addr),
+                },
                 _ = tick.tick() => {
                     let now = Instant::now();
                     if self.discovery.tick(&self.node, now) {
@@ -489,6 +531,10 @@ impl Shell {
                 UdpOutcome::Forward { dst, len } => {
                     // We relay: the frame goes on to the other member.
                     let frame = &out[TUN_HDR..TUN_HDR + len];
+                    if !self.tcp.idle() && !self.tcp.send(now, dst, frame) {
+                        authenticated = true;
+                        continue;
+                    }
                     let sent = match self.pools.route(dst) {
                         Some(sock) => sock.send_to(frame, dst).await.map(drop),
                         None => self.udp.send_to(frame, dst).await,
@@ -545,8 +591,18 @@ impl Shell {
         }
     }
 
-    async fn send_run(&self, run: &GsoRun, gso: &[u8]) {
+    async fn send_run(&mut self, run: &GsoRun, gso: &[u8]) {
         let Some(dst) = run.dst else { return };
+        if !self.tcp.idle() {
+            let now = Instant::now();
+            let mut udp_too = false;
+            for d in gso[..run.used].chunks(run.segment.max(1)) {
+                udp_too |= self.tcp.send(now, dst, d);
+            }
+            if !udp_too {
+                return;
+            }
+        }
         if let Some(sock) = self.pools.route(dst) {
             // A hard-NAT route: a plain socket, one datagram per send.
             for d in gso[..run.used].chunks(run.segment.max(1)) {
@@ -584,6 +640,9 @@ impl Shell {
             warn!(error = %e, "cannot send our record to peers");
         }
         while let Some(t) = self.node.poll_transmit() {
+            if !self.tcp.idle() && !self.tcp.send(now, t.dst, &t.payload) {
+                continue;
+            }
             let sent = match self.pools.route(t.dst) {
                 Some(sock) => sock.send_to(&t.payload, t.dst).await.map(drop),
                 None => self.udp.send_to(&t.payload, t.dst).await,
@@ -742,6 +801,15 @@ impl Shell {
     /// Why `id` is relayed, for `status`: what the NAT facts say when they
     /// explain it, else what the core saw.
     fn relay_reason(&self, id: PeerId, cause: RelayCause) -> String {
+        let over_tcp = self
+            .node
+            .peer_status(id)
+            .and_then(|s| s.relay)
+            .and_then(|(r, _)| self.node.peer_status(r)?.endpoint)
+            .is_some_and(|ep| self.tcp.transport_to(ep) == "tcp");
+        if over_tcp {
+            return "UDP blocked here: the relay answers only over TCP".to_string();
+        }
         match (cause, self.strategy(id)) {
             (RelayCause::NoDirectPath, Strategy::BothHard) => {
                 "both sides endpoint-dependent; no hole can be punched".to_string()
@@ -836,7 +904,12 @@ impl Shell {
                     let relay = st.relay.filter(|_| st.connected).map(|(r, cause)| {
                         control::RelayPathReport {
                             via: self.node.peer_name(r).to_string(),
-                            transport: "udp".to_string(),
+                            transport: self
+                                .node
+                                .peer_status(r)
+                                .and_then(|h| h.endpoint)
+                                .map_or("udp", |ep| self.tcp.transport_to(ep))
+                                .to_string(),
                             reason: self.relay_reason(id, cause),
                             tx_bytes: st.relay_tx_bytes,
                             rx_bytes: st.relay_rx_bytes,
@@ -933,7 +1006,7 @@ impl Shell {
                 .node
                 .relay_service()
                 .map(|s| control::RelayServiceReport {
-                    tcp_port: None,
+                    tcp_port: self.tcp.listen_port(),
                     refused_unknown: s.refused_unknown,
                     refused_no_session: s.refused_no_session,
                     members: self
@@ -947,7 +1020,9 @@ impl Shell {
                                 forwarded_packets: m.forwarded_packets,
                                 delivered_bytes: m.delivered_bytes,
                                 dropped_rate: m.dropped_rate,
-                                transport: Some("udp".to_string()),
+                                transport: self.node.peer_status(id).and_then(|p| p.endpoint).map(
+                                    |ep| if self.tcp.is_inbound(ep) { "tcp" } else { "udp" }.to_string(),
+                                ),
                             })
                         })
                         .collect(),

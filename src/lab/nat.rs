@@ -22,7 +22,8 @@
 //!   its STUN check.
 //! - [`SiteKind`]: cone, symmetric, sequential, CGNAT (a cone home router
 //!   whose WAN sits on a 100.65.n.0/24 carrier segment behind a carrier cone
-//!   router), or a miniupnpd router answering UPnP IGD, NAT-PMP and PCP.
+//!   router; or both layers symmetric), a miniupnpd router answering UPnP
+//!   IGD, NAT-PMP and PCP, or a cone router that lets no UDP out but DNS.
 //!   Every router drops unsolicited WAN packets silently
 //!   ([`super::router::guard_chain`]).
 //! - [`Site`]: one router (or two, for CGNAT) plus the hosts on its LAN;
@@ -72,6 +73,9 @@ pub enum SiteKind {
     SymmetricCgnat,
     /// A cone router running miniupnpd (UPnP IGD, NAT-PMP, PCP).
     Miniupnpd,
+    /// A cone router that drops all UDP from its LAN except DNS; TCP passes
+    /// ([`router::udp_block_ruleset`]).
+    UdpBlocked,
 }
 
 impl SiteKind {
@@ -83,6 +87,7 @@ impl SiteKind {
             SiteKind::Cgnat => "cone behind CGNAT",
             SiteKind::SymmetricCgnat => "symmetric behind a symmetric CGNAT",
             SiteKind::Miniupnpd => "miniupnpd",
+            SiteKind::UdpBlocked => "UDP blocked",
         }
     }
 
@@ -94,6 +99,8 @@ impl SiteKind {
                 "endpoint-dependent"
             }
             SiteKind::Cone | SiteKind::Cgnat | SiteKind::Miniupnpd => "endpoint-independent",
+            // No STUN answer gets through.
+            SiteKind::UdpBlocked => "not measured",
         }
     }
 
@@ -107,7 +114,8 @@ impl SiteKind {
             | SiteKind::Symmetric
             | SiteKind::Cgnat
             | SiteKind::SymmetricCgnat
-            | SiteKind::Miniupnpd => None,
+            | SiteKind::Miniupnpd
+            | SiteKind::UdpBlocked => None,
         }
     }
 }
@@ -352,13 +360,16 @@ impl NatLab {
         let lan = format!("192.168.{n}.1/24");
         let rname = format!("r{name}");
         let (router, carrier, upnp) = match kind {
-            SiteKind::Cone | SiteKind::Symmetric | SiteKind::Sequential => {
+            SiteKind::Cone | SiteKind::Symmetric | SiteKind::Sequential | SiteKind::UdpBlocked => {
                 let nat = match kind {
                     SiteKind::Symmetric => NatKind::Symmetric,
                     SiteKind::Sequential => NatKind::Sequential,
                     _ => NatKind::Cone,
                 };
                 let r = self.internet.nat_router(lab, &rname, nat, &lan)?;
+                if kind == SiteKind::UdpBlocked {
+                    r.block_udp()?;
+                }
                 (r, None, None)
             }
             SiteKind::Cgnat | SiteKind::SymmetricCgnat => {

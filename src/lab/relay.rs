@@ -52,7 +52,13 @@ pub struct RelayPairSpec {
     /// connects to them. `a` tries both through the relays, which must
     /// refuse.
     pub strangers: bool,
+    /// The relays also listen on TCP ([`RELAY_TCP_PORT`]) and the members
+    /// know it (`[[peer]] tcp_port`).
+    pub tcp: bool,
 }
+
+/// The relays' `[relay] tcp_port` when [`RelayPairSpec::tcp`] is set.
+pub const RELAY_TCP_PORT: u16 = 443;
 
 impl RelayPairSpec {
     /// `a` and `b` behind these sites, one relay, no cut, no limits.
@@ -64,6 +70,7 @@ impl RelayPairSpec {
             cut: false,
             rate: None,
             strangers: false,
+            tcp: false,
         }
     }
 }
@@ -103,6 +110,9 @@ impl RelayPair {
             let mut r = net.node_spec(lab, &name, &relay_overlay(i), key()?);
             r.relay.serve = Some(true);
             r.relay.rate = spec.rate.clone();
+            if spec.tcp {
+                r.relay.tcp_port = Some(RELAY_TCP_PORT);
+            }
             relay_hosts.push((host, up));
             relay_specs.push(r);
         }
@@ -111,6 +121,13 @@ impl RelayPair {
             let endpoint = format!("{}:{}", relay_hosts[i].1.addr(), r.listen_port);
             spec_a = spec_a.peer(&relay_name(i), r, Some(endpoint.clone()));
             spec_b = spec_b.peer(&relay_name(i), r, Some(endpoint));
+            if spec.tcp {
+                for s in [&mut spec_a, &mut spec_b] {
+                    if let Some(p) = s.peers.last_mut() {
+                        p.tcp_port = Some(RELAY_TCP_PORT);
+                    }
+                }
+            }
             *r = r.clone().peer("a", &spec_a, None).peer("b", &spec_b, None);
         }
         spec_a.relay.via = Some(via.clone());

@@ -156,6 +156,20 @@ pub fn loss_ruleset(percent: u8) -> String {
     )
 }
 
+/// A table `ip kithudpblock` that drops every UDP packet the router would
+/// forward from its LAN, except DNS (port 53): a hotel or office network
+/// that allows TCP only.
+pub fn udp_block_ruleset(lan: &str) -> String {
+    format!(
+        "table ip kithudpblock {{\n\
+         \tchain forward {{\n\
+         \t\ttype filter hook forward priority filter - 5; policy accept;\n\
+         \t\tiifname \"{lan}\" udp dport != 53 counter drop\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
 /// What to build: the router's name, NAT kind, and its two sides.
 #[derive(Debug, Clone)]
 pub struct RouterSpec<'a> {
@@ -282,6 +296,18 @@ impl Router {
             return Ok(());
         }
         load_ruleset(&self.host, &loss_ruleset(percent))
+    }
+
+    /// Drops UDP from the LAN except DNS ([`udp_block_ruleset`]).
+    pub fn block_udp(&self) -> Result<()> {
+        load_ruleset(&self.host, &udp_block_ruleset(&self.lan.bridge.name))
+    }
+
+    /// Lets UDP from the LAN through again.
+    pub fn unblock_udp(&self) -> Result<()> {
+        self.host
+            .exec("nft", &["delete", "table", "ip", "kithudpblock"])
+            .map(drop)
     }
 
     /// Joins `client` to the LAN with address `client_addr` (CIDR) and makes

@@ -20,8 +20,13 @@
 //!
 //! Excess is dropped, never queued: the end-to-end TCP above sees loss and
 //! slows down, which is what a rate limit is for.
+//!
+//! [`fallback`] decides, per relay a member reaches, when its traffic takes
+//! the TCP transport because UDP gets no answer, and when it goes back.
 
 #![cfg_attr(not(test), deny(clippy::disallowed_methods))]
+
+pub mod fallback;
 
 use std::time::{Duration, Instant};
 

@@ -41,6 +41,7 @@ mod ip;
 mod packet;
 mod record;
 mod relay;
+mod stream;
 
 pub use control::*;
 pub use ip::*;
@@ -48,6 +49,7 @@ pub use ip::*;
 pub use packet::*;
 pub use record::*;
 pub use relay::*;
+pub use stream::*;
 
 /// Lowercase hex of `b`: what the wire snapshot tests compare against.
 #[cfg(test)]
