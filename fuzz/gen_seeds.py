@@ -115,3 +115,14 @@ for name, msg in [
     ("empty", b"\x10" + bytes(34)),
 ]:
     write("relay", name, msg)
+
+
+# stream: the snapshot of src/wire/stream.rs (read size byte first), a
+# frame cut across reads, and a zero length.
+two = struct.pack(">H", 3) + b"\x84\x01\x02" + struct.pack(">H", 1) + b"\x81"
+for name, msg in [
+    ("two_frames", b"\x40" + two),
+    ("one_byte_reads", b"\x01" + two),
+    ("zero_length", b"\x02" + b"\x00\x00\x84"),
+]:
+    write("stream", name, msg)

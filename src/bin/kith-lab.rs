@@ -661,9 +661,10 @@ fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
 
 /// The relay rows: one cone | cone pair with a relay; TCP and ping over
 /// the direct path, then (UDP between the sites cut) through the relay, in
-/// the same lab; the relay's CPU per GB forwarded; and time to direct when
+/// the same lab; the relay's CPU per GB forwarded; time to direct when
 /// the pair shares a relay (the records travel through it) next to the
-/// DHT-only rows above.
+/// DHT-only rows above; then a pair whose site blocks UDP, through the
+/// relay over TCP (ratios against the same direct figure).
 fn relay_bench(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
     let spec = RelayPairSpec::sites(SiteKind::Cone, SiteKind::Cone);
     let mut pair = RelayPair::start(lab, kith, spec).context("building the relay lab")?;
@@ -714,7 +715,34 @@ fn relay_bench(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
         "time to direct, shared relay",
         format!("{:.2} s (DHT only: the cone | cone row above)", to_direct.as_secs_f64())
     );
-    println!("  (TCP relay transport: not built yet)");
+    drop(pair);
+
+    // Over TCP: a's site lets no UDP out, so a reaches relay1 over TCP.
+    let lab2 = Lab::new().context("building a second lab")?;
+    let spec = RelayPairSpec {
+        tcp: true,
+        ..RelayPairSpec::sites(SiteKind::UdpBlocked, SiteKind::Cone)
+    };
+    let mut pair = RelayPair::start(&lab2, kith, spec).context("building the TCP relay lab")?;
+    pair.wait_path("relayed", Duration::from_secs(60))?;
+    println!("iperf3 TCP a → b, {seconds} s, a's site without UDP: through relay1 over TCP …");
+    let over_tcp = iperf::tcp(&pair.b, &pair.a, b, 5201, seconds)?;
+    let ping_tcp = pair.a.ping(b, pings, interval)?;
+    let transport = pair.node_a.peer_status("b")?.relay.map(|r| r.transport);
+    println!(
+        "{:<26} {:>12.3} {:>12} {:>10.2}",
+        format!("TCP a → b via relay/{}", transport.as_deref().unwrap_or("?")),
+        over_tcp.gbit_per_s(),
+        "",
+        over_tcp.bits_per_second / direct.bits_per_second
+    );
+    println!(
+        "{:<26} {:>12.3} {:>12} {:>10.2}",
+        "ping a → b avg (ms)",
+        ms(ping_tcp),
+        "",
+        ms(ping_tcp) / ms(ping_direct)
+    );
     Ok(())
 }
 
