@@ -90,6 +90,26 @@ fn check_config_reports_ok_and_located_errors() {
     let (code, out, _) = run(&["check-config", good.to_str().unwrap()], "");
     assert_eq!((code, out.trim()), (0, "ok"));
 
+    // Relaying: which relays peers must share, and a relay with no address.
+    let relayed = dir.join("relayed.toml");
+    let peer = kith::identity::SecretKey::from_seed([6; 32]).public();
+    std::fs::write(
+        &relayed,
+        format!(
+            "[interface]\naddress = \"100.96.0.1/16\"\nprivate_key = \"{key}\"\n\
+             [discovery]\ndht = false\n[relay]\nvia = [\"vps\"]\n\
+             [[peer]]\nname = \"vps\"\npublic_key = \"{peer}\"\nallowed_ips = []\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(&["check-config", relayed.to_str().unwrap()], "");
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+    assert!(
+        err.contains("note: peers that cannot reach this node directly go through vps; a peer can use one only if it lists it as a [[peer]] too, or there is no common relay"),
+        "{err}"
+    );
+    assert!(err.contains("note: relay \"vps\" has no endpoint"), "{err}");
+
     let bad = dir.join("bad.toml");
     std::fs::write(
         &bad,

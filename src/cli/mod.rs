@@ -154,6 +154,9 @@ fn check_config(file: &std::path::Path) -> Result<()> {
             for w in &cfg.warnings {
                 eprintln!("warning: {w}");
             }
+            for n in cfg.relay_notes() {
+                eprintln!("note: {n}");
+            }
             println!("ok");
             Ok(())
         }

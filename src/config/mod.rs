@@ -199,6 +199,52 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl Config {
+    /// What `kith check-config` tells about relaying, beyond errors and
+    /// warnings: which relays peers must share with this node, and gaps
+    /// that leave peers without one.
+    pub fn relay_notes(&self) -> Vec<String> {
+        let r = &self.relay;
+        let mut notes = Vec::new();
+        if r.via.is_empty() {
+            if !self.peers.is_empty() {
+                notes.push(
+                    "no [relay] via: a peer that cannot reach this node directly (both behind \
+                     endpoint-dependent NATs, or UDP blocked on one side) has no relay to reach \
+                     it through; list a reachable member, e.g. via = [\"vps\"]"
+                        .to_string(),
+                );
+            }
+        } else {
+            let list = r.via.join(", ");
+            notes.push(format!(
+                "peers that cannot reach this node directly go through {list}; a peer can use \
+                 one only if it lists it as a [[peer]] too, or there is no common relay"
+            ));
+        }
+        for name in &r.via {
+            if let Some(p) = self.peers.iter().find(|p| &p.name == name)
+                && p.endpoint.is_none()
+            {
+                notes.push(format!(
+                    "relay {name:?} has no endpoint: it is reached only once discovery finds \
+                     it; a relay is most useful at a fixed, reachable address"
+                ));
+            }
+        }
+        if r.serve {
+            let tcp = r
+                .tcp_port
+                .map_or("UDP only".to_string(), |p| format!("UDP and TCP port {p}"));
+            notes.push(format!(
+                "relaying for the {} member(s) of this file ({tcp})",
+                self.peers.len()
+            ));
+        }
+        notes
+    }
+}
+
 /// Read, parse and validate a config file (and the private key file it names).
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
