@@ -9,7 +9,8 @@
 # nightly flags, which RUSTC_BOOTSTRAP=1 unlocks. Each target starts from its
 # checked-in seeds (fuzz/seeds/<target>) plus whatever earlier runs left in
 # fuzz/corpus/<target> (git-ignored); crashes land in fuzz/artifacts/<target>.
-# Exits non-zero if any target crashed or failed to build. Not part of CI.
+# Exits non-zero if any target crashed or failed to build. scripts/test.sh
+# (and so CI) runs it with 10 s per target.
 set -euo pipefail
 
 secs="${1:-60}"

@@ -593,7 +593,7 @@ impl Shell {
 
     async fn send_run(&mut self, run: &GsoRun, gso: &[u8]) {
         let Some(dst) = run.dst else { return };
-        if !self.tcp.idle() {
+        if self.tcp.involves(dst) {
             let now = Instant::now();
             let mut udp_too = false;
             for d in gso[..run.used].chunks(run.segment.max(1)) {

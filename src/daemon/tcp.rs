@@ -142,6 +142,11 @@ impl TcpTransport {
         self.links.is_empty() && self.inbound.is_empty()
     }
 
+    /// Might datagrams for `dst` go over TCP (checked once per GSO run)?
+    pub fn involves(&self, dst: SocketAddr) -> bool {
+        !self.idle() && (self.inbound.contains_key(&dst) || self.links.contains_key(&dst))
+    }
+
     /// Hand `datagram` for `dst` to TCP if that is its way. Returns true
     /// when UDP must carry it too (or alone).
     pub fn send(&mut self, now: Instant, dst: SocketAddr, datagram: &[u8]) -> bool {
