@@ -206,6 +206,44 @@ fn a_site_without_udp_is_relayed_over_tcp() {
     assert_eq!(a.transport.as_deref(), Some("tcp"), "{row}: {a:?}");
     assert!(a.forwarded_bytes > TWENTY_MB, "{row}: {a:?}");
 
+    // A stranger's connections to the relay port that carry nothing
+    // authenticated are closed (and one address gets at most 8).
+    let relay_tcp = SocketAddr::new(
+        IpAddr::V4(pair.relay_hosts[0].1.addr()),
+        kith::lab::relay::RELAY_TCP_PORT,
+    );
+    let closed_after = pair
+        .b
+        .run_in(move || {
+            use std::io::{Read, Write};
+            let start = Instant::now();
+            let mut conns: Vec<std::net::TcpStream> = (0..3)
+                .map(|_| std::net::TcpStream::connect_timeout(&relay_tcp, Duration::from_secs(5)).unwrap())
+                .collect();
+            // Junk that is framed but never authenticates.
+            conns[0].write_all(&[0, 4, 0x84, 0, 0, 0]).unwrap();
+            let mut times = Vec::new();
+            for c in &mut conns {
+                c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let mut buf = [0u8; 64];
+                // Closed (EOF or reset) before the 30 s read timeout; a
+                // timeout means the relay kept the connection.
+                let n = c.read(&mut buf);
+                let closed = match &n {
+                    Ok(0) => true,
+                    Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                    Ok(_) => false,
+                };
+                assert!(closed, "the relay kept a stranger's connection or sent it something: {n:?}");
+                times.push(start.elapsed());
+            }
+            times
+        })
+        .unwrap();
+    eprintln!("{row}: a stranger's idle TCP connections closed after {closed_after:?}");
+    let ab = pair.node_a.peer_status("b").unwrap();
+    assert_eq!(ab.path, "relayed", "{row}: the member is unaffected: {ab:?}");
+
     // UDP comes back: a's next UDP copy reaches the relay, which answers
     // over UDP, and a leaves TCP.
     pair.site_a.router.unblock_udp().unwrap();

@@ -24,7 +24,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use kith::core::{Node, NodeConfig, PeerConfig, TunOutcome, UdpOutcome};
+use kith::core::{Node, NodeConfig, PeerConfig, RelayConfig, TunOutcome, UdpOutcome};
+use kith::relay::Limits;
 use kith::identity::SecretKey;
 use libfuzzer_sys::fuzz_target;
 
@@ -55,6 +56,11 @@ fn node(us: u8, them: u8, now: Instant) -> Node {
         secret: key(us),
         psk: [0; 32],
         peers: vec![peer],
+        // Both serve as relays, so relay admission is on the path too.
+        relay: RelayConfig {
+            serve: Some(Limits::default()),
+            via: Vec::new(),
+        },
     };
     Node::new(cfg, now, Duration::from_secs(1_800_000_000), [us; 32])
 }

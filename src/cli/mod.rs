@@ -393,6 +393,13 @@ pub fn render_status(r: &crate::daemon::control::StatusReport) -> String {
             );
         }
     }
+    if r.tcp_dropped > 0 {
+        let _ = writeln!(
+            out,
+            "\nrelay over TCP: {} datagrams dropped (no connection yet, or a full queue)",
+            r.tcp_dropped
+        );
+    }
     if let Some(svc) = &r.relay_service {
         let tcp = svc
             .tcp_port
@@ -490,6 +497,7 @@ mod tests {
                 peer_relays: Vec::new(),
             }],
             relay_service: None,
+            tcp_dropped: 0,
         }
     }
 

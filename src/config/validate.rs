@@ -992,7 +992,18 @@ fn peers(
 
         let tcp_port = match raw.tcp_port {
             None => Some(None),
-            Some(v) => tcp_port(ctx, v, &key_of("tcp_port"), "its [relay] tcp_port").map(Some),
+            Some(v) => {
+                if matches!(endpoint, Some(None)) {
+                    ctx.warn(
+                        v.span(),
+                        &key_of("tcp_port"),
+                        "tcp_port has no effect without an endpoint: kith connects to the \
+                         endpoint's host at this port"
+                            .to_string(),
+                    );
+                }
+                tcp_port(ctx, v, &key_of("tcp_port"), "its [relay] tcp_port").map(Some)
+            }
         };
 
         match (name, public_key, allowed_ips, endpoint, keepalive, tcp_port) {
@@ -1055,7 +1066,8 @@ fn relay(ctx: &mut Ctx<'_>, raw: RawRelay, peer_names: &[String]) -> Option<Rela
             } else {
                 let hint = match super::de::suggest(name, &known) {
                     Some(s) => format!("did you mean {s:?}?"),
-                    None => "a relay must also be a [[peer]] (with its name, key and, usually,                              endpoint), because we reach it over our session with it"
+                    None => "a relay must also be a [[peer]] (with its name, key and, usually, \
+                             endpoint), because we reach it over our session with it"
                         .to_string(),
                 };
                 ctx.error(

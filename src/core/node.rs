@@ -592,8 +592,9 @@ impl Node {
     }
 
     /// The shell lost the way to `addr` (a TCP connection to it closed): a
-    /// peer we send there moves to its best other live path now, and every
-    /// path of it is probed again quickly.
+    /// peer we send there moves to its best other live path now if it has
+    /// one, and every path of it is probed again quickly (the first to
+    /// answer takes over).
     pub fn handle_path_lost(&mut self, now: Instant, addr: SocketAddr) {
         for i in 0..self.peers.len() {
             let p = &mut self.peers[i];

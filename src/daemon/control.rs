@@ -31,6 +31,10 @@ pub struct StatusReport {
     /// The relay service, when `[relay] serve = true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay_service: Option<RelayServiceReport>,
+    /// Datagrams the relay TCP transport had to drop (a full queue, or no
+    /// connection yet or any more).
+    #[serde(default)]
+    pub tcp_dropped: u64,
 }
 
 /// What this node relays for others (`[relay] serve = true`).

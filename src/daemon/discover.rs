@@ -468,6 +468,11 @@ impl Discovery {
 
     /// Cache the address that works first, then the other candidates.
     fn remember(&mut self, node: &Node, id: PeerId, working: SocketAddr) {
+        // A member's TCP connection to us has an address of its own that
+        // means nothing after it closes.
+        if super::tcp::is_stream_addr(working) {
+            return;
+        }
         let Some(meta) = self.peers.get(id.0) else {
             return;
         };

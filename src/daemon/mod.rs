@@ -421,17 +421,18 @@ impl Shell {
                 }
                 r = self.udp.recv(&mut b.udp_in) => {
                     let r = r?;
-                    if !self.tcp.idle() {
-                        self.tcp.on_udp_from(r.from);
+                    let from = r.from;
+                    // Only an authenticated datagram proves UDP to a relay works.
+                    if self.on_udp(r, &mut b).await && self.tcp.has_links() {
+                        self.tcp.on_udp_from(from);
                     }
-                    self.on_udp(r, &mut b).await;
                     for _ in 0..DRAIN {
                         match self.udp.try_recv(&mut b.udp_in) {
                             Ok(r) => {
-                                if !self.tcp.idle() {
-                                    self.tcp.on_udp_from(r.from);
+                                let from = r.from;
+                                if self.on_udp(r, &mut b).await && self.tcp.has_links() {
+                                    self.tcp.on_udp_from(from);
                                 }
-                                self.on_udp(r, &mut b).await;
                             }
                             Err(_) => break,
                         }
@@ -472,12 +473,17 @@ impl Shell {
                         let len = d.data.len().min(b.udp_in.len());
                         b.udp_in[..len].copy_from_slice(&d.data[..len]);
                         let r = Received { len, from: d.from, segment: len };
-                        self.on_udp(r, &mut b).await;
+                        if self.on_udp(r, &mut b).await {
+                            self.tcp.on_authenticated(Instant::now(), d.from);
+                        }
                     }
                     tcp::TcpIn::Lost(addr) => self.node.handle_path_lost(Instant::now(), addr),
                 },
                 _ = tick.tick() => {
                     let now = Instant::now();
+                    for addr in self.tcp.sweep(now) {
+                        self.node.handle_path_lost(now, addr);
+                    }
                     if self.discovery.tick(&self.node, now) {
                         // New addresses, maybe a new NAT and router in front of us.
                         self.stun.rerun(now);
@@ -594,14 +600,17 @@ impl Shell {
     async fn send_run(&mut self, run: &GsoRun, gso: &[u8]) {
         let Some(dst) = run.dst else { return };
         if self.tcp.involves(dst) {
+            // Datagram by datagram: TCP takes each, and UDP those it must
+            // also (or alone) carry.
             let now = Instant::now();
-            let mut udp_too = false;
             for d in gso[..run.used].chunks(run.segment.max(1)) {
-                udp_too |= self.tcp.send(now, dst, d);
+                if self.tcp.send(now, dst, d)
+                    && let Err(e) = self.udp.send_to(d, dst).await
+                {
+                    debug!(addr = %dst, error = %e, "UDP send failed");
+                }
             }
-            if !udp_too {
-                return;
-            }
+            return;
         }
         if let Some(sock) = self.pools.route(dst) {
             // A hard-NAT route: a plain socket, one datagram per send.
@@ -797,7 +806,6 @@ impl Shell {
         }
     }
 
-    /// Why the path is what it is, where hard-NAT traversal has a say.
     /// Why `id` is relayed, for `status`: what the NAT facts say when they
     /// explain it, else what the core saw.
     fn relay_reason(&self, id: PeerId, cause: RelayCause) -> String {
@@ -806,9 +814,13 @@ impl Shell {
             .peer_status(id)
             .and_then(|s| s.relay)
             .and_then(|(r, _)| self.node.peer_status(r)?.endpoint)
-            .is_some_and(|ep| self.tcp.transport_to(ep) == "tcp");
-        if over_tcp {
-            return "UDP blocked here: the relay answers only over TCP".to_string();
+            .filter(|ep| self.tcp.transport_to(*ep) == "tcp");
+        if let Some(ep) = over_tcp {
+            return if self.tcp.connected_to(ep) {
+                "UDP blocked here: reaching the relay over TCP".to_string()
+            } else {
+                "UDP blocked here: connecting to the relay over TCP".to_string()
+            };
         }
         match (cause, self.strategy(id)) {
             (RelayCause::NoDirectPath, Strategy::BothHard) => {
@@ -844,6 +856,7 @@ impl Shell {
         }
     }
 
+    /// Why the path is what it is, where hard-NAT traversal has a say.
     fn punch_reason(
         &self,
         id: PeerId,
@@ -943,7 +956,7 @@ impl Shell {
                                     self.discovery.path_reason(id, st.endpoint, st.connected)
                                 }),
                         },
-                        endpoint: st.endpoint.map(|e| e.to_string()),
+                        endpoint: st.endpoint.map(|e| self.tcp.display(e)),
                         last_handshake_secs: st
                             .last_handshake
                             .map(|t| now.saturating_duration_since(t).as_secs()),
@@ -1002,6 +1015,7 @@ impl Shell {
                     .map(|m| format!("{} via {}", m.external, m.protocol)),
             },
             peers,
+            tcp_dropped: self.tcp.dropped,
             relay_service: self
                 .node
                 .relay_service()
@@ -1021,7 +1035,7 @@ impl Shell {
                                 delivered_bytes: m.delivered_bytes,
                                 dropped_rate: m.dropped_rate,
                                 transport: self.node.peer_status(id).and_then(|p| p.endpoint).map(
-                                    |ep| if self.tcp.is_inbound(ep) { "tcp" } else { "udp" }.to_string(),
+                                    |ep| if tcp::is_stream_addr(ep) { "tcp" } else { "udp" }.to_string(),
                                 ),
                             })
                         })

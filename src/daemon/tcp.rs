@@ -4,27 +4,33 @@
 //! Two roles, both transparent to the core, which keeps addressing peers by
 //! socket address:
 //! - **Serving** (`[relay] serve = true` with a `tcp_port`): a listener
-//!   whose connections carry datagrams like the UDP socket does. A datagram
-//!   read from a connection is handed to the core as if it came from the
-//!   connection's remote address, and whatever the core sends to that
-//!   address goes back on the connection.
+//!   whose connections carry datagrams like the UDP socket does. Each
+//!   connection gets a *stream address* of its own in the discard-only
+//!   prefix `100::/64` (RFC 6666), which no UDP datagram can come from: a
+//!   datagram read from the connection is handed to the core as if it came
+//!   from that address, and whatever the core sends there goes back on the
+//!   connection (or nowhere, once it closed). `status` shows the
+//!   connection's real address instead ([`TcpTransport::display`]).
 //! - **Using**: for each peer with a `tcp_port` (a relay reached by its UDP
 //!   endpoint), [`TcpFallback`] decides per datagram whether UDP or TCP
 //!   carries it; over TCP, datagrams read back are handed to the core as if
 //!   they came from the peer's UDP endpoint.
 //!
-//! Each connection has a reader task and a writer task; the loop hears of
-//! datagrams and of connections opening and closing through one bounded
-//! channel, and writes through a bounded channel per connection (full =
-//! dropped, as a UDP socket's full buffer would). Connections are capped,
-//! and one idle for [`IDLE`] is closed (members send keepalives every
-//! 25 s).
+//! Each connection is one task that reads and writes (when either side
+//! ends, both do); the loop hears of datagrams and of connections opening
+//! and closing through one bounded channel, and writes through a bounded
+//! channel per connection (full = dropped and counted, as a UDP socket's
+//! full buffer would drop). Against strangers on the relay port: at most
+//! [`MAX_INBOUND`] connections, [`MAX_PER_IP`] per address, frames no
+//! longer than [`MAX_STREAM_DATAGRAM`], and a connection that has carried
+//! no authenticated datagram for [`AUTH_WITHIN`] (at first) or [`IDLE`]
+//! (later) is closed ([`TcpTransport::sweep`]).
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,14 +41,48 @@ use tracing::{debug, info, warn};
 use crate::relay::fallback::{Send, TcpFallback, Transport};
 use crate::wire::{StreamDecoder, TYPE_INITIATION, emit_stream_frame};
 
-/// Inbound connections at most (each costs two tasks and two buffers).
+/// Inbound connections at most (each costs a task and two buffers).
 pub const MAX_INBOUND: usize = 256;
-/// A connection that carries nothing for this long is closed.
+/// Inbound connections from one IP address at most.
+pub const MAX_PER_IP: usize = 8;
+/// A new connection must carry an authenticated datagram this soon ...
+pub const AUTH_WITHIN: Duration = Duration::from_secs(10);
+/// ... and then one at least this often (members keep their relays alive
+/// every 25 s).
 pub const IDLE: Duration = Duration::from_secs(90);
+/// Longest datagram a stream may carry: a 9000-byte MTU's relayed datagram
+/// with room to spare. Anything longer is not kith.
+pub const MAX_STREAM_DATAGRAM: usize = 9 * 1024 + 512;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A write that makes no progress for this long ends the connection (the
+/// other side stopped reading).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames queued per connection before new ones are dropped.
 const WRITE_QUEUE: usize = 1024;
-const EVENT_QUEUE: usize = 4096;
+const EVENT_QUEUE: usize = 1024;
+
+/// Is `addr` one of the stream addresses inbound connections get?
+pub fn is_stream_addr(addr: SocketAddr) -> bool {
+    match addr.ip() {
+        IpAddr::V6(ip) => ip.segments()[..4] == [0x100, 0, 0, 0],
+        IpAddr::V4(_) => false,
+    }
+}
+
+/// The `n`-th connection's stream address: `[100::n]`, port = low bits.
+fn stream_addr(n: u64) -> SocketAddr {
+    let ip = Ipv6Addr::new(
+        0x100,
+        0,
+        0,
+        0,
+        (n >> 48) as u16,
+        (n >> 32) as u16,
+        (n >> 16) as u16,
+        n as u16,
+    );
+    SocketAddr::new(IpAddr::V6(ip), 1)
+}
 
 /// A datagram that arrived over TCP, addressed as the core knows its sender.
 pub struct TcpDatagram {
@@ -65,14 +105,16 @@ enum Event {
         relay: SocketAddr,
         writer: mpsc::Sender<Vec<u8>>,
     },
-    /// A member connected to us (by its TCP address).
+    /// A member connected to us.
     Accepted {
-        from: SocketAddr,
+        addr: SocketAddr,
+        real: SocketAddr,
         writer: mpsc::Sender<Vec<u8>>,
+        abort: tokio::task::AbortHandle,
     },
     /// A connection to a relay closed or could not be opened.
     LinkClosed { relay: SocketAddr },
-    InboundClosed { from: SocketAddr },
+    InboundClosed { addr: SocketAddr },
 }
 
 /// A relay we may reach over TCP.
@@ -85,13 +127,23 @@ struct Link {
     pending_initiation: Option<Vec<u8>>,
 }
 
+/// A member connected to us.
+struct Inbound {
+    real: SocketAddr,
+    writer: mpsc::Sender<Vec<u8>>,
+    abort: tokio::task::AbortHandle,
+    accepted: Instant,
+    last_auth: Option<Instant>,
+}
+
 pub struct TcpTransport {
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
-    inbound: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    inbound: HashMap<SocketAddr, Inbound>,
     links: HashMap<SocketAddr, Link>,
     listen_port: Option<u16>,
-    /// Frames dropped because a connection's queue was full or missing.
+    /// Datagrams TCP should have carried but dropped: a full queue, or no
+    /// connection (yet, or any more).
     pub dropped: u64,
 }
 
@@ -139,19 +191,29 @@ impl TcpTransport {
     /// True when nothing can ever go over TCP (the common case): the data
     /// path then skips every lookup.
     pub fn idle(&self) -> bool {
-        self.links.is_empty() && self.inbound.is_empty()
+        self.links.is_empty() && self.listen_port.is_none()
+    }
+
+    /// Do we reach any relay over TCP when UDP fails?
+    pub fn has_links(&self) -> bool {
+        !self.links.is_empty()
     }
 
     /// Might datagrams for `dst` go over TCP (checked once per GSO run)?
     pub fn involves(&self, dst: SocketAddr) -> bool {
-        !self.idle() && (self.inbound.contains_key(&dst) || self.links.contains_key(&dst))
+        !self.idle() && (is_stream_addr(dst) || self.links.contains_key(&dst))
     }
 
     /// Hand `datagram` for `dst` to TCP if that is its way. Returns true
     /// when UDP must carry it too (or alone).
     pub fn send(&mut self, now: Instant, dst: SocketAddr, datagram: &[u8]) -> bool {
-        if let Some(writer) = self.inbound.get(&dst) {
-            if !queue(writer, datagram) {
+        if is_stream_addr(dst) {
+            // A member's connection, or one that closed: never UDP.
+            let queued = self
+                .inbound
+                .get(&dst)
+                .is_some_and(|c| queue(&c.writer, datagram));
+            if !queued {
                 self.dropped += 1;
             }
             return false;
@@ -167,23 +229,18 @@ impl TcpTransport {
         if initiation {
             link.pending_initiation = Some(datagram.to_vec());
         }
-        match &link.writer {
-            Some(w) => {
-                if !queue(w, datagram) {
-                    self.dropped += 1;
-                }
-            }
-            None => {
-                if link.fallback.should_connect(now) {
-                    info!(relay = %dst, tcp = %link.tcp, "relay: UDP gets no answer; connecting over TCP");
-                    tokio::spawn(connect(dst, link.tcp, self.events_tx.clone()));
-                }
-            }
+        let queued = link.writer.as_ref().is_some_and(|w| queue(w, datagram));
+        if !queued {
+            self.dropped += 1;
+        }
+        if link.writer.is_none() && link.fallback.should_connect(now) {
+            info!(relay = %dst, tcp = %link.tcp, "relay: UDP gets no answer; connecting over TCP");
+            tokio::spawn(connect(dst, link.tcp, self.events_tx.clone()));
         }
         how == Send::Both
     }
 
-    /// A datagram from `src` arrived over UDP.
+    /// An authenticated datagram from `src` arrived over UDP.
     pub fn on_udp_from(&mut self, src: SocketAddr) {
         if let Some(link) = self.links.get_mut(&src) {
             if link.fallback.transport() == Transport::Tcp {
@@ -191,12 +248,44 @@ impl TcpTransport {
                 // Closing tells the relay to answer over UDP too (it moves
                 // us off the closed connection's address).
                 link.writer = None;
+                link.pending_initiation = None;
+                link.fallback.reset_connection();
             }
             link.fallback.on_udp_received();
         }
     }
 
-    /// How we reach the relay at `udp` ("udp" or "tcp"), for `status`.
+    /// An authenticated datagram arrived on `from`'s connection (serving):
+    /// it is a member's, keep it open.
+    pub fn on_authenticated(&mut self, now: Instant, from: SocketAddr) {
+        if let Some(c) = self.inbound.get_mut(&from) {
+            c.last_auth = Some(now);
+        }
+    }
+
+    /// Close inbound connections that carry nothing authenticated; returns
+    /// their stream addresses (each for `Node::handle_path_lost`).
+    pub fn sweep(&mut self, now: Instant) -> Vec<SocketAddr> {
+        let stale: Vec<SocketAddr> = self
+            .inbound
+            .iter()
+            .filter(|(_, c)| match c.last_auth {
+                None => now.saturating_duration_since(c.accepted) >= AUTH_WITHIN,
+                Some(t) => now.saturating_duration_since(t) >= IDLE,
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        for a in &stale {
+            if let Some(c) = self.inbound.remove(a) {
+                debug!(from = %c.real, "relay: closing a TCP connection that carries nothing authenticated");
+                c.abort.abort();
+            }
+        }
+        stale
+    }
+
+    /// How we reach the relay at `udp`, for `status`: "tcp" while its
+    /// traffic takes TCP, else "udp".
     pub fn transport_to(&self, udp: SocketAddr) -> &'static str {
         match self.links.get(&udp).map(|l| l.fallback.transport()) {
             Some(Transport::Tcp) => "tcp",
@@ -204,9 +293,21 @@ impl TcpTransport {
         }
     }
 
-    /// Is `addr` a member connected to us over TCP?
-    pub fn is_inbound(&self, addr: SocketAddr) -> bool {
-        self.inbound.contains_key(&addr)
+    /// Is the relay at `udp` reached over a TCP connection that is up?
+    pub fn connected_to(&self, udp: SocketAddr) -> bool {
+        self.links
+            .get(&udp)
+            .is_some_and(|l| l.fallback.transport() == Transport::Tcp && l.writer.is_some())
+    }
+
+    /// `addr` as `status` shows it: a stream address as the connection's
+    /// real remote address.
+    pub fn display(&self, addr: SocketAddr) -> String {
+        match self.inbound.get(&addr) {
+            Some(c) => format!("{} (TCP)", c.real),
+            None if is_stream_addr(addr) => "a closed TCP connection".to_string(),
+            None => addr.to_string(),
+        }
     }
 
     /// The next datagram read from any connection, or a member's connection
@@ -224,6 +325,12 @@ impl TcpTransport {
                     let Some(link) = self.links.get_mut(&relay) else {
                         continue;
                     };
+                    if link.fallback.transport() == Transport::Udp {
+                        // UDP came back while we were connecting: dropping
+                        // the writer closes the connection.
+                        link.fallback.reset_connection();
+                        continue;
+                    }
                     info!(relay = %relay, tcp = %link.tcp, "relay: connected over TCP");
                     link.fallback.on_connected();
                     if let Some(init) = link.pending_initiation.take() {
@@ -237,14 +344,35 @@ impl TcpTransport {
                         link.fallback.on_closed(Instant::now());
                     }
                 }
-                Event::Accepted { from, writer } => {
-                    debug!(%from, "relay: TCP connection accepted");
-                    self.inbound.insert(from, writer);
+                Event::Accepted {
+                    addr,
+                    real,
+                    writer,
+                    abort,
+                } => {
+                    let from_ip = self.inbound.values().filter(|c| c.real.ip() == real.ip()).count();
+                    if self.inbound.len() >= MAX_INBOUND || from_ip >= MAX_PER_IP {
+                        debug!(from = %real, "relay: too many TCP connections; closing one");
+                        abort.abort();
+                        continue;
+                    }
+                    debug!(from = %real, "relay: TCP connection accepted");
+                    self.inbound.insert(
+                        addr,
+                        Inbound {
+                            real,
+                            writer,
+                            abort,
+                            accepted: Instant::now(),
+                            last_auth: None,
+                        },
+                    );
                 }
-                Event::InboundClosed { from } => {
-                    debug!(%from, "relay: TCP connection closed");
-                    self.inbound.remove(&from);
-                    return Some(TcpIn::Lost(from));
+                Event::InboundClosed { addr } => {
+                    if let Some(c) = self.inbound.remove(&addr) {
+                        debug!(from = %c.real, "relay: TCP connection closed");
+                        return Some(TcpIn::Lost(addr));
+                    }
                 }
             }
         }
@@ -261,9 +389,12 @@ fn queue(writer: &mpsc::Sender<Vec<u8>>, datagram: &[u8]) -> bool {
 }
 
 async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>) {
+    // Tasks alive; a backstop for the loop's own cap, which it checks only
+    // when it hears of the connection.
     let open = Arc::new(AtomicUsize::new(0));
+    let next = AtomicU64::new(1);
     loop {
-        let (stream, from) = match listener.accept().await {
+        let (stream, real) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and the like: wait instead of spinning.
@@ -272,43 +403,76 @@ async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>) {
                 continue;
             }
         };
-        if open.load(Ordering::Relaxed) >= MAX_INBOUND {
-            debug!(%from, "relay: too many TCP connections; refusing one");
+        if open.load(Ordering::Relaxed) >= 2 * MAX_INBOUND {
             continue;
         }
         open.fetch_add(1, Ordering::Relaxed);
-        let (events, open) = (events.clone(), open.clone());
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let (read, write) = stream.into_split();
-            let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-            tokio::spawn(write_loop(write, rx));
-            if events
-                .send(Event::Accepted { from, writer: tx })
-                .await
-                .is_ok()
-            {
-                read_loop(read, from, &events).await;
-                let _ = events.send(Event::InboundClosed { from }).await;
+        let addr = stream_addr(next.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let events2 = events.clone();
+        let open2 = open.clone();
+        // The loop hears of the connection before any datagram from it.
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            // Counted down however the task ends, aborted included.
+            let _open = OpenGuard(open2);
+            if go_rx.await.is_ok() {
+                serve_connection(stream, addr, rx, &events2).await;
             }
-            open.fetch_sub(1, Ordering::Relaxed);
+            let _ = events2.send(Event::InboundClosed { addr }).await;
         });
+        let abort = task.abort_handle();
+        if events
+            .send(Event::Accepted {
+                addr,
+                real,
+                writer: tx,
+                abort: abort.clone(),
+            })
+            .await
+            .is_err()
+        {
+            abort.abort();
+            return;
+        }
+        let _ = go_tx.send(());
+    }
+}
+
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One connection until either direction ends: datagrams read are
+/// reported as coming from `from`; frames from `rx` are written.
+async fn serve_connection(
+    stream: TcpStream,
+    from: SocketAddr,
+    rx: mpsc::Receiver<Vec<u8>>,
+    events: &mpsc::Sender<Event>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    tokio::select! {
+        () = read_loop(read, from, events) => {}
+        () = write_loop(write, rx) => {}
     }
 }
 
 async fn connect(relay: SocketAddr, tcp: SocketAddr, events: mpsc::Sender<Event>) {
     match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(tcp)).await {
         Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            let (read, write) = stream.into_split();
             let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-            tokio::spawn(write_loop(write, rx));
             if events
                 .send(Event::Connected { relay, writer: tx })
                 .await
                 .is_ok()
             {
-                read_loop(read, relay, &events).await;
+                serve_connection(stream, relay, rx, &events).await;
             }
             info!(%relay, %tcp, "relay: TCP connection closed");
         }
@@ -318,15 +482,15 @@ async fn connect(relay: SocketAddr, tcp: SocketAddr, events: mpsc::Sender<Event>
     let _ = events.send(Event::LinkClosed { relay }).await;
 }
 
-/// Datagrams from the connection, as coming from `from`, until it closes,
-/// breaks the framing, or idles for [`IDLE`].
+/// Datagrams from the connection, as coming from `from`, until it closes
+/// or breaks the framing.
 async fn read_loop(mut read: OwnedReadHalf, from: SocketAddr, events: &mpsc::Sender<Event>) {
-    let mut decoder = StreamDecoder::default();
+    let mut decoder = StreamDecoder::with_max(MAX_STREAM_DATAGRAM);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = match tokio::time::timeout(IDLE, read.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-            Ok(Ok(n)) => n,
+        let n = match read.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
         };
         decoder.push(&buf[..n]);
         while let Some(frame) = decoder.next_frame() {
@@ -345,7 +509,8 @@ async fn read_loop(mut read: OwnedReadHalf, from: SocketAddr, events: &mpsc::Sen
     }
 }
 
-/// Frames to the connection, several per write when they queue up.
+/// Frames to the connection, several per write when they queue up. Ends
+/// when the loop drops the sender, or a write stalls for [`WRITE_TIMEOUT`].
 async fn write_loop(mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
     let mut out = Vec::with_capacity(64 * 1024);
     while let Some(frame) = rx.recv().await {
@@ -357,8 +522,26 @@ async fn write_loop(mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) 
                 Err(_) => break,
             }
         }
-        if write.write_all(&out).await.is_err() {
-            return;
+        match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&out)).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_addresses_are_never_udp_sources() {
+        for n in [1u64, 2, 0xffff, 1 << 40] {
+            let a = stream_addr(n);
+            assert!(is_stream_addr(a), "{a}");
+        }
+        assert_ne!(stream_addr(1), stream_addr(2));
+        for a in ["198.18.3.2:51871", "[2001:db8::1]:51871", "[::ffff:198.18.3.2]:1"] {
+            assert!(!is_stream_addr(a.parse().unwrap()), "{a}");
         }
     }
 }

@@ -155,7 +155,8 @@ pub const UDP_PAYLOAD: usize = 1200;
 
 /// Sends UDP datagrams of [`UDP_PAYLOAD`] bytes from `client` to `listen`
 /// (opened in `server`) at `rate` bytes per second for `time`, and counts
-/// what arrives (until 1 s of silence after the sender stops).
+/// what arrives until the first second without a datagram (so a path that
+/// goes silent for a second ends the count early).
 pub fn udp(
     server: &Host,
     listen: SocketAddr,

@@ -149,6 +149,12 @@ impl TcpFallback {
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
 
+    /// The shell closed the connection on purpose (UDP works again): no
+    /// backoff, the next switch to TCP connects at once.
+    pub fn reset_connection(&mut self) {
+        self.connection = Connection::None;
+    }
+
     pub fn connected(&self) -> bool {
         self.connection == Connection::Up
     }

@@ -9,7 +9,8 @@
 //! [`StreamDecoder`] is sans-IO: the shell pushes whatever the socket read
 //! and takes complete datagrams out. A zero length is an error (it can only
 //! come from a confused or hostile sender), after which the connection is
-//! closed: a stream has no way to find the next frame boundary.
+//! closed: a stream has no way to find the next frame boundary. So is a
+//! length above the decoder's limit ([`StreamDecoder::with_max`]).
 
 /// Bytes of the length prefix.
 pub const STREAM_PREFIX_LEN: usize = 2;
@@ -22,6 +23,8 @@ pub enum StreamError {
     TooLong(usize),
     #[error("empty datagram")]
     Empty,
+    #[error("stream frame of {len} bytes is longer than the {max} allowed")]
+    Oversized { len: usize, max: usize },
 }
 
 /// Append one frame carrying `datagram` to `out`.
@@ -36,15 +39,34 @@ pub fn emit_stream_frame(datagram: &[u8], out: &mut Vec<u8>) -> Result<(), Strea
 }
 
 /// Reassembles frames from stream reads of any size.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StreamDecoder {
     buf: Vec<u8>,
     /// Start of the unread part of `buf`.
     start: usize,
-    failed: bool,
+    failed: Option<StreamError>,
+    max: usize,
+}
+
+impl Default for StreamDecoder {
+    fn default() -> Self {
+        Self::with_max(usize::from(u16::MAX))
+    }
 }
 
 impl StreamDecoder {
+    /// A decoder that refuses frames longer than `max` bytes (a peer that
+    /// announces more is not sending kith datagrams, and must not make us
+    /// buffer 64 KiB per connection).
+    pub fn with_max(max: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            start: 0,
+            failed: None,
+            max,
+        }
+    }
+
     /// Bytes read from the stream, in order.
     pub fn push(&mut self, bytes: &[u8]) {
         // Drop what was consumed before growing, so the buffer stays about
@@ -59,8 +81,8 @@ impl StreamDecoder {
     /// The next complete datagram, `None` when more bytes are needed. After
     /// an error every call returns it again.
     pub fn next_frame(&mut self) -> Option<Result<&[u8], StreamError>> {
-        if self.failed {
-            return Some(Err(StreamError::ZeroLength));
+        if let Some(e) = self.failed {
+            return Some(Err(e));
         }
         let rest = &self.buf[self.start..];
         if rest.len() < STREAM_PREFIX_LEN {
@@ -68,8 +90,12 @@ impl StreamDecoder {
         }
         let n = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
         if n == 0 {
-            self.failed = true;
-            return Some(Err(StreamError::ZeroLength));
+            self.failed = Some(StreamError::ZeroLength);
+            return self.failed.map(Err);
+        }
+        if n > self.max {
+            self.failed = Some(StreamError::Oversized { len: n, max: self.max });
+            return self.failed.map(Err);
         }
         if rest.len() < STREAM_PREFIX_LEN + n {
             return None;
@@ -112,6 +138,14 @@ mod tests {
         assert_eq!(d.next_frame(), Some(Err(StreamError::ZeroLength)));
         d.push(&[0, 1, 7]);
         assert_eq!(d.next_frame(), Some(Err(StreamError::ZeroLength)), "stays failed");
+        let mut d = StreamDecoder::with_max(4);
+        d.push(&[0, 4, 1, 2, 3, 4, 0, 5]);
+        assert_eq!(d.next_frame(), Some(Ok(&[1u8, 2, 3, 4][..])));
+        assert_eq!(
+            d.next_frame(),
+            Some(Err(StreamError::Oversized { len: 5, max: 4 })),
+            "refused from its header, before its bytes arrive"
+        );
     }
 
     proptest! {
