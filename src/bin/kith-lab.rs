@@ -651,7 +651,7 @@ fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
             }
         );
     }
-    relay_bench(lab, kith, seconds, pings)?;
+    relay_bench(kith, seconds, pings)?;
     println!(
         "\nkith reaches {:.1}% of the raw link's TCP throughput.",
         100.0 * tcp_kith.bits_per_second / tcp_raw.bits_per_second
@@ -665,9 +665,11 @@ fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
 /// the pair shares a relay (the records travel through it) next to the
 /// DHT-only rows above; then a pair whose site blocks UDP, through the
 /// relay over TCP (ratios against the same direct figure).
-fn relay_bench(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
+fn relay_bench(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
+    // Labs of their own: the bench's lab already has hosts a and b.
+    let lab = Lab::new().context("building the relay lab")?;
     let spec = RelayPairSpec::sites(SiteKind::Cone, SiteKind::Cone);
-    let mut pair = RelayPair::start(lab, kith, spec).context("building the relay lab")?;
+    let mut pair = RelayPair::start(&lab, kith, spec).context("building the relay lab")?;
     let (to_direct, ..) = pair.wait_path("direct", Duration::from_secs(60))?;
     let b = IpAddr::V4(pair.node_b.spec().overlay_ip()?);
     let interval = Duration::from_millis(100);
