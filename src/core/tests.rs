@@ -466,6 +466,33 @@ fn dead_path_is_left_for_a_live_one() {
     assert_eq!(delivered(&sim, 1, b"still here"), 1);
 }
 
+/// The shell says a path is gone (a relay's TCP connection to a member
+/// closed): traffic moves to the peer's other live path at once, not after
+/// the probes notice (tens of seconds).
+#[test]
+fn a_path_the_shell_lost_is_left_at_once() {
+    let mut sim = pair(17);
+    let alt: std::net::SocketAddr = "198.18.7.2:51871".parse().unwrap();
+    sim.add_alias(1, alt);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(200));
+    sim.act(0, |n, now| {
+        n.handle_candidates(now, PeerId(0), &[underlay(2), alt])
+    });
+    sim.run_for(Duration::from_secs(2));
+    let endpoint = |sim: &Sim| sim.nodes[0].node.peer_status(PeerId(0)).unwrap().endpoint;
+    assert_eq!(endpoint(&sim), Some(underlay(2)));
+    sim.blackhole(underlay(2));
+    sim.act(0, |n, now| n.handle_path_lost(now, underlay(2)));
+    assert_eq!(endpoint(&sim), Some(alt), "moved without waiting for probes");
+    sim.send_ip(0, overlay(2), b"right away");
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(delivered(&sim, 1, b"right away"), 1);
+    // A lost address that is no peer's endpoint changes nothing.
+    sim.act(0, |n, now| n.handle_path_lost(now, underlay(9)));
+    assert_eq!(endpoint(&sim), Some(alt));
+}
+
 #[test]
 fn idle_peers_keep_their_session_and_nat_mappings() {
     let mut sim = pair(17);
