@@ -1057,13 +1057,20 @@ fn relay_values_and_warnings() {
 
     // Limits without serving do nothing, and a per-member rate above the
     // total is capped by it: warnings, not errors.
-    let text = format!("{IFACE}[relay]\nrate = \"300 Mbit/s\"\nmax_rate = \"200 Mbit/s\"\n{NO_DHT}");
+    let text =
+        format!("{IFACE}[relay]\nrate = \"300 Mbit/s\"\nmax_rate = \"200 Mbit/s\"\n{NO_DHT}");
     let (dir, got) = parse_in("relay-warnings", &text);
     let c = got.unwrap_or_else(|e| panic!("{e}"));
     let w = c.warnings.join("\n");
     assert_eq!(c.warnings.len(), 3, "{w}");
-    assert!(w.contains(":5:8: relay.rate: rate has no effect without serve = true"), "{w}");
-    assert!(w.contains(":6:12: relay.max_rate: max_rate has no effect"), "{w}");
+    assert!(
+        w.contains(":5:8: relay.rate: rate has no effect without serve = true"),
+        "{w}"
+    );
+    assert!(
+        w.contains(":6:12: relay.max_rate: max_rate has no effect"),
+        "{w}"
+    );
     assert!(
         w.contains("rate 300 Mbit/s per member is above max_rate 200 Mbit/s"),
         "{w}"

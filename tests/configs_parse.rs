@@ -99,7 +99,10 @@ fn full_example_has_documented_values() {
     assert_eq!(c.discovery.dht_server, d.dht_server);
     let r = config::Relay::default();
     assert_eq!(c.relay.serve, r.serve);
-    assert_eq!((c.relay.tcp_port, c.relay.rate, c.relay.max_rate), (None, None, None));
+    assert_eq!(
+        (c.relay.tcp_port, c.relay.rate, c.relay.max_rate),
+        (None, None, None)
+    );
     assert_eq!(c.relay.via, ["nas"]);
     let _ = fs::remove_dir_all(&secrets);
 }

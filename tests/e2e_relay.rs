@@ -78,7 +78,11 @@ fn assert_relayed(ab: &PeerReport, ba: &PeerReport, relay: &str, row: &str) {
 
 /// b's overlay address on `port`, for a transfer from a.
 fn b_listen(pair: &RelayPair, port: u16) -> SocketAddr {
-    let ip = pair.node_b.spec().overlay_ip().expect("b's overlay address");
+    let ip = pair
+        .node_b
+        .spec()
+        .overlay_ip()
+        .expect("b's overlay address");
     SocketAddr::new(IpAddr::V4(ip), port)
 }
 
@@ -99,8 +103,14 @@ fn assert_intact(handle: JoinHandle<kith::lab::Result<TransferReport>>, row: &st
         report.elapsed,
         report.mbit_per_s()
     );
-    assert_eq!(report.received_bytes, report.sent_bytes, "{row}: length differs");
-    assert!(report.intact(), "{row}: content differs (BLAKE2b-512 mismatch)");
+    assert_eq!(
+        report.received_bytes, report.sent_bytes,
+        "{row}: length differs"
+    );
+    assert!(
+        report.intact(),
+        "{row}: content differs (BLAKE2b-512 mismatch)"
+    );
 }
 
 /// Polls `node`'s view of `peer` every 50 ms until `pred` holds; the time
@@ -147,20 +157,36 @@ fn two_symmetric_nats_talk_through_the_relay() {
         ab.path_reason.contains("both sides endpoint-dependent"),
         "{row}: {ab:?}"
     );
-    assert_eq!(ab.peer_relays, ["relay1"], "{row}: b's record lists its relay");
+    assert_eq!(
+        ab.peer_relays,
+        ["relay1"],
+        "{row}: b's record lists its relay"
+    );
 
     let b_ip = IpAddr::V4(pair.node_b.spec().overlay_ip().unwrap());
     let ping = pair.a.ping(b_ip, 5, Duration::from_millis(100)).unwrap();
     assert!(ping.all_received(), "{row}: ping a → b: {ping:?}");
     let report = transfer::tcp(&pair.b, b_listen(&pair, 5001), &pair.a, TWENTY_MB).unwrap();
-    eprintln!("{row}: 20 MB through the relay at {:.0} Mbit/s", report.mbit_per_s());
-    assert!(report.intact(), "{row}: 20 MB through the relay: {report:?}");
+    eprintln!(
+        "{row}: 20 MB through the relay at {:.0} Mbit/s",
+        report.mbit_per_s()
+    );
+    assert!(
+        report.intact(),
+        "{row}: 20 MB through the relay: {report:?}"
+    );
 
     // Both ends count it; so does the relay, per member.
     let ab = pair.node_a.peer_status("b").unwrap();
     let relayed = ab.relay.as_ref().unwrap();
-    assert!(relayed.tx_bytes > TWENTY_MB, "{row}: a's relayed bytes: {ab:?}");
-    assert_eq!(ab.path, "relayed", "{row}: still relayed after the transfer");
+    assert!(
+        relayed.tx_bytes > TWENTY_MB,
+        "{row}: a's relayed bytes: {ab:?}"
+    );
+    assert_eq!(
+        ab.path, "relayed",
+        "{row}: still relayed after the transfer"
+    );
     let svc = pair.relays[0]
         .status()
         .unwrap()
@@ -189,15 +215,26 @@ fn a_site_without_udp_is_relayed_over_tcp() {
     let (ab, ba) = connect(&mut pair, "relayed", row);
     let via = |p: &PeerReport| p.relay.clone().expect("relay details");
     assert_eq!(via(&ab).via, "relay1", "{row}: {ab:?}");
-    assert_eq!(via(&ab).transport, "tcp", "{row}: a reaches the relay over TCP: {ab:?}");
+    assert_eq!(
+        via(&ab).transport,
+        "tcp",
+        "{row}: a reaches the relay over TCP: {ab:?}"
+    );
     assert!(
         ab.path_reason.starts_with("relayed via relay1 (TCP): "),
         "{row}: {ab:?}"
     );
-    assert_eq!(via(&ba).transport, "udp", "{row}: b's own hop is UDP: {ba:?}");
+    assert_eq!(
+        via(&ba).transport,
+        "udp",
+        "{row}: b's own hop is UDP: {ba:?}"
+    );
 
     let report = transfer::tcp(&pair.b, b_listen(&pair, 5007), &pair.a, TWENTY_MB).unwrap();
-    eprintln!("{row}: 20 MB through the relay at {:.0} Mbit/s", report.mbit_per_s());
+    eprintln!(
+        "{row}: 20 MB through the relay at {:.0} Mbit/s",
+        report.mbit_per_s()
+    );
     assert!(report.intact(), "{row}: {report:?}");
     let svc = pair.relays[0].status().unwrap().relay_service.unwrap();
     eprintln!("{row}: relay service: {svc:?}");
@@ -218,7 +255,10 @@ fn a_site_without_udp_is_relayed_over_tcp() {
             use std::io::{Read, Write};
             let start = Instant::now();
             let mut conns: Vec<std::net::TcpStream> = (0..3)
-                .map(|_| std::net::TcpStream::connect_timeout(&relay_tcp, Duration::from_secs(5)).unwrap())
+                .map(|_| {
+                    std::net::TcpStream::connect_timeout(&relay_tcp, Duration::from_secs(5))
+                        .unwrap()
+                })
                 .collect();
             // Junk that is framed but never authenticates.
             conns[0].write_all(&[0, 4, 0x84, 0, 0, 0]).unwrap();
@@ -234,7 +274,10 @@ fn a_site_without_udp_is_relayed_over_tcp() {
                     Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
                     Ok(_) => false,
                 };
-                assert!(closed, "the relay kept a stranger's connection or sent it something: {n:?}");
+                assert!(
+                    closed,
+                    "the relay kept a stranger's connection or sent it something: {n:?}"
+                );
                 times.push(start.elapsed());
             }
             times
@@ -242,7 +285,10 @@ fn a_site_without_udp_is_relayed_over_tcp() {
         .unwrap();
     eprintln!("{row}: a stranger's idle TCP connections closed after {closed_after:?}");
     let ab = pair.node_a.peer_status("b").unwrap();
-    assert_eq!(ab.path, "relayed", "{row}: the member is unaffected: {ab:?}");
+    assert_eq!(
+        ab.path, "relayed",
+        "{row}: the member is unaffected: {ab:?}"
+    );
 
     // UDP comes back: a's next UDP copy reaches the relay, which answers
     // over UDP, and a leaves TCP.
@@ -255,12 +301,20 @@ fn a_site_without_udp_is_relayed_over_tcp() {
         if a.transport.as_deref() == Some("udp") {
             break;
         }
-        assert!(Instant::now() < deadline, "{row}: a still on TCP 30 s after UDP came back: {a:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{row}: a still on TCP 30 s after UDP came back: {a:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    eprintln!("{row}: UDP unblocked → a reaches the relay over UDP after {:?}", unblocked.elapsed());
+    eprintln!(
+        "{row}: UDP unblocked → a reaches the relay over UDP after {:?}",
+        unblocked.elapsed()
+    );
     assert!(
-        pair.node_a.log().contains("relay: UDP answers again; leaving TCP"),
+        pair.node_a
+            .log()
+            .contains("relay: UDP answers again; leaving TCP"),
         "{row}: a says it left TCP"
     );
 }
@@ -280,7 +334,10 @@ fn symmetric_behind_symmetric_cgnat_and_cone_always_connect() {
         pair.node_a.peer_status("b").unwrap(),
         pair.node_b.peer_status("a").unwrap(),
     );
-    eprintln!("{row}: first ping after {t:?}; a: {} ({}); b: {} ({})", ab.path, ab.path_reason, ba.path, ba.path_reason);
+    eprintln!(
+        "{row}: first ping after {t:?}; a: {} ({}); b: {} ({})",
+        ab.path, ab.path_reason, ba.path, ba.path_reason
+    );
     for (me, view) in [("a", &ab), ("b", &ba)] {
         assert!(
             view.path == "direct" || view.path == "relayed",
@@ -309,8 +366,12 @@ fn blocked_punching_starts_relayed_and_goes_direct_under_a_transfer() {
     std::thread::sleep(Duration::from_secs(3));
     pair.lift_cut().unwrap();
     let lifted = Instant::now();
-    let a = time_until(&mut pair.node_a, "b", "a goes direct", lifted, |p| p.path == "direct");
-    let b = time_until(&mut pair.node_b, "a", "b goes direct", lifted, |p| p.path == "direct");
+    let a = time_until(&mut pair.node_a, "b", "a goes direct", lifted, |p| {
+        p.path == "direct"
+    });
+    let b = time_until(&mut pair.node_b, "a", "b goes direct", lifted, |p| {
+        p.path == "direct"
+    });
     eprintln!("{row}: rule lifted → direct after {a:?} (a) / {b:?} (b)");
     assert_intact(transfer, row);
     let ab = pair.node_a.peer_status("b").unwrap();
@@ -389,7 +450,8 @@ fn the_relay_refuses_strangers_and_sees_no_plaintext() {
     let marker = "6b6974682d6d61726b"; // "kith-mark"
     let dir = lab.dir().to_owned();
     let relay_if = pair.relay_hosts[0].1.iface.name.clone();
-    let on_relay = Capture::start(&pair.relay_hosts[0].0, &relay_if, &dir.join("relay.pcap")).unwrap();
+    let on_relay =
+        Capture::start(&pair.relay_hosts[0].0, &relay_if, &dir.join("relay.pcap")).unwrap();
     let on_b = Capture::start(&pair.b, "kith0", &dir.join("b-tun.pcap")).unwrap();
     let b_ip = pair.node_b.spec().overlay_ip().unwrap().to_string();
     pair.a
@@ -402,7 +464,10 @@ fn the_relay_refuses_strangers_and_sees_no_plaintext() {
         "{row}: the marker must reach b's TUN ({} packets there)",
         b_pcap.count()
     );
-    assert!(relay_pcap.count() >= 10, "{row}: the pings went through the relay");
+    assert!(
+        relay_pcap.count() >= 10,
+        "{row}: the pings went through the relay"
+    );
     assert_eq!(
         relay_pcap.count_containing(needle),
         0,
@@ -417,7 +482,10 @@ fn the_relay_refuses_strangers_and_sees_no_plaintext() {
         if svc.refused_unknown > 0 && svc.refused_no_session > 0 {
             break svc;
         }
-        assert!(Instant::now() < deadline, "{row}: refusals not counted: {svc:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{row}: refusals not counted: {svc:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     eprintln!("{row}: relay service: {svc:?}");

@@ -25,8 +25,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use kith::core::{Node, NodeConfig, PeerConfig, RelayConfig, TunOutcome, UdpOutcome};
-use kith::relay::Limits;
 use kith::identity::SecretKey;
+use kith::relay::Limits;
 use libfuzzer_sys::fuzz_target;
 
 const A: u8 = 1;

@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
             let mut out = vec![0u8; RELAY_HEADER_LEN + frame.datagram.len()];
             let n = emit_relay(frame.kind, &frame.key, frame.datagram, &mut out)
                 .expect("a parsed frame emits");
-            assert_eq!(&out[..n], &data[..n], "re-emit differs from the accepted input");
+            assert_eq!(
+                &out[..n],
+                &data[..n],
+                "re-emit differs from the accepted input"
+            );
         }
         Err(RelayError::NotRelay(t)) => assert_eq!(Some(&t), data.first()),
         Err(RelayError::Truncated { len, need }) => {

@@ -374,8 +374,12 @@ fn stage_relay(lab: &Lab, args: &DemoArgs) -> Result<String> {
     let mut pair = RelayPair::start(lab, &args.kith, spec).context("building the relay lab")?;
     say(&format!(
         "a and b are behind symmetric NAT routers ({} and {}); relay1 has a public address {} and serves ([relay] serve = true)",
-        pair.site_a.public_ip().map_or("?".into(), |ip| ip.to_string()),
-        pair.site_b.public_ip().map_or("?".into(), |ip| ip.to_string()),
+        pair.site_a
+            .public_ip()
+            .map_or("?".into(), |ip| ip.to_string()),
+        pair.site_b
+            .public_ip()
+            .map_or("?".into(), |ip| ip.to_string()),
         pair.relay_hosts[0].1.addr()
     ));
     say("a and b list relay1 in [relay] via and know each other by key only");
@@ -418,9 +422,15 @@ fn stage_relay(lab: &Lab, args: &DemoArgs) -> Result<String> {
     };
     // A lab of its own: the first one's namespace names are taken.
     let lab2 = Lab::new().context("building a second lab")?;
-    say(&format!("lab {} (namespaces {}-*)", lab2.prefix(), lab2.prefix()));
+    say(&format!(
+        "lab {} (namespaces {}-*)",
+        lab2.prefix(),
+        lab2.prefix()
+    ));
     let mut pair = RelayPair::start(&lab2, &args.kith, spec).context("building the relay lab")?;
-    say("now two cone NATs, with UDP between their sites dropped by a firewall rule on the internet");
+    say(
+        "now two cone NATs, with UDP between their sites dropped by a firewall rule on the internet",
+    );
     let (_, ab, _) = pair.wait_path("relayed", Duration::from_secs(60))?;
     say(&format!("a → b: {}", ab.path_reason));
     pair.lift_cut()?;
@@ -428,7 +438,9 @@ fn stage_relay(lab: &Lab, args: &DemoArgs) -> Result<String> {
     say("rule lifted; a keeps probing the direct candidates while relayed");
     let ab = pair
         .node_a
-        .wait_peer("b", "a direct path", Duration::from_secs(30), |p| p.path == "direct")?;
+        .wait_peer("b", "a direct path", Duration::from_secs(30), |p| {
+            p.path == "direct"
+        })?;
     let direct = lifted.elapsed();
     say(&format!(
         "a → b: {} at {} — {:.1} s after the rule was lifted",
@@ -678,16 +690,23 @@ fn relay_bench(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
     let ping_direct = pair.a.ping(b, pings, interval)?;
     pair.cut_direct()?;
     pair.node_a
-        .wait_peer("b", "a relayed path", Duration::from_secs(30), |p| p.path == "relayed")?;
+        .wait_peer("b", "a relayed path", Duration::from_secs(30), |p| {
+            p.path == "relayed"
+        })?;
     pair.node_b
-        .wait_peer("a", "a relayed path", Duration::from_secs(30), |p| p.path == "relayed")?;
+        .wait_peer("a", "a relayed path", Duration::from_secs(30), |p| {
+            p.path == "relayed"
+        })?;
     let relay_pid = pair.relays[0].pid().context("relay1 is not running")?;
     let (cpu0, fwd0) = (cpu_seconds(relay_pid), forwarded(&pair.relays[0])?);
     let relayed = iperf::tcp(&pair.b, &pair.a, b, 5201, seconds)?;
     let (cpu1, fwd1) = (cpu_seconds(relay_pid), forwarded(&pair.relays[0])?);
     let ping_relayed = pair.a.ping(b, pings, interval)?;
     let ms = |s: kith::lab::PingStats| s.avg_ms().unwrap_or(f64::NAN);
-    println!("{:<26} {:>12} {:>12} {:>10}", "", "direct", "relayed", "rel/dir");
+    println!(
+        "{:<26} {:>12} {:>12} {:>10}",
+        "", "direct", "relayed", "rel/dir"
+    );
     println!(
         "{:<26} {:>12.3} {:>12.3} {:>10.2}",
         "TCP a → b (Gbit/s)",
@@ -715,7 +734,10 @@ fn relay_bench(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
     println!(
         "{:<26} {:>25}",
         "time to direct, shared relay",
-        format!("{:.2} s (DHT only: the cone | cone row above)", to_direct.as_secs_f64())
+        format!(
+            "{:.2} s (DHT only: the cone | cone row above)",
+            to_direct.as_secs_f64()
+        )
     );
     drop(pair);
 
@@ -733,7 +755,10 @@ fn relay_bench(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
     let transport = pair.node_a.peer_status("b")?.relay.map(|r| r.transport);
     println!(
         "{:<26} {:>12.3} {:>12} {:>10.2}",
-        format!("TCP a → b via relay/{}", transport.as_deref().unwrap_or("?")),
+        format!(
+            "TCP a → b via relay/{}",
+            transport.as_deref().unwrap_or("?")
+        ),
         over_tcp.gbit_per_s(),
         "",
         over_tcp.bits_per_second / direct.bits_per_second

@@ -12,7 +12,9 @@
 pub enum RateError {
     #[error("expected a number, e.g. \"20 Mbit/s\"")]
     ExpectedNumber,
-    #[error("the rate needs a unit: bit/s, kbit/s, Mbit/s, Gbit/s, B/s, kB/s, MB/s or GB/s (e.g. \"20 Mbit/s\")")]
+    #[error(
+        "the rate needs a unit: bit/s, kbit/s, Mbit/s, Gbit/s, B/s, kB/s, MB/s or GB/s (e.g. \"20 Mbit/s\")"
+    )]
     MissingUnit,
     #[error("unknown unit {unit:?}; use bit/s, kbit/s, Mbit/s, Gbit/s, B/s, kB/s, MB/s or GB/s")]
     UnknownUnit { unit: String },
@@ -78,7 +80,11 @@ pub fn parse(text: &str) -> Result<u64, RateError> {
 /// Bytes per second in the unit people read best ("20 Mbit/s").
 pub fn format(bytes_per_sec: u64) -> String {
     let bits = u128::from(bytes_per_sec) * 8;
-    for (unit, per) in [("Gbit/s", 1_000_000_000u128), ("Mbit/s", 1_000_000), ("kbit/s", 1_000)] {
+    for (unit, per) in [
+        ("Gbit/s", 1_000_000_000u128),
+        ("Mbit/s", 1_000_000),
+        ("kbit/s", 1_000),
+    ] {
         if bits >= per && bits % per == 0 {
             return format!("{} {unit}", bits / per);
         }
@@ -114,7 +120,10 @@ mod tests {
                 unit: "mbps".into()
             })
         );
-        assert_eq!(parse("99999999999999999999999 GB/s"), Err(RateError::Overflow));
+        assert_eq!(
+            parse("99999999999999999999999 GB/s"),
+            Err(RateError::Overflow)
+        );
     }
 
     #[test]

@@ -224,7 +224,11 @@ mod tests {
         p.on_pong(t0 + Duration::from_millis(1), pings[0].1);
         p.on_pong(t0 + Duration::from_millis(2), pings[1].1);
         let now = t0 + Duration::from_millis(3);
-        assert_eq!(p.better_than(now, Some(tcp)), None, "both alive, tcp faster");
+        assert_eq!(
+            p.better_than(now, Some(tcp)),
+            None,
+            "both alive, tcp faster"
+        );
         p.mark_dead(tcp);
         assert_eq!(p.better_than(now, Some(tcp)), Some(udp));
         assert_eq!(p.next_round(now), now + PROBE_FAST, "probing fast again");

@@ -484,7 +484,11 @@ fn a_path_the_shell_lost_is_left_at_once() {
     assert_eq!(endpoint(&sim), Some(underlay(2)));
     sim.blackhole(underlay(2));
     sim.act(0, |n, now| n.handle_path_lost(now, underlay(2)));
-    assert_eq!(endpoint(&sim), Some(alt), "moved without waiting for probes");
+    assert_eq!(
+        endpoint(&sim),
+        Some(alt),
+        "moved without waiting for probes"
+    );
     sim.send_ip(0, overlay(2), b"right away");
     sim.run_for(Duration::from_millis(100));
     assert_eq!(delivered(&sim, 1, b"right away"), 1);

@@ -36,8 +36,8 @@ use crate::core::{
     Event, Node, NodeConfig, OVERHEAD, PeerConfig, PeerId, RelayCause, RelayConfig, TunOutcome,
     UdpOutcome, Via,
 };
-use crate::relay::Limits;
 use crate::nat::punch::{Action, Outcome, Puncher, Role, Strategy};
+use crate::relay::Limits;
 
 /// Errors that stop the daemon from starting, each saying what to check.
 #[derive(Debug, thiserror::Error)]
@@ -840,11 +840,7 @@ impl Shell {
 
     /// Why no relay carries `id`'s traffic, in words that say what to add.
     fn no_common_relay(&self, id: PeerId) -> String {
-        let listed = self
-            .discovery
-            .peers
-            .get(id.0)
-            .map_or(0, |m| m.relays.len());
+        let listed = self.discovery.peers.get(id.0).map_or(0, |m| m.relays.len());
         let ours = self.node.peer_status(id).map_or(0, |s| s.peer_relays.len());
         match (listed, ours) {
             (0, _) => "the peer lists no relay in its record ([relay] via)".to_string(),
@@ -1035,7 +1031,14 @@ impl Shell {
                                 delivered_bytes: m.delivered_bytes,
                                 dropped_rate: m.dropped_rate,
                                 transport: self.node.peer_status(id).and_then(|p| p.endpoint).map(
-                                    |ep| if tcp::is_stream_addr(ep) { "tcp" } else { "udp" }.to_string(),
+                                    |ep| {
+                                        if tcp::is_stream_addr(ep) {
+                                            "tcp"
+                                        } else {
+                                            "udp"
+                                        }
+                                        .to_string()
+                                    },
                                 ),
                             })
                         })

@@ -113,8 +113,12 @@ enum Event {
         abort: tokio::task::AbortHandle,
     },
     /// A connection to a relay closed or could not be opened.
-    LinkClosed { relay: SocketAddr },
-    InboundClosed { addr: SocketAddr },
+    LinkClosed {
+        relay: SocketAddr,
+    },
+    InboundClosed {
+        addr: SocketAddr,
+    },
 }
 
 /// A relay we may reach over TCP.
@@ -350,7 +354,11 @@ impl TcpTransport {
                     writer,
                     abort,
                 } => {
-                    let from_ip = self.inbound.values().filter(|c| c.real.ip() == real.ip()).count();
+                    let from_ip = self
+                        .inbound
+                        .values()
+                        .filter(|c| c.real.ip() == real.ip())
+                        .count();
                     if self.inbound.len() >= MAX_INBOUND || from_ip >= MAX_PER_IP {
                         debug!(from = %real, "relay: too many TCP connections; closing one");
                         abort.abort();
@@ -540,7 +548,11 @@ mod tests {
             assert!(is_stream_addr(a), "{a}");
         }
         assert_ne!(stream_addr(1), stream_addr(2));
-        for a in ["198.18.3.2:51871", "[2001:db8::1]:51871", "[::ffff:198.18.3.2]:1"] {
+        for a in [
+            "198.18.3.2:51871",
+            "[2001:db8::1]:51871",
+            "[::ffff:198.18.3.2]:1",
+        ] {
             assert!(!is_stream_addr(a.parse().unwrap()), "{a}");
         }
     }

@@ -562,7 +562,10 @@ mod tests {
         assert!(c.relay.serve);
         assert_eq!(c.relay.tcp_port, Some(8443));
         assert_eq!(c.relay.via, ["b"]);
-        assert_eq!((c.relay.rate, c.relay.max_rate), (Some(2_500_000), Some(25_000_000)));
+        assert_eq!(
+            (c.relay.rate, c.relay.max_rate),
+            (Some(2_500_000), Some(25_000_000))
+        );
         assert_eq!(c.peers[0].tcp_port, Some(443));
         let _ = std::fs::remove_dir_all(&dir);
     }

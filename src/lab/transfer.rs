@@ -180,7 +180,12 @@ pub fn udp(
         loop {
             match socket.recv(&mut buf) {
                 Ok(n) => total += n as u64,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
                     if total > 0 || Instant::now() > deadline {
                         break;
                     }

@@ -187,7 +187,10 @@ mod tests {
         assert_eq!(f.on_send(t0 + ms(4500), false), Send::Tcp);
         assert_eq!(f.transport(), Transport::Tcp);
         assert!(f.should_connect(t0 + ms(4500)));
-        assert!(!f.should_connect(t0 + ms(4501)), "one connection attempt at a time");
+        assert!(
+            !f.should_connect(t0 + ms(4501)),
+            "one connection attempt at a time"
+        );
     }
 
     #[test]
@@ -197,7 +200,11 @@ mod tests {
         f.on_send(t0, true);
         assert_eq!(f.on_send(t0 + ms(2000), true), Send::Tcp);
         assert_eq!(f.on_send(t0 + ms(6999), false), Send::Tcp);
-        assert_eq!(f.on_send(t0 + ms(7000), false), Send::Both, "a UDP copy every 5 s");
+        assert_eq!(
+            f.on_send(t0 + ms(7000), false),
+            Send::Both,
+            "a UDP copy every 5 s"
+        );
         assert_eq!(f.on_send(t0 + ms(7001), false), Send::Tcp);
         f.on_udp_received();
         assert_eq!(f.transport(), Transport::Udp);

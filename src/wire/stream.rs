@@ -94,7 +94,10 @@ impl StreamDecoder {
             return self.failed.map(Err);
         }
         if n > self.max {
-            self.failed = Some(StreamError::Oversized { len: n, max: self.max });
+            self.failed = Some(StreamError::Oversized {
+                len: n,
+                max: self.max,
+            });
             return self.failed.map(Err);
         }
         if rest.len() < STREAM_PREFIX_LEN + n {
@@ -137,7 +140,11 @@ mod tests {
         d.push(&[0, 0, 9]);
         assert_eq!(d.next_frame(), Some(Err(StreamError::ZeroLength)));
         d.push(&[0, 1, 7]);
-        assert_eq!(d.next_frame(), Some(Err(StreamError::ZeroLength)), "stays failed");
+        assert_eq!(
+            d.next_frame(),
+            Some(Err(StreamError::ZeroLength)),
+            "stays failed"
+        );
         let mut d = StreamDecoder::with_max(4);
         d.push(&[0, 4, 1, 2, 3, 4, 0, 5]);
         assert_eq!(d.next_frame(), Some(Ok(&[1u8, 2, 3, 4][..])));
