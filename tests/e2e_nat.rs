@@ -9,34 +9,21 @@
 //!
 //! Needs root; without it these tests fail saying so. The labs are heavy
 //! (a dozen namespaces, 8 DHT nodes, routers, daemons) for a 2-core
-//! machine, so the tests take turns ([`LAB`]). Run with `--nocapture` for
+//! machine, so the tests take turns (`common::lab_in_turn`). Run with `--nocapture` for
 //! the times.
 
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kith::daemon::control::PunchReport;
+use kith::lab::Lab;
 use kith::lab::nat::{NatLab, NatPair, NatPairSpec, SiteKind};
-use kith::lab::{Lab, LabError};
 
 /// Daemon start → first ping over a direct path; seconds in practice, the
 /// margin is for a loaded machine (and 5% loss).
 const DIRECT: Duration = Duration::from_secs(60);
-
-/// One lab at a time.
-static LAB: Mutex<()> = Mutex::new(());
-
-fn lab() -> (std::sync::MutexGuard<'static, ()>, Lab) {
-    let guard = LAB.lock().unwrap_or_else(|e| e.into_inner());
-    match Lab::new() {
-        Ok(lab) => (guard, lab),
-        Err(e @ LabError::NotRoot) => panic!("e2e_nat needs root: {e}"),
-        Err(e) => panic!("e2e_nat: building the lab: {e}"),
-    }
-}
 
 fn start(lab: &Lab, spec: NatPairSpec) -> NatPair {
     NatPair::start(lab, &common::kith_bin(), spec)
@@ -89,7 +76,7 @@ fn assert_punched(pair: &NatPair, row: &str) {
 
 #[test]
 fn cone_and_cone_punch_a_hole() {
-    let (_turn, lab) = lab();
+    let (_turn, lab) = common::lab_in_turn();
     let spec = NatPairSpec {
         a: SiteKind::Cone,
         b: Some(SiteKind::Cone),
@@ -102,7 +89,7 @@ fn cone_and_cone_punch_a_hole() {
 
 #[test]
 fn cone_behind_cgnat_and_cone_punch_a_hole() {
-    let (_turn, lab) = lab();
+    let (_turn, lab) = common::lab_in_turn();
     let spec = NatPairSpec {
         a: SiteKind::Cgnat,
         b: Some(SiteKind::Cone),
@@ -125,7 +112,7 @@ fn cone_behind_cgnat_and_cone_punch_a_hole() {
 
 #[test]
 fn cone_with_loss_and_cone_punch_a_hole() {
-    let (_turn, lab) = lab();
+    let (_turn, lab) = common::lab_in_turn();
     let spec = NatPairSpec {
         a: SiteKind::Cone,
         b: Some(SiteKind::Cone),
@@ -141,7 +128,7 @@ fn cone_with_loss_and_cone_punch_a_hole() {
 /// from a takes 100 ms more to come back.
 #[test]
 fn cone_with_loss_and_delay_and_cone_punch_a_hole() {
-    let (_turn, lab) = lab();
+    let (_turn, lab) = common::lab_in_turn();
     let spec = NatPairSpec {
         a: SiteKind::Cone,
         b: Some(SiteKind::Cone),
@@ -165,7 +152,7 @@ fn cone_with_loss_and_delay_and_cone_punch_a_hole() {
 
 #[test]
 fn two_hosts_behind_one_nat_talk_over_the_lan() {
-    let (_turn, lab) = lab();
+    let (_turn, lab) = common::lab_in_turn();
     let spec = NatPairSpec {
         a: SiteKind::Cone,
         b: None,
@@ -208,7 +195,7 @@ fn two_hosts_behind_one_nat_talk_over_the_lan() {
 /// is gone after SIGTERM.
 #[test]
 fn miniupnpd_and_symmetric_connect_through_the_mapped_port() {
-    let (_turn, lab) = lab();
+    let (_turn, lab) = common::lab_in_turn();
     let spec = NatPairSpec {
         a: SiteKind::Miniupnpd,
         b: Some(SiteKind::Symmetric),
@@ -336,7 +323,7 @@ fn assert_hard_nat_row(
 
 #[test]
 fn cone_and_symmetric_connect_by_birthday_probing() {
-    let (_turn, lab) = lab();
+    let (_turn, lab) = common::lab_in_turn();
     let mut pair = start(
         &lab,
         NatPairSpec::sites(SiteKind::Cone, SiteKind::Symmetric),
@@ -366,7 +353,7 @@ fn predicted_ports(log: &str) -> Option<usize> {
 /// about 250.
 #[test]
 fn cone_and_sequential_connect_by_port_prediction() {
-    let (_turn, lab) = lab();
+    let (_turn, lab) = common::lab_in_turn();
     let mut pair = start(
         &lab,
         NatPairSpec::sites(SiteKind::Cone, SiteKind::Sequential),
@@ -429,7 +416,7 @@ fn cone_and_sequential_connect_by_port_prediction() {
 /// probes trying (the budget is for cases that can work).
 #[test]
 fn two_symmetric_nats_say_they_need_a_relay() {
-    let (_turn, lab) = lab();
+    let (_turn, lab) = common::lab_in_turn();
     let mut pair = start(
         &lab,
         NatPairSpec::sites(SiteKind::Symmetric, SiteKind::Symmetric),
@@ -455,7 +442,7 @@ fn two_symmetric_nats_say_they_need_a_relay() {
 /// sequential NAT, its allocator step) matches the router.
 #[test]
 fn netcheck_classifies_every_nat_kind() {
-    let (_turn, lab) = lab();
+    let (_turn, lab) = common::lab_in_turn();
     let mut net = NatLab::new(&lab, &common::kith_bin()).expect("NAT lab");
     let mut sites = Vec::new();
     for (i, kind) in [

@@ -7,20 +7,19 @@
 //! it tests.
 //!
 //! Needs root. The labs are heavy for a 2-core machine, so the tests take
-//! turns ([`LAB`]). Run with `--nocapture` for the times.
+//! turns (`common::lab_in_turn`). Run with `--nocapture` for the times.
 
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kith::daemon::control::PeerReport;
+use kith::daemon::control::{PeerReport, RelayMemberReport, StatusReport};
 use kith::lab::nat::SiteKind;
 use kith::lab::relay::{RelayPair, RelayPairSpec, relay_name};
 use kith::lab::transfer::{self, TransferReport};
-use kith::lab::{Capture, KithNode, Lab, LabError};
+use kith::lab::{Capture, KithNode, Lab};
 
 /// Daemon start → both sides report their path.
 const CONNECT: Duration = Duration::from_secs(60);
@@ -30,18 +29,6 @@ const TWENTY_MB: u64 = 20 * 1024 * 1024;
 /// A paced transfer: 20 MB at this rate lasts 10 s, long enough to change
 /// the path under it.
 const PACE: u64 = 2 * 1024 * 1024;
-
-/// One lab at a time.
-static LAB: Mutex<()> = Mutex::new(());
-
-fn lab() -> (std::sync::MutexGuard<'static, ()>, Lab) {
-    let guard = LAB.lock().unwrap_or_else(|e| e.into_inner());
-    match Lab::new() {
-        Ok(lab) => (guard, lab),
-        Err(e @ LabError::NotRoot) => panic!("e2e_relay needs root: {e}"),
-        Err(e) => panic!("e2e_relay: building the lab: {e}"),
-    }
-}
 
 fn start(lab: &Lab, spec: RelayPairSpec) -> RelayPair {
     RelayPair::start(lab, &common::kith_bin(), spec.clone())
@@ -113,8 +100,8 @@ fn assert_intact(handle: JoinHandle<kith::lab::Result<TransferReport>>, row: &st
     );
 }
 
-/// Polls `node`'s view of `peer` every 50 ms until `pred` holds; the time
-/// it took from `since`.
+/// Waits (30 s at most) until `pred` holds for `node`'s view of `peer`;
+/// the time it took from `since`.
 fn time_until(
     node: &mut KithNode,
     peer: &str,
@@ -122,21 +109,19 @@ fn time_until(
     since: Instant,
     pred: impl Fn(&PeerReport) -> bool,
 ) -> Duration {
-    let deadline = since + Duration::from_secs(30);
-    loop {
-        if let Ok(p) = node.peer_status(peer)
-            && pred(&p)
-        {
-            return since.elapsed();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within 30 s; last view: {:?}\n{}",
-            node.peer_status(peer),
-            node.log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    node.wait_peer(peer, what, Duration::from_secs(30), pred)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    since.elapsed()
+}
+
+/// The relay's report on member `name`, if it has one.
+fn member(r: &StatusReport, name: &str) -> Option<RelayMemberReport> {
+    r.relay_service
+        .as_ref()?
+        .members
+        .iter()
+        .find(|m| m.name == name)
+        .cloned()
 }
 
 fn relay_of(p: &PeerReport) -> Option<&str> {
@@ -145,7 +130,7 @@ fn relay_of(p: &PeerReport) -> Option<&str> {
 
 #[test]
 fn two_symmetric_nats_talk_through_the_relay() {
-    let (_turn, lab) = lab();
+    let (_turn, lab) = common::lab_in_turn();
     let row = "symmetric | symmetric";
     let mut pair = start(
         &lab,
@@ -187,15 +172,10 @@ fn two_symmetric_nats_talk_through_the_relay() {
         ab.path, "relayed",
         "{row}: still relayed after the transfer"
     );
-    let svc = pair.relays[0]
-        .status()
-        .unwrap()
-        .relay_service
-        .expect("the relay reports its service");
-    eprintln!("{row}: relay service: {svc:?}");
-    let member = |n: &str| svc.members.iter().find(|m| m.name == n).cloned();
-    let a = member("a").expect("a in the relay's report");
-    let b = member("b").expect("b in the relay's report");
+    let report = pair.relays[0].status().unwrap();
+    eprintln!("{row}: relay service: {:?}", report.relay_service);
+    let a = member(&report, "a").expect("a in the relay's report");
+    let b = member(&report, "b").expect("b in the relay's report");
     assert!(a.forwarded_bytes > TWENTY_MB, "{row}: {a:?}");
     assert!(b.delivered_bytes > TWENTY_MB, "{row}: {b:?}");
     assert_eq!(a.dropped_rate, 0, "{row}: no limit set: {a:?}");
@@ -203,7 +183,7 @@ fn two_symmetric_nats_talk_through_the_relay() {
 
 #[test]
 fn a_site_without_udp_is_relayed_over_tcp() {
-    let (_turn, lab) = lab();
+    let (_turn, lab) = common::lab_in_turn();
     let row = "UDP blocked | cone";
     let mut pair = start(
         &lab,
@@ -236,10 +216,11 @@ fn a_site_without_udp_is_relayed_over_tcp() {
         report.mbit_per_s()
     );
     assert!(report.intact(), "{row}: {report:?}");
-    let svc = pair.relays[0].status().unwrap().relay_service.unwrap();
-    eprintln!("{row}: relay service: {svc:?}");
+    let report = pair.relays[0].status().unwrap();
+    eprintln!("{row}: relay service: {:?}", report.relay_service);
+    let svc = report.relay_service.as_ref().unwrap();
     assert_eq!(svc.tcp_port, Some(kith::lab::relay::RELAY_TCP_PORT));
-    let a = svc.members.iter().find(|m| m.name == "a").unwrap();
+    let a = member(&report, "a").unwrap();
     assert_eq!(a.transport.as_deref(), Some("tcp"), "{row}: {a:?}");
     assert!(a.forwarded_bytes > TWENTY_MB, "{row}: {a:?}");
 
@@ -294,19 +275,11 @@ fn a_site_without_udp_is_relayed_over_tcp() {
     // over UDP, and a leaves TCP.
     pair.site_a.router.unblock_udp().unwrap();
     let unblocked = Instant::now();
-    let deadline = unblocked + Duration::from_secs(30);
-    loop {
-        let svc = pair.relays[0].status().unwrap().relay_service.unwrap();
-        let a = svc.members.iter().find(|m| m.name == "a").cloned().unwrap();
-        if a.transport.as_deref() == Some("udp") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{row}: a still on TCP 30 s after UDP came back: {a:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    pair.relays[0]
+        .wait_status("a back on UDP", Duration::from_secs(30), |r| {
+            member(r, "a").is_some_and(|m| m.transport.as_deref() == Some("udp"))
+        })
+        .unwrap_or_else(|e| panic!("{row}: a still on TCP 30 s after UDP came back: {e}"));
     eprintln!(
         "{row}: UDP unblocked → a reaches the relay over UDP after {:?}",
         unblocked.elapsed()
@@ -321,7 +294,7 @@ fn a_site_without_udp_is_relayed_over_tcp() {
 
 #[test]
 fn symmetric_behind_symmetric_cgnat_and_cone_always_connect() {
-    let (_turn, lab) = lab();
+    let (_turn, lab) = common::lab_in_turn();
     let row = "symmetric behind symmetric CGNAT | cone";
     let mut pair = start(
         &lab,
@@ -350,7 +323,7 @@ fn symmetric_behind_symmetric_cgnat_and_cone_always_connect() {
 
 #[test]
 fn blocked_punching_starts_relayed_and_goes_direct_under_a_transfer() {
-    let (_turn, lab) = lab();
+    let (_turn, lab) = common::lab_in_turn();
     let row = "cone | cone, punching blocked";
     let mut pair = start(
         &lab,
@@ -381,7 +354,7 @@ fn blocked_punching_starts_relayed_and_goes_direct_under_a_transfer() {
 
 #[test]
 fn a_dead_direct_path_falls_back_to_the_relay_within_3s() {
-    let (_turn, lab) = lab();
+    let (_turn, lab) = common::lab_in_turn();
     let row = "cone | cone, direct path then blocked";
     let mut pair = start(&lab, RelayPairSpec::sites(SiteKind::Cone, SiteKind::Cone));
     connect(&mut pair, "direct", row);
@@ -406,7 +379,7 @@ fn a_dead_direct_path_falls_back_to_the_relay_within_3s() {
 
 #[test]
 fn a_dead_relay_is_replaced_within_3s() {
-    let (_turn, lab) = lab();
+    let (_turn, lab) = common::lab_in_turn();
     let row = "symmetric | symmetric, relay killed";
     let mut pair = start(
         &lab,
@@ -434,7 +407,7 @@ fn a_dead_relay_is_replaced_within_3s() {
 
 #[test]
 fn the_relay_refuses_strangers_and_sees_no_plaintext() {
-    let (_turn, lab) = lab();
+    let (_turn, lab) = common::lab_in_turn();
     let row = "refusals and privacy";
     let mut pair = start(
         &lab,
@@ -476,18 +449,15 @@ fn the_relay_refuses_strangers_and_sees_no_plaintext() {
 
     // a tries "ghost" (a key the relay does not know) and "offline" (a
     // member with no session) through the relay: both refused, counted.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let svc = loop {
-        let svc = pair.relays[0].status().unwrap().relay_service.unwrap();
-        if svc.refused_unknown > 0 && svc.refused_no_session > 0 {
-            break svc;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{row}: refusals not counted: {svc:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let svc = pair.relays[0]
+        .wait_status("both refusals", Duration::from_secs(30), |r| {
+            r.relay_service
+                .as_ref()
+                .is_some_and(|s| s.refused_unknown > 0 && s.refused_no_session > 0)
+        })
+        .unwrap_or_else(|e| panic!("{row}: refusals not counted: {e}"))
+        .relay_service
+        .unwrap();
     eprintln!("{row}: relay service: {svc:?}");
     for p in ["ghost", "offline"] {
         let view = pair.node_a.peer_status(p).unwrap();
@@ -497,7 +467,7 @@ fn the_relay_refuses_strangers_and_sees_no_plaintext() {
 
 #[test]
 fn the_relay_holds_a_member_to_its_rate() {
-    let (_turn, lab) = lab();
+    let (_turn, lab) = common::lab_in_turn();
     let row = "rate limit";
     let rate: u64 = 1_000_000; // "8 Mbit/s"
     let mut pair = start(
@@ -529,7 +499,6 @@ fn the_relay_holds_a_member_to_its_rate() {
         got > 0.6 * rate as f64 && got < 1.15 * rate as f64,
         "{row}: {got:.0} B/s arrived at twice a {rate} B/s limit"
     );
-    let svc = pair.relays[0].status().unwrap().relay_service.unwrap();
-    let a = svc.members.iter().find(|m| m.name == "a").unwrap();
+    let a = member(&pair.relays[0].status().unwrap(), "a").unwrap();
     assert!(a.dropped_rate > 0, "{row}: drops counted: {a:?}");
 }

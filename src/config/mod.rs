@@ -200,6 +200,15 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// The peers `[relay] via` names, in its order, with their index in
+    /// `peers` (validation made sure each name is a peer).
+    pub fn via_peers(&self) -> impl Iterator<Item = (usize, &Peer)> {
+        self.relay
+            .via
+            .iter()
+            .filter_map(|name| self.peers.iter().enumerate().find(|(_, p)| &p.name == name))
+    }
+
     /// What `kith check-config` tells about relaying, beyond errors and
     /// warnings: which relays peers must share with this node, and gaps
     /// that leave peers without one.
@@ -222,15 +231,12 @@ impl Config {
                  one only if it lists it as a [[peer]] too, or there is no common relay"
             ));
         }
-        for name in &r.via {
-            if let Some(p) = self.peers.iter().find(|p| &p.name == name)
-                && p.endpoint.is_none()
-            {
-                notes.push(format!(
-                    "relay {name:?} has no endpoint: it is reached only once discovery finds \
-                     it; a relay is most useful at a fixed, reachable address"
-                ));
-            }
+        for (_, p) in self.via_peers().filter(|(_, p)| p.endpoint.is_none()) {
+            notes.push(format!(
+                "relay {:?} has no endpoint: it is reached only once discovery finds it; a \
+                 relay is most useful at a fixed, reachable address",
+                p.name
+            ));
         }
         if r.serve {
             let tcp = r

@@ -443,9 +443,10 @@ fn probes_move_traffic_to_the_faster_lan_path() {
     assert_eq!(changes, 1, "{:?}", sim.nodes[0].events);
 }
 
-#[test]
-fn dead_path_is_left_for_a_live_one() {
-    let mut sim = pair(16);
+/// A connected pair where node 2 is also reachable at a second address,
+/// which node 0 has as a candidate and has probed: returns that address.
+fn pair_with_two_paths(seed: u64) -> (Sim, std::net::SocketAddr) {
+    let mut sim = pair(seed);
     let alt: std::net::SocketAddr = "198.18.7.2:51871".parse().unwrap();
     sim.add_alias(1, alt);
     sim.start_all();
@@ -454,6 +455,12 @@ fn dead_path_is_left_for_a_live_one() {
         n.handle_candidates(now, PeerId(0), &[underlay(2), alt])
     });
     sim.run_for(Duration::from_secs(2));
+    (sim, alt)
+}
+
+#[test]
+fn dead_path_is_left_for_a_live_one() {
+    let (mut sim, alt) = pair_with_two_paths(16);
     // The primary address of node 2 goes dark (its route broke); only alt works.
     sim.blackhole(underlay(2));
     sim.run_for(Duration::from_secs(60));
@@ -471,15 +478,7 @@ fn dead_path_is_left_for_a_live_one() {
 /// the probes notice (tens of seconds).
 #[test]
 fn a_path_the_shell_lost_is_left_at_once() {
-    let mut sim = pair(17);
-    let alt: std::net::SocketAddr = "198.18.7.2:51871".parse().unwrap();
-    sim.add_alias(1, alt);
-    sim.start_all();
-    sim.run_for(Duration::from_millis(200));
-    sim.act(0, |n, now| {
-        n.handle_candidates(now, PeerId(0), &[underlay(2), alt])
-    });
-    sim.run_for(Duration::from_secs(2));
+    let (mut sim, alt) = pair_with_two_paths(17);
     let endpoint = |sim: &Sim| sim.nodes[0].node.peer_status(PeerId(0)).unwrap().endpoint;
     assert_eq!(endpoint(&sim), Some(underlay(2)));
     sim.blackhole(underlay(2));

@@ -108,11 +108,8 @@ impl Discovery {
     ) -> (Self, Option<tokio::sync::mpsc::UnboundedReceiver<Found>>) {
         let state_dir = cfg.discovery.state_dir.clone();
         let relays: Vec<[u8; 32]> = cfg
-            .relay
-            .via
-            .iter()
-            .filter_map(|name| cfg.peers.iter().find(|p| &p.name == name))
-            .map(|p| *p.public_key.as_bytes())
+            .via_peers()
+            .map(|(_, p)| *p.public_key.as_bytes())
             .collect();
         let cache = PeerCache::load(&state_dir).unwrap_or_else(|e| {
             warn!(error = %e, "starting with an empty candidate cache");

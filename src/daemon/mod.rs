@@ -96,8 +96,7 @@ async fn node_config(cfg: &Config) -> NodeConfig {
     }
 }
 
-/// `[relay]` in the core's terms: `via` names become peer ids (validation
-/// made sure each names a peer).
+/// `[relay]` in the core's terms: `via` names become peer ids.
 fn relay_config(cfg: &Config) -> RelayConfig {
     let r = &cfg.relay;
     RelayConfig {
@@ -105,12 +104,7 @@ fn relay_config(cfg: &Config) -> RelayConfig {
             per_member: r.rate,
             total: r.max_rate,
         }),
-        via: r
-            .via
-            .iter()
-            .filter_map(|name| cfg.peers.iter().position(|p| &p.name == name))
-            .map(PeerId)
-            .collect(),
+        via: cfg.via_peers().map(|(i, _)| PeerId(i)).collect(),
     }
 }
 
@@ -536,18 +530,8 @@ impl Shell {
                 UdpOutcome::Handled => authenticated = true,
                 UdpOutcome::Forward { dst, len } => {
                     // We relay: the frame goes on to the other member.
-                    let frame = &out[TUN_HDR..TUN_HDR + len];
-                    if !self.tcp.idle() && !self.tcp.send(now, dst, frame) {
-                        authenticated = true;
-                        continue;
-                    }
-                    let sent = match self.pools.route(dst) {
-                        Some(sock) => sock.send_to(frame, dst).await.map(drop),
-                        None => self.udp.send_to(frame, dst).await,
-                    };
-                    if let Err(e) = sent {
-                        debug!(addr = %dst, error = %e, "relay: UDP send failed");
-                    }
+                    self.send_datagram(now, dst, &out[TUN_HDR..TUN_HDR + len])
+                        .await;
                     authenticated = true;
                 }
             }
@@ -597,27 +581,30 @@ impl Shell {
         }
     }
 
-    async fn send_run(&mut self, run: &GsoRun, gso: &[u8]) {
-        let Some(dst) = run.dst else { return };
-        if self.tcp.involves(dst) {
-            // Datagram by datagram: TCP takes each, and UDP those it must
-            // also (or alone) carry.
-            let now = Instant::now();
-            for d in gso[..run.used].chunks(run.segment.max(1)) {
-                if self.tcp.send(now, dst, d)
-                    && let Err(e) = self.udp.send_to(d, dst).await
-                {
-                    debug!(addr = %dst, error = %e, "UDP send failed");
-                }
-            }
+    /// One datagram to `dst`, the way it must go: over TCP where the relay
+    /// transport says so (a member's connection, a relay whose UDP gets no
+    /// answer), else from the hard-NAT route's socket or the data socket.
+    async fn send_datagram(&mut self, now: Instant, dst: SocketAddr, datagram: &[u8]) {
+        if !self.tcp.send(now, dst, datagram) {
             return;
         }
-        if let Some(sock) = self.pools.route(dst) {
-            // A hard-NAT route: a plain socket, one datagram per send.
+        let sent = match self.pools.route(dst) {
+            Some(sock) => sock.send_to(datagram, dst).await.map(drop),
+            None => self.udp.send_to(datagram, dst).await,
+        };
+        if let Err(e) = sent {
+            debug!(addr = %dst, error = %e, "UDP send failed");
+        }
+    }
+
+    async fn send_run(&mut self, run: &GsoRun, gso: &[u8]) {
+        let Some(dst) = run.dst else { return };
+        if self.tcp.involves(dst) || self.pools.route(dst).is_some() {
+            // One datagram per send: a hard-NAT route is a plain socket,
+            // and the TCP transport decides datagram by datagram.
+            let now = Instant::now();
             for d in gso[..run.used].chunks(run.segment.max(1)) {
-                if let Err(e) = sock.send_to(d, dst).await {
-                    debug!(addr = %dst, error = %e, "UDP send failed");
-                }
+                self.send_datagram(now, dst, d).await;
             }
             return;
         }
@@ -649,16 +636,7 @@ impl Shell {
             warn!(error = %e, "cannot send our record to peers");
         }
         while let Some(t) = self.node.poll_transmit() {
-            if !self.tcp.idle() && !self.tcp.send(now, t.dst, &t.payload) {
-                continue;
-            }
-            let sent = match self.pools.route(t.dst) {
-                Some(sock) => sock.send_to(&t.payload, t.dst).await.map(drop),
-                None => self.udp.send_to(&t.payload, t.dst).await,
-            };
-            if let Err(e) = sent {
-                debug!(addr = %t.dst, error = %e, "UDP send failed");
-            }
+            self.send_datagram(now, t.dst, &t.payload).await;
         }
         while let Some((dst, bytes)) = self.stun.poll_transmit() {
             if let Err(e) = self.udp.send_to(&bytes, dst).await {
@@ -808,14 +786,9 @@ impl Shell {
 
     /// Why `id` is relayed, for `status`: what the NAT facts say when they
     /// explain it, else what the core saw.
-    fn relay_reason(&self, id: PeerId, cause: RelayCause) -> String {
-        let over_tcp = self
-            .node
-            .peer_status(id)
-            .and_then(|s| s.relay)
-            .and_then(|(r, _)| self.node.peer_status(r)?.endpoint)
-            .filter(|ep| self.tcp.transport_to(*ep) == "tcp");
-        if let Some(ep) = over_tcp {
+    /// `hop` is the relay's endpoint.
+    fn relay_reason(&self, id: PeerId, hop: Option<SocketAddr>, cause: RelayCause) -> String {
+        if let Some(ep) = hop.filter(|ep| self.tcp.transport(*ep) == "tcp") {
             return if self.tcp.connected_to(ep) {
                 "UDP blocked here: reaching the relay over TCP".to_string()
             } else {
@@ -904,85 +877,81 @@ impl Shell {
     }
 
     fn status(&self, now: Instant) -> control::StatusReport {
-        let peers =
-            self.node
-                .peer_ids()
-                .filter_map(|id| {
-                    let st = self.node.peer_status(id)?;
-                    let source = self.discovery.source(id);
-                    let relay = st.relay.filter(|_| st.connected).map(|(r, cause)| {
-                        control::RelayPathReport {
-                            via: self.node.peer_name(r).to_string(),
-                            transport: self
-                                .node
-                                .peer_status(r)
-                                .and_then(|h| h.endpoint)
-                                .map_or("udp", |ep| self.tcp.transport_to(ep))
-                                .to_string(),
-                            reason: self.relay_reason(id, cause),
-                            tx_bytes: st.relay_tx_bytes,
-                            rx_bytes: st.relay_rx_bytes,
-                            drops: st.relay_drops,
-                        }
-                    });
-                    let peer_relays = st
-                        .peer_relays
-                        .iter()
-                        .map(|r| self.node.peer_name(*r).to_string())
-                        .collect();
-                    Some(control::PeerReport {
-                        name: st.name,
-                        public_key: st.public_key.to_string(),
-                        path: match (st.connected, &relay) {
-                            (false, _) => "none",
-                            (true, None) => "direct",
-                            (true, Some(_)) => "relayed",
+        let peers = self
+            .node
+            .peer_ids()
+            .filter_map(|id| {
+                let st = self.node.peer_status(id)?;
+                let source = self.discovery.source(id);
+                let relay = st.relay.filter(|_| st.connected).map(|(r, cause)| {
+                    let hop = self.node.peer_status(r).and_then(|h| h.endpoint);
+                    control::RelayPathReport {
+                        via: self.node.peer_name(r).to_string(),
+                        transport: hop.map_or("udp", |ep| self.tcp.transport(ep)).to_string(),
+                        reason: self.relay_reason(id, hop, cause),
+                        tx_bytes: st.relay_tx_bytes,
+                        rx_bytes: st.relay_rx_bytes,
+                        drops: st.relay_drops,
+                    }
+                });
+                let peer_relays = st
+                    .peer_relays
+                    .iter()
+                    .map(|r| self.node.peer_name(*r).to_string())
+                    .collect();
+                Some(control::PeerReport {
+                    name: st.name,
+                    public_key: st.public_key.to_string(),
+                    path: match (st.connected, &relay) {
+                        (false, _) => "none",
+                        (true, None) => "direct",
+                        (true, Some(_)) => "relayed",
+                    }
+                    .to_string(),
+                    path_reason: match &relay {
+                        Some(r) => format!(
+                            "relayed via {} ({}): {}",
+                            r.via,
+                            r.transport.to_uppercase(),
+                            r.reason
+                        ),
+                        None => self
+                            .punch_reason(id, st.endpoint, st.connected)
+                            .unwrap_or_else(|| {
+                                self.discovery.path_reason(id, st.endpoint, st.connected)
+                            }),
+                    },
+                    endpoint: st.endpoint.map(|e| self.tcp.display(e)),
+                    last_handshake_secs: st
+                        .last_handshake
+                        .map(|t| now.saturating_duration_since(t).as_secs()),
+                    rx_bytes: st.rx_bytes,
+                    tx_bytes: st.tx_bytes,
+                    candidates: st.candidates.iter().map(ToString::to_string).collect(),
+                    candidates_source: source.map(|(s, _)| s.to_string()),
+                    candidates_age_secs: source.map(|(_, age)| age),
+                    punch: self.puncher.status(id).map(|p| control::PunchReport {
+                        role: match p.role {
+                            Role::Easy => "easy",
+                            Role::Hard => "hard",
                         }
                         .to_string(),
-                        path_reason: match &relay {
-                            Some(r) => format!(
-                                "relayed via {} ({}): {}",
-                                r.via,
-                                r.transport.to_uppercase(),
-                                r.reason
-                            ),
-                            None => self
-                                .punch_reason(id, st.endpoint, st.connected)
-                                .unwrap_or_else(|| {
-                                    self.discovery.path_reason(id, st.endpoint, st.connected)
-                                }),
-                        },
-                        endpoint: st.endpoint.map(|e| self.tcp.display(e)),
-                        last_handshake_secs: st
-                            .last_handshake
-                            .map(|t| now.saturating_duration_since(t).as_secs()),
-                        rx_bytes: st.rx_bytes,
-                        tx_bytes: st.tx_bytes,
-                        candidates: st.candidates.iter().map(ToString::to_string).collect(),
-                        candidates_source: source.map(|(s, _)| s.to_string()),
-                        candidates_age_secs: source.map(|(_, age)| age),
-                        punch: self.puncher.status(id).map(|p| control::PunchReport {
-                            role: match p.role {
-                                Role::Easy => "easy",
-                                Role::Hard => "hard",
+                        probes: p.probes,
+                        attempts: p.attempts,
+                        active: p.active,
+                        last: p.last.map(|o| {
+                            match o {
+                                Outcome::Connected => "connected",
+                                Outcome::Spent => "spent",
                             }
-                            .to_string(),
-                            probes: p.probes,
-                            attempts: p.attempts,
-                            active: p.active,
-                            last: p.last.map(|o| {
-                                match o {
-                                    Outcome::Connected => "connected",
-                                    Outcome::Spent => "spent",
-                                }
-                                .to_string()
-                            }),
+                            .to_string()
                         }),
-                        relay,
-                        peer_relays,
-                    })
+                    }),
+                    relay,
+                    peer_relays,
                 })
-                .collect();
+            })
+            .collect();
         control::StatusReport {
             interface: self.interface.clone(),
             public_key: self.node.public_key().to_string(),
@@ -1030,16 +999,11 @@ impl Shell {
                                 forwarded_packets: m.forwarded_packets,
                                 delivered_bytes: m.delivered_bytes,
                                 dropped_rate: m.dropped_rate,
-                                transport: self.node.peer_status(id).and_then(|p| p.endpoint).map(
-                                    |ep| {
-                                        if tcp::is_stream_addr(ep) {
-                                            "tcp"
-                                        } else {
-                                            "udp"
-                                        }
-                                        .to_string()
-                                    },
-                                ),
+                                transport: self
+                                    .node
+                                    .peer_status(id)
+                                    .and_then(|p| p.endpoint)
+                                    .map(|ep| self.tcp.transport(ep).to_string()),
                             })
                         })
                         .collect(),

@@ -211,6 +211,9 @@ impl TcpTransport {
     /// Hand `datagram` for `dst` to TCP if that is its way. Returns true
     /// when UDP must carry it too (or alone).
     pub fn send(&mut self, now: Instant, dst: SocketAddr, datagram: &[u8]) -> bool {
+        if self.idle() {
+            return true;
+        }
         if is_stream_addr(dst) {
             // A member's connection, or one that closed: never UDP.
             let queued = self
@@ -288,12 +291,17 @@ impl TcpTransport {
         stale
     }
 
-    /// How we reach the relay at `udp`, for `status`: "tcp" while its
-    /// traffic takes TCP, else "udp".
-    pub fn transport_to(&self, udp: SocketAddr) -> &'static str {
-        match self.links.get(&udp).map(|l| l.fallback.transport()) {
-            Some(Transport::Tcp) => "tcp",
-            _ => "udp",
+    /// How datagrams for `addr` travel, for `status`: "tcp" for a member's
+    /// connection to us and for a relay whose traffic takes TCP, else "udp".
+    pub fn transport(&self, addr: SocketAddr) -> &'static str {
+        let link_tcp = self
+            .links
+            .get(&addr)
+            .is_some_and(|l| l.fallback.transport() == Transport::Tcp);
+        if is_stream_addr(addr) || link_tcp {
+            "tcp"
+        } else {
+            "udp"
         }
     }
 
@@ -301,7 +309,7 @@ impl TcpTransport {
     pub fn connected_to(&self, udp: SocketAddr) -> bool {
         self.links
             .get(&udp)
-            .is_some_and(|l| l.fallback.transport() == Transport::Tcp && l.writer.is_some())
+            .is_some_and(|l| l.fallback.transport() == Transport::Tcp && l.fallback.connected())
     }
 
     /// `addr` as `status` shows it: a stream address as the connection's

@@ -298,18 +298,36 @@ impl KithNode {
         timeout: Duration,
         pred: impl Fn(&PeerReport) -> bool,
     ) -> Result<PeerReport> {
+        let peer = |r: &StatusReport| r.peers.iter().find(|p| p.name == name).cloned();
+        let report = self.wait_status(&format!("{what} (peer {name})"), timeout, |r| {
+            peer(r).is_some_and(|p| pred(&p))
+        })?;
+        peer(&report).ok_or_else(|| LabError::Parse {
+            cmd: format!("kith status in {}", self.host.netns()),
+            detail: format!("no peer named {name}"),
+        })
+    }
+
+    /// Polls `kith status` every 100 ms until `pred` holds for the whole
+    /// report; the last report on a timeout.
+    pub fn wait_status(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&StatusReport) -> bool,
+    ) -> Result<StatusReport> {
         let start = Instant::now();
         loop {
-            let last = self.peer_status(name);
-            if let Ok(p) = &last
-                && pred(p)
+            let last = self.status();
+            if let Ok(r) = &last
+                && pred(r)
             {
-                return Ok(p.clone());
+                return Ok(r.clone());
             }
             self.check_running()?;
             if start.elapsed() > timeout {
                 return Err(LabError::Timeout {
-                    what: format!("{what} (peer {name} in {})", self.host.netns()),
+                    what: format!("{what} in {}", self.host.netns()),
                     timeout,
                     detail: format!(
                         "; last status {last:?}\nlog {}:\n{}",

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use kith::lab::Lab;
@@ -16,6 +17,17 @@ pub fn kith_bin() -> PathBuf {
 /// A fresh lab; fails the test (never skips it) when not root or a tool is missing.
 pub fn lab() -> Lab {
     Lab::new().unwrap_or_else(|e| panic!("end-to-end tests cannot build their lab: {e}"))
+}
+
+/// Taken by [`lab_in_turn`].
+static TURN: Mutex<()> = Mutex::new(());
+
+/// A fresh lab, once no other test of this binary holds one: the NAT and
+/// relay labs (a dozen namespaces, a DHT, routers, daemons) are too heavy
+/// for a 2-core machine to run side by side. Keep the guard with the lab.
+pub fn lab_in_turn() -> (MutexGuard<'static, ()>, Lab) {
+    let guard = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    (guard, lab())
 }
 
 /// Two kith nodes on a link with a working tunnel.
