@@ -33,6 +33,7 @@
 
 #![cfg_attr(not(test), deny(clippy::disallowed_methods))]
 
+mod intro;
 mod limiter;
 mod node;
 mod noise;

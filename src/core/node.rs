@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
+use super::intro;
 use super::limiter::HandshakeLimiter;
 use super::noise::{self, Resolver, TIMESTAMP_LEN};
 use super::paths::Paths;
@@ -15,7 +16,7 @@ use super::routes::RouteTable;
 use super::session::{Session, SessionError};
 use super::timers::*;
 use crate::identity::{PublicKey, SecretKey};
-use crate::relay::{Limits, RelayService};
+use crate::relay::{Limits, RelayService, TokenBucket};
 use crate::wire::{
     self, DATA_HEADER_LEN, IpError, NOISE_INIT_LEN, NOISE_RESPONSE_LEN, Packet, RELAY_HEADER_LEN,
     RelayKind, TAG_LEN, WireError,
@@ -146,6 +147,10 @@ pub enum DropReason {
     RelayMismatch,
     #[error("no relay with a live session can carry it")]
     NoRelay,
+    #[error("malformed introduction: {0}")]
+    Introduction(wire::IntroductionError),
+    #[error("introduction not signed by the member it names, for us")]
+    BadIntroduction,
 }
 
 /// Result of [`Node::handle_tun`].
@@ -222,6 +227,10 @@ pub enum Event {
 pub struct PeerRecord {
     pub peer: PeerId,
     pub body: wire::RecordBody,
+    /// It came in an introduction passed on by this mutual peer: the sender
+    /// wants a handshake now, so its candidates are worth trying even when
+    /// discovery already holds the same record.
+    pub introduced_by: Option<PeerId>,
 }
 
 /// A snapshot for `status` and logs.
@@ -311,6 +320,12 @@ struct Peer {
     relay_tx_bytes: u64,
     relay_rx_bytes: u64,
     relay_drops: u64,
+    /// Our last introduction to this peer (see [`intro`]), and the last one
+    /// from it we acted on.
+    intro_sent: Option<Instant>,
+    intro_heard: Option<Instant>,
+    /// What we pass on of this peer's introductions to others.
+    intro_bucket: TokenBucket,
     /// When this side starts a rekey. Exactly one side of each pair rekeys
     /// early (the lower public key): if the side that initiated did, two
     /// simultaneous initiators would both count as responders and both
@@ -350,6 +365,8 @@ enum Slot {
 /// The protocol engine. See the module docs for the flow.
 pub struct Node {
     public_key: PublicKey,
+    /// Signs our introductions.
+    secret: SecretKey,
     static_secret: [u8; 32],
     psk: [u8; 32],
     /// mac1 key for messages addressed to us.
@@ -371,6 +388,8 @@ pub struct Node {
     /// Our record as a control message, emitted once by
     /// [`Node::push_record`] and sent to every new session.
     record: Option<Vec<u8>>,
+    /// The same record, for introductions.
+    record_body: Option<wire::RecordBody>,
     /// Padding scratch for the send path, allocated once.
     scratch: Vec<u8>,
     /// A relay frame being built (sending, forwarding), allocated once.
@@ -391,6 +410,7 @@ impl Node {
         let our_public = cfg.secret.public().x25519();
         let mut node = Self {
             public_key: cfg.secret.public(),
+            secret: cfg.secret.clone(),
             static_secret: cfg.secret.x25519(),
             psk: cfg.psk,
             our_mac1_key: noise::mac1_key(&our_public),
@@ -407,6 +427,7 @@ impl Node {
             events: VecDeque::new(),
             peer_records: VecDeque::new(),
             record: None,
+            record_body: None,
             scratch: vec![0u8; wire::MAX_DATAGRAM],
             relay_buf: vec![0u8; wire::MAX_DATAGRAM + OVERHEAD],
             relay_in: vec![0u8; wire::MAX_DATAGRAM + OVERHEAD],
@@ -459,6 +480,9 @@ impl Node {
                 relay_tx_bytes: 0,
                 relay_rx_bytes: 0,
                 relay_drops: 0,
+                intro_sent: None,
+                intro_heard: None,
+                intro_bucket: TokenBucket::new(intro::INTRO_PASS_RATE),
                 rekey_after: if our_public < x25519 {
                     REKEY_AFTER_TIME
                 } else {
@@ -561,6 +585,13 @@ impl Node {
             .collect()
     }
 
+    fn has_session(&self, now: Instant, id: PeerId) -> bool {
+        self.peers[id.0]
+            .current
+            .as_ref()
+            .is_some_and(|s| s.is_valid(now))
+    }
+
     /// Can `r` carry frames for us now: a live session on a direct path?
     fn hop_ok(&self, now: Instant, r: PeerId) -> bool {
         let h = &self.peers[r.0];
@@ -661,6 +692,7 @@ impl Node {
         let len = wire::emit_control(&wire::Control::Record(body.clone()), &mut msg)?;
         msg.truncate(len);
         self.record = Some(msg);
+        self.record_body = Some(body.clone());
         for i in 0..self.peers.len() {
             self.send_record(now, PeerId(i));
         }
@@ -728,7 +760,7 @@ impl Node {
                         return None;
                     }
                     Some(Err(e)) => Err(DropReason::Session(e)),
-                    Some(Ok(n)) => self.seal_frame(now, id, r, &mut frame, n, out),
+                    Some(Ok(n)) => self.seal_frame(now, RelayKind::Forward, id, r, &mut frame, n, out),
                 };
                 self.relay_buf = frame;
                 match hop {
@@ -784,11 +816,14 @@ impl Node {
         Some(sealed)
     }
 
-    /// `frame[RELAY_HEADER_LEN..][..len]` is a datagram for `to`: frame it
-    /// as a Forward and seal it on our session with relay `r` into `out`.
+    /// `frame[RELAY_HEADER_LEN..][..len]` is a datagram (or an introduction,
+    /// by `kind`) for `to`: frame it and seal it on our session with `r`
+    /// into `out`.
+    #[allow(clippy::too_many_arguments)]
     fn seal_frame(
         &mut self,
         now: Instant,
+        kind: RelayKind,
         to: PeerId,
         r: PeerId,
         frame: &mut [u8],
@@ -800,11 +835,12 @@ impl Node {
         }
         let dst = self.peers[r.0].endpoint.ok_or(DropReason::NoRelay)?;
         let key = *self.peers[to.0].cfg.public_key.as_bytes();
-        let n = wire::emit_relay_header(RelayKind::Forward, &key, len, frame)
-            .map_err(DropReason::RelayFrame)?;
+        let n = wire::emit_relay_header(kind, &key, len, frame).map_err(DropReason::RelayFrame)?;
         match self.seal(now, r, &frame[..n], out) {
             Some(Ok(sealed)) => {
-                self.peers[to.0].relay_tx_bytes += len as u64;
+                if kind == RelayKind::Forward {
+                    self.peers[to.0].relay_tx_bytes += len as u64;
+                }
                 self.after_send(now, r, false);
                 Ok((dst, sealed))
             }
@@ -822,26 +858,77 @@ impl Node {
                 payload: datagram.to_vec(),
             }),
             Via::Relay(r) => {
-                let mut frame = std::mem::take(&mut self.relay_buf);
-                let end = RELAY_HEADER_LEN + datagram.len();
-                let mut out = vec![0u8; end + SEAL_OVERHEAD];
-                let sent = if end <= frame.len() {
-                    frame[RELAY_HEADER_LEN..end].copy_from_slice(datagram);
-                    self.seal_frame(now, to, r, &mut frame, datagram.len(), &mut out)
-                } else {
-                    Err(DropReason::NoRelay)
-                };
-                self.relay_buf = frame;
-                match sent {
-                    Ok((dst, len)) => {
-                        out.truncate(len);
-                        self.transmits.push_back(Transmit { dst, payload: out });
-                    }
-                    Err(reason) => {
-                        tracing::debug!(peer = %self.peer_name(to), relay = %self.peer_name(r), %reason, "cannot relay");
-                        self.peers[to.0].relay_drops += 1;
-                    }
+                if let Err(reason) = self.send_frame(now, RelayKind::Forward, to, r, datagram) {
+                    tracing::debug!(peer = %self.peer_name(to), relay = %self.peer_name(r), %reason, "cannot relay");
+                    self.peers[to.0].relay_drops += 1;
                 }
+            }
+        }
+    }
+
+    /// Queue `payload` for `to` framed as `kind` on our session with `r`.
+    fn send_frame(
+        &mut self,
+        now: Instant,
+        kind: RelayKind,
+        to: PeerId,
+        r: PeerId,
+        payload: &[u8],
+    ) -> Result<(), DropReason> {
+        let mut frame = std::mem::take(&mut self.relay_buf);
+        let end = RELAY_HEADER_LEN + payload.len();
+        let mut out = vec![0u8; end + SEAL_OVERHEAD];
+        let sent = if end <= frame.len() {
+            frame[RELAY_HEADER_LEN..end].copy_from_slice(payload);
+            self.seal_frame(now, kind, to, r, &mut frame, payload.len(), &mut out)
+        } else {
+            Err(DropReason::NoRelay)
+        };
+        self.relay_buf = frame;
+        let (dst, len) = sent?;
+        out.truncate(len);
+        self.transmits.push_back(Transmit { dst, payload: out });
+        Ok(())
+    }
+
+    /// "Call me now": ask every other peer we have a direct session with to
+    /// pass our current record to `target`, which then has our candidates
+    /// (and answers with its own) without waiting for the DHT, so both
+    /// sides punch within a round trip. At most once per
+    /// [`intro::INTRO_EVERY`]; nothing before [`push_record`](Self::push_record).
+    fn introduce(&mut self, now: Instant, target: PeerId) {
+        let p = &self.peers[target.0];
+        if p.intro_sent.is_some_and(|t| now.saturating_duration_since(t) < intro::INTRO_EVERY) {
+            return;
+        }
+        let hops: Vec<PeerId> = (0..self.peers.len())
+            .map(PeerId)
+            .filter(|m| *m != target && self.hop_ok(now, *m))
+            .collect();
+        for m in hops {
+            self.introduce_via(now, target, m);
+        }
+    }
+
+    /// One introduction for `target` through `hop`.
+    fn introduce_via(&mut self, now: Instant, target: PeerId, hop: PeerId) {
+        let Some(body) = self.record_body.as_ref() else {
+            return;
+        };
+        let mut payload = vec![0u8; wire::MAX_INTRODUCTION_LEN];
+        let Ok(n) = wire::emit_introduction(&[0; wire::INTRO_SIGNATURE_LEN], body, &mut payload)
+        else {
+            return;
+        };
+        payload.truncate(n);
+        intro::sign(&self.secret, &self.peers[target.0].cfg.public_key, &mut payload);
+        match self.send_frame(now, RelayKind::Introduce, target, hop, &payload) {
+            Ok(()) => {
+                tracing::debug!(peer = %self.peer_name(target), through = %self.peer_name(hop), "sent an introduction");
+                self.peers[target.0].intro_sent = Some(now);
+            }
+            Err(reason) => {
+                tracing::debug!(peer = %self.peer_name(target), through = %self.peer_name(hop), %reason, "cannot send an introduction");
             }
         }
     }
@@ -903,6 +990,9 @@ impl Node {
 
     /// Send a handshake initiation (IK message 1: `-> e, es, s, ss`).
     fn initiate(&mut self, now: Instant, id: PeerId) {
+        if !self.has_session(now, id) {
+            self.introduce(now, id);
+        }
         if !self.reachable(now, id) {
             self.events.push_back(Event::NeedCandidates { peer: id });
             return;
@@ -987,12 +1077,7 @@ impl Node {
     fn offer_relay(&mut self, now: Instant, r: PeerId) {
         for i in 0..self.peers.len() {
             let id = PeerId(i);
-            if id == r
-                || self.peers[i]
-                    .current
-                    .as_ref()
-                    .is_some_and(|s| s.is_valid(now))
-            {
+            if id == r || self.has_session(now, id) {
                 continue;
             }
             if !self.relay_options(now, id).contains(&r) {
@@ -1191,6 +1276,14 @@ impl Node {
         // both sides' path probes punch at once.
         self.send_record(now, id);
         self.offer_relay(now, id);
+        // And `id` may be the mutual peer of a peer we cannot reach yet.
+        if self.hop_ok(now, id) {
+            for t in (0..self.peers.len()).map(PeerId) {
+                if t != id && !self.has_session(now, t) {
+                    self.introduce_via(now, t, id);
+                }
+            }
+        }
     }
 
     /// An authenticated packet for `id` arrived over `via`: reset the
@@ -1393,19 +1486,75 @@ impl Node {
                     self.change_endpoint(id, better);
                 }
             }
-            wire::Control::Record(body) => {
-                // One waiting record per peer, the newest written (datagrams
-                // may arrive out of order): a peer that sends many before the
-                // shell drains cannot grow the queue.
-                match self.peer_records.iter_mut().find(|r| r.peer == id) {
-                    Some(waiting) if body.timestamp >= waiting.body.timestamp => {
-                        waiting.body = body;
-                    }
-                    Some(_) => {}
-                    None => self.peer_records.push_back(PeerRecord { peer: id, body }),
-                }
-            }
+            wire::Control::Record(body) => self.queue_peer_record(id, body, None),
         }
+    }
+
+    /// One waiting record per peer, the newest written (datagrams may
+    /// arrive out of order): a peer that sends many before the shell drains
+    /// cannot grow the queue. An introduction among them marks the waiting
+    /// record, whichever is newer.
+    fn queue_peer_record(
+        &mut self,
+        id: PeerId,
+        body: wire::RecordBody,
+        introduced_by: Option<PeerId>,
+    ) {
+        match self.peer_records.iter_mut().find(|r| r.peer == id) {
+            Some(waiting) => {
+                if body.timestamp >= waiting.body.timestamp {
+                    waiting.body = body;
+                }
+                waiting.introduced_by = introduced_by.or(waiting.introduced_by);
+            }
+            None => self.peer_records.push_back(PeerRecord {
+                peer: id,
+                body,
+                introduced_by,
+            }),
+        }
+    }
+
+    /// Mutual peer `hop` passes on an introduction from the member with key
+    /// `src`: if it is signed by that member for us and we have no session
+    /// with it, its record goes to discovery marked as introduced (which
+    /// tries its candidates now), and we answer with ours through `hop`, so
+    /// both sides initiate within a round trip of each other.
+    fn on_introduced(
+        &mut self,
+        now: Instant,
+        hop: PeerId,
+        src: &[u8; 32],
+        payload: &[u8],
+    ) -> UdpOutcome {
+        let Some(sender) = self.by_key.get(src).copied().filter(|s| *s != hop) else {
+            return UdpOutcome::Dropped(DropReason::UnknownPeer);
+        };
+        let introduction = match wire::parse_introduction(payload) {
+            Ok(i) => i,
+            Err(e) => return UdpOutcome::Dropped(DropReason::Introduction(e)),
+        };
+        if !intro::verify(
+            &self.peers[sender.0].cfg.public_key,
+            &self.public_key,
+            &introduction,
+        ) {
+            return UdpOutcome::Dropped(DropReason::BadIntroduction);
+        }
+        let p = &mut self.peers[sender.0];
+        let recent = p
+            .intro_heard
+            .is_some_and(|t| now.saturating_duration_since(t) < intro::INTRO_DEDUPE);
+        if recent || self.has_session(now, sender) {
+            return UdpOutcome::Handled;
+        }
+        self.peers[sender.0].intro_heard = Some(now);
+        tracing::debug!(peer = %self.peer_name(sender), through = %self.peer_name(hop), "introduction: the peer asks for a handshake now");
+        self.queue_peer_record(sender, introduction.body, Some(hop));
+        // Always answered (the sender may not have heard from us since it
+        // reached `hop`); the sender's dedupe ends the exchange there.
+        self.introduce_via(now, sender, hop);
+        UdpOutcome::Handled
     }
 
     // ---------------------------------------------------------------- recv
@@ -1536,9 +1685,9 @@ impl Node {
             Ok(f) => (f.kind, f.key, f.datagram.len()),
             Err(e) => return UdpOutcome::Dropped(DropReason::RelayFrame(e)),
         };
-        // The datagram moves to a buffer of its own: forwarding seals the
+        // The datagram moves to a buffer of its own: passing on seals the
         // frame from there into `out`, delivering decrypts from there into `out`.
-        let forward = kind == RelayKind::Forward;
+        let forward = kind.passed_on().is_some();
         let mut frame = std::mem::take(if forward {
             &mut self.relay_buf
         } else {
@@ -1552,10 +1701,16 @@ impl Node {
             }))
         } else {
             frame[RELAY_HEADER_LEN..end].copy_from_slice(&out[RELAY_HEADER_LEN..end]);
-            if forward {
-                self.forward(now, hop, &key, &mut frame, n, out)
-            } else {
-                self.open_delivered(now, hop, &key, &frame[RELAY_HEADER_LEN..end], out)
+            match kind {
+                RelayKind::Forward | RelayKind::Introduce => {
+                    self.forward(now, kind, hop, &key, &mut frame, n, out)
+                }
+                RelayKind::Deliver => {
+                    self.open_delivered(now, hop, &key, &frame[RELAY_HEADER_LEN..end], out)
+                }
+                RelayKind::Introduced => {
+                    self.on_introduced(now, hop, &key, &frame[RELAY_HEADER_LEN..end])
+                }
             }
         };
         if forward {
@@ -1566,11 +1721,14 @@ impl Node {
         outcome
     }
 
-    /// We relay: member `from` asks us to pass `frame[RELAY_HEADER_LEN..][..n]`
-    /// to the member with key `to`.
+    /// Member `from` asks us to pass `frame[RELAY_HEADER_LEN..][..n]` to the
+    /// member with key `to`: a datagram (Forward, only if we relay) or an
+    /// introduction (Introduce, any member, within [`intro::INTRO_PASS_RATE`]).
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &mut self,
         now: Instant,
+        kind: RelayKind,
         from: PeerId,
         to: &[u8; 32],
         frame: &mut [u8],
@@ -1578,15 +1736,25 @@ impl Node {
         out: &mut [u8],
     ) -> UdpOutcome {
         use crate::relay::Refusal;
+        let relaying = kind == RelayKind::Forward;
         let refuse = |node: &mut Self, why: Refusal| {
-            if let Some(s) = node.service.as_mut() {
+            if let Some(s) = node.service.as_mut().filter(|_| relaying) {
                 s.refused(why);
             }
-            tracing::debug!(peer = %node.peer_name(from), reason = %why, "relay frame refused");
+            tracing::debug!(peer = %node.peer_name(from), reason = %why, ?kind, "relay frame refused");
             UdpOutcome::Dropped(DropReason::Relay(why))
         };
-        if self.service.is_none() {
+        let Some(passed_on) = kind.passed_on() else {
+            return UdpOutcome::Dropped(DropReason::NoRelay);
+        };
+        if relaying && self.service.is_none() {
             return UdpOutcome::Dropped(DropReason::Relay(Refusal::NotServing));
+        }
+        if !relaying && n > wire::MAX_INTRODUCTION_LEN {
+            return UdpOutcome::Dropped(DropReason::RelayFrame(wire::RelayError::BufferTooSmall {
+                have: wire::MAX_INTRODUCTION_LEN,
+                need: n,
+            }));
         }
         let Some(dst) = self.by_key.get(to).copied().filter(|d| *d != from) else {
             return refuse(self, Refusal::Unknown);
@@ -1594,19 +1762,27 @@ impl Node {
         if !self.hop_ok(now, dst) {
             return refuse(self, Refusal::NoSession);
         }
-        if let Some(Err(why)) = self.service.as_mut().map(|s| s.admit(now, from.0, n)) {
-            return UdpOutcome::Dropped(DropReason::Relay(why));
+        if relaying {
+            if let Some(Err(why)) = self.service.as_mut().map(|s| s.admit(now, from.0, n)) {
+                return UdpOutcome::Dropped(DropReason::Relay(why));
+            }
+        } else {
+            let bucket = &mut self.peers[from.0].intro_bucket;
+            if !bucket.has(now, n) {
+                return refuse(self, Refusal::Rate);
+            }
+            bucket.take(n);
         }
         let Some(addr) = self.peers[dst.0].endpoint else {
             return refuse(self, Refusal::NoSession);
         };
         let src = *self.peers[from.0].cfg.public_key.as_bytes();
-        let Ok(total) = wire::emit_relay_header(RelayKind::Deliver, &src, n, frame) else {
+        let Ok(total) = wire::emit_relay_header(passed_on, &src, n, frame) else {
             return UdpOutcome::Dropped(DropReason::NoRelay);
         };
         match self.seal(now, dst, &frame[..total], out) {
             Some(Ok(len)) => {
-                if let Some(s) = self.service.as_mut() {
+                if let Some(s) = self.service.as_mut().filter(|_| relaying) {
                     s.delivered(dst.0, n);
                 }
                 self.after_send(now, dst, false);
@@ -1740,11 +1916,7 @@ impl Node {
                 }
             }
             Timer::PassiveKeepalive => {
-                if self.peers[id.0]
-                    .current
-                    .as_ref()
-                    .is_some_and(|s| s.is_valid(now))
-                {
+                if self.has_session(now, id) {
                     self.send_keepalive(now, id);
                 }
             }

@@ -315,3 +315,112 @@ fn the_relays_rate_limit_holds() {
         .unwrap();
     assert!(m.dropped_rate > 300, "{m:?}");
 }
+
+// ------------------------------------------------------------ introductions
+
+const M: usize = 2;
+
+/// Our record as discovery would push it: our underlay address, our relays.
+fn own_record(n: u8) -> crate::wire::RecordBody {
+    crate::wire::RecordBody {
+        timestamp: 1_800_000_000,
+        candidates: vec![crate::discovery::Candidate {
+            kind: crate::discovery::CandidateKind::Reflexive,
+            addr: underlay(n),
+        }],
+        relays: Vec::new(),
+        nat: None,
+    }
+}
+
+/// 1 and 2 know neither each other's address nor any relay; both have a
+/// session with 3, which does not relay.
+fn introduced_pair(seed: u64) -> Sim {
+    let mut sim = Sim::new(seed);
+    sim.add(1, vec![peer_cfg(2, false), peer_cfg(3, true)]);
+    sim.add(2, vec![peer_cfg(1, false), peer_cfg(3, true)]);
+    sim.add(3, vec![peer_cfg(1, false), peer_cfg(2, false)]);
+    for (i, n) in [(A, 1), (B, 2)] {
+        sim.act(i, |node, now| node.push_record(now, &own_record(n)).unwrap());
+    }
+    sim
+}
+
+fn introductions(sim: &Sim, i: usize) -> Vec<&PeerRecord> {
+    sim.nodes[i]
+        .records
+        .iter()
+        .filter(|r| r.peer == PeerId(0) && r.introduced_by.is_some())
+        .collect()
+}
+
+#[test]
+fn a_mutual_peer_introduces_two_members_who_then_connect_direct() {
+    let mut sim = introduced_pair(30);
+    sim.start_all();
+    // Sessions with 3 take a round trip (20 ms); the introductions one more
+    // through 3 and the answer another.
+    sim.run_for(Duration::from_millis(150));
+    for (i, other) in [(A, 2), (B, 1)] {
+        let got = introductions(&sim, i);
+        assert!(!got.is_empty(), "node {i} was introduced: {:?}", sim.nodes[i].records);
+        assert_eq!(got[0].body, own_record(other));
+        assert_eq!(got[0].introduced_by, Some(PeerId(1)), "through 3");
+    }
+    assert_eq!(sim.connected(A), 1, "only 3 so far: no address for the other");
+    // Discovery feeds the introduced candidates; both initiate at once.
+    let started = sim.now;
+    sim.act(A, |n, now| n.handle_candidates(now, PeerId(0), &[underlay(2)]));
+    sim.act(B, |n, now| n.handle_candidates(now, PeerId(0), &[underlay(1)]));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.connected(A), 2, "a reaches b within a round trip");
+    assert!(relay_of(&sim, A, 0).is_none(), "direct, not through 3");
+    exchange(&mut sim, 5, "intro");
+    assert_eq!(count(&sim, B, "intro", 'a', 5), 5);
+    assert!(sim.now.duration_since(started) < Duration::from_secs(1));
+    // 3 only passed introductions: it never relays data.
+    assert!(sim.nodes[M].tun.is_empty());
+    assert!(sim.nodes[M].node.relay_service().is_none());
+    // Each side acted on at most a couple of copies (dedupe, answer once).
+    assert!(introductions(&sim, A).len() <= 2, "{:?}", introductions(&sim, A));
+}
+
+#[test]
+fn introductions_stop_at_a_mutual_peer_without_a_session_to_the_target() {
+    let mut sim = introduced_pair(31);
+    sim.nodes[B].up = false;
+    sim.start_node(A);
+    sim.start_node(M);
+    sim.run_for(Duration::from_secs(3));
+    assert!(
+        sim.nodes[M]
+            .drops
+            .contains(&DropReason::Relay(crate::relay::Refusal::NoSession)),
+        "{:?}",
+        sim.nodes[M].drops
+    );
+    assert!(introductions(&sim, A).is_empty());
+    // Retried at most once per INTRO_EVERY while the handshake to 2 waits.
+    let sent_to_m = sim
+        .wire_log
+        .iter()
+        .filter(|(f, t, _)| *f == underlay(1) && *t == underlay(3))
+        .count();
+    assert!(sent_to_m < 12, "{sent_to_m} datagrams from 1 to 3 in 3 s");
+}
+
+#[test]
+fn a_member_with_a_session_ignores_introductions() {
+    let mut sim = introduced_pair(32);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(150));
+    sim.act(A, |n, now| n.handle_candidates(now, PeerId(0), &[underlay(2)]));
+    sim.act(B, |n, now| n.handle_candidates(now, PeerId(0), &[underlay(1)]));
+    sim.run_for(Duration::from_millis(200));
+    let before = introductions(&sim, A).len();
+    // A new session with 3 (a rekey) sends no introduction for a peer we
+    // reach: nothing new arrives.
+    sim.run_for(Duration::from_secs(200));
+    assert_eq!(sim.connected(A), 2);
+    assert_eq!(introductions(&sim, A).len(), before);
+}

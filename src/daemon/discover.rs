@@ -381,9 +381,12 @@ impl Discovery {
         }
     }
 
-    /// A record a connected peer pushed to us: its candidates go to the
-    /// core at once when they changed (an unchanged one comes with every
-    /// rekey and is not fed again, which would restart path probing).
+    /// A record a connected peer pushed to us, or one a mutual peer passed
+    /// on in an introduction: its candidates go to the core at once when
+    /// they changed (an unchanged one comes with every rekey and is not fed
+    /// again, which would restart path probing), and always when introduced
+    /// (the peer is initiating now, so we must too, even to addresses we
+    /// already tried).
     pub fn on_peer_record(&mut self, node: &mut Node, now: Instant, record: PeerRecord) {
         let id = record.peer;
         let Some(meta) = self.peers.get(id.0) else {
@@ -394,7 +397,10 @@ impl Discovery {
             debug!(peer = %node.peer_name(id), "pushed record older than the one we hold; ignored");
             return;
         }
-        if changed {
+        if let Some(hop) = record.introduced_by {
+            info!(peer = %node.peer_name(id), through = %node.peer_name(hop), "introduced: connecting now");
+        }
+        if changed || record.introduced_by.is_some() {
             self.feed(node, now, id);
         }
     }
@@ -586,6 +592,7 @@ mod tests {
             PeerRecord {
                 peer: b,
                 body: pushed.clone(),
+                introduced_by: None,
             },
         );
         assert_eq!(d.peers[0].discovered, vec![pushed.candidates[0].addr]);
@@ -601,6 +608,7 @@ mod tests {
             PeerRecord {
                 peer: b,
                 body: older,
+                introduced_by: None,
             },
         );
         d.on_found(&mut node, now, found(150, "198.51.100.9:1000"));
@@ -614,6 +622,41 @@ mod tests {
             candidates(&node),
             vec!["198.51.100.9:2000".parse().unwrap()]
         );
+    }
+
+    #[test]
+    fn an_introduced_record_is_fed_even_when_unchanged() {
+        let (mut d, mut node, now) = setup("intro");
+        let b = PeerId(0);
+        let pushed = body(200, "203.0.113.7:40001");
+        let record = |introduced_by| PeerRecord {
+            peer: b,
+            body: pushed.clone(),
+            introduced_by,
+        };
+        d.on_peer_record(&mut node, now, record(None));
+        let drain = |node: &mut Node| std::iter::from_fn(|| node.poll_transmit()).count();
+        assert!(drain(&mut node) > 0, "the first record starts a handshake");
+        d.on_peer_record(&mut node, now, record(None));
+        assert_eq!(drain(&mut node), 0, "the same record pushed again is not fed");
+        d.on_peer_record(&mut node, now, record(Some(PeerId(0))));
+        let sent: Vec<_> = std::iter::from_fn(|| node.poll_transmit()).collect();
+        assert!(
+            sent.iter().any(|t| t.dst == pushed.candidates[0].addr),
+            "introduced: a handshake to its candidates now"
+        );
+        // An older record stays refused, introduced or not (a replay).
+        d.on_peer_record(
+            &mut node,
+            now,
+            PeerRecord {
+                peer: b,
+                body: body(100, "198.51.100.9:1000"),
+                introduced_by: Some(PeerId(0)),
+            },
+        );
+        assert_eq!(drain(&mut node), 0);
+        assert_eq!(candidates(&node), vec![pushed.candidates[0].addr]);
     }
 
     #[test]

@@ -110,7 +110,7 @@ pub struct Introduction<'a> {
     pub body: RecordBody,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IntroductionError {
     #[error("introduction of {len} bytes is outside {min}..={max}")]
     Length { len: usize, min: usize, max: usize },
