@@ -37,12 +37,18 @@ fn start(lab: &Lab, spec: RelayPairSpec) -> RelayPair {
 
 /// Waits until both sides report `path` for each other; prints the time.
 fn connect(pair: &mut RelayPair, path: &str, row: &str) -> (PeerReport, PeerReport) {
-    let (t, ab, ba) = pair
+    let r = pair
         .wait_path(path, CONNECT)
         .unwrap_or_else(|e| panic!("{row}: no {path} path: {e}"));
-    eprintln!("{row}: daemon start → first ping after {t:?}");
-    eprintln!("{row}: a's view of b: {ab:?}\n{row}: b's view of a: {ba:?}");
-    (ab, ba)
+    eprintln!(
+        "{row}: daemon start → first ping after {:?}, both {path} after {:?}",
+        r.first_ping, r.on_path
+    );
+    eprintln!(
+        "{row}: a's view of b: {:?}\n{row}: b's view of a: {:?}",
+        r.ab, r.ba
+    );
+    (r.ab, r.ba)
 }
 
 /// Both views say relayed through `relay` over UDP, with a reason.
@@ -350,6 +356,43 @@ fn blocked_punching_starts_relayed_and_goes_direct_under_a_transfer() {
     let ab = pair.node_a.peer_status("b").unwrap();
     assert_eq!(ab.path, "direct", "{row}: {ab:?}");
     assert!(ab.relay.is_none(), "{row}: {ab:?}");
+}
+
+/// "Call me now" through a member that does not relay: a and b have no
+/// DHT and no address for each other, only a session each with a public
+/// member. Without introductions they never connect; with them, each gets
+/// the other's signed record through it and both punch at once.
+#[test]
+fn a_mutual_peer_that_does_not_relay_introduces_a_cone_pair() {
+    let (_turn, lab) = common::lab_in_turn();
+    let row = "cone | cone, mutual peer, no DHT";
+    let mut pair = start(
+        &lab,
+        RelayPairSpec {
+            serve: false,
+            dht: false,
+            ..RelayPairSpec::sites(SiteKind::Cone, SiteKind::Cone)
+        },
+    );
+    let (ab, ba) = connect(&mut pair, "direct", row);
+    for (me, view) in [("a", &ab), ("b", &ba)] {
+        assert!(view.relay.is_none(), "{row}: {me}: {view:?}");
+        assert_eq!(
+            view.path_reason, "direct through the NATs (hole punched)",
+            "{row}: {me}: {view:?}"
+        );
+    }
+    for (me, node) in [("a", &mut pair.node_a), ("b", &mut pair.node_b)] {
+        node.wait_log(
+            &["introduced: connecting now", "relay1"],
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|e| panic!("{row}: {me} logged no introduction: {e}"));
+    }
+    let m = pair.relays[0].status().unwrap();
+    assert!(m.relay_service.is_none(), "{row}: relay1 serves: {m:?}");
+    let report = transfer::tcp(&pair.b, b_listen(&pair, 5008), &pair.a, TWENTY_MB).unwrap();
+    assert!(report.intact(), "{row}: {report:?}");
 }
 
 #[test]

@@ -383,7 +383,8 @@ fn stage_relay(lab: &Lab, args: &DemoArgs) -> Result<String> {
         pair.relay_hosts[0].1.addr()
     ));
     say("a and b list relay1 in [relay] via and know each other by key only");
-    let (took, ab, ba) = pair.wait_path("relayed", Duration::from_secs(60))?;
+    let reached = pair.wait_path("relayed", Duration::from_secs(60))?;
+    let (took, ab, ba) = (reached.first_ping, reached.ab, reached.ba);
     for (me, peer, view) in [("a", "b", &ab), ("b", "a", &ba)] {
         say(&format!("{me} → {peer}: {}", view.path_reason));
     }
@@ -431,7 +432,7 @@ fn stage_relay(lab: &Lab, args: &DemoArgs) -> Result<String> {
     say(
         "now two cone NATs, with UDP between their sites dropped by a firewall rule on the internet",
     );
-    let (_, ab, _) = pair.wait_path("relayed", Duration::from_secs(60))?;
+    let ab = pair.wait_path("relayed", Duration::from_secs(60))?.ab;
     say(&format!("a → b: {}", ab.path_reason));
     pair.lift_cut()?;
     let lifted = Instant::now();
@@ -673,16 +674,17 @@ fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
 
 /// The relay rows: one cone | cone pair with a relay; TCP and ping over
 /// the direct path, then (UDP between the sites cut) through the relay, in
-/// the same lab; the relay's CPU per GB forwarded; time to direct when
-/// the pair shares a relay (the records travel through it) next to the
-/// DHT-only rows above; then a pair whose site blocks UDP, through the
-/// relay over TCP (ratios against the same direct figure).
+/// the same lab; the relay's CPU per GB forwarded; time to direct for a
+/// cone | cone pair with the DHT only, with a shared relay, and with a
+/// mutual peer that does not relay and no DHT (introductions only); then a
+/// pair whose site blocks UDP, through the relay over TCP (ratios against
+/// the same direct figure).
 fn relay_bench(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
     // Labs of their own: the bench's lab already has hosts a and b.
     let lab = Lab::new().context("building the relay lab")?;
     let spec = RelayPairSpec::sites(SiteKind::Cone, SiteKind::Cone);
     let mut pair = RelayPair::start(&lab, kith, spec).context("building the relay lab")?;
-    let (to_direct, ..) = pair.wait_path("direct", Duration::from_secs(60))?;
+    let to_direct = pair.wait_path("direct", Duration::from_secs(60))?.on_path;
     let b = IpAddr::V4(pair.node_b.spec().overlay_ip()?);
     let interval = Duration::from_millis(100);
     println!("\niperf3 TCP a → b, {seconds} s, cone | cone direct, then through relay1 (UDP) …");
@@ -731,15 +733,32 @@ fn relay_bench(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
             format!("{:.2} s ({:.2} GB)", (c1 - c0) / gb, gb)
         );
     }
-    println!(
-        "{:<26} {:>25}",
-        "time to direct, shared relay",
-        format!(
-            "{:.2} s (DHT only: the cone | cone row above)",
-            to_direct.as_secs_f64()
-        )
-    );
     drop(pair);
+    let dht_only = time_to_direct(
+        kith,
+        RelayPairSpec {
+            relays: 0,
+            ..RelayPairSpec::sites(SiteKind::Cone, SiteKind::Cone)
+        },
+    )?;
+    let introduced = time_to_direct(
+        kith,
+        RelayPairSpec {
+            serve: false,
+            dht: false,
+            ..RelayPairSpec::sites(SiteKind::Cone, SiteKind::Cone)
+        },
+    )?;
+    println!(
+        "time to direct, cone | cone, daemon start → both report direct (one run each, status polled every 0.1 s):"
+    );
+    for (what, t) in [
+        ("DHT only", dht_only),
+        ("shared relay + DHT", to_direct),
+        ("mutual peer, no DHT", introduced),
+    ] {
+        println!("{:<26} {:>12.2} s", what, t.as_secs_f64());
+    }
 
     // Over TCP: a's site lets no UDP out, so a reaches relay1 over TCP.
     let lab2 = Lab::new().context("building a second lab")?;
@@ -771,6 +790,15 @@ fn relay_bench(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
         ms(ping_tcp) / ms(ping_direct)
     );
     Ok(())
+}
+
+/// Daemon start → both sides of `spec`'s pair report "direct", in a lab of
+/// its own.
+fn time_to_direct(kith: &Path, spec: RelayPairSpec) -> Result<Duration> {
+    let lab = Lab::new().context("building a time-to-direct lab")?;
+    let mut pair = RelayPair::start(&lab, kith, spec.clone())
+        .with_context(|| format!("building the lab {spec:?}"))?;
+    Ok(pair.wait_path("direct", Duration::from_secs(60))?.on_path)
 }
 
 /// Bytes the relay forwarded for all members so far.

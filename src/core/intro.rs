@@ -16,7 +16,7 @@ use std::time::Duration;
 use ed25519_dalek::{Signature, Signer, VerifyingKey};
 
 use crate::identity::{PublicKey, SecretKey};
-use crate::wire::{Introduction, INTRO_SIGNATURE_LEN};
+use crate::wire::{INTRO_SIGNATURE_LEN, Introduction};
 
 /// Separates introduction signatures from every other use of the key (the
 /// DHT's BEP 44 items sign bencoded bytes that never start like this).
@@ -26,8 +26,9 @@ const DOMAIN: &[u8] = b"kith introduction v1";
 /// retries that trigger them come faster at first.
 pub const INTRO_EVERY: Duration = Duration::from_secs(2);
 
-/// A target acts on at most one introduction from each sender per this
-/// interval (a mutual peer replaying one cannot make it initiate in a loop).
+/// A target acts on one copy of a sender's record per this interval (a
+/// mutual peer replaying one cannot make it initiate in a loop); a changed
+/// record is acted on at once.
 pub const INTRO_DEDUPE: Duration = Duration::from_secs(1);
 
 /// What a mutual peer passes on for each sender, bytes per second: a few
@@ -68,7 +69,7 @@ pub fn verify(sender: &PublicKey, target: &PublicKey, intro: &Introduction<'_>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{emit_introduction, parse_introduction, RecordBody, MAX_INTRODUCTION_LEN};
+    use crate::wire::{MAX_INTRODUCTION_LEN, RecordBody, emit_introduction, parse_introduction};
 
     fn signed(secret: &SecretKey, target: &PublicKey) -> Vec<u8> {
         let body = RecordBody {

@@ -321,9 +321,9 @@ struct Peer {
     relay_rx_bytes: u64,
     relay_drops: u64,
     /// Our last introduction to this peer (see [`intro`]), and the last one
-    /// from it we acted on.
+    /// from it we acted on, with its record.
     intro_sent: Option<Instant>,
-    intro_heard: Option<Instant>,
+    intro_heard: Option<(Instant, wire::RecordBody)>,
     /// What we pass on of this peer's introductions to others.
     intro_bucket: TokenBucket,
     /// When this side starts a rekey. Exactly one side of each pair rekeys
@@ -694,7 +694,15 @@ impl Node {
         self.record = Some(msg);
         self.record_body = Some(body.clone());
         for i in 0..self.peers.len() {
-            self.send_record(now, PeerId(i));
+            let id = PeerId(i);
+            self.send_record(now, id);
+            // An introduction already sent carries the old record (often
+            // just the LAN address before STUN answered): the peer may be
+            // punching towards the wrong place, so tell it again now.
+            if !self.has_session(now, id) {
+                self.peers[i].intro_sent = None;
+                self.introduce(now, id);
+            }
         }
         Ok(())
     }
@@ -760,7 +768,9 @@ impl Node {
                         return None;
                     }
                     Some(Err(e)) => Err(DropReason::Session(e)),
-                    Some(Ok(n)) => self.seal_frame(now, RelayKind::Forward, id, r, &mut frame, n, out),
+                    Some(Ok(n)) => {
+                        self.seal_frame(now, RelayKind::Forward, id, r, &mut frame, n, out)
+                    }
                 };
                 self.relay_buf = frame;
                 match hop {
@@ -898,7 +908,9 @@ impl Node {
     /// [`intro::INTRO_EVERY`]; nothing before [`push_record`](Self::push_record).
     fn introduce(&mut self, now: Instant, target: PeerId) {
         let p = &self.peers[target.0];
-        if p.intro_sent.is_some_and(|t| now.saturating_duration_since(t) < intro::INTRO_EVERY) {
+        if p.intro_sent
+            .is_some_and(|t| now.saturating_duration_since(t) < intro::INTRO_EVERY)
+        {
             return;
         }
         let hops: Vec<PeerId> = (0..self.peers.len())
@@ -921,7 +933,11 @@ impl Node {
             return;
         };
         payload.truncate(n);
-        intro::sign(&self.secret, &self.peers[target.0].cfg.public_key, &mut payload);
+        intro::sign(
+            &self.secret,
+            &self.peers[target.0].cfg.public_key,
+            &mut payload,
+        );
         match self.send_frame(now, RelayKind::Introduce, target, hop, &payload) {
             Ok(()) => {
                 tracing::debug!(peer = %self.peer_name(target), through = %self.peer_name(hop), "sent an introduction");
@@ -1541,14 +1557,19 @@ impl Node {
         ) {
             return UdpOutcome::Dropped(DropReason::BadIntroduction);
         }
-        let p = &mut self.peers[sender.0];
-        let recent = p
+        // The same record again within the dedupe interval is a copy
+        // (through another mutual peer, or replayed); a new one is news.
+        let copy = self.peers[sender.0]
             .intro_heard
-            .is_some_and(|t| now.saturating_duration_since(t) < intro::INTRO_DEDUPE);
-        if recent || self.has_session(now, sender) {
+            .as_ref()
+            .is_some_and(|(t, body)| {
+                now.saturating_duration_since(*t) < intro::INTRO_DEDUPE
+                    && *body == introduction.body
+            });
+        if copy || self.has_session(now, sender) {
             return UdpOutcome::Handled;
         }
-        self.peers[sender.0].intro_heard = Some(now);
+        self.peers[sender.0].intro_heard = Some((now, introduction.body.clone()));
         tracing::debug!(peer = %self.peer_name(sender), through = %self.peer_name(hop), "introduction: the peer asks for a handshake now");
         self.queue_peer_record(sender, introduction.body, Some(hop));
         // Always answered (the sender may not have heard from us since it

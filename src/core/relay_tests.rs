@@ -341,7 +341,9 @@ fn introduced_pair(seed: u64) -> Sim {
     sim.add(2, vec![peer_cfg(1, false), peer_cfg(3, true)]);
     sim.add(3, vec![peer_cfg(1, false), peer_cfg(2, false)]);
     for (i, n) in [(A, 1), (B, 2)] {
-        sim.act(i, |node, now| node.push_record(now, &own_record(n)).unwrap());
+        sim.act(i, |node, now| {
+            node.push_record(now, &own_record(n)).unwrap()
+        });
     }
     sim
 }
@@ -363,15 +365,27 @@ fn a_mutual_peer_introduces_two_members_who_then_connect_direct() {
     sim.run_for(Duration::from_millis(150));
     for (i, other) in [(A, 2), (B, 1)] {
         let got = introductions(&sim, i);
-        assert!(!got.is_empty(), "node {i} was introduced: {:?}", sim.nodes[i].records);
+        assert!(
+            !got.is_empty(),
+            "node {i} was introduced: {:?}",
+            sim.nodes[i].records
+        );
         assert_eq!(got[0].body, own_record(other));
         assert_eq!(got[0].introduced_by, Some(PeerId(1)), "through 3");
     }
-    assert_eq!(sim.connected(A), 1, "only 3 so far: no address for the other");
+    assert_eq!(
+        sim.connected(A),
+        1,
+        "only 3 so far: no address for the other"
+    );
     // Discovery feeds the introduced candidates; both initiate at once.
     let started = sim.now;
-    sim.act(A, |n, now| n.handle_candidates(now, PeerId(0), &[underlay(2)]));
-    sim.act(B, |n, now| n.handle_candidates(now, PeerId(0), &[underlay(1)]));
+    sim.act(A, |n, now| {
+        n.handle_candidates(now, PeerId(0), &[underlay(2)])
+    });
+    sim.act(B, |n, now| {
+        n.handle_candidates(now, PeerId(0), &[underlay(1)])
+    });
     sim.run_for(Duration::from_millis(100));
     assert_eq!(sim.connected(A), 2, "a reaches b within a round trip");
     assert!(relay_of(&sim, A, 0).is_none(), "direct, not through 3");
@@ -382,7 +396,11 @@ fn a_mutual_peer_introduces_two_members_who_then_connect_direct() {
     assert!(sim.nodes[M].tun.is_empty());
     assert!(sim.nodes[M].node.relay_service().is_none());
     // Each side acted on at most a couple of copies (dedupe, answer once).
-    assert!(introductions(&sim, A).len() <= 2, "{:?}", introductions(&sim, A));
+    assert!(
+        introductions(&sim, A).len() <= 2,
+        "{:?}",
+        introductions(&sim, A)
+    );
 }
 
 #[test]
@@ -414,8 +432,12 @@ fn a_member_with_a_session_ignores_introductions() {
     let mut sim = introduced_pair(32);
     sim.start_all();
     sim.run_for(Duration::from_millis(150));
-    sim.act(A, |n, now| n.handle_candidates(now, PeerId(0), &[underlay(2)]));
-    sim.act(B, |n, now| n.handle_candidates(now, PeerId(0), &[underlay(1)]));
+    sim.act(A, |n, now| {
+        n.handle_candidates(now, PeerId(0), &[underlay(2)])
+    });
+    sim.act(B, |n, now| {
+        n.handle_candidates(now, PeerId(0), &[underlay(1)])
+    });
     sim.run_for(Duration::from_millis(200));
     let before = introductions(&sim, A).len();
     // A new session with 3 (a rekey) sends no introduction for a peer we
@@ -423,4 +445,21 @@ fn a_member_with_a_session_ignores_introductions() {
     sim.run_for(Duration::from_secs(200));
     assert_eq!(sim.connected(A), 2);
     assert_eq!(introductions(&sim, A).len(), before);
+}
+
+#[test]
+fn a_changed_record_is_introduced_again_at_once() {
+    let mut sim = introduced_pair(33);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(150));
+    // STUN answered: a's record gains its public address in the same second.
+    let mut moved = own_record(1);
+    moved.candidates[0].addr = "198.18.9.9:4000".parse().unwrap();
+    sim.act(A, |n, now| n.push_record(now, &moved).unwrap());
+    sim.run_for(Duration::from_millis(50));
+    let got: Vec<_> = introductions(&sim, B)
+        .iter()
+        .map(|r| r.body.clone())
+        .collect();
+    assert_eq!(got.last(), Some(&moved), "{got:?}");
 }

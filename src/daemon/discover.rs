@@ -638,7 +638,11 @@ mod tests {
         let drain = |node: &mut Node| std::iter::from_fn(|| node.poll_transmit()).count();
         assert!(drain(&mut node) > 0, "the first record starts a handshake");
         d.on_peer_record(&mut node, now, record(None));
-        assert_eq!(drain(&mut node), 0, "the same record pushed again is not fed");
+        assert_eq!(
+            drain(&mut node),
+            0,
+            "the same record pushed again is not fed"
+        );
         d.on_peer_record(&mut node, now, record(Some(PeerId(0))));
         let sent: Vec<_> = std::iter::from_fn(|| node.poll_transmit()).collect();
         assert!(

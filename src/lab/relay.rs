@@ -41,8 +41,15 @@ pub fn relay_name(i: usize) -> String {
 pub struct RelayPairSpec {
     pub a: SiteKind,
     pub b: SiteKind,
-    /// Public relay hosts (1 or 2).
+    /// Public hosts (0, 1 or 2): relays when `serve`, else mutual peers
+    /// that only pass introductions.
     pub relays: usize,
+    /// The public hosts relay (`[relay] serve = true`) and the members list
+    /// them in `via`; when false they are plain members both sides know.
+    pub serve: bool,
+    /// Every node uses the lab's DHT; when false the members know only the
+    /// public hosts' static endpoints, and find each other through them.
+    pub dht: bool,
     /// Cut UDP between the two sites before the daemons start.
     pub cut: bool,
     /// The relays' `[relay] rate` (per member), e.g. "20 Mbit/s".
@@ -67,12 +74,27 @@ impl RelayPairSpec {
             a,
             b,
             relays: 1,
+            serve: true,
+            dht: true,
             cut: false,
             rate: None,
             strangers: false,
             tcp: false,
         }
     }
+}
+
+/// What [`RelayPair::wait_path`] saw, times since the members started.
+#[derive(Debug, Clone)]
+pub struct PathReached {
+    /// Ping went through both ways (on whatever path).
+    pub first_ping: Duration,
+    /// Both sides reported the path asked for (status is polled every
+    /// 100 ms, so this is up to that much late).
+    pub on_path: Duration,
+    /// a's report on b, b's on a.
+    pub ab: PeerReport,
+    pub ba: PeerReport,
 }
 
 /// Two members and their relays. Field order is drop order: daemons, the
@@ -100,15 +122,20 @@ impl RelayPair {
         let (a, _) = site_a.add_host(lab, "a")?;
         let (b, _) = site_b.add_host(lab, "b")?;
         let key = || SecretKey::generate().map_err(|e| LabError::io("key", e.into()));
-        let mut spec_a = net.node_spec(lab, "a", "100.96.0.1/16", key()?);
-        let mut spec_b = net.node_spec(lab, "b", "100.96.0.2/16", key()?);
+        let node_spec = |name: &str, overlay: &str, key: SecretKey| {
+            let mut s = net.node_spec(lab, name, overlay, key);
+            s.discovery.dht = spec.dht;
+            s
+        };
+        let mut spec_a = node_spec("a", "100.96.0.1/16", key()?);
+        let mut spec_b = node_spec("b", "100.96.0.2/16", key()?);
         let mut relay_hosts = Vec::new();
         let mut relay_specs = Vec::new();
         for i in 0..spec.relays {
             let name = relay_name(i);
             let (host, up) = net.public_host(lab, &name)?;
-            let mut r = net.node_spec(lab, &name, &relay_overlay(i), key()?);
-            r.relay.serve = Some(true);
+            let mut r = node_spec(&name, &relay_overlay(i), key()?);
+            r.relay.serve = Some(spec.serve);
             r.relay.rate = spec.rate.clone();
             if spec.tcp {
                 r.relay.tcp_port = Some(RELAY_TCP_PORT);
@@ -130,8 +157,10 @@ impl RelayPair {
             }
             *r = r.clone().peer("a", &spec_a, None).peer("b", &spec_b, None);
         }
-        spec_a.relay.via = Some(via.clone());
-        spec_b.relay.via = Some(via);
+        if spec.serve && !via.is_empty() {
+            spec_a.relay.via = Some(via.clone());
+            spec_b.relay.via = Some(via);
+        }
         let mut spec_a_full = spec_a.clone().peer("b", &spec_b, None);
         if spec.strangers {
             let ghost = KithSpec::new("100.96.0.21/16", key()?);
@@ -191,14 +220,9 @@ impl RelayPair {
         }
     }
 
-    /// Waits for ping both ways over the overlay (the time since start),
-    /// then for both sides to report `path` ("direct" or "relayed") for
-    /// each other; returns their reports (a's on b, b's on a).
-    pub fn wait_path(
-        &mut self,
-        path: &str,
-        timeout: Duration,
-    ) -> Result<(Duration, PeerReport, PeerReport)> {
+    /// Waits for ping both ways over the overlay, then for both sides to
+    /// report `path` ("direct" or "relayed") for each other.
+    pub fn wait_path(&mut self, path: &str, timeout: Duration) -> Result<PathReached> {
         let first = wait_both_ways(&mut self.node_a, &mut self.node_b, timeout)?
             .saturating_duration_since(self.started);
         let left = timeout
@@ -211,7 +235,12 @@ impl RelayPair {
         let b = self
             .node_b
             .wait_peer("a", &what, left, |p| p.path == path)?;
-        Ok((first, a, b))
+        Ok(PathReached {
+            first_ping: first,
+            on_path: self.started.elapsed(),
+            ab: a,
+            ba: b,
+        })
     }
 }
 

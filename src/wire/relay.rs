@@ -361,7 +361,9 @@ mod tests {
         bad.push(7);
         assert_eq!(
             parse_introduction(&bad),
-            Err(IntroductionError::Record(RecordWireError::UnsupportedVersion(7)))
+            Err(IntroductionError::Record(
+                RecordWireError::UnsupportedVersion(7)
+            ))
         );
         assert!(matches!(
             emit_introduction(&[0; 64], &intro_body(), &mut [0u8; 70]),
