@@ -116,6 +116,18 @@ for name, msg in [
 ]:
     write("relay", name, msg)
 
+# relay introductions: the snapshot of src/wire/relay.rs (a signature and a
+# version 2 record with one reflexive candidate), passed on, and one whose
+# record is cut short.
+intro_record = bytes.fromhex("02000000006553f1000142c6120102ca9f00")
+intro = b"\x5a" * 64 + intro_record
+for name, ty, payload in [
+    ("introduce", 0x12, intro),
+    ("introduced", 0x13, intro),
+    ("introduce_cut_record", 0x12, intro[:-3]),
+]:
+    write("relay", name, bytes([ty]) + b"\xcd" * 32 + struct.pack(">H", len(payload)) + payload)
+
 
 # stream: the snapshot of src/wire/stream.rs (read size byte first), a
 # frame cut across reads, and a zero length.

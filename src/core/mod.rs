@@ -27,6 +27,11 @@
 //!   [`crate::relay::RelayService`]. Path probes keep looking for a direct
 //!   path, which wins the moment it answers; a route that goes silent under
 //!   traffic is probed and left within about 2 s ([`FAILOVER_QUIET`]).
+//! - introductions: a peer we have no session with gets our record, signed
+//!   (`intro`), through every member we have a direct session with; a
+//!   member passes it on, and the target's record comes out of
+//!   [`Node::poll_peer_record`] marked [`PeerRecord::introduced_by`], so
+//!   discovery starts a handshake at once and both sides punch together.
 //!
 //! The per-packet paths allocate nothing: handshake traffic (rare) is the
 //! only thing that goes through the queue.
