@@ -119,6 +119,10 @@ const STAGES: &[Stage] = &[
         title: "Relay: two symmetric NATs connect through a relay; a blocked pair goes direct once punching is allowed",
         run: stage_relay,
     },
+    Stage {
+        title: "Call me now: a peer that does not relay introduces two NATed hosts, no DHT, and they connect directly",
+        run: stage_introduce,
+    },
 ];
 
 fn say(line: &str) {
@@ -453,6 +457,41 @@ fn stage_relay(lab: &Lab, args: &DemoArgs) -> Result<String> {
         "symmetric ↔ symmetric relayed after {:.2} s; blocked cone pair direct {:.1} s after unblocking",
         relayed.as_secs_f64(),
         direct.as_secs_f64()
+    ))
+}
+
+fn stage_introduce(lab: &Lab, args: &DemoArgs) -> Result<String> {
+    let spec = RelayPairSpec {
+        serve: false,
+        dht: false,
+        ..RelayPairSpec::sites(SiteKind::Cone, SiteKind::Cone)
+    };
+    let mut pair = RelayPair::start(lab, &args.kith, spec).context("building the lab")?;
+    say(
+        "two cone NATs with the DHT off: a and b know each other by key only, and both know relay1's address; relay1 does not relay ([relay] serve = false)",
+    );
+    let reached = pair.wait_path("direct", Duration::from_secs(60))?;
+    pair.node_a
+        .wait_log(&["introduced: connecting now"], Duration::from_secs(5))
+        .context("a logged no introduction")?;
+    say(
+        "relay1 passed each side's signed record to the other (\"call me now\"); both punched at once",
+    );
+    for (me, peer, view) in [("a", "b", &reached.ab), ("b", "a", &reached.ba)] {
+        say(&format!(
+            "{me} → {peer}: {} at {}",
+            view.path_reason,
+            view.endpoint.as_deref().unwrap_or("-")
+        ));
+    }
+    let svc = pair.relays[0].status()?.relay_service;
+    if svc.is_some() {
+        bail!("relay1 reports a relay service, but it was started with serve = false");
+    }
+    Ok(format!(
+        "cone ↔ cone introduced by a non-relaying peer, direct {:.2} s after start (first ping {:.2} s)",
+        reached.on_path.as_secs_f64(),
+        reached.first_ping.as_secs_f64()
     ))
 }
 
