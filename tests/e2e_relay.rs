@@ -358,6 +358,35 @@ fn blocked_punching_starts_relayed_and_goes_direct_under_a_transfer() {
     assert!(ab.relay.is_none(), "{row}: {ab:?}");
 }
 
+/// Hard-NAT traversal keeps running under a relayed session: a cone and a
+/// symmetric site meet through the relay (neither's handshake gets through
+/// the other's NAT), then a's port probes, now path pings on that session,
+/// land on one of b's extra sockets and both go direct.
+#[test]
+fn a_relayed_cone_symmetric_pair_goes_direct_by_port_probing() {
+    let (_turn, lab) = common::lab_in_turn();
+    let row = "cone | symmetric, with a relay";
+    let mut pair = start(
+        &lab,
+        RelayPairSpec::sites(SiteKind::Cone, SiteKind::Symmetric),
+    );
+    let (ab, ba) = connect(&mut pair, "direct", row);
+    for (me, node) in [("a", &mut pair.node_a), ("b", &mut pair.node_b)] {
+        node.wait_log(&["peer relayed", "relay1"], Duration::from_secs(1))
+            .or_else(|_| node.wait_log(&["peer connected", "relayed"], Duration::from_secs(1)))
+            .unwrap_or_else(|e| panic!("{row}: {me} was never relayed first: {e}"));
+        node.wait_log(&["peer direct again"], Duration::from_secs(1))
+            .unwrap_or_else(|e| panic!("{row}: {me} did not leave the relay: {e}"));
+    }
+    assert!(ab.path_reason.contains("port probing"), "{row}: a: {ab:?}");
+    assert!(
+        ab.relay.is_none() && ba.relay.is_none(),
+        "{row}: {ab:?} {ba:?}"
+    );
+    let report = transfer::tcp(&pair.b, b_listen(&pair, 5009), &pair.a, TWENTY_MB).unwrap();
+    assert!(report.intact(), "{row}: {report:?}");
+}
+
 /// "Call me now" through a member that does not relay: a and b have no
 /// DHT and no address for each other, only a session each with a public
 /// member. Without introductions they never connect; with them, each gets

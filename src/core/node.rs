@@ -320,6 +320,9 @@ struct Peer {
     relay_tx_bytes: u64,
     relay_rx_bytes: u64,
     relay_drops: u64,
+    /// The probe id of the path pings hard-NAT probes carry while the peer
+    /// is relayed (one for all the addresses an attempt sprays).
+    hard_probe: Option<u64>,
     /// Our last introduction to this peer (see [`intro`]), and the last one
     /// from it we acted on, with its record.
     intro_sent: Option<Instant>,
@@ -480,6 +483,7 @@ impl Node {
                 relay_tx_bytes: 0,
                 relay_rx_bytes: 0,
                 relay_drops: 0,
+                hard_probe: None,
                 intro_sent: None,
                 intro_heard: None,
                 intro_bucket: TokenBucket::new(intro::INTRO_PASS_RATE),
@@ -1106,14 +1110,34 @@ impl Node {
         }
     }
 
-    /// The handshake initiation to `id` now waiting for an answer, if any:
-    /// what hard-NAT probes send to addresses that are not candidates.
-    pub fn pending_initiation(&self, id: PeerId) -> Option<&[u8]> {
-        self.peers
-            .get(id.0)?
-            .pending
-            .as_ref()
-            .map(|p| p.msg.as_slice())
+    /// What a hard-NAT probe to an address that is not a candidate carries:
+    /// the handshake initiation waiting for an answer, or, for a peer we
+    /// reach only through a relay, a path ping on the session, whose pong
+    /// from wherever it landed is a direct path ([`Peer::hard_probe`]).
+    /// `None`: nothing to probe with (no handshake waits, and the session,
+    /// if any, is direct).
+    pub fn probe_datagram(&mut self, now: Instant, id: PeerId) -> Option<Vec<u8>> {
+        let p = self.peers.get(id.0)?;
+        if let Some(h) = p.pending.as_ref() {
+            return Some(h.msg.clone());
+        }
+        if p.relay.is_none() || !self.has_session(now, id) {
+            return None;
+        }
+        let probe = match p.hard_probe {
+            Some(probe) => probe,
+            None => {
+                let probe = self.rng.next_u64();
+                self.peers[id.0].hard_probe = Some(probe);
+                probe
+            }
+        };
+        let mut plain = [0u8; wire::MAX_CONTROL_LEN];
+        let n = wire::emit_control(&wire::Control::PathPing { id: probe }, &mut plain).ok()?;
+        let mut out = vec![0u8; n + SEAL_OVERHEAD];
+        let len = self.seal(now, id, &plain[..n], &mut out)?.ok()?;
+        out.truncate(len);
+        Some(out)
     }
 
     fn check_mac1(&self, input: &[u8], mac1: &[u8; wire::MAC_LEN]) -> bool {
@@ -1488,6 +1512,16 @@ impl Node {
             }
             wire::Control::PathPong { id: probe, .. } => {
                 let p = &mut self.peers[id.0];
+                if let Via::Direct(from) = via
+                    && p.hard_probe == Some(probe)
+                {
+                    // A hard-NAT probe landed: where its answer comes from
+                    // is a way through both NATs.
+                    p.hard_probe = None;
+                    tracing::debug!(peer = %p.cfg.name, addr = %from, "a hard-NAT probe got an answer: leaving the relay");
+                    self.go_direct(now, id, from);
+                    return;
+                }
                 let Some(addr) = p.paths.on_pong(now, probe) else {
                     return;
                 };

@@ -463,3 +463,55 @@ fn a_changed_record_is_introduced_again_at_once() {
         .collect();
     assert_eq!(got.last(), Some(&moved), "{got:?}");
 }
+
+#[test]
+fn a_relayed_peer_goes_direct_where_a_hard_nat_probe_lands() {
+    let mut sim = relayed(34, false, Limits::default());
+    sim.block(underlay(1), underlay(2));
+    sim.start_all();
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(relay_of(&sim, A, 0), Some(PeerId(1)));
+    // B is also reachable at an address nobody told A about (a port its
+    // NAT opened for one of its pool sockets), and answers A from there.
+    let hidden: std::net::SocketAddr = "198.18.0.200:40123".parse().unwrap();
+    sim.add_pool_port(B, hidden);
+    // The shell sprays probes; most go nowhere, one lands.
+    for port in [1000u16, 2000] {
+        let probe = {
+            let now = sim.now;
+            sim.nodes[A].node.probe_datagram(now, PeerId(0))
+        }
+        .expect("a relayed peer has something to probe with");
+        sim.send_raw(
+            underlay(1),
+            std::net::SocketAddr::from(([198, 18, 0, 99], port)),
+            probe,
+        );
+    }
+    assert_eq!(relay_of(&sim, A, 0), Some(PeerId(1)), "no answer yet");
+    let now = sim.now;
+    let probe = sim.nodes[A].node.probe_datagram(now, PeerId(0)).unwrap();
+    sim.send_raw(underlay(1), hidden, probe);
+    // One round trip (10 ms each way): a moves on the pong itself.
+    sim.run_for(Duration::from_millis(25));
+    assert_eq!(relay_of(&sim, A, 0), None, "a left the relay");
+    let st = sim.nodes[A].node.peer_status(PeerId(0)).unwrap();
+    assert_eq!(st.endpoint, Some(hidden), "{st:?}");
+    exchange(&mut sim, 10, "hard");
+    assert_eq!(count(&sim, B, "hard", 'a', 10), 10);
+    assert_eq!(count(&sim, A, "hard", 'b', 10), 10);
+    assert_eq!(relay_of(&sim, B, 0), None, "b follows a's data direct");
+}
+
+#[test]
+fn a_direct_peer_has_nothing_to_probe_with() {
+    let mut sim = relayed(35, false, Limits::default());
+    sim.start_all();
+    sim.act(A, |n, now| {
+        n.handle_candidates(now, PeerId(0), &[underlay(2)])
+    });
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(relay_of(&sim, A, 0), None);
+    let now = sim.now;
+    assert_eq!(sim.nodes[A].node.probe_datagram(now, PeerId(0)), None);
+}

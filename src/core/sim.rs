@@ -47,6 +47,9 @@ pub struct Sim {
     pub lan_latency: Option<Duration>,
     /// Further addresses of nodes (e.g. a LAN address beside the public one).
     aliases: Vec<(SocketAddr, usize)>,
+    /// Addresses added by [`add_pool_port`](Self::add_pool_port), and the
+    /// senders each has heard from: (node, port, remote).
+    pool_ports: Vec<(usize, SocketAddr, Option<SocketAddr>)>,
     blackholes: Vec<SocketAddr>,
     /// Address pairs that cannot reach each other (either way).
     blocked: Vec<(SocketAddr, SocketAddr)>,
@@ -110,6 +113,7 @@ impl Sim {
             latency: Duration::from_millis(10),
             lan_latency: None,
             aliases: Vec::new(),
+            pool_ports: Vec::new(),
             blackholes: Vec::new(),
             blocked: Vec::new(),
             jitter: Duration::ZERO,
@@ -214,13 +218,32 @@ impl Sim {
         self.aliases.push((addr, i));
     }
 
+    /// Give node `i` an address it answers from once someone wrote to it
+    /// there: what a hard-NAT pool socket's mapping looks like from outside
+    /// (the shell routes a peer's traffic through the pool socket its answer
+    /// came in on).
+    pub fn add_pool_port(&mut self, i: usize, addr: SocketAddr) {
+        self.aliases.push((addr, i));
+        self.pool_ports.push((i, addr, None));
+    }
+
     /// The address node `i` sends from towards `dst`: the one in the same
-    /// /24 if it has one (as the kernel's routing would pick), else its main one.
+    /// /24 if it has one (as the kernel's routing would pick), else a pool
+    /// port `dst` wrote to, else its main one.
     fn source_for(&self, i: usize, dst: SocketAddr) -> SocketAddr {
-        self.aliases
+        let lan = self
+            .aliases
             .iter()
-            .find(|(a, n)| *n == i && same_lan(*a, dst))
-            .map_or(self.nodes[i].addr, |&(a, _)| a)
+            .find(|(a, n)| *n == i && same_lan(*a, dst));
+        let pool = || {
+            self.pool_ports
+                .iter()
+                .find(|&&(n, _, heard)| n == i && heard == Some(dst))
+        };
+        match (lan, pool()) {
+            (Some(&(a, _)), _) | (None, Some(&(_, a, _))) => a,
+            (None, None) => self.nodes[i].addr,
+        }
     }
 
     /// Put a datagram on the simulated wire, subject to loss and latency.
@@ -299,6 +322,9 @@ impl Sim {
         let i = self.index_of(to)?;
         if !self.nodes[i].up {
             return None;
+        }
+        for port in self.pool_ports.iter_mut().filter(|p| p.1 == to) {
+            port.2 = Some(from);
         }
         let mut out = vec![0u8; bytes.len() + OVERHEAD];
         let now = self.now;

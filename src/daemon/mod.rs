@@ -672,7 +672,10 @@ impl Shell {
                 .is_some_and(|s| s.endpoint == Some(addr))
         });
         for id in self.node.peer_ids() {
-            if discover::has_session(&self.node, id, now) {
+            // A relayed peer keeps trying: its probes are path pings on the
+            // relayed session (`Node::probe_datagram`).
+            let relayed = self.node.peer_status(id).is_some_and(|s| s.relay.is_some());
+            if discover::has_session(&self.node, id, now) && !relayed {
                 // Also ends attempts a session made moot after the first
                 // connection (the core reports only that one).
                 self.puncher.connected(id);
@@ -742,8 +745,8 @@ impl Shell {
         while let Some(action) = self.puncher.poll_action() {
             match action {
                 Action::Probe { peer, dst } => {
-                    if let Some(msg) = self.node.pending_initiation(peer)
-                        && let Err(e) = self.udp.send_to(msg, dst).await
+                    if let Some(msg) = self.node.probe_datagram(Instant::now(), peer)
+                        && let Err(e) = self.udp.send_to(&msg, dst).await
                     {
                         debug!(addr = %dst, error = %e, "hard NAT: probe send failed");
                     }
@@ -759,8 +762,8 @@ impl Shell {
                     }
                 }
                 Action::PoolSend { peer, socket } => {
-                    if let Some(msg) = self.node.pending_initiation(peer) {
-                        self.pools.send(peer, socket, msg).await;
+                    if let Some(msg) = self.node.probe_datagram(Instant::now(), peer) {
+                        self.pools.send(peer, socket, &msg).await;
                     }
                 }
                 Action::ClosePool { peer } => self.pools.close(peer),
