@@ -11,14 +11,23 @@ const BURST: f64 = 5.0;
 /// Bound on remembered sources; idle ones are evicted first.
 const MAX_SOURCES: usize = 4096;
 
+/// Who an initiation is counted against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// Its source address, for one that came straight to us.
+    Addr(IpAddr),
+    /// The member a relay forwarded it for (by peer index).
+    Member(usize),
+}
+
 #[derive(Debug, Default)]
 pub struct HandshakeLimiter {
-    buckets: HashMap<IpAddr, (f64, Instant)>,
+    buckets: HashMap<Source, (f64, Instant)>,
 }
 
 impl HandshakeLimiter {
     /// Take a token for `src`; false means drop the packet.
-    pub fn allow(&mut self, now: Instant, src: IpAddr) -> bool {
+    pub fn allow(&mut self, now: Instant, src: Source) -> bool {
         if self.buckets.len() >= MAX_SOURCES && !self.buckets.contains_key(&src) {
             // A source idle for a second has refilled completely: forgetting
             // it changes nothing.
@@ -51,11 +60,17 @@ mod tests {
         let mut l = HandshakeLimiter::default();
         let a: IpAddr = "198.18.0.1".parse().unwrap();
         let b: IpAddr = "198.18.0.2".parse().unwrap();
-        let allowed = (0..100).filter(|_| l.allow(t0, a)).count();
+        let allowed = (0..100).filter(|_| l.allow(t0, Source::Addr(a))).count();
         assert_eq!(allowed, 5);
-        assert!(l.allow(t0, b), "one source must not starve another");
+        assert!(
+            l.allow(t0, Source::Addr(b)),
+            "one source must not starve another"
+        );
         // One second later: 20 more tokens, capped at the burst.
         let later = t0 + Duration::from_secs(1);
-        assert_eq!((0..100).filter(|_| l.allow(later, a)).count(), 5);
+        assert_eq!(
+            (0..100).filter(|_| l.allow(later, Source::Addr(a))).count(),
+            5
+        );
     }
 }

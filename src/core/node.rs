@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
 use super::intro;
-use super::limiter::HandshakeLimiter;
+use super::limiter::{HandshakeLimiter, Source};
 use super::noise::{self, Resolver, TIMESTAMP_LEN};
 use super::paths::Paths;
 use super::routes::RouteTable;
@@ -53,7 +53,7 @@ pub struct NodeConfig {
     pub secret: SecretKey,
     /// Pre-shared key mixed into every handshake (psk2); zeros without a
     /// network secret, as in WireGuard.
-    pub psk: [u8; 32],
+    pub psk: crate::identity::NetworkSecret,
     pub peers: Vec<PeerConfig>,
     pub relay: RelayConfig,
 }
@@ -415,7 +415,7 @@ impl Node {
             public_key: cfg.secret.public(),
             secret: cfg.secret.clone(),
             static_secret: cfg.secret.x25519(),
-            psk: cfg.psk,
+            psk: cfg.psk.0,
             our_mac1_key: noise::mac1_key(&our_public),
             peers: Vec::with_capacity(cfg.peers.len()),
             by_x25519: HashMap::new(),
@@ -1084,7 +1084,15 @@ impl Node {
         }
         // And through every relay that may carry it, at the same time: if
         // no direct address answers, the relay's copy does, and the pair
-        // is connected within one round trip through it.
+        // is connected within one round trip through it. Not for the rekey
+        // of a healthy direct pair: the relay would see handshakes of a
+        // pair that does not use it, and its copy, arriving first, would
+        // look like a path change.
+        let p = &self.peers[id.0];
+        let healthy_direct = p.relay.is_none() && p.direct_ok && p.failover == Failover::Quiet;
+        if healthy_direct && self.has_session(now, id) {
+            return;
+        }
         for r in self.relay_options(now, id) {
             tracing::debug!(peer = %self.peer_name(id), relay = %self.peer_name(r), attempt = attempts + 1, hs_stage = "initiation", "sending handshake initiation through a relay");
             self.send_via(now, id, Via::Relay(r), &msg);
@@ -1149,21 +1157,23 @@ impl Node {
         &mut self,
         now: Instant,
         via: Via,
+        relayed_for: Option<PeerId>,
         init: wire::Initiation<'_>,
     ) -> UdpOutcome {
         // Cheap checks first: mac1 proves the sender knows our public key;
-        // the limiter caps what one source can make us spend on DH (a
-        // relayed one counts against the relay's address).
+        // the limiter caps what one source can make us spend on DH. A
+        // relayed one counts against the member the relay names (it
+        // authenticated that member), not the relay's address, which every
+        // relayed member shares.
         if !self.check_mac1(init.mac1_input, &init.mac1) {
             return UdpOutcome::Dropped(DropReason::BadMac);
         }
-        let source = match via {
-            Via::Direct(from) => Some(from),
-            Via::Relay(r) => self.peers[r.0].endpoint,
+        let source = match (via, relayed_for) {
+            (Via::Direct(from), _) => Source::Addr(from.ip()),
+            (Via::Relay(_), Some(member)) => Source::Member(member.0),
+            (Via::Relay(r), None) => Source::Member(r.0),
         };
-        if let Some(src) = source
-            && !self.limiter.allow(now, src.ip())
-        {
+        if !self.limiter.allow(now, source) {
             return UdpOutcome::Dropped(DropReason::RateLimited);
         }
         let (static_secret, psk) = (self.static_secret, self.psk);
@@ -1192,6 +1202,10 @@ impl Node {
         else {
             return UdpOutcome::Dropped(DropReason::UnknownPeer);
         };
+        // A relay may only speak for the member it names.
+        if relayed_for.is_some_and(|m| m != id) {
+            return UdpOutcome::Dropped(DropReason::RelayMismatch);
+        }
         let p = &self.peers[id.0];
         // WireGuard §5.1: a timestamp not newer than the last one is a replay.
         if p.last_timestamp.is_some_and(|last| timestamp <= last) {
@@ -1230,7 +1244,10 @@ impl Node {
             self.by_index.remove(&old.local_index);
         }
         tracing::debug!(peer = %self.peers[id.0].cfg.name, via = ?via, hs_stage = "response", "answering handshake initiation");
-        self.on_authenticated(now, id, via, true);
+        // No `on_authenticated`: an initiation may be a replay (after our
+        // restart there is no timestamp to compare it with), so it moves no
+        // endpoint, proves no path and picks no relay. The initiator's
+        // first data on the new session, right after our response, does.
         // Back the way it came: through the relay if it was relayed.
         self.send_via(now, id, via, &msg);
         UdpOutcome::Handled
@@ -1273,7 +1290,10 @@ impl Node {
             self.by_index.remove(&old.local_index);
         }
         tracing::debug!(peer = %self.peers[id.0].cfg.name, via = ?via, hs_stage = "complete", "handshake complete (initiator)");
-        self.on_authenticated(now, id, via, true);
+        // A response answers our pending initiation, so it is fresh; but a
+        // relay's copy can beat the direct one without the direct path
+        // having failed, so only a direct one moves the route.
+        self.on_authenticated(now, id, via, matches!(via, Via::Direct(_)));
         self.on_session(now, id);
         // Key confirmation: the responder may send only once it has heard
         // from us on the new session, so say something right away.
@@ -1626,7 +1646,7 @@ impl Node {
     ) -> UdpOutcome {
         match wire::parse(datagram) {
             Ok(Packet::Data(d)) => self.handle_data(now, Via::Direct(from), d, out),
-            Ok(Packet::Initiation(i)) => self.handle_initiation(now, Via::Direct(from), i),
+            Ok(Packet::Initiation(i)) => self.handle_initiation(now, Via::Direct(from), None, i),
             Ok(Packet::Response(r)) => self.handle_response(now, Via::Direct(from), r),
             Ok(Packet::CookieReply(_)) => UdpOutcome::Dropped(DropReason::CookieIgnored),
             Ok(Packet::Stun(_)) => UdpOutcome::Stun,
@@ -1871,7 +1891,7 @@ impl Node {
             Ok(Packet::Data(_) | Packet::Response(_)) => {
                 UdpOutcome::Dropped(DropReason::RelayMismatch)
             }
-            Ok(Packet::Initiation(i)) => self.handle_initiation(now, via, i),
+            Ok(Packet::Initiation(i)) => self.handle_initiation(now, via, Some(sender), i),
             Ok(Packet::CookieReply(_)) => UdpOutcome::Dropped(DropReason::CookieIgnored),
             Ok(Packet::Stun(_)) => UdpOutcome::Dropped(DropReason::RelayMismatch),
             Err(e) => UdpOutcome::Dropped(DropReason::Malformed(e)),

@@ -515,3 +515,47 @@ fn a_direct_peer_has_nothing_to_probe_with() {
     let now = sim.now;
     assert_eq!(sim.nodes[A].node.probe_datagram(now, PeerId(0)), None);
 }
+
+#[test]
+fn a_healthy_direct_pair_rekeys_without_the_relay() {
+    let mut sim = relayed(36, false, Limits::default());
+    sim.start_all();
+    sim.act(A, |n, now| {
+        n.handle_candidates(now, PeerId(0), &[underlay(2)])
+    });
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(relay_of(&sim, A, 0), None);
+    let forwarded = |sim: &Sim| {
+        let svc = sim.nodes[R1].node.relay_service().unwrap();
+        svc.member(0).unwrap().forwarded_packets + svc.member(1).unwrap().forwarded_packets
+    };
+    let before = (sim.wire_log.len(), forwarded(&sim));
+    // Past two rekeys (every 120 s), with some traffic and idle stretches.
+    for k in 0..30 {
+        exchange(&mut sim, 1, &format!("r{k}"));
+        sim.run_for(Duration::from_secs(9));
+    }
+    let ab = [underlay(1), underlay(2)];
+    let handshakes = sim.wire_log[before.0..]
+        .iter()
+        .filter(|(from, to, b)| {
+            ab.contains(from) && ab.contains(to) && b[0] == crate::wire::TYPE_INITIATION
+        })
+        .count();
+    assert!(handshakes >= 2, "it rekeyed: {handshakes}");
+    assert_eq!(
+        forwarded(&sim),
+        before.1,
+        "the relay carried nothing for the pair"
+    );
+    for i in [A, B] {
+        assert!(
+            !sim.nodes[i]
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Relayed { .. })),
+            "{:?}",
+            sim.nodes[i].events
+        );
+    }
+}

@@ -266,6 +266,38 @@ fn peer_restart_replaces_session() {
 }
 
 #[test]
+fn a_replayed_initiation_after_a_restart_moves_no_endpoint() {
+    let mut sim = pair(41);
+    sim.start_all();
+    sim.run_for(Duration::from_secs(1));
+    let old_init = sim
+        .wire_log
+        .iter()
+        .find(|(from, _, b)| *from == underlay(1) && b[0] == crate::wire::TYPE_INITIATION)
+        .map(|(_, _, b)| b.clone())
+        .unwrap();
+    // b restarts: it has no timestamp of a's left to refuse the replay with.
+    sim.restart(1, 2, vec![peer_cfg(1, true)]);
+    sim.start_node(1);
+    sim.run_for(Duration::from_millis(500));
+    let ep = |sim: &Sim| sim.nodes[1].node.peer_status(PeerId(0)).unwrap().endpoint;
+    assert_eq!(ep(&sim), Some(underlay(1)));
+    // Someone replays a's captured initiation from elsewhere.
+    let elsewhere: std::net::SocketAddr = "198.18.0.66:4444".parse().unwrap();
+    let r = sim.deliver(elsewhere, underlay(2), &old_init).unwrap();
+    assert_eq!(r, UdpOutcome::Handled, "it is mac1-valid and new to b");
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(
+        ep(&sim),
+        Some(underlay(1)),
+        "b still sends to a, not the replayer"
+    );
+    sim.send_ip(1, overlay(1), b"still a");
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(delivered(&sim, 0, b"still a"), 1);
+}
+
+#[test]
 fn inner_source_must_be_allowed() {
     let mut sim = pair(10);
     sim.start_all();
