@@ -788,16 +788,6 @@ fn relay_bench(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
             ..RelayPairSpec::sites(SiteKind::Cone, SiteKind::Cone)
         },
     )?;
-    println!(
-        "time to direct, cone | cone, daemon start → both report direct (one run each, status polled every 0.1 s):"
-    );
-    for (what, t) in [
-        ("DHT only", dht_only),
-        ("shared relay + DHT", to_direct),
-        ("mutual peer, no DHT", introduced),
-    ] {
-        println!("{:<26} {:>12.2} s", what, t.as_secs_f64());
-    }
 
     // Over TCP: a's site lets no UDP out, so a reaches relay1 over TCP.
     let lab2 = Lab::new().context("building a second lab")?;
@@ -811,23 +801,34 @@ fn relay_bench(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
     let over_tcp = iperf::tcp(&pair.b, &pair.a, b, 5201, seconds)?;
     let ping_tcp = pair.a.ping(b, pings, interval)?;
     let transport = pair.node_a.peer_status("b")?.relay.map(|r| r.transport);
+    // Ratios against the direct figures of the first lab.
     println!(
-        "{:<26} {:>12.3} {:>12} {:>10.2}",
+        "{:<26} {:>12} {:>12.3} {:>10.2}",
         format!(
-            "TCP a → b via relay/{}",
+            "TCP a → b, relay over {}",
             transport.as_deref().unwrap_or("?")
         ),
-        over_tcp.gbit_per_s(),
         "",
+        over_tcp.gbit_per_s(),
         over_tcp.bits_per_second / direct.bits_per_second
     );
     println!(
-        "{:<26} {:>12.3} {:>12} {:>10.2}",
-        "ping a → b avg (ms)",
-        ms(ping_tcp),
+        "{:<26} {:>12} {:>12.3} {:>10.2}",
+        "ping, relay over TCP (ms)",
         "",
+        ms(ping_tcp),
         ms(ping_tcp) / ms(ping_direct)
     );
+    println!(
+        "\ntime to direct, cone | cone, daemon start → both report direct (one run each, status polled every 0.1 s):"
+    );
+    for (what, t) in [
+        ("DHT only", dht_only),
+        ("shared relay + DHT", to_direct),
+        ("mutual peer, no DHT", introduced),
+    ] {
+        println!("{:<26} {:>12.2} s", what, t.as_secs_f64());
+    }
     Ok(())
 }
 
