@@ -25,6 +25,11 @@ pub enum KeyError {
     Length { len: usize },
     #[error("not a valid Ed25519 public key (not a point on the curve)")]
     NotOnCurve,
+    #[error(
+        "a low-order point, not a real public key (every Diffie-Hellman with it gives the same \
+         result)"
+    )]
+    LowOrder,
 }
 
 fn decode32(text: &str) -> Result<[u8; 32], KeyError> {
@@ -91,6 +96,18 @@ impl fmt::Debug for SecretKey {
     }
 }
 
+/// The network secret: the psk2 of every handshake and a key of the DHT
+/// records (all zeros when the network has none). `Debug` never shows it,
+/// so a config or settings struct can be logged whole.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct NetworkSecret(pub [u8; 32]);
+
+impl fmt::Debug for NetworkSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NetworkSecret(redacted)")
+    }
+}
+
 /// A peer's name: its Ed25519 public key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublicKey {
@@ -99,9 +116,14 @@ pub struct PublicKey {
 
 impl PublicKey {
     /// Accepts only encodings of points on the curve, so a typo in a config
-    /// fails at load time rather than as a silent handshake failure.
+    /// fails at load time rather than as a silent handshake failure, and
+    /// none of small order: its X25519 form would make the static-key
+    /// Diffie-Hellman results all zero, whoever holds the other key.
     pub fn from_bytes(ed: [u8; 32]) -> Result<Self, KeyError> {
         let vk = VerifyingKey::from_bytes(&ed).map_err(|_| KeyError::NotOnCurve)?;
+        if vk.is_weak() {
+            return Err(KeyError::LowOrder);
+        }
         Ok(Self { ed: vk.to_bytes() })
     }
 
@@ -148,6 +170,38 @@ impl fmt::Debug for PublicKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn low_order_keys_are_refused() {
+        // The identity point and a point of order 2, as Ed25519 encodings.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut order2 = [0xffu8; 32];
+        order2[0] = 0xec;
+        order2[31] = 0x7f;
+        for ed in [identity, order2] {
+            assert_eq!(PublicKey::from_bytes(ed).err(), Some(KeyError::LowOrder));
+            let text = B64.encode(ed);
+            assert_eq!(text.parse::<PublicKey>().err(), Some(KeyError::LowOrder));
+        }
+        assert!(PublicKey::from_bytes(*SecretKey::from_seed([5; 32]).public().as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let seed = [0xab; 32];
+        let sk = SecretKey::from_seed(seed);
+        let cfg = crate::config::Network {
+            id: Some("home".into()),
+            secret: Some(NetworkSecret(seed)),
+        };
+        for shown in [format!("{sk:?}"), format!("{cfg:?}")] {
+            assert!(!shown.contains("171"), "{shown}");
+            assert!(!shown.to_lowercase().contains("abab"), "{shown}");
+            assert!(!shown.contains(&sk.to_base64()), "{shown}");
+        }
+        assert!(format!("{cfg:?}").contains("redacted"));
+    }
 
     #[test]
     fn base64_round_trip_and_length() {

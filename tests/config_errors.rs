@@ -288,6 +288,16 @@ fn rows() -> Vec<Row> {
             &[(6, 14, "peer[0].public_key", "not valid base64")],
         ),
         with_iface(
+            "public key of low order",
+            "[[peer]]\nname = \"nas\"\npublic_key = \"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\nallowed_ips = []\n",
+            &[(
+                6,
+                14,
+                "peer[0].public_key",
+                "a low-order point, not a real public key",
+            )],
+        ),
+        with_iface(
             "public key wrong length",
             "[[peer]]\nname = \"nas\"\npublic_key = \"AAAA\"\nallowed_ips = []\n",
             &[(
@@ -886,7 +896,7 @@ fn both_private_keys_is_a_warning_and_the_file_wins() {
 
 #[cfg(unix)]
 #[test]
-fn world_readable_key_file_is_a_warning() {
+fn world_readable_key_file_is_refused() {
     let dir = temp_dir("world-readable");
     let key = dir.join("open.key");
     write_key(&key, 0o644);
@@ -894,13 +904,18 @@ fn world_readable_key_file_is_a_warning() {
     let text = format!(
         "[interface]\naddress = \"100.96.0.1/16\"\nprivate_key_file = \"open.key\"\n{NO_DHT}"
     );
-    let config = config::parse(&path, &text).expect("a readable key is still valid");
-    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
-    let w = &config.warnings[0];
-    assert!(w.contains(":3:20: interface.private_key_file: "), "{w}");
-    assert!(w.contains(&key.display().to_string()), "{w}");
-    assert!(w.contains("mode 644"), "{w}");
-    assert!(w.contains("chmod 600"), "{w}");
+    let err = config::parse(&path, &text).expect_err("a readable key is refused");
+    let shown = err.to_string();
+    assert!(
+        shown.contains(":3:20: interface.private_key_file: "),
+        "{shown}"
+    );
+    assert!(shown.contains(&key.display().to_string()), "{shown}");
+    assert!(shown.contains("mode 644"), "{shown}");
+    assert!(shown.contains("chmod 600"), "{shown}");
+    write_key(&key, 0o600);
+    let config = config::parse(&path, &text).expect("the same key at 0600 is fine");
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -972,7 +987,10 @@ fn network_and_discovery_values() {
     let c = got.expect("valid");
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     assert_eq!(c.network.id.as_deref(), Some("Home-1.lan_x"));
-    assert_eq!(c.network.secret, Some([9; 32]));
+    assert_eq!(
+        c.network.secret,
+        Some(kith::identity::NetworkSecret([9; 32]))
+    );
     assert!(c.discovery.dht && c.discovery.dht_server);
     // An explicit list replaces the defaults, kept as written.
     assert_eq!(
@@ -1096,23 +1114,25 @@ fn dht_server_without_dht_is_a_warning() {
 
 #[cfg(unix)]
 #[test]
-fn world_readable_secret_file_is_a_warning() {
+fn world_readable_secret_file_is_refused() {
     let dir = temp_dir("open-secret");
     let secret = dir.join("open.secret");
     write_secret(&secret, &secret_b64(), 0o640);
     let path = dir.join("kith.toml");
     let text = format!("{IFACE}{NET}secret_file = \"open.secret\"\n");
-    let config = config::parse(&path, &text).expect("a readable secret is still valid");
-    assert_eq!(config.network.secret, Some([9; 32]));
-    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
-    let w = &config.warnings[0];
+    let err = config::parse(&path, &text).expect_err("a readable secret is refused");
+    let shown = err.to_string();
     assert!(
-        w.contains(":6:15: network.secret_file: network secret file "),
-        "{w}"
+        shown.contains(":6:15: network.secret_file: network secret file "),
+        "{shown}"
     );
-    assert!(w.contains(&secret.display().to_string()), "{w}");
-    assert!(w.contains("mode 640"), "{w}");
-    assert!(w.contains("chmod 600"), "{w}");
+    assert!(shown.contains(&secret.display().to_string()), "{shown}");
+    assert!(shown.contains("mode 640"), "{shown}");
+    assert!(shown.contains("chmod 600"), "{shown}");
+    assert!(
+        !shown.contains(&secret_b64()),
+        "never echo the secret: {shown}"
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 

@@ -87,7 +87,10 @@ fn full_example_has_documented_values() {
     let names: Vec<&str> = c.peers.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["nas", "laptop"]);
     assert_eq!(c.network.id.as_deref(), Some("home"));
-    assert_eq!(c.network.secret, Some([9; 32]));
+    assert_eq!(
+        c.network.secret,
+        Some(kith::identity::NetworkSecret([9; 32]))
+    );
     let d = config::Discovery::default();
     assert_eq!(c.discovery.dht, d.dht);
     assert_eq!(c.discovery.bootstrap, config::DEFAULT_BOOTSTRAP);

@@ -17,8 +17,8 @@
 //!    are sorted by position. Nothing panics on any input (it is fuzzed).
 //!
 //! Every error prints as `file:line:column: key.path: message`, and the
-//! message says what to write instead. Warnings (e.g. a private key file
-//! readable by others) use the same format and land in [`Config::warnings`].
+//! message says what to write instead. Warnings (e.g. a deprecated spelling)
+//! use the same format and land in [`Config::warnings`].
 //!
 //! Adding a table (e.g. `[metrics]`) is: a struct in `raw`, a field in
 //! `RawConfig`, a function in `validate`, a field in [`Config`]. Adding a key
@@ -54,7 +54,7 @@ pub struct Config {
     pub discovery: Discovery,
     pub relay: Relay,
     pub peers: Vec<Peer>,
-    /// Non-fatal findings (e.g. a world-readable private key file).
+    /// Non-fatal findings, in the same `file:line:column` format as errors.
     pub warnings: Vec<String>,
 }
 
@@ -76,7 +76,7 @@ pub struct Network {
     pub id: Option<String>,
     /// 32-byte network secret read from `secret_file` (base64, 44 characters):
     /// the PSK of every handshake and a key of the DHT records.
-    pub secret: Option<[u8; 32]>,
+    pub secret: Option<crate::identity::NetworkSecret>,
 }
 
 /// The public Mainline bootstrap nodes, used when `[discovery] bootstrap`

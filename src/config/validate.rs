@@ -433,14 +433,18 @@ fn secret_file<T>(
         }
     };
     if mode & 0o077 != 0 {
-        ctx.warn(
+        // Refused, not warned about: a secret others can read is already
+        // theirs, and a warning scrolls past in a service's journal.
+        ctx.error(
             file.span(),
             kind.key,
             format!(
-                "{what} \"{shown}\" is readable by group/others (mode {:03o}); run `chmod 600 {shown}`",
+                "{what} \"{shown}\" is readable by group/others (mode {:03o}); \
+                 run `chmod 600 {shown}` (and consider the secret exposed)",
                 mode & 0o777,
             ),
         );
+        return None;
     }
     Some(value)
 }
@@ -516,7 +520,7 @@ fn network(ctx: &mut Ctx<'_>, raw: RawNetwork, base_dir: &Path) -> Option<Networ
 
     Some(Network {
         id: id?,
-        secret: secret?,
+        secret: secret?.map(crate::identity::NetworkSecret),
     })
 }
 

@@ -62,7 +62,7 @@ impl CryptoResolver for Resolver {
         Some(Box::new(SeededRandom(rand::rngs::StdRng::from_seed(seed))))
     }
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
-        DefaultResolver.resolve_dh(choice)
+        Some(Box::new(NonZeroDh(DefaultResolver.resolve_dh(choice)?)))
     }
     fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
         DefaultResolver.resolve_hash(choice)
@@ -71,6 +71,47 @@ impl CryptoResolver for Resolver {
         RingResolver
             .resolve_cipher(choice)
             .or_else(|| DefaultResolver.resolve_cipher(choice))
+    }
+}
+
+/// snow's X25519, refusing an all-zero result (a low-order point from the
+/// other side, e.g. a forged ephemeral key): the handshake then fails as
+/// WireGuard's does, instead of mixing a key anyone can compute.
+struct NonZeroDh(Box<dyn Dh>);
+
+impl Dh for NonZeroDh {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn pub_len(&self) -> usize {
+        self.0.pub_len()
+    }
+    fn priv_len(&self) -> usize {
+        self.0.priv_len()
+    }
+    fn set(&mut self, privkey: &[u8]) {
+        self.0.set(privkey)
+    }
+    fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
+        self.0.generate(rng)
+    }
+    fn pubkey(&self) -> &[u8] {
+        self.0.pubkey()
+    }
+    fn privkey(&self) -> &[u8] {
+        self.0.privkey()
+    }
+    fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
+        self.0.dh(pubkey, out)?;
+        let n = self.dh_len().min(out.len());
+        // Constant time: the result is a secret.
+        if out[..n].iter().fold(0u8, |acc, b| acc | b) == 0 {
+            return Err(snow::Error::Dh);
+        }
+        Ok(())
+    }
+    fn dh_len(&self) -> usize {
+        self.0.dh_len()
     }
 }
 
@@ -110,6 +151,28 @@ pub fn tai64n(unix: std::time::Duration) -> [u8; TIMESTAMP_LEN] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_all_zero_diffie_hellman_fails() {
+        use rand::SeedableRng as _;
+        let r = Resolver::new(&mut rand::rngs::StdRng::seed_from_u64(1));
+        let mut dh = r.resolve_dh(&DHChoice::Curve25519).unwrap();
+        dh.set(&[7; 32]);
+        let mut out = [0u8; 32];
+        // 0 and 1 are points of small order: every scalar maps them to 0.
+        for low in [[0u8; 32], {
+            let mut one = [0u8; 32];
+            one[0] = 1;
+            one
+        }] {
+            assert!(matches!(dh.dh(&low, &mut out), Err(snow::Error::Dh)));
+        }
+        let other = crate::identity::SecretKey::from_seed([8; 32])
+            .public()
+            .x25519();
+        dh.dh(&other, &mut out).unwrap();
+        assert_ne!(out, [0; 32]);
+    }
 
     #[test]
     fn blake2s_known_answer() {

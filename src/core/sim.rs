@@ -148,7 +148,7 @@ impl Sim {
     fn make_node(&mut self, n: u8, peers: Vec<PeerConfig>, relay: RelayConfig) -> Node {
         let cfg = NodeConfig {
             secret: key(n),
-            psk: [0; 32],
+            psk: Default::default(),
             peers,
             relay,
         };

@@ -155,10 +155,22 @@ pub enum ControlError {
         "cannot create the control socket {path}: {source}. Is another kith using this interface name? (`kith up --control PATH` picks another socket)"
     )]
     Bind { path: PathBuf, source: io::Error },
+    #[error(
+        "{path} exists and is not a socket; kith will not remove it. Move it away, or pick another \
+         socket with `kith up --control PATH`"
+    )]
+    NotSocket { path: PathBuf },
 }
+
+/// At most this many control connections are served at once; more wait in
+/// the listen backlog.
+const MAX_CLIENTS: usize = 16;
+/// A client that sends no complete request line in this time is dropped.
+const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Bind the socket (replacing a stale one) and serve requests into `tx`.
 pub fn serve(path: &Path, tx: mpsc::Sender<Request>) -> Result<(), ControlError> {
+    use std::os::unix::fs::FileTypeExt as _;
     let err = |source| ControlError::Bind {
         path: path.to_path_buf(),
         source,
@@ -166,21 +178,52 @@ pub fn serve(path: &Path, tx: mpsc::Sender<Request>) -> Result<(), ControlError>
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    // A socket file left by a killed daemon would make bind fail.
-    if std::os::unix::net::UnixStream::connect(path).is_err() {
-        let _ = std::fs::remove_file(path);
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(ControlError::NotSocket {
+                path: path.to_path_buf(),
+            });
+        }
+        // A socket left by a killed daemon would make bind fail; a live
+        // one belongs to another daemon, and bind will say so.
+        Ok(_) if std::os::unix::net::UnixStream::connect(path).is_err() => {
+            let _ = std::fs::remove_file(path);
+        }
+        _ => {}
     }
-    let listener = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    // Bound under a temporary name and made 0600 before it appears under
+    // its own: nobody else can connect in between.
+    let tmp = path.with_extension(format!("new-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).map_err(err)?;
+    let placed =
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).and_then(|()| {
+            if path.exists() {
+                // Raced by another daemon: do not take its socket.
+                return Err(io::Error::from(io::ErrorKind::AddrInUse));
+            }
+            std::fs::rename(&tmp, path)
+        });
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
+    }
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
     tokio::spawn(async move {
         loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let tx = tx.clone();
             tokio::spawn(async move {
-                if let Err(e) = answer(stream, tx).await {
-                    tracing::debug!(error = %e, "control request failed");
+                let _slot = slot;
+                match tokio::time::timeout(CLIENT_TIMEOUT, answer(stream, tx)).await {
+                    Ok(Err(e)) => tracing::debug!(error = %e, "control request failed"),
+                    Err(_) => tracing::debug!("control client too slow; dropped"),
+                    Ok(Ok(())) => {}
                 }
             });
         }
@@ -234,4 +277,79 @@ pub async fn request_status(path: &Path) -> Result<StatusReport, String> {
         .map_err(|e| e.to_string())?;
     serde_json::from_str(&text)
         .map_err(|e| format!("unexpected answer from {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("kith-control-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_socket_is_left_alone() {
+        let d = dir("file");
+        let path = d.join("kith0.sock");
+        std::fs::write(&path, b"precious").unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let e = serve(&path, tx).unwrap_err();
+        assert!(matches!(e, ControlError::NotSocket { .. }), "{e}");
+        assert!(e.to_string().contains("--control PATH"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_private_and_not_taken_from_a_live_daemon() {
+        let d = dir("live");
+        let path = d.join("kith0.sock");
+        let (tx, _rx) = mpsc::channel(1);
+        serve(&path, tx.clone()).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let e = serve(&path, tx).unwrap_err();
+        assert!(matches!(e, ControlError::Bind { .. }), "{e}");
+        // Still the first one's: it answers.
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        s.write_all(b"hello\n").await.unwrap();
+        let mut answer = String::new();
+        BufReader::new(s).read_line(&mut answer).await.unwrap();
+        assert!(answer.contains("unknown request"), "{answer}");
+        let leftovers: Vec<_> = std::fs::read_dir(&d).unwrap().collect();
+        assert_eq!(
+            leftovers.len(),
+            1,
+            "no temporary sockets left: {leftovers:?}"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_is_dropped_and_others_are_served() {
+        let d = dir("slow");
+        let path = d.join("kith0.sock");
+        let (tx, _rx) = mpsc::channel(1);
+        serve(&path, tx).unwrap();
+        // More silent clients than slots: a later one still gets its answer
+        // once the silent ones time out.
+        let mut silent = Vec::new();
+        for _ in 0..MAX_CLIENTS {
+            silent.push(UnixStream::connect(&path).await.unwrap());
+        }
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        s.write_all(b"ping\n").await.unwrap();
+        let mut answer = String::new();
+        let started = std::time::Instant::now();
+        BufReader::new(s).read_line(&mut answer).await.unwrap();
+        assert!(answer.contains("unknown request"), "{answer}");
+        assert!(
+            started.elapsed() >= CLIENT_TIMEOUT / 2,
+            "it waited for a slot"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -120,7 +120,7 @@ impl Discovery {
                 let settings = rendezvous::Settings {
                     identity: cfg.interface.private_key.clone(),
                     network_id: id.clone(),
-                    secret: cfg.network.secret,
+                    secret: cfg.network.secret.clone(),
                     dht: DhtSettings {
                         bind: None,
                         port: cfg.discovery.dht_port,
@@ -534,7 +534,7 @@ mod tests {
         let node = Node::new(
             NodeConfig {
                 secret: me,
-                psk: [0; 32],
+                psk: Default::default(),
                 peers: vec![PeerConfig {
                     name: "b".into(),
                     public_key: b,

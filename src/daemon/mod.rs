@@ -90,7 +90,7 @@ async fn node_config(cfg: &Config) -> NodeConfig {
     NodeConfig {
         secret: cfg.interface.private_key.clone(),
         // The network secret is the psk2 of every handshake (design §3).
-        psk: cfg.network.secret.unwrap_or([0; 32]),
+        psk: cfg.network.secret.clone().unwrap_or_default(),
         peers,
         relay: relay_config(cfg),
     }
@@ -267,6 +267,7 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         pools: punch::Pools::new(),
         tcp,
         record_seqs: Vec::new(),
+        recv_errors: RecvErrors::default(),
     };
     shell.flush().await;
     let result = shell.run().await;
@@ -304,6 +305,33 @@ struct Shell {
     tcp: tcp::TcpTransport,
     /// The seq of each peer's last record seen (indexed by peer).
     record_seqs: Vec<Option<i64>>,
+    recv_errors: RecvErrors,
+}
+
+/// Failed reads of the data socket. One is no reason to stop (an ICMP error
+/// queued on the socket, a transient ENOMEM); a run of them is worth a
+/// warning, not one per datagram.
+#[derive(Default)]
+struct RecvErrors {
+    count: u64,
+    warned: Option<Instant>,
+}
+
+impl RecvErrors {
+    const WARN_EVERY: Duration = Duration::from_secs(10);
+
+    fn note(&mut self, now: Instant, e: &std::io::Error) {
+        self.count += 1;
+        if self
+            .warned
+            .is_some_and(|t| now.saturating_duration_since(t) < Self::WARN_EVERY)
+        {
+            debug!(error = %e, "UDP receive failed");
+            return;
+        }
+        self.warned = Some(now);
+        warn!(error = %e, total = self.count, "UDP receive failed; carrying on");
+    }
 }
 
 /// Wait for the next rendezvous result, or forever when there is none.
@@ -414,7 +442,13 @@ impl Shell {
                     warn!("SIGHUP: config reload is not supported yet; restart kith to apply changes");
                 }
                 r = self.udp.recv(&mut b.udp_in) => {
-                    let r = r?;
+                    let r = match r {
+                        Ok(r) => r,
+                        Err(e) => {
+                            self.recv_errors.note(Instant::now(), &e);
+                            continue;
+                        }
+                    };
                     let from = r.from;
                     // Only an authenticated datagram proves UDP to a relay works.
                     if self.on_udp(r, &mut b).await && self.tcp.has_links() {
@@ -511,22 +545,51 @@ impl Shell {
     /// Returns whether any datagram authenticated (data or a handshake step).
     async fn on_udp(&mut self, r: Received, b: &mut Buffers) -> bool {
         let now = Instant::now();
+        let mut authenticated = false;
+        // A run can hold more datagrams than there are TUN buffers (the
+        // kernel's GSO allows 128 segments, a peer may send them in one
+        // run): write each group of `tun_out.len()` before the next.
+        let segment = r.segment.max(1);
+        let Buffers {
+            udp_in,
+            tun_out,
+            gro,
+            ..
+        } = b;
+        for run in udp_in[..r.len].chunks(segment * tun_out.len()) {
+            authenticated |= self
+                .open_group(now, r.from, run, segment, tun_out, gro)
+                .await;
+        }
+        authenticated
+    }
+
+    /// One group of a run, at most `tun_out.len()` datagrams.
+    async fn open_group(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        run: &[u8],
+        segment: usize,
+        tun_out: &mut [Vec<u8>],
+        gro: &mut tun_rs::GROTable,
+    ) -> bool {
         let mut k = 0;
         let mut authenticated = false;
-        for datagram in b.udp_in[..r.len].chunks(r.segment.max(1)) {
-            let out = &mut b.tun_out[k];
+        for datagram in run.chunks(segment) {
+            let out = &mut tun_out[k];
             out.resize(TUN_HDR + datagram.len() + OVERHEAD, 0);
             match self
                 .node
-                .handle_udp(now, r.from, datagram, &mut out[TUN_HDR..])
+                .handle_udp(now, from, datagram, &mut out[TUN_HDR..])
             {
                 UdpOutcome::WriteTun { len } => {
                     out.truncate(TUN_HDR + len);
                     k += 1;
                     authenticated = true;
                 }
-                UdpOutcome::Dropped(reason) => debug!(addr = %r.from, %reason, "datagram dropped"),
-                UdpOutcome::Stun => self.stun.handle_datagram(now, r.from, datagram),
+                UdpOutcome::Dropped(reason) => debug!(addr = %from, %reason, "datagram dropped"),
+                UdpOutcome::Stun => self.stun.handle_datagram(now, from, datagram),
                 UdpOutcome::Handled => authenticated = true,
                 UdpOutcome::Forward { dst, len } => {
                     // We relay: the frame goes on to the other member.
@@ -539,7 +602,7 @@ impl Shell {
         if k > 0
             && let Err(e) = self
                 .tun
-                .send_multiple(&mut b.gro, &mut b.tun_out[..k], TUN_HDR)
+                .send_multiple(gro, &mut tun_out[..k], TUN_HDR)
                 .await
         {
             debug!(error = %e, "TUN write failed; packets dropped");

@@ -8,8 +8,9 @@
 //! leaves a half-written cache.
 
 use std::collections::BTreeMap;
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -48,7 +49,17 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(err)?;
+    // 0600 from the start: the cache says where each peer lives and when.
+    // A leftover temporary file from an older version may be more open.
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    file.write_all(bytes).map_err(err)?;
+    drop(file);
     std::fs::rename(&tmp, path).map_err(err)
 }
 
@@ -134,9 +145,17 @@ mod tests {
             !c.remember(&peer, addrs.clone(), 200),
             "unchanged candidates are not a change"
         );
+        // A stale, world-readable temporary file does not make it public.
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(PeerCache::path(&dir).with_extension("tmp"), b"old").unwrap();
         c.save(&dir).unwrap();
         let back = PeerCache::load(&dir).unwrap();
         assert_eq!(back.get(&peer).unwrap().candidates, addrs);
+        let mode = |p: PathBuf| {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+        };
+        assert_eq!(mode(PeerCache::path(&dir)), 0o600);
 
         std::fs::write(PeerCache::path(&dir), b"{not json").unwrap();
         assert!(matches!(
@@ -147,6 +166,7 @@ mod tests {
         assert_eq!(load_seq(&dir), None);
         save_seq(&dir, 42).unwrap();
         assert_eq!(load_seq(&dir), Some(42));
+        assert_eq!(mode(dir.join("dht-seq")), 0o600);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -56,7 +56,7 @@ pub const COALESCE: Duration = Duration::from_secs(1);
 pub struct Settings {
     pub identity: SecretKey,
     pub network_id: String,
-    pub secret: Option<[u8; 32]>,
+    pub secret: Option<crate::identity::NetworkSecret>,
     pub dht: DhtSettings,
     pub state_dir: PathBuf,
     /// Keys of the members we may be reached through (`[relay] via`),
@@ -252,7 +252,7 @@ impl Actor {
             &self.settings.identity,
             &body,
             &self.settings.network_id,
-            self.settings.secret.as_ref(),
+            self.settings.secret.as_ref().map(|s| &s.0),
             seq,
             &nonce,
         )
@@ -298,7 +298,7 @@ impl Actor {
         let salt = self.salt;
         let last_seq = self.last_seq.get(&peer).copied();
         let network_id = self.settings.network_id.clone();
-        let secret = self.settings.secret;
+        let secret = self.settings.secret.clone();
         let task = tokio::spawn(async move {
             let lookup = async {
                 let mut items = dht.get_mutable(peer.as_bytes(), Some(&salt), None);
@@ -307,7 +307,7 @@ impl Actor {
                         &item,
                         &peer,
                         &network_id,
-                        secret.as_ref(),
+                        secret.as_ref().map(|s| &s.0),
                         last_seq,
                         unix_now(),
                         MAX_RECORD_AGE,

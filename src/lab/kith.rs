@@ -542,7 +542,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let key = dir.join("a.key");
         let a = KithSpec::new("100.96.0.1/16", SecretKey::from_seed([1; 32]));
-        std::fs::write(&key, a.key.to_base64()).unwrap();
+        write_file(&key, &a.key.to_base64(), 0o600).unwrap();
         let b = KithSpec::new("100.96.0.2/16", SecretKey::from_seed([2; 32]));
         let mut a = a.peer("b", &b, Some("198.18.0.2:51871".into()));
         let config = dir.join("a.toml");
