@@ -231,7 +231,8 @@ fn a_site_without_udp_is_relayed_over_tcp() {
     assert!(a.forwarded_bytes > TWENTY_MB, "{row}: {a:?}");
 
     // A stranger's connections to the relay port that carry nothing
-    // authenticated are closed (and one address gets at most 8).
+    // authenticated are closed, and one address gets at most 8: the ninth
+    // is closed at once (read first: the reads go newest first).
     let relay_tcp = SocketAddr::new(
         IpAddr::V4(pair.relay_hosts[0].1.addr()),
         kith::lab::relay::RELAY_TCP_PORT,
@@ -241,7 +242,7 @@ fn a_site_without_udp_is_relayed_over_tcp() {
         .run_in(move || {
             use std::io::{Read, Write};
             let start = Instant::now();
-            let mut conns: Vec<std::net::TcpStream> = (0..3)
+            let mut conns: Vec<std::net::TcpStream> = (0..9)
                 .map(|_| {
                     std::net::TcpStream::connect_timeout(&relay_tcp, Duration::from_secs(5))
                         .unwrap()
@@ -250,7 +251,7 @@ fn a_site_without_udp_is_relayed_over_tcp() {
             // Junk that is framed but never authenticates.
             conns[0].write_all(&[0, 4, 0x84, 0, 0, 0]).unwrap();
             let mut times = Vec::new();
-            for c in &mut conns {
+            for c in conns.iter_mut().rev() {
                 c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
                 let mut buf = [0u8; 64];
                 // Closed (EOF or reset) before the 30 s read timeout; a
@@ -271,6 +272,14 @@ fn a_site_without_udp_is_relayed_over_tcp() {
         })
         .unwrap();
     eprintln!("{row}: a stranger's idle TCP connections closed after {closed_after:?}");
+    assert!(
+        closed_after[0] < Duration::from_secs(5), /* half the relay's 10 s AUTH_WITHIN */
+        "{row}: the ninth connection from one address was kept: {closed_after:?}"
+    );
+    assert!(
+        closed_after[1] >= Duration::from_secs(5), /* half the relay's 10 s AUTH_WITHIN */
+        "{row}: the first eight get their chance to authenticate: {closed_after:?}"
+    );
     let ab = pair.node_a.peer_status("b").unwrap();
     assert_eq!(
         ab.path, "relayed",
@@ -440,6 +449,7 @@ fn a_dead_direct_path_falls_back_to_the_relay_within_3s() {
     let b = time_until(&mut pair.node_b, "a", "b falls back", cut, relayed);
     eprintln!("{row}: direct path cut → relayed after {a:?} (a, sending) / {b:?} (b)");
     assert!(a <= FAILOVER, "{row}: a fell back after {a:?}");
+    assert!(b <= FAILOVER, "{row}: b fell back after {b:?}");
     assert_intact(transfer, row);
     let ab = pair.node_a.peer_status("b").unwrap();
     assert_eq!(relay_of(&ab), Some("relay1"), "{row}: {ab:?}");
@@ -474,6 +484,14 @@ fn a_dead_relay_is_replaced_within_3s() {
     let b = time_until(&mut pair.node_b, "a", "b moves relay", killed, moved);
     eprintln!("{row}: {first} killed → {other} after {a:?} (a, sending) / {b:?} (b)");
     assert!(a <= FAILOVER, "{row}: a moved after {a:?}");
+    assert!(b <= FAILOVER, "{row}: b moved after {b:?}");
+    for (me, node) in [("a", &mut pair.node_a), ("b", &mut pair.node_b)] {
+        node.wait_log(
+            &["peer moved to another relay", &first, &other],
+            Duration::from_secs(1),
+        )
+        .unwrap_or_else(|e| panic!("{row}: {me} logged no relay change: {e}"));
+    }
     assert_intact(transfer, row);
 }
 

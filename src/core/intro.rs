@@ -8,8 +8,11 @@
 //! record is signed by the sender's Ed25519 key over a domain string, the
 //! target's key and the record bytes, so a member can neither forge another
 //! member's candidates nor redirect an introduction meant for someone else.
-//! A replayed introduction carries an old record, which discovery refuses
-//! like any record older than the one it holds.
+//! A replayed introduction carries an old record: the target refuses one
+//! older than the last it acted on, and discovery one older than the
+//! record it holds; the same record is acted on at most once per
+//! [`INTRO_DEDUPE`] (the sender's own retries, or a mutual peer replaying
+//! it, cost at most one handshake a second).
 
 use std::time::Duration;
 

@@ -151,6 +151,8 @@ pub enum DropReason {
     Introduction(wire::IntroductionError),
     #[error("introduction not signed by the member it names, for us")]
     BadIntroduction,
+    #[error("introduction with an older record than the last one acted on (a replay)")]
+    StaleIntroduction,
 }
 
 /// Result of [`Node::handle_tun`].
@@ -1612,14 +1614,20 @@ impl Node {
             return UdpOutcome::Dropped(DropReason::BadIntroduction);
         }
         // The same record again within the dedupe interval is a copy
-        // (through another mutual peer, or replayed); a new one is news.
-        let copy = self.peers[sender.0]
-            .intro_heard
-            .as_ref()
-            .is_some_and(|(t, body)| {
+        // (through another mutual peer, or replayed); an older one than we
+        // last acted on is a replay (a mutual peer alternating captured
+        // records); a new one is news, and the same one later a retry.
+        let (copy, older) = match self.peers[sender.0].intro_heard.as_ref() {
+            Some((t, body)) => (
                 now.saturating_duration_since(*t) < intro::INTRO_DEDUPE
-                    && *body == introduction.body
-            });
+                    && *body == introduction.body,
+                introduction.body.timestamp < body.timestamp,
+            ),
+            None => (false, false),
+        };
+        if older {
+            return UdpOutcome::Dropped(DropReason::StaleIntroduction);
+        }
         if copy || self.has_session(now, sender) {
             return UdpOutcome::Handled;
         }

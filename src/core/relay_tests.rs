@@ -559,3 +559,28 @@ fn a_healthy_direct_pair_rekeys_without_the_relay() {
         );
     }
 }
+
+#[test]
+fn an_introduction_older_than_the_last_acted_on_is_refused() {
+    let mut sim = introduced_pair(37);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(150));
+    let mut newer = own_record(1);
+    newer.timestamp += 60;
+    newer.candidates[0].addr = "198.18.9.9:4000".parse().unwrap();
+    sim.act(A, |n, now| n.push_record(now, &newer).unwrap());
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(introductions(&sim, B).last().map(|r| &r.body), Some(&newer));
+    // The old record comes round again (what a mutual peer replaying a
+    // captured introduction delivers), past the dedupe interval.
+    sim.run_for(Duration::from_secs(2));
+    let acted = introductions(&sim, B).len();
+    sim.act(A, |n, now| n.push_record(now, &own_record(1)).unwrap());
+    sim.run_for(Duration::from_millis(50));
+    assert!(
+        sim.nodes[B].drops.contains(&DropReason::StaleIntroduction),
+        "{:?}",
+        sim.nodes[B].drops
+    );
+    assert_eq!(introductions(&sim, B).len(), acted, "not acted on");
+}

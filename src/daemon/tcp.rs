@@ -21,8 +21,10 @@
 //! and closing through one bounded channel, and writes through a bounded
 //! channel per connection (full = dropped and counted, as a UDP socket's
 //! full buffer would drop). Against strangers on the relay port: at most
-//! [`MAX_INBOUND`] connections, [`MAX_PER_IP`] per address, frames no
-//! longer than [`MAX_STREAM_DATAGRAM`], and a connection that has carried
+//! [`MAX_INBOUND`] connections (when full, the oldest one that never
+//! carried an authenticated datagram makes room), [`MAX_PER_IP`] per IPv4
+//! address or IPv6 /64, frames no longer than [`MAX_STREAM_DATAGRAM`], and
+//! a connection that has carried
 //! no authenticated datagram for [`AUTH_WITHIN`] (at first) or [`IDLE`]
 //! (later) is closed ([`TcpTransport::sweep`]).
 
@@ -103,6 +105,7 @@ enum Event {
     /// A connection to a relay (by its UDP endpoint) is up.
     Connected {
         relay: SocketAddr,
+        attempt: u64,
         writer: mpsc::Sender<Vec<u8>>,
     },
     /// A member connected to us.
@@ -115,6 +118,7 @@ enum Event {
     /// A connection to a relay closed or could not be opened.
     LinkClosed {
         relay: SocketAddr,
+        attempt: u64,
     },
     InboundClosed {
         addr: SocketAddr,
@@ -129,6 +133,10 @@ struct Link {
     /// The last initiation sent, sent again as soon as a connection opens
     /// (it was dropped, or lost over UDP, while there was none).
     pending_initiation: Option<Vec<u8>>,
+    /// Numbers connection attempts: events of one the shell has given up
+    /// on (closed on purpose when UDP came back) are ignored, so closing
+    /// it is not a failure that backs off the next one.
+    attempt: u64,
 }
 
 /// A member connected to us.
@@ -174,6 +182,7 @@ impl TcpTransport {
                         fallback: TcpFallback::default(),
                         writer: None,
                         pending_initiation: None,
+                        attempt: 0,
                     },
                 )
             })
@@ -242,7 +251,8 @@ impl TcpTransport {
         }
         if link.writer.is_none() && link.fallback.should_connect(now) {
             info!(relay = %dst, tcp = %link.tcp, "relay: UDP gets no answer; connecting over TCP");
-            tokio::spawn(connect(dst, link.tcp, self.events_tx.clone()));
+            link.attempt += 1;
+            tokio::spawn(connect(dst, link.tcp, link.attempt, self.events_tx.clone()));
         }
         how == Send::Both
     }
@@ -256,6 +266,7 @@ impl TcpTransport {
                 // us off the closed connection's address).
                 link.writer = None;
                 link.pending_initiation = None;
+                link.attempt += 1;
                 link.fallback.reset_connection();
             }
             link.fallback.on_udp_received();
@@ -333,13 +344,19 @@ impl TcpTransport {
                     }
                     return Some(TcpIn::Datagram(d));
                 }
-                Event::Connected { relay, writer } => {
-                    let Some(link) = self.links.get_mut(&relay) else {
-                        continue;
+                Event::Connected {
+                    relay,
+                    attempt,
+                    writer,
+                } => {
+                    let Some(link) = self.links.get_mut(&relay).filter(|l| l.attempt == attempt)
+                    else {
+                        continue; // dropping the writer closes it
                     };
                     if link.fallback.transport() == Transport::Udp {
                         // UDP came back while we were connecting: dropping
                         // the writer closes the connection.
+                        link.attempt += 1;
                         link.fallback.reset_connection();
                         continue;
                     }
@@ -350,8 +367,9 @@ impl TcpTransport {
                     }
                     link.writer = Some(writer);
                 }
-                Event::LinkClosed { relay } => {
-                    if let Some(link) = self.links.get_mut(&relay) {
+                Event::LinkClosed { relay, attempt } => {
+                    if let Some(link) = self.links.get_mut(&relay).filter(|l| l.attempt == attempt)
+                    {
                         link.writer = None;
                         link.fallback.on_closed(Instant::now());
                     }
@@ -365,12 +383,32 @@ impl TcpTransport {
                     let from_ip = self
                         .inbound
                         .values()
-                        .filter(|c| c.real.ip() == real.ip())
+                        .filter(|c| same_source(c.real, real))
                         .count();
-                    if self.inbound.len() >= MAX_INBOUND || from_ip >= MAX_PER_IP {
-                        debug!(from = %real, "relay: too many TCP connections; closing one");
+                    if from_ip >= MAX_PER_IP {
+                        debug!(from = %real, "relay: too many TCP connections from one address; closing the new one");
                         abort.abort();
                         continue;
+                    }
+                    if self.inbound.len() >= MAX_INBOUND {
+                        // Full: a stranger holding slots open must not keep
+                        // members out, so the oldest connection that never
+                        // carried an authenticated datagram makes room.
+                        let oldest = self
+                            .inbound
+                            .iter()
+                            .filter(|(_, c)| c.last_auth.is_none())
+                            .min_by_key(|(_, c)| c.accepted)
+                            .map(|(a, _)| *a);
+                        let Some(victim) = oldest else {
+                            debug!(from = %real, "relay: TCP connections full of members; closing the new one");
+                            abort.abort();
+                            continue;
+                        };
+                        if let Some(c) = self.inbound.remove(&victim) {
+                            debug!(from = %c.real, "relay: TCP connections full; closing the oldest unauthenticated one");
+                            c.abort.abort();
+                        }
                     }
                     debug!(from = %real, "relay: TCP connection accepted");
                     self.inbound.insert(
@@ -392,6 +430,17 @@ impl TcpTransport {
                 }
             }
         }
+    }
+}
+
+/// Do `a` and `b` count as one source for [`MAX_PER_IP`]? The same IPv4
+/// address, or the same IPv6 /64 (what one host or home gets).
+fn same_source(a: SocketAddr, b: SocketAddr) -> bool {
+    match (a.ip(), b.ip()) {
+        (std::net::IpAddr::V6(x), std::net::IpAddr::V6(y)) => {
+            x.segments()[..4] == y.segments()[..4]
+        }
+        (x, y) => x == y,
     }
 }
 
@@ -479,12 +528,16 @@ async fn serve_connection(
     }
 }
 
-async fn connect(relay: SocketAddr, tcp: SocketAddr, events: mpsc::Sender<Event>) {
+async fn connect(relay: SocketAddr, tcp: SocketAddr, attempt: u64, events: mpsc::Sender<Event>) {
     match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(tcp)).await {
         Ok(Ok(stream)) => {
             let (tx, rx) = mpsc::channel(WRITE_QUEUE);
             if events
-                .send(Event::Connected { relay, writer: tx })
+                .send(Event::Connected {
+                    relay,
+                    attempt,
+                    writer: tx,
+                })
                 .await
                 .is_ok()
             {
@@ -495,7 +548,7 @@ async fn connect(relay: SocketAddr, tcp: SocketAddr, events: mpsc::Sender<Event>
         Ok(Err(e)) => debug!(%relay, %tcp, error = %e, "relay: TCP connect failed"),
         Err(_) => debug!(%relay, %tcp, "relay: TCP connect timed out"),
     }
-    let _ = events.send(Event::LinkClosed { relay }).await;
+    let _ = events.send(Event::LinkClosed { relay, attempt }).await;
 }
 
 /// Datagrams from the connection, as coming from `from`, until it closes
