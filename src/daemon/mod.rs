@@ -981,11 +981,20 @@ impl Shell {
                             r.transport.to_uppercase(),
                             r.reason
                         ),
-                        None => self
-                            .punch_reason(id, st.endpoint, st.connected)
-                            .unwrap_or_else(|| {
-                                self.discovery.path_reason(id, st.endpoint, st.connected)
-                            }),
+                        None => {
+                            let why = self
+                                .punch_reason(id, st.endpoint, st.connected)
+                                .unwrap_or_else(|| {
+                                    self.discovery.path_reason(id, st.endpoint, st.connected)
+                                });
+                            // No path at all: say whether a relay could
+                            // help, and what to add if none can.
+                            if st.connected || why.contains("relay") {
+                                why
+                            } else {
+                                format!("{why}; {}", self.no_common_relay(id))
+                            }
+                        }
                     },
                     endpoint: st.endpoint.map(|e| self.tcp.display(e)),
                     last_handshake_secs: st
