@@ -1685,7 +1685,8 @@ impl Node {
         if matches!(via, Via::Relay(_)) {
             p.relay_rx_bytes += wire_len;
         }
-        if slot == Slot::Next {
+        let promoted = slot == Slot::Next;
+        if promoted {
             // The initiator used the session: it is confirmed, promote it.
             let old_previous = p.previous.take();
             p.previous = p.current.take();
@@ -1693,7 +1694,6 @@ impl Node {
             if let Some(old) = old_previous {
                 self.by_index.remove(&old.local_index);
             }
-            self.on_session(now, id);
         }
         // Control messages (path probes, relay frames) arrive on purpose
         // over paths other than the route: they must not move it. Data from
@@ -1712,6 +1712,11 @@ impl Node {
         {
             // Data straight from a relayed peer: it went direct, so can we.
             self.go_direct(now, id, from);
+        }
+        if promoted {
+            // After the route is known: the initiation it answered moved
+            // nothing (see `handle_initiation`), this packet did.
+            self.on_session(now, id);
         }
         // A peer that only receives still has to rekey before the session
         // is rejected.

@@ -51,6 +51,21 @@ fn handshake_then_data_both_ways() {
 }
 
 #[test]
+fn a_responder_that_knew_no_address_connects_on_the_first_data() {
+    let mut sim = Sim::new(42);
+    sim.add(1, vec![peer_cfg(2, true)]);
+    sim.add(2, vec![peer_cfg(1, false)]);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.connected(1), 1, "{:?}", sim.nodes[1].events);
+    let st = sim.nodes[1].node.peer_status(PeerId(0)).unwrap();
+    assert_eq!(st.endpoint, Some(underlay(1)), "learned from a's data");
+    sim.send_ip(1, overlay(1), b"back");
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(delivered(&sim, 0, b"back"), 1);
+}
+
+#[test]
 fn first_packet_queued_until_handshake() {
     let mut sim = pair(2);
     assert_eq!(sim.send_ip(0, overlay(2), b"early"), TunOutcome::Queued);
