@@ -54,7 +54,7 @@ fn node(us: u8, them: u8, now: Instant) -> Node {
     };
     let cfg = NodeConfig {
         secret: key(us),
-        psk: [0; 32],
+        psk: Default::default(),
         peers: vec![peer],
         // Both serve as relays, so relay admission is on the path too.
         relay: RelayConfig {
