@@ -781,8 +781,10 @@ impl Shell {
         if self.record_seqs.len() <= i {
             self.record_seqs.resize(i + 1, None);
         }
-        if self.record_seqs[i].is_some_and(|old| old < *seq) {
-            self.puncher.reset_backoff(PeerId(i));
+        if self.record_seqs[i].is_some_and(|old| old < *seq)
+            && !self.puncher.reset_backoff(Instant::now(), PeerId(i))
+        {
+            debug!(peer = %self.node.peer_name(PeerId(i)), "hard NAT: newer record, but its backoff was reset recently; keeping it");
         }
         self.record_seqs[i] = Some(*seq);
     }
@@ -794,9 +796,14 @@ impl Shell {
             return Strategy::Ordinary;
         };
         let peer_mapped = meta.kinds.iter().any(|c| c.kind == CandidateKind::Mapped);
+        let listed: Vec<SocketAddr> = meta.kinds.iter().map(|c| c.addr).collect();
+        let theirs = meta
+            .nat
+            .as_ref()
+            .map(|n| crate::nat::punch::probe_safe(n, &listed));
         crate::nat::punch::strategy(
             self.stun.behaviour.as_ref(),
-            meta.nat.as_ref(),
+            theirs.as_ref(),
             self.mapped.borrow().is_some(),
             peer_mapped,
             self.puncher.budget(),

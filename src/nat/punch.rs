@@ -114,6 +114,41 @@ pub enum Strategy {
 /// needs no punching at all. Only the peer's own public address (what its
 /// STUN servers saw) is ever a target: a record could name any address, and
 /// probes must not be aimed at third parties. The data socket is IPv4.
+/// The peer's NAT facts as far as probing may use them: its public address
+/// only if it is a global unicast IPv4 address that the same signed record
+/// also lists among its candidates. Probes go wherever that address says,
+/// so a hostile member's record, or one lying STUN answer behind it, must
+/// not aim port sweeps at loopback, a LAN, multicast or anyone's address
+/// but the peer's own. (The lab's 198.18.0.0/15 counts as public.)
+pub fn probe_safe(theirs: &NatBehaviour, listed: &[SocketAddr]) -> NatBehaviour {
+    let mut t = *theirs;
+    t.public = t
+        .public
+        .filter(|p| is_global_v4(p.ip()) && listed.iter().any(|c| c.ip() == p.ip()));
+    t
+}
+
+/// Routable on the internet: not unspecified, loopback, private, shared
+/// (carrier NAT), link-local, multicast, broadcast, documentation or
+/// reserved.
+fn is_global_v4(ip: std::net::IpAddr) -> bool {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return false;
+    };
+    let o = v4.octets();
+    let shared = o[0] == 100 && (o[1] & 0xc0) == 64;
+    !(v4.is_unspecified()
+        || v4.is_loopback()
+        || v4.is_private()
+        || v4.is_link_local()
+        || v4.is_multicast()
+        || v4.is_broadcast()
+        || v4.is_documentation()
+        || shared
+        || o[0] == 0
+        || o[0] >= 240)
+}
+
 pub fn strategy(
     ours: Option<&NatBehaviour>,
     theirs: Option<&NatBehaviour>,
@@ -298,6 +333,9 @@ struct History<P> {
     probes: u32,
     last: Option<Outcome>,
     not_before: Option<Instant>,
+    /// The last backoff reset a newer record bought (see
+    /// [`Puncher::reset_backoff`]).
+    record_reset: Option<Instant>,
 }
 
 /// Tick while an attempt is sending: fine enough that the rate is smooth.
@@ -454,6 +492,7 @@ impl<P: Copy + Eq + std::fmt::Debug> Puncher<P> {
                     probes: 0,
                     last: None,
                     not_before: None,
+                    record_reset: None,
                 });
                 self.history.len() - 1
             }
@@ -465,16 +504,31 @@ impl<P: Copy + Eq + std::fmt::Debug> Puncher<P> {
     /// Cheap when there is nothing to stop; call it whenever a session is up.
     pub fn connected(&mut self, peer: P) {
         self.finish(peer, Outcome::Connected);
-        self.reset_backoff(peer);
-    }
-
-    /// The peer restarted or moved (a newer record): its side starts a fresh
-    /// attempt, so ours must not sit out a backoff the peer knows nothing of.
-    pub fn reset_backoff(&mut self, peer: P) {
         if let Some(h) = self.history.iter_mut().find(|h| h.peer == peer) {
             h.not_before = None;
             h.failures = 0;
         }
+    }
+
+    /// The peer restarted or moved (a newer record): its side starts a fresh
+    /// attempt, so ours must not sit out a backoff the peer knows nothing of.
+    /// At most once per `max_backoff`, though: records are the peer's to
+    /// write, and one that publishes every few seconds must not buy a
+    /// sweep of probes every time. False when ignored.
+    pub fn reset_backoff(&mut self, now: Instant, peer: P) -> bool {
+        let every = self.budget.max_backoff;
+        let Some(h) = self.history.iter_mut().find(|h| h.peer == peer) else {
+            return true; // nothing to reset
+        };
+        if h.record_reset
+            .is_some_and(|t| now.saturating_duration_since(t) < every)
+        {
+            return false;
+        }
+        h.record_reset = Some(now);
+        h.not_before = None;
+        h.failures = 0;
+        true
     }
 
     /// The attempt cannot go on (no sockets): end it as spent, backing off.
@@ -666,6 +720,43 @@ mod tests {
     }
 
     #[test]
+    fn probes_aim_only_at_the_peers_own_public_address() {
+        let listed = [addr("198.18.2.1:4000"), addr("192.168.1.10:51871")];
+        let ok = |public: &str| {
+            let t = behaviour(MappingBehaviour::EndpointDependent, public, None);
+            probe_safe(&t, &listed).public.is_some()
+        };
+        assert!(ok("198.18.2.1:4000"), "the lab's public range, listed");
+        assert!(ok("198.18.2.1:9999"), "another port of the listed address");
+        assert!(!ok("198.18.7.7:4000"), "public, but not in the record");
+        let bad = [
+            "127.0.0.1:4000",
+            "192.168.1.10:51871",
+            "10.0.0.1:4000",
+            "100.64.0.1:4000",
+            "169.254.1.1:4000",
+            "224.0.0.1:4000",
+            "255.255.255.255:4000",
+            "0.0.0.0:4000",
+            "240.0.0.1:4000",
+        ];
+        for public in bad {
+            let t = behaviour(MappingBehaviour::EndpointDependent, public, None);
+            let mut listed = listed.to_vec();
+            listed.push(addr(public));
+            assert!(probe_safe(&t, &listed).public.is_none(), "{public}");
+        }
+        // And a fact without a usable address means no probing at all.
+        let b = Budget::default();
+        let lying = behaviour(MappingBehaviour::EndpointDependent, "127.0.0.1:4000", None);
+        let safe = probe_safe(&lying, &listed);
+        assert_eq!(
+            strategy(Some(&easy()), Some(&safe), false, false, &b),
+            Strategy::Ordinary
+        );
+    }
+
+    #[test]
     fn strategy_follows_both_mappings() {
         let b = Budget::default();
         let public = [addr("198.18.1.1:4000")];
@@ -824,15 +915,23 @@ mod tests {
         // The peer published a newer record (it restarted): start at once.
         let t2 = t1 + secs(21);
         assert!(!p.start(t2, 1, &s));
-        p.reset_backoff(1);
+        assert!(p.reset_backoff(t2, 1));
         assert!(p.start(t2, 1, &s));
+        // Another newer record soon after buys nothing more.
+        run(&mut p, t2, 20);
+        assert!(
+            !p.reset_backoff(t2 + secs(25), 1),
+            "one reset per max_backoff"
+        );
+        assert!(!p.start(t2 + secs(25), 1, &s));
         // A success resets the exponent: the next failure waits only the
         // first backoff again.
+        let t3 = t2 + secs(25);
         p.connected(1);
-        assert!(p.start(t2, 1, &s));
-        run(&mut p, t2, 20);
-        assert!(!p.start(t2 + secs(21), 1, &s));
-        assert!(p.start(t2 + secs(20) + b.first_backoff, 1, &s));
+        assert!(p.start(t3, 1, &s));
+        run(&mut p, t3, 20);
+        assert!(!p.start(t3 + secs(21), 1, &s));
+        assert!(p.start(t3 + secs(20) + b.first_backoff, 1, &s));
     }
 
     #[test]
