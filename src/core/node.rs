@@ -1142,12 +1142,7 @@ impl Node {
                 probe
             }
         };
-        let mut plain = [0u8; wire::MAX_CONTROL_LEN];
-        let n = wire::emit_control(&wire::Control::PathPing { id: probe }, &mut plain).ok()?;
-        let mut out = vec![0u8; n + SEAL_OVERHEAD];
-        let len = self.seal(now, id, &plain[..n], &mut out)?.ok()?;
-        out.truncate(len);
-        Some(out)
+        self.seal_control(now, id, &wire::Control::PathPing { id: probe })
     }
 
     fn check_mac1(&self, input: &[u8], mac1: &[u8; wire::MAC_LEN]) -> bool {
@@ -1484,20 +1479,32 @@ impl Node {
     /// Encrypt a control message on the current session and send it over
     /// `via`, which need not be the route (path probes test the others).
     fn send_control(&mut self, now: Instant, id: PeerId, via: Via, msg: &wire::Control) {
-        let mut plain = [0u8; wire::MAX_CONTROL_LEN];
-        let Ok(n) = wire::emit_control(msg, &mut plain) else {
-            return;
-        };
-        self.send_control_bytes(now, id, via, &plain[..n]);
+        if let Some(sealed) = self.seal_control(now, id, msg) {
+            self.send_via(now, id, via, &sealed);
+        }
     }
 
     /// [`send_control`](Self::send_control) of a message already emitted.
     fn send_control_bytes(&mut self, now: Instant, id: PeerId, via: Via, plain: &[u8]) {
+        if let Some(sealed) = self.seal_plain(now, id, plain) {
+            self.send_via(now, id, via, &sealed);
+        }
+    }
+
+    /// `msg` sealed on `id`'s current session, for the caller to send
+    /// (a path probe may go where the route does not).
+    fn seal_control(&mut self, now: Instant, id: PeerId, msg: &wire::Control) -> Option<Vec<u8>> {
+        let mut plain = [0u8; wire::MAX_CONTROL_LEN];
+        let n = wire::emit_control(msg, &mut plain).ok()?;
+        self.seal_plain(now, id, &plain[..n])
+    }
+
+    fn seal_plain(&mut self, now: Instant, id: PeerId, plain: &[u8]) -> Option<Vec<u8>> {
         // Room for the padding too: `seal` pads to a multiple of PAD_TO.
         let mut buf = vec![0u8; plain.len() + SEAL_OVERHEAD];
-        if let Some(Ok(len)) = self.seal(now, id, plain, &mut buf) {
-            self.send_via(now, id, via, &buf[..len]);
-        }
+        let len = self.seal(now, id, plain, &mut buf)?.ok()?;
+        buf.truncate(len);
+        Some(buf)
     }
 
     /// Our record, if [`push_record`](Self::push_record) gave one, to `id`
