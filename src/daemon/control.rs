@@ -283,6 +283,15 @@ pub async fn request_status(path: &Path) -> Result<StatusReport, String> {
 mod tests {
     use super::*;
 
+    /// Send one request line to the socket at `path`; its answer line.
+    async fn ask(path: &Path, line: &str) -> String {
+        let mut s = UnixStream::connect(path).await.unwrap();
+        s.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        BufReader::new(s).read_line(&mut answer).await.unwrap();
+        answer
+    }
+
     fn dir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("kith-control-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -314,10 +323,7 @@ mod tests {
         let e = serve(&path, tx).unwrap_err();
         assert!(matches!(e, ControlError::Bind { .. }), "{e}");
         // Still the first one's: it answers.
-        let mut s = UnixStream::connect(&path).await.unwrap();
-        s.write_all(b"hello\n").await.unwrap();
-        let mut answer = String::new();
-        BufReader::new(s).read_line(&mut answer).await.unwrap();
+        let answer = ask(&path, "hello").await;
         assert!(answer.contains("unknown request"), "{answer}");
         let leftovers: Vec<_> = std::fs::read_dir(&d).unwrap().collect();
         assert_eq!(
@@ -340,11 +346,8 @@ mod tests {
         for _ in 0..MAX_CLIENTS {
             silent.push(UnixStream::connect(&path).await.unwrap());
         }
-        let mut s = UnixStream::connect(&path).await.unwrap();
-        s.write_all(b"ping\n").await.unwrap();
-        let mut answer = String::new();
         let started = std::time::Instant::now();
-        BufReader::new(s).read_line(&mut answer).await.unwrap();
+        let answer = ask(&path, "ping").await;
         assert!(answer.contains("unknown request"), "{answer}");
         assert!(
             started.elapsed() >= CLIENT_TIMEOUT / 2,
