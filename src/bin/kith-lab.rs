@@ -54,6 +54,12 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         pings: u32,
     },
+    /// Only the bench's time-to-direct rows (cone | cone: DHT only, shared
+    /// relay + DHT, mutual peer without the DHT), each run `runs` times.
+    TimeToDirect {
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +67,7 @@ fn main() -> ExitCode {
     let result = kith_binary(cli.kith).and_then(|kith| match cli.command {
         Command::Demo { megabytes } => demo(&kith, megabytes),
         Command::Bench { seconds, pings } => bench(&kith, seconds, pings),
+        Command::TimeToDirect { runs } => time_to_direct_rows(&kith, runs),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -828,6 +835,44 @@ fn relay_bench(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
         ("mutual peer, no DHT", introduced),
     ] {
         println!("{:<26} {:>12.2} s", what, t.as_secs_f64());
+    }
+    Ok(())
+}
+
+/// The time-to-direct rows alone, `runs` times each, with the median.
+fn time_to_direct_rows(kith: &Path, runs: u32) -> Result<()> {
+    let cone = || RelayPairSpec::sites(SiteKind::Cone, SiteKind::Cone);
+    let rows = [
+        (
+            "DHT only",
+            RelayPairSpec {
+                relays: 0,
+                ..cone()
+            },
+        ),
+        ("shared relay + DHT", cone()),
+        (
+            "mutual peer, no DHT",
+            RelayPairSpec {
+                serve: false,
+                dht: false,
+                ..cone()
+            },
+        ),
+    ];
+    println!("time to direct, cone | cone, daemon start → both report direct:");
+    for (what, spec) in rows {
+        let mut times = (0..runs.max(1))
+            .map(|_| time_to_direct(kith, spec.clone()).map(|t| t.as_secs_f64()))
+            .collect::<Result<Vec<_>>>()?;
+        times.sort_by(f64::total_cmp);
+        let all: Vec<String> = times.iter().map(|t| format!("{t:.2}")).collect();
+        println!(
+            "{:<26} {:>8.2} s (median; runs {})",
+            what,
+            times[times.len() / 2],
+            all.join(", ")
+        );
     }
     Ok(())
 }

@@ -663,6 +663,20 @@ impl Node {
         p.track_paths();
         if p.current.as_ref().is_some_and(|s| s.is_valid(now)) {
             p.timers.set(Timer::PathProbe, now);
+        } else if let Some(pending) = &p.pending {
+            // The initiation in flight stays the one to answer: a fresh one
+            // would orphan the answer already on its way (through a relay,
+            // or from a candidate the peer punched to), and arrive too soon
+            // after it to be accepted. The same copy goes to every
+            // candidate now (an introduction means "punch now"; the peer
+            // answers one copy and drops the rest as replays).
+            for dst in p.candidates.iter().filter(|c| Some(**c) != p.endpoint) {
+                tracing::debug!(peer = %p.cfg.name, addr = %dst, hs_stage = "initiation", "sending the pending handshake initiation to the candidates");
+                self.transmits.push_back(Transmit {
+                    dst: *dst,
+                    payload: pending.msg.clone(),
+                });
+            }
         } else {
             self.initiate(now, id);
         }
@@ -1291,6 +1305,13 @@ impl Node {
         // relay's copy can beat the direct one without the direct path
         // having failed, so only a direct one moves the route.
         self.on_authenticated(now, id, via, matches!(via, Via::Direct(_)));
+        if let Via::Direct(from) = via
+            && self.peers[id.0].relay.is_some()
+        {
+            // Our initiation went there and the answer came back: a direct
+            // path both ways, as good as a pong.
+            self.go_direct(now, id, from);
+        }
         self.on_session(now, id);
         // Key confirmation: the responder may send only once it has heard
         // from us on the new session, so say something right away.
@@ -1396,11 +1417,15 @@ impl Node {
         p.route_rx = Some(now);
         p.failover = Failover::Quiet;
         p.timers.clear(Timer::PathFailover);
-        // Keep looking for a direct path, faster than a settled peer does.
-        p.timers.set(Timer::PathProbe, now + RELAYED_PROBE);
+        // Keep looking for a direct path, faster than a settled peer does;
+        // on a new session at once: the direct initiations that lost the
+        // race to the relay have just opened our NAT towards the peer's
+        // candidates, and probes now, from both sides, get through it.
         if !p.connected {
+            p.timers.set(Timer::PathProbe, now);
             return; // `Connected` will say how
         }
+        p.timers.set(Timer::PathProbe, now + RELAYED_PROBE);
         match old {
             None => self.events.push_back(Event::Relayed {
                 peer: id,
@@ -1538,6 +1563,17 @@ impl Node {
                         observed,
                     },
                 );
+                // A relayed peer's probe got through our NAT, so ours to
+                // where it came from gets through its NAT now: ping back at
+                // once instead of at the next round (seconds away).
+                if let Via::Direct(from) = via
+                    && self.peers[id.0].relay.is_some()
+                {
+                    let ping = self.rng.next_u64();
+                    if self.peers[id.0].paths.probe_one(now, from, ping) {
+                        self.send_control(now, id, via, &wire::Control::PathPing { id: ping });
+                    }
+                }
             }
             wire::Control::PathPong { id: probe, .. } => {
                 let p = &mut self.peers[id.0];

@@ -28,6 +28,8 @@ pub struct PathState {
     pub last_pong: Option<Instant>,
     /// Probes in a row that got no answer before the next round.
     lost: u32,
+    /// The last [`Paths::probe_one`].
+    echoed: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -51,6 +53,7 @@ impl Paths {
                 rtt: None,
                 last_pong: None,
                 lost: 0,
+                echoed: None,
             }));
         }
         self.entries = next;
@@ -79,6 +82,26 @@ impl Paths {
                 (p.addr, id)
             })
             .collect()
+    }
+
+    /// A ping to `addr` alone, out of round, with id `id`: `false` (send
+    /// nothing) if `addr` is not tracked or had one less than
+    /// [`PROBE_FAST`] ago. Answering the other side's probe with one of
+    /// ours is what gets a pair through two restricted NATs at once (our
+    /// round's ping may have died at its NAT a moment before); the gap
+    /// keeps two sides that do it to each other at the fast-round rate.
+    pub fn probe_one(&mut self, now: Instant, addr: SocketAddr, id: u64) -> bool {
+        let Some(p) = self.entries.iter_mut().find(|p| p.addr == addr) else {
+            return false;
+        };
+        if p.echoed
+            .is_some_and(|at| now.saturating_duration_since(at) < PROBE_FAST)
+        {
+            return false;
+        }
+        p.echoed = Some(now);
+        p.ping = Some((id, now));
+        true
     }
 
     /// When the next round is due.

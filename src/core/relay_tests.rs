@@ -141,6 +141,59 @@ fn a_relayed_pair_goes_direct_when_punching_opens() {
     assert_eq!(count(&sim, A, "after", 'b', 10), 10);
 }
 
+/// Both members behind port-restricted NATs learn each other's address a
+/// moment apart (as from an introduction), while already relayed: the
+/// first side's datagrams die at the other NAT, the second side's get
+/// through, and the pair is direct within a few round trips, not at the
+/// next 2 s probe round.
+#[test]
+fn a_relayed_pair_behind_restricted_nats_goes_direct_at_once() {
+    // Told after the relayed session, and while the relays' handshakes are
+    // still under way (the session through the relay and the direct
+    // initiations race).
+    for (seed, settle) in (0..16).map(|s| (s, [500, 15][s as usize % 2])) {
+        let mut sim = relayed(20 + seed, false, Limits::default());
+        sim.restrict(underlay(1));
+        sim.restrict(underlay(2));
+        sim.start_all();
+        sim.run_for(Duration::from_millis(settle));
+        if settle > 100 {
+            assert_eq!(
+                relay_of(&sim, A, 0),
+                Some(PeerId(1)),
+                "seed {seed}: relayed first"
+            );
+        }
+        sim.act(A, |n, now| {
+            n.handle_candidates(now, PeerId(0), &[underlay(2)])
+        });
+        sim.run_for(Duration::from_millis(30));
+        sim.act(B, |n, now| {
+            n.handle_candidates(now, PeerId(0), &[underlay(1)])
+        });
+        let told = sim.now;
+        let direct = |sim: &Sim, i: usize| {
+            sim.nodes[i]
+                .node
+                .peer_status(PeerId(0))
+                .is_some_and(|s| s.connected && s.relay.is_none())
+        };
+        while !direct(&sim, A) || !direct(&sim, B) {
+            assert!(
+                sim.now - told < Duration::from_millis(300),
+                "seed {seed}: still relayed 300 ms after both know the direct addresses: {:?} {:?} {:?}",
+                sim.nodes[A].node.peer_status(PeerId(0)),
+                sim.nodes[B].node.peer_status(PeerId(0)),
+                sim.nodes[A].drops
+            );
+            sim.run_for(Duration::from_millis(10));
+        }
+        exchange(&mut sim, 5, "direct");
+        assert_eq!(count(&sim, B, "direct", 'a', 5), 5, "seed {seed}");
+        assert_eq!(count(&sim, A, "direct", 'b', 5), 5, "seed {seed}");
+    }
+}
+
 #[test]
 fn a_direct_pair_falls_back_to_the_relay_within_3_s() {
     let mut sim = relayed(3, false, Limits::default());

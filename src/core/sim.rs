@@ -53,6 +53,11 @@ pub struct Sim {
     blackholes: Vec<SocketAddr>,
     /// Address pairs that cannot reach each other (either way).
     blocked: Vec<(SocketAddr, SocketAddr)>,
+    /// Addresses behind a port-restricted NAT: inbound datagrams pass
+    /// only from a remote the address has sent to (what makes punching a
+    /// race of timing), with the (inside, remote) pairs opened so far.
+    restricted: Vec<SocketAddr>,
+    opened: Vec<(SocketAddr, SocketAddr)>,
     pub jitter: Duration,
     /// Probability each datagram is lost, 0.0..=1.0.
     pub loss: f64,
@@ -116,6 +121,8 @@ impl Sim {
             pool_ports: Vec::new(),
             blackholes: Vec::new(),
             blocked: Vec::new(),
+            restricted: Vec::new(),
+            opened: Vec::new(),
             jitter: Duration::ZERO,
             loss: 0.0,
             rng: StdRng::seed_from_u64(seed),
@@ -213,6 +220,11 @@ impl Sim {
         self.blocked.retain(|&(x, y)| (x, y) != (a, b));
     }
 
+    /// Put `addr` behind a port-restricted NAT (see `restricted`).
+    pub fn restrict(&mut self, addr: SocketAddr) {
+        self.restricted.push(addr);
+    }
+
     /// Give node `i` a second address (it answers there too).
     pub fn add_alias(&mut self, i: usize, addr: SocketAddr) {
         self.aliases.push((addr, i));
@@ -253,6 +265,9 @@ impl Sim {
             .blocked
             .iter()
             .any(|&(a, b)| (a, b) == (from, to) || (b, a) == (from, to));
+        if self.restricted.contains(&from) && !self.opened.contains(&(from, to)) {
+            self.opened.push((from, to));
+        }
         if blocked
             || self.blackholes.contains(&to)
             || (self.loss > 0.0 && self.rng.random_bool(self.loss))
@@ -366,6 +381,11 @@ impl Sim {
             let Some(Reverse(f)) = self.net.pop() else {
                 break;
             };
+            // A restricted NAT filters when the datagram arrives: its
+            // inside must have sent to the remote by then.
+            if self.restricted.contains(&f.to) && !self.opened.contains(&(f.to, f.from)) {
+                continue;
+            }
             self.deliver(f.from, f.to, &f.bytes);
         }
         for i in 0..self.nodes.len() {
