@@ -359,24 +359,24 @@ fn rows() -> Vec<Row> {
             &[(6, 14, "peer[0].public_key", "this is our own public key")],
         ),
         with_iface(
-            "overlap across peers",
+            "same prefix on two peers",
             "[[peer]]\nname = \"nas\"\npublic_key = \"{PK2}\"\nallowed_ips = [\"100.96.0.2/32\", \"100.96.1.0/24\"]\n\
-             [[peer]]\nname = \"laptop\"\npublic_key = \"{PK3}\"\nallowed_ips = [\"100.96.1.128/25\"]\n",
+             [[peer]]\nname = \"laptop\"\npublic_key = \"{PK3}\"\nallowed_ips = [\"100.96.1.0/24\"]\n",
             &[(
                 11,
                 16,
                 "peer[1].allowed_ips[0]",
-                "allowed_ips 100.96.1.128/25 overlaps 100.96.1.0/24 of peer \"nas\" (peer[0].allowed_ips[1], line 7)",
+                "allowed_ips 100.96.1.0/24 is also listed for peer \"nas\" (peer[0].allowed_ips[1], line 7); an address may route to only one peer",
             )],
         ),
         with_iface(
-            "overlap within a peer",
-            "[[peer]]\nname = \"nas\"\npublic_key = \"{PK2}\"\nallowed_ips = [\"10.0.0.0/8\", \"10.1.0.0/16\"]\n",
+            "same prefix twice in a peer",
+            "[[peer]]\nname = \"nas\"\npublic_key = \"{PK2}\"\nallowed_ips = [\"10.0.0.0/8\", \"10.0.0.0/8\"]\n",
             &[(
                 7,
                 30,
                 "peer[0].allowed_ips[1]",
-                "overlaps 10.0.0.0/8 of peer \"nas\" (peer[0].allowed_ips[0], line 7)",
+                "10.0.0.0/8 is listed twice (also peer[0].allowed_ips[0], line 7)",
             )],
         ),
         with_iface(
@@ -1156,4 +1156,31 @@ fn unreadable_config_file_names_it() {
         shown.starts_with("/nonexistent/kith.toml: cannot read config file"),
         "{shown}"
     );
+}
+
+#[test]
+fn nested_prefixes_on_two_peers_are_valid() {
+    // An exit node's default route beside a NAS's own address and LAN:
+    // routed by longest prefix, not an overlap error.
+    let text = format!(
+        "{IFACE}[[peer]]\nname = \"exit\"\npublic_key = \"{{PK2}}\"\nallowed_ips = [\"100.96.0.2/32\", \"0.0.0.0/0\"]\n\
+         [[peer]]\nname = \"nas\"\npublic_key = \"{{PK3}}\"\nallowed_ips = [\"100.96.0.3/32\", \"192.168.50.0/24\"]\n{NO_DHT}"
+    );
+    let (dir, got) = parse_in("nested", &text);
+    let config = got.unwrap_or_else(|e| panic!("nested prefixes must parse: {e}"));
+    let nets: Vec<String> = config
+        .peers
+        .iter()
+        .flat_map(|p| p.allowed_ips.iter().map(|n| n.to_string()))
+        .collect();
+    assert_eq!(
+        nets,
+        [
+            "100.96.0.2/32",
+            "0.0.0.0/0",
+            "100.96.0.3/32",
+            "192.168.50.0/24"
+        ]
+    );
+    let _ = fs::remove_dir_all(&dir);
 }

@@ -2,7 +2,7 @@
 //!
 //! Each table has one function here that takes its raw struct and returns the
 //! validated value (or `None` after recording why). Cross-entry rules
-//! (unique names and keys, non-overlapping `allowed_ips`, not listing
+//! (unique names and keys, no `allowed_ips` prefix on two peers, not listing
 //! ourselves) run after every entry has been checked on its own; cross-table
 //! rules (`dht` needs a `[network] id`, `dht_port` differs from
 //! `listen_port`) are checked where the later table is validated.
@@ -923,16 +923,23 @@ fn peers(
                         list_ok = false;
                         continue;
                     }
-                    let clash = routes.iter().find(|(other, ..)| overlaps(&net, other));
+                    // Nested prefixes are routed by longest prefix (an exit
+                    // node's 0.0.0.0/0 beside a NAS's /32); only the same
+                    // prefix twice leaves no answer to "which peer".
+                    let clash = routes.iter().find(|(other, ..)| *other == net);
                     if let Some((other, owner, other_key, line)) = clash {
-                        ctx.error(
-                            item.span(),
-                            &key,
+                        let msg = if *owner == label {
                             format!(
-                                "allowed_ips {net} overlaps {other} of {owner} ({other_key}, line {line}); \
-                                 an address may route to only one peer"
-                            ),
-                        );
+                                "{net} is listed twice (also {other_key}, line {line}); remove one"
+                            )
+                        } else {
+                            format!(
+                                "allowed_ips {other} is also listed for {owner} ({other_key}, line {line}); \
+                                 an address may route to only one peer: remove it from one of them \
+                                 (a longer prefix inside it may go to another peer)"
+                            )
+                        };
+                        ctx.error(item.span(), &key, msg);
                         list_ok = false;
                         continue;
                     }
@@ -1154,11 +1161,6 @@ fn tcp_port(ctx: &mut Ctx<'_>, v: Spanned<i64>, key: &str, example: &str) -> Opt
     }
 }
 
-/// Two prefixes overlap iff one contains the other's network address.
-fn overlaps(a: &IpNet, b: &IpNet) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
-}
-
 /// The directory a relative `private_key_file` is resolved against.
 pub(super) fn base_dir(config_path: &Path) -> PathBuf {
     match config_path.parent() {
@@ -1238,15 +1240,5 @@ mod tests {
                 .unwrap_err()
                 .contains("not valid base64")
         );
-    }
-
-    #[test]
-    fn overlap_rule() {
-        let n = |s: &str| s.parse::<IpNet>().unwrap();
-        assert!(overlaps(&n("10.0.0.0/8"), &n("10.1.0.0/16")));
-        assert!(overlaps(&n("10.1.0.0/16"), &n("10.0.0.0/8")));
-        assert!(overlaps(&n("10.0.0.1/32"), &n("10.0.0.1/32")));
-        assert!(!overlaps(&n("10.0.0.0/24"), &n("10.0.1.0/24")));
-        assert!(!overlaps(&n("0.0.0.0/0"), &n("::/0")));
     }
 }
