@@ -776,3 +776,47 @@ fn an_older_record_never_replaces_a_newer_one_waiting() {
     assert_eq!(got, Some(newer));
     assert_eq!(sim.nodes[1].node.poll_peer_record(), None);
 }
+
+/// Node 1 is an exit node (0.0.0.0/0 beside its /32) and node 3 a NAS
+/// (its /32) at node 2: destinations go by longest prefix, and the exit
+/// node may send from anywhere except the NAS's own address.
+#[test]
+fn nested_prefixes_route_by_longest_match_both_ways() {
+    let mut sim = Sim::new(40);
+    let mut exit = peer_cfg(1, true);
+    exit.allowed_ips.push("0.0.0.0/0".parse().unwrap());
+    sim.add(2, vec![exit, peer_cfg(3, true)]);
+    let mut to_2 = peer_cfg(2, true);
+    to_2.allowed_ips.push("0.0.0.0/0".parse().unwrap());
+    sim.add(1, vec![to_2]);
+    sim.add(3, vec![peer_cfg(2, true)]);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(200));
+    let outside: std::net::Ipv4Addr = "198.51.100.7".parse().unwrap();
+    sim.send_ip(0, outside, b"to the exit");
+    sim.send_ip(0, overlay(3), b"to the nas");
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(
+        delivered(&sim, 1, b"to the exit"),
+        1,
+        "0/0 goes to the exit node"
+    );
+    assert_eq!(delivered(&sim, 2, b"to the nas"), 1, "the /32 beats 0/0");
+    assert_eq!(delivered(&sim, 1, b"to the nas"), 0);
+    // Node 1's replies from the internet are accepted; a packet from it
+    // claiming the NAS's address is not (the NAS's /32 is the longer match).
+    let from_outside = ip_packet(outside, overlay(2), b"reply");
+    let spoof = ip_packet(overlay(3), overlay(2), b"as the nas");
+    assert!(matches!(
+        sim.send_packet(1, &from_outside),
+        TunOutcome::Send { .. }
+    ));
+    assert!(matches!(
+        sim.send_packet(1, &spoof),
+        TunOutcome::Send { .. }
+    ));
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(delivered(&sim, 0, b"reply"), 1);
+    assert_eq!(delivered(&sim, 0, b"as the nas"), 0);
+    assert!(sim.nodes[0].drops.contains(&DropReason::SourceNotAllowed));
+}
