@@ -780,21 +780,9 @@ fn relay_bench(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
         );
     }
     drop(pair);
-    let dht_only = time_to_direct(
-        kith,
-        RelayPairSpec {
-            relays: 0,
-            ..RelayPairSpec::sites(SiteKind::Cone, SiteKind::Cone)
-        },
-    )?;
-    let introduced = time_to_direct(
-        kith,
-        RelayPairSpec {
-            serve: false,
-            dht: false,
-            ..RelayPairSpec::sites(SiteKind::Cone, SiteKind::Cone)
-        },
-    )?;
+    let [(dht_row, dht_only), (relay_row, _), (intro_row, introduced)] = direct_specs();
+    let dht_only = time_to_direct(kith, dht_only)?;
+    let introduced = time_to_direct(kith, introduced)?;
 
     // Over TCP: a's site lets no UDP out, so a reaches relay1 over TCP.
     let lab2 = Lab::new().context("building a second lab")?;
@@ -830,19 +818,21 @@ fn relay_bench(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
         "\ntime to direct, cone | cone, daemon start → both report direct (one run each, status polled every 0.1 s):"
     );
     for (what, t) in [
-        ("DHT only", dht_only),
-        ("shared relay + DHT", to_direct),
-        ("mutual peer, no DHT", introduced),
+        (dht_row, dht_only),
+        (relay_row, to_direct),
+        (intro_row, introduced),
     ] {
         println!("{:<26} {:>12.2} s", what, t.as_secs_f64());
     }
     Ok(())
 }
 
-/// The time-to-direct rows alone, `runs` times each, with the median.
-fn time_to_direct_rows(kith: &Path, runs: u32) -> Result<()> {
+/// The bench's time-to-direct rows: cone | cone with the DHT only, with a
+/// shared relay (and the DHT), with a mutual peer that does not relay and
+/// no DHT.
+fn direct_specs() -> [(&'static str, RelayPairSpec); 3] {
     let cone = || RelayPairSpec::sites(SiteKind::Cone, SiteKind::Cone);
-    let rows = [
+    [
         (
             "DHT only",
             RelayPairSpec {
@@ -859,9 +849,13 @@ fn time_to_direct_rows(kith: &Path, runs: u32) -> Result<()> {
                 ..cone()
             },
         ),
-    ];
+    ]
+}
+
+/// The time-to-direct rows alone, `runs` times each, with the median.
+fn time_to_direct_rows(kith: &Path, runs: u32) -> Result<()> {
     println!("time to direct, cone | cone, daemon start → both report direct:");
-    for (what, spec) in rows {
+    for (what, spec) in direct_specs() {
         let mut times = (0..runs.max(1))
             .map(|_| time_to_direct(kith, spec.clone()).map(|t| t.as_secs_f64()))
             .collect::<Result<Vec<_>>>()?;

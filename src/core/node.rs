@@ -667,16 +667,10 @@ impl Node {
             // The initiation in flight stays the one to answer: a fresh one
             // would orphan the answer already on its way (through a relay,
             // or from a candidate the peer punched to), and arrive too soon
-            // after it to be accepted. The same copy goes to every
-            // candidate now (an introduction means "punch now"; the peer
-            // answers one copy and drops the rest as replays).
-            for dst in p.candidates.iter().filter(|c| Some(**c) != p.endpoint) {
-                tracing::debug!(peer = %p.cfg.name, addr = %dst, hs_stage = "initiation", "sending the pending handshake initiation to the candidates");
-                self.transmits.push_back(Transmit {
-                    dst: *dst,
-                    payload: pending.msg.clone(),
-                });
-            }
+            // after it to be accepted. The same copy goes to every address
+            // now (an introduction means "punch now").
+            let (msg, attempt) = (pending.msg.clone(), pending.attempts + 1);
+            self.send_initiation_direct(id, &msg, attempt);
         } else {
             self.initiate(now, id);
         }
@@ -1085,19 +1079,7 @@ impl Node {
             msg: msg.clone(),
         });
         p.timers.set(Timer::HandshakeRetry, now + backoff + jitter);
-        // The same message to every address: the responder answers the
-        // first copy and rejects the rest as replays (same timestamp).
-        let targets = p
-            .endpoint
-            .iter()
-            .chain(p.candidates.iter().filter(|c| Some(**c) != p.endpoint));
-        for dst in targets {
-            tracing::debug!(peer = %p.cfg.name, addr = %dst, attempt = attempts + 1, hs_stage = "initiation", "sending handshake initiation");
-            self.transmits.push_back(Transmit {
-                dst: *dst,
-                payload: msg.clone(),
-            });
-        }
+        self.send_initiation_direct(id, &msg, attempts + 1);
         // And through every relay that may carry it, at the same time: if
         // no direct address answers, the relay's copy does, and the pair
         // is connected within one round trip through it. Not for the rekey
@@ -1112,6 +1094,24 @@ impl Node {
         for r in self.relay_options(now, id) {
             tracing::debug!(peer = %self.peer_name(id), relay = %self.peer_name(r), attempt = attempts + 1, hs_stage = "initiation", "sending handshake initiation through a relay");
             self.send_via(now, id, Via::Relay(r), &msg);
+        }
+    }
+
+    /// `msg` (an initiation) to the peer's endpoint and every candidate:
+    /// the responder answers the first copy and rejects the rest as
+    /// replays (same timestamp).
+    fn send_initiation_direct(&mut self, id: PeerId, msg: &[u8], attempt: u32) {
+        let p = &self.peers[id.0];
+        let targets = p
+            .endpoint
+            .iter()
+            .chain(p.candidates.iter().filter(|c| Some(**c) != p.endpoint));
+        for dst in targets {
+            tracing::debug!(peer = %p.cfg.name, addr = %dst, attempt, hs_stage = "initiation", "sending handshake initiation");
+            self.transmits.push_back(Transmit {
+                dst: *dst,
+                payload: msg.to_vec(),
+            });
         }
     }
 
