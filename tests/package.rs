@@ -295,8 +295,24 @@ fn daemon_runs_as_kith_with_only_cap_net_admin() {
     let _ = run("chown", &["kith:kith", config.to_str().unwrap()]);
     let control = run_dir.join("control.sock");
     let state = run_dir.join("state");
-    let mut daemon = Command::new("ip")
+    // udev makes /dev/net/tun 0666 on a host; a container may leave it
+    // 0600 root. The daemon, as kith, opens it as on a host: through a
+    // 0666 node of the same device bound over it, in a mount namespace of
+    // its own (the host's node is not touched).
+    let tun = run_dir.join("tun");
+    let out = run(
+        "mknod",
+        &["-m", "0666", tun.to_str().unwrap(), "c", "10", "200"],
+    );
+    assert!(out.status.success(), "mknod: {}", text(&out));
+    // Each of unshare, sh, ip netns exec and setpriv execs the next, so
+    // the child is the daemon itself.
+    let mut daemon = Command::new("unshare")
+        .args(["--mount", "--", "sh", "-c"])
+        .arg("mount --bind \"$0\" /dev/net/tun && exec \"$@\"")
+        .arg(&tun)
         .args([
+            "ip",
             "netns",
             "exec",
             NETNS,
