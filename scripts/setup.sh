@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the lab, demo, bench and end-to-end tests
-# need. Idempotent: runs `apt-get update` (once) only if something is missing.
+# need, and what the package test (tests/package.rs) needs: systemd for
+# systemd-analyze, dpkg-dev and binutils (strip, readelf) for building and
+# checking the .deb, adduser for its maintainer scripts, and cargo-deb.
+# Idempotent: runs `apt-get update` (once) only if something is missing.
 set -euo pipefail
 
-packages=(iproute2 nftables iperf3 tcpdump iputils-ping procps miniupnpd-nftables coturn miniupnpc)
+packages=(iproute2 nftables iperf3 tcpdump iputils-ping procps miniupnpd-nftables coturn miniupnpc
+    systemd dpkg-dev binutils adduser passwd)
+# Pinned like in scripts/package.sh: it builds with our Rust (1.95).
+cargo_deb_version=3.8.0
 
 if [[ $EUID -ne 0 ]]; then
     echo "setup.sh: run as root (installing packages; the lab needs root too)" >&2
@@ -39,6 +45,10 @@ fi
 if ! command -v cargo >/dev/null; then
     echo "setup.sh: cargo not found: install Rust 1.95+ (https://rustup.rs)" >&2
     exit 1
+fi
+if ! cargo deb --version >/dev/null 2>&1; then
+    echo "setup.sh: installing cargo-deb $cargo_deb_version (cargo install)"
+    cargo install cargo-deb --locked --version "$cargo_deb_version"
 fi
 if [[ ! -c /dev/net/tun ]]; then
     echo "setup.sh: /dev/net/tun missing: the kernel needs TUN support (modprobe tun)" >&2

@@ -15,7 +15,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kith: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(kith::cli::exit_code(&e))
         }
     }
 }

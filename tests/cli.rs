@@ -143,3 +143,104 @@ fn check_config_reports_ok_and_located_errors() {
     assert!(err.contains("dht = false"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn invalid_config_exits_78_and_other_failures_1() {
+    let dir = std::env::temp_dir().join(format!("kith-cli-exit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = kith::identity::SecretKey::from_seed([7; 32]).to_base64();
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "[interface]\naddress = \"100.96.0.1/16\"\nprivate_key = \"{key}\"\n\
+             [discovery]\ndht = false\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(&["check-config", good.to_str().unwrap()], "");
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+
+    // Two errors: both printed, and EX_CONFIG, from check-config and up.
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "[interface]\naddress = \"100.96.0.300/16\"\nprivate_key = \"{key}\"\nmtu = 10\n\
+             [discovery]\ndht = false\n"
+        ),
+    )
+    .unwrap();
+    for args in [
+        vec!["check-config", bad.to_str().unwrap()],
+        vec!["up", "-c", bad.to_str().unwrap()],
+    ] {
+        let (code, _, err) = run(&args, "");
+        assert_eq!(code, 78, "{args:?} on an invalid config:\n{err}");
+        assert!(err.contains("interface.address"), "{err}");
+        assert!(err.contains("interface.mtu"), "{err}");
+        assert!(err.contains("has 2 error(s)"), "{err}");
+    }
+    // A file that cannot be read is a config problem too.
+    let missing = dir.join("missing.toml");
+    let (code, _, err) = run(&["check-config", missing.to_str().unwrap()], "");
+    assert_eq!(code, 78, "{err}");
+
+    // Any other failure keeps exit 1: here a control socket in a directory
+    // that does not exist, found only after the config loaded.
+    let (code, _, err) = run(&["status", "--control", "/nonexistent/kith.sock"], "");
+    assert_eq!(code, 1, "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn generate_writes_man_pages_and_completions() {
+    let dir = std::env::temp_dir().join(format!("kith-cli-gen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let man = dir.join("man");
+    let (code, _, err) = run(&["generate", "man", man.to_str().unwrap()], "");
+    assert_eq!(code, 0, "{err}");
+    let top = std::fs::read_to_string(man.join("kith.1")).expect("kith.1 written");
+    assert!(
+        top.starts_with(".ie") || top.contains(".TH"),
+        "not roff:\n{top}"
+    );
+    assert!(
+        top.contains("check\\-config"),
+        "kith.1 lists check-config:\n{top}"
+    );
+    for sub in ["up", "check-config", "genkey", "status", "netcheck"] {
+        let page = man.join(format!("kith-{sub}.1"));
+        assert!(page.is_file(), "{} missing", page.display());
+    }
+    let up = std::fs::read_to_string(man.join("kith-up.1")).unwrap();
+    assert!(
+        up.contains("state\\-dir"),
+        "kith-up.1 documents --state-dir:\n{up}"
+    );
+    // The packaging command itself is hidden from users.
+    assert!(!man.join("kith-generate.1").exists());
+    assert!(!top.contains("generate"), "{top}");
+
+    let comp = dir.join("completions");
+    let (code, _, err) = run(&["generate", "completions", comp.to_str().unwrap()], "");
+    assert_eq!(code, 0, "{err}");
+    for name in ["kith", "_kith", "kith.fish"] {
+        let text =
+            std::fs::read_to_string(comp.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            text.contains("check-config"),
+            "{name} completes check-config:\n{text}"
+        );
+        assert!(
+            !text.contains("generate"),
+            "{name} offers the hidden generate:\n{text}"
+        );
+    }
+    assert!(
+        std::fs::read_to_string(comp.join("_kith"))
+            .unwrap()
+            .starts_with("#compdef kith")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

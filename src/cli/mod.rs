@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config;
 use crate::identity::SecretKey;
@@ -72,6 +72,11 @@ pub enum Command {
         /// Control socket (default /run/kith/<interface>.sock).
         #[arg(long, value_name = "PATH")]
         control: Option<PathBuf>,
+        /// State directory (peer cache, record sequence) when the config
+        /// sets no [discovery] state_dir; a state_dir in the file wins.
+        /// Default /var/lib/kith.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Show the running daemon's peers: path, endpoint, handshake, traffic,
     /// and where each peer's candidates came from.
@@ -86,6 +91,58 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the man pages or shell completions (for packaging).
+    #[command(hide = true, subcommand)]
+    Generate(Generate),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Generate {
+    /// Man pages: kith.1 and one per subcommand (kith-up.1, ...).
+    Man {
+        /// Directory to write them into (created if missing).
+        dir: PathBuf,
+    },
+    /// Completions: `kith` (bash), `_kith` (zsh), `kith.fish` (fish).
+    Completions {
+        /// Directory to write them into (created if missing).
+        dir: PathBuf,
+    },
+}
+
+/// `sysexits.h` EX_CONFIG: what `up` and `check-config` exit with when the
+/// config file is invalid, so systemd can tell a broken file
+/// (`RestartPreventExitStatus=78`: restarting will not fix it) from a
+/// failure a restart may cure.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// The config file did not load; its errors were already printed.
+#[derive(Debug, thiserror::Error)]
+#[error("{file} has {count} error(s){hint}")]
+pub struct InvalidConfig {
+    file: String,
+    count: usize,
+    hint: &'static str,
+}
+
+impl InvalidConfig {
+    fn new(file: &std::path::Path, errors: &config::ConfigErrors, hint: &'static str) -> Self {
+        Self {
+            file: file.display().to_string(),
+            count: errors.0.len(),
+            hint,
+        }
+    }
+}
+
+/// The process exit code for an error `run` returned: [`EXIT_CONFIG`] for
+/// an invalid config file, 1 for anything else.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.is::<InvalidConfig>() {
+        EXIT_CONFIG
+    } else {
+        1
+    }
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -93,7 +150,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Genkey => genkey(),
         Command::Pubkey => pubkey(),
         Command::CheckConfig { file } => check_config(&file),
-        Command::Up { config, control } => up(&config, control),
+        Command::Up {
+            config,
+            control,
+            state_dir,
+        } => up(&config, control, state_dir),
         Command::Netcheck {
             config,
             stun,
@@ -107,6 +168,8 @@ pub fn run(cli: Cli) -> Result<()> {
         } => status(&interface, control, json),
         Command::DhtNode { listen, bootstrap } => dht_node(listen, bootstrap),
         Command::StunServer { listen } => stun_server(&listen),
+        Command::Generate(Generate::Man { dir }) => generate_man(&dir),
+        Command::Generate(Generate::Completions { dir }) => generate_completions(&dir),
     }
 }
 
@@ -162,29 +225,62 @@ fn check_config(file: &std::path::Path) -> Result<()> {
         }
         Err(errors) => {
             eprintln!("{errors}");
-            bail!("{} has {} error(s)", file.display(), errors.0.len())
+            Err(InvalidConfig::new(file, &errors, "").into())
         }
     }
 }
 
-fn up(file: &std::path::Path, control: Option<PathBuf>) -> Result<()> {
-    let cfg = match config::load(file) {
+fn up(file: &std::path::Path, control: Option<PathBuf>, state_dir: Option<PathBuf>) -> Result<()> {
+    let mut cfg = match config::load(file) {
         Ok(cfg) => cfg,
         Err(errors) => {
             eprintln!("{errors}");
-            bail!(
-                "{} has {} error(s); fix them and start again",
-                file.display(),
-                errors.0.len()
-            )
+            return Err(InvalidConfig::new(file, &errors, "; fix them and start again").into());
         }
     };
+    if let Some(dir) = state_dir {
+        cfg.discovery.default_state_dir(dir);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let control =
         control.unwrap_or_else(|| crate::daemon::control::default_path(&cfg.interface.name));
     rt.block_on(crate::daemon::run(cfg, control))?;
+    Ok(())
+}
+
+fn generate_man(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), dir)
+        .with_context(|| format!("writing man pages into {}", dir.display()))
+}
+
+fn generate_completions(dir: &std::path::Path) -> Result<()> {
+    use clap_complete::Shell;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // clap_complete offers hidden subcommands too; users should not be
+    // offered `generate`, so complete a copy of the CLI without them.
+    let full = Cli::command();
+    let mut cmd = clap::Command::new("kith")
+        .about(full.get_about().cloned().unwrap_or_default())
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .subcommands(full.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+    // The names each shell looks up in its completions directory
+    // (clap_complete's own would be kith.bash for bash).
+    for (shell, name) in [
+        (Shell::Bash, "kith"),
+        (Shell::Zsh, "_kith"),
+        (Shell::Fish, "kith.fish"),
+    ] {
+        let path = dir.join(name);
+        let mut file =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        clap_complete::generate(shell, &mut cmd, "kith", &mut file);
+        file.flush()
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }
 

@@ -109,6 +109,9 @@ pub struct Discovery {
     /// Where the candidate cache and the record sequence number live. A
     /// relative `state_dir` is resolved against the config file's directory.
     pub state_dir: PathBuf,
+    /// The file set `state_dir` itself (so `kith up --state-dir` must not
+    /// replace it).
+    pub state_dir_in_file: bool,
     /// Also serve as a full DHT node (for nodes with a public address).
     pub dht_server: bool,
 }
@@ -122,7 +125,19 @@ impl Default for Discovery {
             port_mapping: true,
             dht_port: 0,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            state_dir_in_file: false,
             dht_server: false,
+        }
+    }
+}
+
+impl Discovery {
+    /// Use `dir` as the state directory unless the file named one: the
+    /// template unit gives each network its own directory this way, and a
+    /// `state_dir` written in the file still wins.
+    pub fn default_state_dir(&mut self, dir: PathBuf) {
+        if !self.state_dir_in_file {
+            self.state_dir = dir;
         }
     }
 }
@@ -325,6 +340,25 @@ mod tests {
         assert_eq!(c.discovery.dht_port, 6881);
         // Relative: resolved against the config file's directory.
         assert_eq!(c.discovery.state_dir, Path::new("./state"));
+    }
+
+    #[test]
+    fn state_dir_flag_applies_only_when_the_file_sets_none() {
+        // Set in the file: the flag does not replace it.
+        let mut c = parse(Path::new("t.toml"), VALID).unwrap();
+        assert!(c.discovery.state_dir_in_file);
+        c.discovery
+            .default_state_dir(PathBuf::from("/var/lib/kith/home"));
+        assert_eq!(c.discovery.state_dir, Path::new("./state"));
+
+        // Not set: the default, replaced by the flag.
+        let unset = VALID.replace("state_dir = \"state\"\n", "");
+        let mut c = parse(Path::new("t.toml"), &unset).unwrap();
+        assert!(!c.discovery.state_dir_in_file);
+        assert_eq!(c.discovery.state_dir, Path::new(DEFAULT_STATE_DIR));
+        c.discovery
+            .default_state_dir(PathBuf::from("/var/lib/kith/home"));
+        assert_eq!(c.discovery.state_dir, Path::new("/var/lib/kith/home"));
     }
 
     proptest! {

@@ -642,6 +642,7 @@ fn discovery(
         },
     };
 
+    let state_dir_in_file = raw.state_dir.is_some();
     let state_dir = match raw.state_dir {
         None => Some(default.state_dir),
         Some(v) if v.get_ref().is_empty() => {
@@ -681,6 +682,7 @@ fn discovery(
         port_mapping,
         dht_port: dht_port?,
         state_dir: state_dir?,
+        state_dir_in_file,
         dht_server,
     })
 }

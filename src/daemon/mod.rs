@@ -49,12 +49,14 @@ pub enum StartError {
     Tun { name: String, source: io::Error },
     #[error(
         "cannot bind UDP port {port}: {source}. Is another kith (or WireGuard) using it? Set \
-         [interface] listen_port to a free port, or 0 for any"
+         [interface] listen_port to a free port, or 0 for any (a port under 1024 also needs \
+         CAP_NET_BIND_SERVICE: README, \"Install\")"
     )]
     Bind { port: u16, source: io::Error },
     #[error(
         "cannot listen on TCP port {port} for [relay] tcp_port: {source}. Is another service \
-         using it? A port under 1024 needs CAP_NET_BIND_SERVICE (the systemd units grant it)"
+         using it? A port under 1024 needs CAP_NET_BIND_SERVICE: under systemd add it with \
+         `systemctl edit kith` (README, \"Install\")"
     )]
     TcpBind { port: u16, source: io::Error },
     #[error("cannot read OS randomness: {0}")]
