@@ -38,6 +38,7 @@
 
 #![cfg_attr(not(test), deny(clippy::disallowed_methods))]
 
+mod cookie;
 mod intro;
 mod limiter;
 mod node;
@@ -48,6 +49,8 @@ mod routes;
 mod session;
 mod timers;
 
+#[cfg(test)]
+mod flood_tests;
 #[cfg(test)]
 mod relay_tests;
 #[cfg(test)]

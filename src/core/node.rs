@@ -8,8 +8,9 @@ use ipnet::IpNet;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
+use super::cookie::{Guard, Jar, Verdict};
 use super::intro;
-use super::limiter::{HandshakeLimiter, Source};
+use super::limiter::Source;
 use super::noise::{self, Resolver, TIMESTAMP_LEN};
 use super::paths::Paths;
 use super::routes::RouteTable;
@@ -137,8 +138,14 @@ pub enum DropReason {
     SourceNotAllowed,
     #[error("malformed control message: {0}")]
     Control(wire::ControlError),
-    #[error("cookie replies are not yet acted upon")]
-    CookieIgnored,
+    #[error("cookie reply that does not answer our pending initiation")]
+    BadCookie,
+    #[error("under load: initiation without a valid mac2, answered with a cookie")]
+    UnderLoad,
+    #[error("initiation already processed (a byte-identical replay)")]
+    ReplayedInitiation,
+    #[error("over the global handshake budget")]
+    OverBudget,
     #[error("relay frame: {0}")]
     RelayFrame(wire::RelayError),
     #[error("relay: {0}")]
@@ -258,6 +265,19 @@ pub struct PeerStatus {
     pub relay_drops: u64,
 }
 
+/// What the handshake defences did (see `cookie.rs`), for `status` and
+/// metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandshakeStats {
+    /// Initiations with a valid mac1 refused before any DH: replays,
+    /// cookie-less under load, over a source's rate or the global budget.
+    pub refused: u64,
+    /// Cookie replies we sent (under load).
+    pub cookies_sent: u64,
+    /// Cookie replies from peers we accepted (they were under load).
+    pub cookies_accepted: u64,
+}
+
 /// Where a route's failure detection stands (see [`FAILOVER_QUIET`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Failover {
@@ -275,6 +295,8 @@ struct Pending {
     /// The initiation as sent, for hard-NAT probes to extra addresses:
     /// its answer must match `local_index`, so no older copy will do.
     msg: Vec<u8>,
+    /// Whether `msg` carries a mac2 keyed with a cookie.
+    cookie_keyed: bool,
 }
 
 struct Peer {
@@ -282,6 +304,8 @@ struct Peer {
     x25519: [u8; 32],
     /// mac1 key for messages we send to this peer.
     mac1_key: [u8; 32],
+    /// The cookie this peer last sent us (it is under load), for mac2.
+    jar: Jar,
     /// The address we send to: the last one an authenticated packet came
     /// from, or the static endpoint until then.
     endpoint: Option<SocketAddr>,
@@ -382,7 +406,11 @@ pub struct Node {
     by_key: HashMap<[u8; 32], PeerId>,
     by_index: HashMap<u32, PeerId>,
     routes: RouteTable,
-    limiter: HandshakeLimiter,
+    /// Replays, cookies under load, per-source and global DH budgets.
+    guard: Guard,
+    /// The last handshake timestamp we sent: the next is always later.
+    last_timestamp_sent: [u8; TIMESTAMP_LEN],
+    handshake_stats: HandshakeStats,
     rng: StdRng,
     epoch: Instant,
     unix_at_epoch: Duration,
@@ -424,7 +452,9 @@ impl Node {
             by_key: HashMap::new(),
             by_index: HashMap::new(),
             routes: RouteTable::default(),
-            limiter: HandshakeLimiter::default(),
+            guard: Guard::new(&our_public, now),
+            last_timestamp_sent: [0; TIMESTAMP_LEN],
+            handshake_stats: HandshakeStats::default(),
             rng: StdRng::from_seed(seed),
             epoch: now,
             unix_at_epoch: unix_now,
@@ -459,6 +489,7 @@ impl Node {
             node.peers.push(Peer {
                 x25519,
                 mac1_key: noise::mac1_key(&x25519),
+                jar: Jar::new(&x25519),
                 endpoint: p.endpoint,
                 candidates: Vec::new(),
                 paths: Paths::default(),
@@ -1010,8 +1041,31 @@ impl Node {
         }
     }
 
-    fn timestamp(&self, now: Instant) -> [u8; TIMESTAMP_LEN] {
-        noise::tai64n(self.unix_at_epoch + now.saturating_duration_since(self.epoch))
+    /// The wall clock now, as last set by the shell, made strictly
+    /// increasing: a clock stepped back (NTP at boot) must not make our
+    /// next initiation look like a replay to the peer.
+    fn timestamp(&mut self, now: Instant) -> [u8; TIMESTAMP_LEN] {
+        let wall = noise::tai64n(self.unix_at_epoch + now.saturating_duration_since(self.epoch));
+        let next = if wall > self.last_timestamp_sent {
+            wall
+        } else {
+            noise::tai64n_after(&self.last_timestamp_sent)
+        };
+        self.last_timestamp_sent = next;
+        next
+    }
+
+    /// The wall clock at `now`, from the shell (which reads it at each
+    /// tick), so handshake timestamps follow clock corrections rather than
+    /// the monotonic clock since start.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_now: Duration) {
+        self.epoch = now;
+        self.unix_at_epoch = unix_now;
+    }
+
+    /// Counters of the handshake defences, for `status` and metrics.
+    pub fn handshake_stats(&self) -> HandshakeStats {
+        self.handshake_stats
     }
 
     fn builder(&mut self) -> snow::Builder<'static> {
@@ -1056,6 +1110,7 @@ impl Node {
         let (mac1_at, _) = wire::mac_offsets(msg.len());
         let mac1 = noise::mac(&p.mac1_key, &msg[..mac1_at]);
         msg[mac1_at..mac1_at + wire::MAC_LEN].copy_from_slice(&mac1);
+        let cookie_keyed = p.jar.seal_mac2(now, &mut msg);
 
         let (started, attempts) = match p.pending.take() {
             Some(old) => {
@@ -1077,6 +1132,7 @@ impl Node {
             started,
             attempts,
             msg: msg.clone(),
+            cookie_keyed,
         });
         p.timers.set(Timer::HandshakeRetry, now + backoff + jitter);
         self.send_initiation_direct(id, &msg, attempts + 1);
@@ -1179,13 +1235,31 @@ impl Node {
         if !self.check_mac1(init.mac1_input, &init.mac1) {
             return UdpOutcome::Dropped(DropReason::BadMac);
         }
-        let source = match (via, relayed_for) {
-            (Via::Direct(from), _) => Source::Addr(from.ip()),
-            (Via::Relay(_), Some(member)) => Source::Member(member.0),
-            (Via::Relay(r), None) => Source::Member(r.0),
+        let (from, source) = match (via, relayed_for) {
+            (Via::Direct(from), _) => (Some(from), Source::Addr(from.ip())),
+            (Via::Relay(_), Some(member)) => (None, Source::Member(member.0)),
+            (Via::Relay(r), None) => (None, Source::Member(r.0)),
         };
-        if !self.limiter.allow(now, source) {
-            return UdpOutcome::Dropped(DropReason::RateLimited);
+        let Node { guard, rng, .. } = self;
+        let refused = match guard.check(now, rng, from, source, &init) {
+            Verdict::Process => None,
+            Verdict::Replay => Some(DropReason::ReplayedInitiation),
+            Verdict::RateLimited => Some(DropReason::RateLimited),
+            Verdict::OverBudget => Some(DropReason::OverBudget),
+            Verdict::Cookie(reply) => {
+                if let Some(dst) = from {
+                    self.transmits.push_back(Transmit {
+                        dst,
+                        payload: reply,
+                    });
+                    self.handshake_stats.cookies_sent += 1;
+                }
+                Some(DropReason::UnderLoad)
+            }
+        };
+        if let Some(reason) = refused {
+            self.handshake_stats.refused += 1;
+            return UdpOutcome::Dropped(reason);
         }
         let (static_secret, psk) = (self.static_secret, self.psk);
         let state = self
@@ -1261,6 +1335,48 @@ impl Node {
         // first data on the new session, right after our response, does.
         // Back the way it came: through the relay if it was relayed.
         self.send_via(now, id, via, &msg);
+        UdpOutcome::Handled
+    }
+
+    /// A responder under load asks for mac2: keep its cookie and send the
+    /// pending initiation again at once with mac2 keyed, to where the reply
+    /// came from. The same bytes but mac2 (the responder spent no DH on the
+    /// first copy), so no new ephemeral and no new index.
+    fn handle_cookie_reply(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        reply: wire::CookieReply<'_>,
+    ) -> UdpOutcome {
+        let Some(&id) = self.by_index.get(&reply.receiver) else {
+            return UdpOutcome::Dropped(DropReason::BadCookie);
+        };
+        let p = &mut self.peers[id.0];
+        let Some(pending) = p
+            .pending
+            .as_mut()
+            .filter(|h| h.local_index == reply.receiver)
+        else {
+            return UdpOutcome::Dropped(DropReason::BadCookie);
+        };
+        let (mac1_at, mac2_at) = wire::mac_offsets(pending.msg.len());
+        if !p.jar.accept(now, &reply, &pending.msg[mac1_at..mac2_at]) {
+            return UdpOutcome::Dropped(DropReason::BadCookie);
+        }
+        self.handshake_stats.cookies_accepted += 1;
+        // A copy already keyed was answered with a cookie because the
+        // responder's secret rotated: key it again, but send it only once
+        // per cookie, so two nodes can never loop on replies.
+        let resend = !pending.cookie_keyed;
+        pending.cookie_keyed = p.jar.seal_mac2(now, &mut pending.msg);
+        if resend {
+            tracing::debug!(peer = %p.cfg.name, %from, hs_stage = "initiation", "peer is under load: sending the initiation again with its cookie");
+            let msg = pending.msg.clone();
+            self.transmits.push_back(Transmit {
+                dst: from,
+                payload: msg,
+            });
+        }
         UdpOutcome::Handled
     }
 
@@ -1699,7 +1815,7 @@ impl Node {
             Ok(Packet::Data(d)) => self.handle_data(now, Via::Direct(from), d, out),
             Ok(Packet::Initiation(i)) => self.handle_initiation(now, Via::Direct(from), None, i),
             Ok(Packet::Response(r)) => self.handle_response(now, Via::Direct(from), r),
-            Ok(Packet::CookieReply(_)) => UdpOutcome::Dropped(DropReason::CookieIgnored),
+            Ok(Packet::CookieReply(c)) => self.handle_cookie_reply(now, from, c),
             Ok(Packet::Stun(_)) => UdpOutcome::Stun,
             Err(e) => UdpOutcome::Dropped(DropReason::Malformed(e)),
         }
@@ -1948,7 +2064,9 @@ impl Node {
                 UdpOutcome::Dropped(DropReason::RelayMismatch)
             }
             Ok(Packet::Initiation(i)) => self.handle_initiation(now, via, Some(sender), i),
-            Ok(Packet::CookieReply(_)) => UdpOutcome::Dropped(DropReason::CookieIgnored),
+            // We send cookies only straight back to a source address, and
+            // so does every kith responder.
+            Ok(Packet::CookieReply(_)) => UdpOutcome::Dropped(DropReason::BadCookie),
             Ok(Packet::Stun(_)) => UdpOutcome::Dropped(DropReason::RelayMismatch),
             Err(e) => UdpOutcome::Dropped(DropReason::Malformed(e)),
         }

@@ -124,11 +124,12 @@ pub fn mac1_key(x25519_public: &[u8; 32]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// `MAC(key, msg)` = keyed BLAKE2s with a 16-byte output.
-pub fn mac(key: &[u8; 32], msg: &[u8]) -> [u8; MAC_LEN] {
-    // A 32-byte key is always valid for BLAKE2s (keys up to 32 bytes).
+/// `MAC(key, msg)` = keyed BLAKE2s with a 16-byte output. Keys are 32
+/// bytes (mac1) or 16 (a cookie, for mac2), both valid BLAKE2s key sizes.
+pub fn mac<const N: usize>(key: &[u8; N], msg: &[u8]) -> [u8; MAC_LEN] {
+    const { assert!(N >= 1 && N <= 32, "BLAKE2s keys are 1 to 32 bytes") };
     let mut m = <Blake2sMac<U16> as Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("32-byte BLAKE2s key"));
+        .unwrap_or_else(|_| unreachable!("BLAKE2s key of 1 to 32 bytes"));
     m.update(msg);
     m.finalize().into_bytes().into()
 }
@@ -148,9 +149,26 @@ pub fn tai64n(unix: std::time::Duration) -> [u8; TIMESTAMP_LEN] {
     out
 }
 
+/// The smallest TAI64N label after `t` (one nanosecond later; the
+/// nanoseconds field never exceeds 999 999 999).
+pub fn tai64n_after(t: &[u8; TIMESTAMP_LEN]) -> [u8; TIMESTAMP_LEN] {
+    let secs = u64::from_be_bytes(t[..8].try_into().unwrap_or([0; 8]));
+    let nanos = u32::from_be_bytes(t[8..].try_into().unwrap_or([0; 4]));
+    let (secs, nanos) = if nanos >= 999_999_999 {
+        (secs.saturating_add(1), 0)
+    } else {
+        (secs, nanos + 1)
+    };
+    let mut out = [0u8; TIMESTAMP_LEN];
+    out[..8].copy_from_slice(&secs.to_be_bytes());
+    out[8..].copy_from_slice(&nanos.to_be_bytes());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn an_all_zero_diffie_hellman_fails() {
@@ -186,8 +204,16 @@ mod tests {
     }
 
     #[test]
+    fn the_label_after_is_the_next_nanosecond() {
+        let a = tai64n(Duration::new(1_700_000_000, 5));
+        assert_eq!(tai64n_after(&a), tai64n(Duration::new(1_700_000_000, 6)));
+        let b = tai64n(Duration::new(1_700_000_000, 999_999_999));
+        assert_eq!(tai64n_after(&b), tai64n(Duration::new(1_700_000_001, 0)));
+        assert!(tai64n_after(&b) > b);
+    }
+
+    #[test]
     fn timestamps_order_like_time() {
-        use std::time::Duration;
         let a = tai64n(Duration::new(1_700_000_000, 999_999_999));
         let b = tai64n(Duration::new(1_700_000_001, 0));
         assert!(a < b);

@@ -6,7 +6,7 @@ use super::sim::*;
 use super::*;
 
 /// Two nodes that know each other's endpoints.
-fn pair(seed: u64) -> Sim {
+pub(super) fn pair(seed: u64) -> Sim {
     let mut sim = Sim::new(seed);
     sim.add(1, vec![peer_cfg(2, true)]);
     sim.add(2, vec![peer_cfg(1, true)]);
@@ -275,9 +275,44 @@ fn peer_restart_replaces_session() {
         b_sessions_before[0],
         "b still sends on the old session"
     );
-    // The old initiation, replayed, is refused.
+    // The old initiation, replayed, is refused before any DH: b processed
+    // those very bytes before.
     let r = sim.deliver(old_init.0, old_init.1, &old_init.2).unwrap();
-    assert_eq!(r, UdpOutcome::Dropped(DropReason::StaleInitiation));
+    assert_eq!(r, UdpOutcome::Dropped(DropReason::ReplayedInitiation));
+
+    // A new initiation with an older timestamp (a restarted with its wall
+    // clock an hour behind) is refused by the timestamp.
+    sim.run_for(Duration::from_secs(3));
+    sim.restart(0, 1, vec![peer_cfg(2, true)]);
+    let hour_behind = Duration::from_secs(1_000_000);
+    sim.act(0, |n, now| n.set_wall_clock(now, hour_behind));
+    sim.start_node(0);
+    sim.run_for(Duration::from_millis(200));
+    assert!(
+        sim.nodes[1].drops.contains(&DropReason::StaleInitiation),
+        "b drops: {:?}",
+        sim.nodes[1].drops
+    );
+}
+
+#[test]
+fn a_wall_clock_stepped_back_does_not_stop_rekeys() {
+    let mut sim = pair(43);
+    sim.start_all();
+    sim.run_for(Duration::from_secs(1));
+    // a's clock is corrected far back (an RTC that was ahead, say); its
+    // next initiations must still be newer than those b has seen.
+    sim.act(0, |n, now| {
+        n.set_wall_clock(now, Duration::from_secs(1_000_000))
+    });
+    let before = sim.nodes[1].node.session_indices(PeerId(0));
+    for _ in 0..300 {
+        sim.send_ip(0, overlay(2), b"tick");
+        sim.run_for(Duration::from_secs(1));
+    }
+    assert!(delivered(&sim, 1, b"tick") >= 298);
+    assert_ne!(sim.nodes[1].node.session_indices(PeerId(0))[0], before[0]);
+    assert!(!sim.nodes[1].drops.contains(&DropReason::StaleInitiation));
 }
 
 #[test]

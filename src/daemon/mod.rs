@@ -511,6 +511,11 @@ impl Shell {
                 },
                 _ = tick.tick() => {
                     let now = Instant::now();
+                    // Handshake timestamps follow the wall clock, corrections
+                    // included (the core keeps them increasing).
+                    if let Ok(unix) = SystemTime::now().duration_since(UNIX_EPOCH) {
+                        self.node.set_wall_clock(now, unix);
+                    }
                     for addr in self.tcp.sweep(now) {
                         self.node.handle_path_lost(now, addr);
                     }

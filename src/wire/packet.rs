@@ -67,6 +67,8 @@ pub struct Initiation<'a> {
     pub mac2: [u8; MAC_LEN],
     /// The bytes covered by mac1 (everything before it).
     pub mac1_input: &'a [u8],
+    /// The bytes covered by mac2 (everything before it, mac1 included).
+    pub mac2_input: &'a [u8],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +160,7 @@ pub fn parse(buf: &[u8]) -> Result<Packet<'_>, WireError> {
                 mac1: arr(buf, mac1_at),
                 mac2: arr(buf, mac1_at + MAC_LEN),
                 mac1_input: &buf[..mac1_at],
+                mac2_input: &buf[..mac1_at + MAC_LEN],
             }))
         }
         TYPE_RESPONSE => {
