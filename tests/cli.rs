@@ -129,16 +129,33 @@ fn check_config_reports_ok_and_located_errors() {
     assert_ne!(code, 0);
     assert!(err.contains(&located), "{err}");
 
-    // Without [network] id the DHT (on by default) has no namespace.
+    // No [network] table: WireGuard-style, valid, and says the DHT is off.
+    let no_net = dir.join("no-net.toml");
+    std::fs::write(
+        &no_net,
+        format!("[interface]\naddress = \"100.96.0.1/16\"\nprivate_key = \"{key}\"\n"),
+    )
+    .unwrap();
+    let (code, out, err) = run(&["check-config", no_net.to_str().unwrap()], "");
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+    assert!(
+        err.contains("note: no [network] table: DHT off, static endpoints only (like WireGuard)"),
+        "{err}"
+    );
+
+    // Asking for the DHT without a [network] id is still an error.
     let no_id = dir.join("no-id.toml");
     std::fs::write(
         &no_id,
-        format!("[interface]\naddress = \"100.96.0.1/16\"\nprivate_key = \"{key}\"\n"),
+        format!(
+            "[interface]\naddress = \"100.96.0.1/16\"\nprivate_key = \"{key}\"\n\
+             [discovery]\ndht = true\n"
+        ),
     )
     .unwrap();
     let (code, _, err) = run(&["check-config", no_id.to_str().unwrap()], "");
     assert_ne!(code, 0);
-    let located = format!("{}:1:1: network.id: missing [network] id", no_id.display());
+    let located = format!("{}:4:1: network.id: missing [network] id", no_id.display());
     assert!(err.contains(&located), "expected {located:?} in:\n{err}");
     assert!(err.contains("dht = false"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();

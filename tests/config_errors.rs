@@ -441,15 +441,29 @@ fn rows() -> Vec<Row> {
         ),
         // [network] and [discovery]
         iface_exact(
-            "dht by default without network id",
-            "",
+            "network table without id, dht by default",
+            "[network]\n[discovery]\nstun = []\n",
             &[(
-                1,
+                5,
                 1,
                 "network.id",
                 "missing [network] id, which the DHT needs to find your peers ([discovery] dht is \
-                 true by default): set id = \"home\" (any name shared by your nodes) under \
-                 [network], or set [discovery] dht = false to use only static endpoints",
+                 true by default when there is a [network] table): set id = \"home\" (any name \
+                 shared by your nodes) under [network], or set [discovery] dht = false to use \
+                 only static endpoints",
+            )],
+        ),
+        iface_exact(
+            "no network table: a peer without endpoint",
+            "[[peer]]\nname = \"nas\"\npublic_key = \"{PK2}\"\nallowed_ips = []\n\
+             [[peer]]\nname = \"vps\"\npublic_key = \"{PK3}\"\nallowed_ips = []\nendpoint = \"198.18.0.3:51871\"\n",
+            &[(
+                4,
+                1,
+                "peer[0].endpoint",
+                "peer[0] has no endpoint, and without a [network] table the DHT is off, so \
+                 nothing can find it: add `[network] id = \"...\"` (peers found through the \
+                 DHT) or an `endpoint = \"host:port\"` to this peer",
             )],
         ),
         iface_exact(
@@ -1182,5 +1196,49 @@ fn nested_prefixes_on_two_peers_are_valid() {
             "192.168.50.0/24"
         ]
     );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A WireGuard-style file (no `[network]`, no `dht` key) is valid: the DHT
+/// is off and says so once; an explicit `dht = false` file is not marked
+/// (its author chose it), and its peers may still wait to be called.
+#[test]
+fn no_network_table_means_static_endpoints_only() {
+    let peers = "[[peer]]\nname = \"nas\"\npublic_key = \"{PK2}\"\nallowed_ips = [\"100.96.0.2/32\"]\n\
+                 endpoint = \"198.18.0.2:51871\"\n";
+    for (tag, text) in [
+        ("static", format!("{IFACE}{peers}")),
+        // [discovery] without `dht` keeps the WireGuard default.
+        (
+            "static-disc",
+            format!("{IFACE}[discovery]\nbootstrap = []\nstun = []\n{peers}"),
+        ),
+    ] {
+        let (dir, got) = parse_in(tag, &text);
+        let c = got.unwrap_or_else(|e| panic!("{tag}: {e}"));
+        assert!(c.static_only, "{tag}");
+        assert!(!c.discovery.dht, "{tag}");
+        assert_eq!(
+            c.static_only_note(),
+            Some("no [network] table: DHT off, static endpoints only (like WireGuard)")
+        );
+        assert!(c.warnings.is_empty(), "{tag}: {:?}", c.warnings);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    let text = format!(
+        "{IFACE}[[peer]]\nname = \"nas\"\npublic_key = \"{{PK2}}\"\nallowed_ips = []\n{NO_DHT}"
+    );
+    let (dir, got) = parse_in("explicit-off", &text);
+    let c = got.expect("dht = false with a peer that calls in is valid");
+    assert!(!c.static_only && !c.discovery.dht);
+    assert_eq!(c.static_only_note(), None);
+    assert_eq!(c.peers[0].endpoint, None);
+    let _ = fs::remove_dir_all(&dir);
+
+    // A [network] table turns the DHT back on by default.
+    let (dir, got) = parse_in("with-net", &format!("{IFACE}{NET}"));
+    let c = got.expect("valid");
+    assert!(!c.static_only && c.discovery.dht);
     let _ = fs::remove_dir_all(&dir);
 }

@@ -217,7 +217,8 @@ fn check_config(file: &std::path::Path) -> Result<()> {
             for w in &cfg.warnings {
                 eprintln!("warning: {w}");
             }
-            for n in cfg.relay_notes() {
+            let static_only = cfg.static_only_note().map(str::to_string);
+            for n in static_only.into_iter().chain(cfg.relay_notes()) {
                 eprintln!("note: {n}");
             }
             println!("ok");
@@ -401,6 +402,9 @@ pub fn render_status(r: &crate::daemon::control::StatusReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "interface {}  listening on {}", r.interface, r.listen);
     let _ = writeln!(out, "public key {}", r.public_key);
+    if !r.addresses.is_empty() {
+        let _ = writeln!(out, "address {}", r.addresses.join(", "));
+    }
     match &r.dht {
         Some(d) => {
             let published = d
@@ -454,6 +458,9 @@ pub fn render_status(r: &crate::daemon::control::StatusReport) -> String {
                     p.path, p.path_reason
                 );
             }
+        }
+        if !p.allowed_ips.is_empty() {
+            let _ = writeln!(out, "  allowed ips  {}", p.allowed_ips.join(", "));
         }
         if !p.peer_relays.is_empty() {
             let _ = writeln!(out, "  its relays   {}", p.peer_relays.join(", "));
@@ -567,6 +574,7 @@ mod tests {
             interface: "kith0".into(),
             public_key: "AAAA".into(),
             listen: "0.0.0.0:51871".into(),
+            addresses: vec!["100.96.0.1/16".into()],
             dht: None,
             nat: NatStatus {
                 mapping: Some("endpoint-independent".into()),
@@ -577,6 +585,7 @@ mod tests {
             peers: vec![PeerReport {
                 name: "nas".into(),
                 public_key: "b64key".into(),
+                allowed_ips: vec!["100.96.0.2/32".into(), "192.168.50.0/24".into()],
                 path: "direct".into(),
                 path_reason:
                     "direct through the peer's endpoint-dependent NAT (port probing, 311 probes)"
@@ -612,6 +621,16 @@ mod tests {
         assert!(
             punched.contains("hard NAT     easy side, 311 probes, attempt 1 (connected)"),
             "{punched}"
+        );
+    }
+
+    #[test]
+    fn status_shows_our_addresses_and_each_peers_allowed_ips() {
+        let text = render_status(&report(None));
+        assert!(text.contains("address 100.96.0.1/16\n"), "{text}");
+        assert!(
+            text.contains("  allowed ips  100.96.0.2/32, 192.168.50.0/24\n"),
+            "{text}"
         );
     }
 }

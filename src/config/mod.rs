@@ -54,6 +54,11 @@ pub struct Config {
     pub discovery: Discovery,
     pub relay: Relay,
     pub peers: Vec<Peer>,
+    /// The file has no `[network]` table and no `[discovery] dht` key, so
+    /// the DHT is off and peers are reached at their static endpoints only,
+    /// as in WireGuard. Kept apart from `discovery.dht` so the daemon and
+    /// `check-config` can say why the DHT is off.
+    pub static_only: bool,
     /// Non-fatal findings, in the same `file:line:column` format as errors.
     pub warnings: Vec<String>,
 }
@@ -215,6 +220,14 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// The one line the daemon logs at start and `check-config` prints when
+    /// the DHT is off only because the file has no `[network]` table: the
+    /// file is not wrong, but a reader may have expected discovery.
+    pub fn static_only_note(&self) -> Option<&'static str> {
+        self.static_only
+            .then_some("no [network] table: DHT off, static endpoints only (like WireGuard)")
+    }
+
     /// The peers `[relay] via` names, in its order, with their index in
     /// `peers` (validation made sure each name is a peer).
     pub fn via_peers(&self) -> impl Iterator<Item = (usize, &Peer)> {
@@ -302,6 +315,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             discovery: v.discovery,
             relay: v.relay,
             peers: v.peers,
+            static_only: v.static_only,
             warnings: ctx.warnings.iter().map(ToString::to_string).collect(),
         }),
         _ => {

@@ -114,6 +114,7 @@ impl<'a> Ctx<'a> {
 
 /// Everything a valid file yields.
 pub(super) struct Validated {
+    pub static_only: bool,
     pub interface: Interface,
     pub network: Network,
     pub discovery: Discovery,
@@ -130,6 +131,7 @@ pub(super) fn config(ctx: &mut Ctx<'_>, raw: RawConfig, base_dir: &Path) -> Opti
         .and_then(|t| t.get_ref().listen_port.as_ref())
         .map(|v| ctx.line(&v.span()));
     dht_needs_network_id(ctx, &raw);
+    let static_only = static_only(&raw);
 
     let interface = match raw.interface {
         Some(table) => interface(ctx, table, base_dir),
@@ -153,9 +155,13 @@ pub(super) fn config(ctx: &mut Ctx<'_>, raw: RawConfig, base_dir: &Path) -> Opti
     let listen_port = interface
         .as_ref()
         .map(|i| (i.listen_port, listen_port_line));
+    let dht_default = !static_only;
     let discovery = match raw.discovery {
-        Some(table) => discovery(ctx, table.into_inner(), base_dir, listen_port),
-        None => Some(Discovery::default()),
+        Some(table) => discovery(ctx, table.into_inner(), base_dir, listen_port, dht_default),
+        None => Some(Discovery {
+            dht: dht_default,
+            ..Discovery::default()
+        }),
     };
     let own_key = interface.as_ref().map(|i| i.private_key.public());
     // Before the peers are consumed: `[relay] via` names them.
@@ -168,8 +174,9 @@ pub(super) fn config(ctx: &mut Ctx<'_>, raw: RawConfig, base_dir: &Path) -> Opti
         Some(table) => relay(ctx, table.into_inner(), &peer_names),
         None => Some(Relay::default()),
     };
-    let peers = peers(ctx, raw.peer, own_key);
+    let peers = peers(ctx, raw.peer, own_key, static_only);
     Some(Validated {
+        static_only,
         interface: interface?,
         network: network?,
         discovery: discovery?,
@@ -178,9 +185,21 @@ pub(super) fn config(ctx: &mut Ctx<'_>, raw: RawConfig, base_dir: &Path) -> Opti
     })
 }
 
-/// `dht = true` (the default) publishes and looks up records under the
-/// network id, so it needs one. Reported at `[discovery]`, or at the top of
-/// the file when that table is absent (the default is what is wrong).
+/// No `[network]` table and no `dht` key: the file is a WireGuard-style
+/// one (static endpoints only), so the DHT defaults to off instead of
+/// failing for want of a network id.
+fn static_only(raw: &RawConfig) -> bool {
+    raw.network.is_none()
+        && raw
+            .discovery
+            .as_ref()
+            .is_none_or(|t| t.get_ref().dht.is_none())
+}
+
+/// `dht = true` (the default once a `[network]` table is written) publishes
+/// and looks up records under the network id, so it needs one. Reported at
+/// `[discovery]`, or at the top of the file when that table is absent (the
+/// default is what is wrong).
 fn dht_needs_network_id(ctx: &mut Ctx<'_>, raw: &RawConfig) {
     let removed = |k: &str| ctx.removed.contains(k);
     // A bad `dht` or `id` value was already reported; do not guess around it.
@@ -188,6 +207,7 @@ fn dht_needs_network_id(ctx: &mut Ctx<'_>, raw: &RawConfig) {
         || removed("discovery.dht")
         || removed("network")
         || removed("network.id")
+        || static_only(raw)
     {
         return;
     }
@@ -205,7 +225,7 @@ fn dht_needs_network_id(ctx: &mut Ctx<'_>, raw: &RawConfig) {
     let why = if dht.is_some() {
         "[discovery] dht = true"
     } else {
-        "[discovery] dht is true by default"
+        "[discovery] dht is true by default when there is a [network] table"
     };
     let at = raw.discovery.as_ref().map_or(0..0, |t| t.span());
     ctx.error(
@@ -560,16 +580,18 @@ fn decode_secret(text: &str) -> Result<[u8; 32], String> {
 }
 
 /// `[discovery]`; `listen_port` is the validated `[interface] listen_port`
-/// and the line it was written on (`None` when defaulted), if valid.
+/// and the line it was written on (`None` when defaulted), if valid;
+/// `dht_default` is what an absent `dht` key means (see [`static_only`]).
 fn discovery(
     ctx: &mut Ctx<'_>,
     raw: RawDiscovery,
     base_dir: &Path,
     listen_port: Option<(u16, Option<usize>)>,
+    dht_default: bool,
 ) -> Option<Discovery> {
     let default = Discovery::default();
 
-    let dht = raw.dht.map_or(default.dht, Spanned::into_inner);
+    let dht = raw.dht.map_or(dht_default, Spanned::into_inner);
 
     let bootstrap = match raw.bootstrap {
         None => Some(default.bootstrap),
@@ -771,10 +793,13 @@ fn peer_label(name: &Option<String>, index: usize) -> String {
     }
 }
 
+/// `static_only`: the DHT is off because the file has no `[network]` table
+/// (see [`static_only`]), so a peer is reachable only at its endpoint.
 fn peers(
     ctx: &mut Ctx<'_>,
     raw: Vec<Spanned<RawPeer>>,
     own_key: Option<PublicKey>,
+    static_only: bool,
 ) -> Option<Vec<Peer>> {
     let mut out = Vec::with_capacity(raw.len());
     let mut ok = true;
@@ -954,6 +979,23 @@ fn peers(
         };
 
         let endpoint = match raw.endpoint {
+            // An explicit `dht = false` says the peer is expected to call in;
+            // a file that only left out [network] more likely forgot how the
+            // peer is to be found.
+            None if static_only => {
+                if !ctx.removed.contains(&key_of("endpoint")) {
+                    ctx.error(
+                        header.clone(),
+                        &key_of("endpoint"),
+                        format!(
+                            "{prefix} has no endpoint, and without a [network] table the DHT is \
+                             off, so nothing can find it: add `[network] id = \"...\"` (peers \
+                             found through the DHT) or an `endpoint = \"host:port\"` to this peer"
+                        ),
+                    );
+                }
+                None
+            }
             None => Some(None),
             Some(v) => match v.get_ref().parse::<Endpoint>() {
                 Ok(ep) => Some(Some(ep)),

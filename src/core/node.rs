@@ -557,6 +557,13 @@ impl Node {
         self.peers.get(id.0).map_or("?", |p| p.cfg.name.as_str())
     }
 
+    /// The prefixes routed to `id` (empty for an unknown id).
+    pub fn peer_allowed_ips(&self, id: PeerId) -> &[IpNet] {
+        self.peers
+            .get(id.0)
+            .map_or(&[], |p| p.cfg.allowed_ips.as_slice())
+    }
+
     pub fn peer_status(&self, id: PeerId) -> Option<PeerStatus> {
         let p = self.peers.get(id.0)?;
         Some(PeerStatus {

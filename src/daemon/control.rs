@@ -24,6 +24,9 @@ pub struct StatusReport {
     pub interface: String,
     pub public_key: String,
     pub listen: String,
+    /// This node's overlay addresses with their prefixes, e.g. "100.96.0.1/16".
+    #[serde(default)]
+    pub addresses: Vec<String>,
     /// `None` when the DHT is off.
     pub dht: Option<DhtStatus>,
     pub nat: NatStatus,
@@ -90,6 +93,9 @@ pub struct NatStatus {
 pub struct PeerReport {
     pub name: String,
     pub public_key: String,
+    /// The prefixes this peer may send from and that are sent to it.
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
     /// "direct", "relayed" (through another member, see `relay`) or "none".
     pub path: String,
     /// Why the path is what it is, in words.

@@ -184,6 +184,27 @@ impl Discovery {
         let _ = self.tick(node, now);
     }
 
+    /// A named endpoint resolved (again): it joins the peer's candidates.
+    pub fn set_static_endpoint(
+        &mut self,
+        node: &mut Node,
+        now: Instant,
+        id: PeerId,
+        addr: SocketAddr,
+    ) {
+        let Some(meta) = self.peers.get_mut(id.0) else {
+            return;
+        };
+        if meta.static_endpoint == Some(addr) {
+            return;
+        }
+        meta.static_endpoint = Some(addr);
+        if meta.source.is_none() {
+            meta.source = Some((Source::Static, unix_now()));
+        }
+        self.feed(node, now, id);
+    }
+
     /// Give the core the union of the static endpoint and what discovery found.
     fn feed(&self, node: &mut Node, now: Instant, id: PeerId) {
         let meta = &self.peers[id.0];
@@ -305,7 +326,15 @@ impl Discovery {
         };
         if !connected {
             return if meta.static_endpoint.is_none() && meta.discovered.is_empty() {
-                "no path: no address known yet (waiting for the DHT)".to_string()
+                if self.rendezvous.is_some() {
+                    "no path: no address known yet (waiting for the DHT)".to_string()
+                } else {
+                    // Nothing will look the peer up: only its own packets
+                    // (or a name that starts resolving) give us a path.
+                    "no path: no address known (the DHT is off and no endpoint answered; \
+                     waiting for the peer to reach us)"
+                        .to_string()
+                }
             } else {
                 "no path: none of the candidates answered yet".to_string()
             };
@@ -683,5 +712,13 @@ mod tests {
         assert_eq!(second.nat, nat);
         d.set_nat(nat);
         assert_eq!(d.take_push(), None);
+    }
+
+    #[test]
+    fn with_the_dht_off_status_never_says_it_waits_for_the_dht() {
+        let (d, _node, _) = setup("dht-off");
+        let why = d.path_reason(PeerId(0), None, false);
+        assert!(!why.contains("waiting for the DHT"), "{why}");
+        assert!(why.contains("the DHT is off"), "{why}");
     }
 }

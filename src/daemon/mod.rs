@@ -17,6 +17,7 @@
 
 pub mod control;
 mod discover;
+mod names;
 mod notify;
 mod punch;
 mod reflexive;
@@ -67,20 +68,15 @@ pub enum StartError {
     Io(#[from] io::Error),
 }
 
-/// Turn the validated config into the core's view, resolving DNS names.
-async fn node_config(cfg: &Config) -> NodeConfig {
+/// Turn the validated config into the core's view. Endpoints given as
+/// names start unknown: [`names`] resolves them in the background.
+fn node_config(cfg: &Config) -> NodeConfig {
     let mut peers = Vec::with_capacity(cfg.peers.len());
     for p in &cfg.peers {
         let endpoint = match &p.endpoint {
-            None => None,
             Some(Endpoint::Addr(a)) => Some(*a),
-            Some(Endpoint::Host { host, port }) => {
-                crate::nat::netcheck::resolve_ipv4((host.as_str(), *port), host).await
-            }
+            None | Some(Endpoint::Host { .. }) => None,
         };
-        if p.endpoint.is_some() && endpoint.is_none() {
-            warn!(peer = %p.name, "endpoint could not be resolved; waiting for the peer to reach us");
-        }
         peers.push(PeerConfig {
             name: p.name.clone(),
             public_key: p.public_key,
@@ -180,6 +176,9 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
     for w in &cfg.warnings {
         warn!("{w}");
     }
+    if let Some(note) = cfg.static_only_note() {
+        info!("{note}");
+    }
     let tun = create_tun(&cfg)?;
     raise_fd_limit();
     let udp = Udp::bind(cfg.interface.listen_port).map_err(|source| StartError::Bind {
@@ -208,7 +207,7 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
     let unix_now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let node_cfg = node_config(&cfg).await;
+    let node_cfg = node_config(&cfg);
     let static_endpoints: Vec<_> = node_cfg.peers.iter().map(|p| p.endpoint).collect();
     // Relays we may reach over TCP: their UDP endpoint, and the same host
     // at their tcp_port.
@@ -235,9 +234,19 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
     // holds up the tunnel to static and cached peers.
     let (mut discovery, found) = discover::Discovery::new(&cfg, &static_endpoints, local.port());
     discovery.start(&mut node, now);
-    let stun = reflexive::Reflexive::new(
-        crate::nat::netcheck::resolve(&cfg.discovery.stun).await,
-        now,
+    // Nothing waits for DNS: STUN starts when its names resolve, a named
+    // endpoint becomes a candidate when it does.
+    let stun = reflexive::Reflexive::new(Vec::new(), now);
+    let names = names::Names::spawn(
+        cfg.discovery.stun.clone(),
+        cfg.peers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match &p.endpoint {
+                Some(Endpoint::Host { host, port }) => Some((PeerId(i), host.clone(), *port)),
+                _ => None,
+            })
+            .collect(),
     );
     let portmap = if cfg.discovery.port_mapping {
         crate::nat::portmap::PortMapper::spawn(
@@ -261,8 +270,11 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         found,
         control: control_rx,
         interface: cfg.interface.name.clone(),
+        address: cfg.interface.address,
         listen: local,
         stun,
+        names,
+        tcp_ports: cfg.peers.iter().map(|p| p.tcp_port).collect(),
         mapped,
         portmap,
         puncher: Puncher::new(punch_budget(), now, punch_seed),
@@ -294,9 +306,16 @@ struct Shell {
     found: Option<tokio::sync::mpsc::UnboundedReceiver<crate::discovery::rendezvous::Found>>,
     control: tokio::sync::mpsc::Receiver<control::Request>,
     interface: String,
+    /// Our overlay address (for `status`).
+    address: ipnet::IpNet,
     listen: SocketAddr,
     /// STUN from the data socket.
     stun: reflexive::Reflexive,
+    /// Background DNS of the STUN servers and named endpoints.
+    names: names::Names,
+    /// Each peer's relay `tcp_port` (indexed by peer), for a relay whose
+    /// endpoint name resolves after start.
+    tcp_ports: Vec<Option<u16>>,
     /// The router port mapping, as the port mapper last saw it.
     mapped: tokio::sync::watch::Receiver<Option<crate::nat::portmap::Mapping>>,
     portmap: crate::nat::portmap::PortMapper,
@@ -530,6 +549,19 @@ impl Shell {
                     let mapping = *self.mapped.borrow_and_update();
                     self.discovery.set_mapped(mapping.map(|m| m.external));
                 }
+                resolved = self.names.recv() => {
+                    let now = Instant::now();
+                    match resolved {
+                        names::Resolved::Stun(servers) => self.stun.set_servers(servers, now),
+                        names::Resolved::Endpoint { peer, addr } => {
+                            info!(peer = %self.node.peer_name(peer), %addr, "endpoint name resolved");
+                            if let Some(port) = self.tcp_ports.get(peer.0).copied().flatten() {
+                                self.tcp.add_link(addr, SocketAddr::new(addr.ip(), port));
+                            }
+                            self.discovery.set_static_endpoint(&mut self.node, now, peer, addr);
+                        }
+                    }
+                }
                 Some(req) = self.control.recv() => {
                     let _ = req.reply.send(self.status(Instant::now()));
                 }
@@ -724,6 +756,8 @@ impl Shell {
                 // Keys wiped: its routes are stale, but an attempt that is
                 // running keeps its pool.
                 Event::Disconnected { peer } => self.pools.retain_routes(|p, _| p != peer),
+                // Its name may point elsewhere now.
+                Event::HandshakeGaveUp { peer } => self.names.stale(peer),
                 _ => {}
             }
             self.log_event(e);
@@ -982,6 +1016,12 @@ impl Shell {
                 Some(control::PeerReport {
                     name: st.name,
                     public_key: st.public_key.to_string(),
+                    allowed_ips: self
+                        .node
+                        .peer_allowed_ips(id)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
                     path: match (st.connected, &relay) {
                         (false, _) => "none",
                         (true, None) => "direct",
@@ -1045,6 +1085,7 @@ impl Shell {
             interface: self.interface.clone(),
             public_key: self.node.public_key().to_string(),
             listen: self.listen.to_string(),
+            addresses: vec![self.address.to_string()],
             dht: self.discovery.dht_status(),
             nat: control::NatStatus {
                 mapping: self.stun.behaviour.map(|b| match b.mapping {

@@ -30,6 +30,15 @@ impl Reflexive {
         }
     }
 
+    /// The servers to ask, once their names resolved (again): a changed
+    /// list runs at once.
+    pub fn set_servers(&mut self, servers: Vec<SocketAddr>, now: Instant) {
+        if servers != self.servers {
+            self.servers = servers;
+            self.rerun(now);
+        }
+    }
+
     /// Run again soon (e.g. our addresses changed).
     pub fn rerun(&mut self, now: Instant) {
         if !self.servers.is_empty() {

@@ -172,29 +172,36 @@ impl TcpTransport {
             info!(port, "relay: listening on TCP");
             tokio::spawn(accept_loop(listener, events_tx.clone()));
         }
-        let links = links
-            .into_iter()
-            .map(|(udp, tcp)| {
-                (
-                    udp,
-                    Link {
-                        tcp,
-                        fallback: TcpFallback::default(),
-                        writer: None,
-                        pending_initiation: None,
-                        attempt: 0,
-                    },
-                )
-            })
-            .collect();
-        Ok(Self {
+        let mut t = Self {
             events_tx,
             events_rx,
             inbound: HashMap::new(),
-            links,
+            links: HashMap::new(),
             listen_port,
             dropped: 0,
-        })
+        };
+        for (udp, tcp) in links {
+            t.add_link(udp, tcp);
+        }
+        Ok(t)
+    }
+
+    /// Know a relay reachable over TCP at `tcp` whose UDP endpoint is
+    /// `udp` (also when its endpoint name resolves late, or moves).
+    pub fn add_link(&mut self, udp: SocketAddr, tcp: SocketAddr) {
+        if self.links.get(&udp).is_some_and(|l| l.tcp == tcp) {
+            return;
+        }
+        self.links.insert(
+            udp,
+            Link {
+                tcp,
+                fallback: TcpFallback::default(),
+                writer: None,
+                pending_initiation: None,
+                attempt: 0,
+            },
+        );
     }
 
     pub fn listen_port(&self) -> Option<u16> {

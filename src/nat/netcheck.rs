@@ -54,28 +54,27 @@ pub async fn resolve(servers: &[String]) -> Vec<SocketAddr> {
 }
 
 /// The first IPv4 address `target` resolves to, waiting at most 5 s; a
-/// failure is logged with `name` and gives `None`. One place for every DNS
-/// lookup of the daemon and the CLI (static endpoints, STUN servers).
+/// failure is logged with `name` and gives `None`. For one-shot lookups
+/// (the CLI); the daemon resolves in the background (`daemon::names`).
 pub async fn resolve_ipv4(
     target: impl tokio::net::ToSocketAddrs,
     name: &str,
 ) -> Option<SocketAddr> {
+    lookup_ipv4(target)
+        .await
+        .inspect_err(|e| tracing::warn!(host = name, error = %e, "DNS lookup failed"))
+        .ok()
+}
+
+/// The first IPv4 address `target` resolves to, waiting at most 5 s. One
+/// place for every DNS lookup of the daemon and the CLI.
+pub async fn lookup_ipv4(target: impl tokio::net::ToSocketAddrs) -> Result<SocketAddr, String> {
     match tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host(target)).await {
-        Ok(Ok(mut addrs)) => {
-            let found = addrs.find(SocketAddr::is_ipv4);
-            if found.is_none() {
-                tracing::warn!(host = name, "DNS lookup found no IPv4 address");
-            }
-            found
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(host = name, error = %e, "DNS lookup failed");
-            None
-        }
-        Err(_) => {
-            tracing::warn!(host = name, "DNS lookup timed out after 5 s");
-            None
-        }
+        Ok(Ok(mut addrs)) => addrs
+            .find(SocketAddr::is_ipv4)
+            .ok_or_else(|| "no IPv4 address".to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out after 5 s".to_string()),
     }
 }
 

@@ -1,0 +1,211 @@
+//! DNS names of the config (static endpoints, STUN servers), resolved in
+//! the background so that nothing waits for DNS before the data path is up.
+//!
+//! Owns one task per name list: it resolves, hands the answer to the
+//! daemon's loop over a channel, and resolves again — soon while lookups
+//! fail (boot before the network, an offline LAN), every
+//! [`REFRESH`] once they work (an address that moved), and at once when the
+//! loop says the peer behind a name stopped answering (what WireGuard leaves
+//! to a `reresolve-dns` script). Addresses written as IPs never come here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tracing::{debug, info, warn};
+
+use crate::core::PeerId;
+use crate::nat::netcheck::lookup_ipv4;
+
+/// Resolve a name that works again this often.
+pub const REFRESH: Duration = Duration::from_secs(300);
+/// First retry after a failed lookup; doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// An answer for the daemon's loop; sent only when it changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// The STUN servers that resolved (the names that did not are retried).
+    Stun(Vec<SocketAddr>),
+    /// A peer's `endpoint` name.
+    Endpoint { peer: PeerId, addr: SocketAddr },
+}
+
+/// The running lookups; dropping it stops them.
+pub struct Names {
+    rx: mpsc::UnboundedReceiver<Resolved>,
+    /// Per peer with a named endpoint: wakes its task for a fresh lookup.
+    wake: Vec<(PeerId, Arc<Notify>)>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Names {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Names {
+    /// Start resolving. `stun` entries are `host:port` (IP literals resolve
+    /// at once); `endpoints` are the peers' named endpoints.
+    pub fn spawn(stun: Vec<String>, endpoints: Vec<(PeerId, String, u16)>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        let mut wake = Vec::new();
+        if !stun.is_empty() {
+            let tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                let names: Vec<(String, u16)> = stun.iter().filter_map(|s| split(s)).collect();
+                keep_resolved(names, None, move |addrs| {
+                    tx.send(Resolved::Stun(addrs)).is_ok()
+                })
+                .await;
+            }));
+        }
+        for (peer, host, port) in endpoints {
+            let tx = tx.clone();
+            let notify = Arc::new(Notify::new());
+            wake.push((peer, notify.clone()));
+            tasks.push(tokio::spawn(async move {
+                keep_resolved(vec![(host, port)], Some(notify), move |addrs| {
+                    addrs
+                        .first()
+                        .is_none_or(|&addr| tx.send(Resolved::Endpoint { peer, addr }).is_ok())
+                })
+                .await;
+            }));
+        }
+        Self { rx, wake, tasks }
+    }
+
+    /// The next answer, or forever when there are no names.
+    pub async fn recv(&mut self) -> Resolved {
+        match self.rx.recv().await {
+            Some(r) => r,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// `peer` stopped answering: if it is reached through a name, look the
+    /// name up again now.
+    pub fn stale(&self, peer: PeerId) {
+        if let Some((_, n)) = self.wake.iter().find(|(p, _)| *p == peer) {
+            n.notify_one();
+        }
+    }
+}
+
+/// `host:port` → its parts; `None` (logged) when it has no port, which the
+/// config validation already refuses.
+fn split(entry: &str) -> Option<(String, u16)> {
+    let (host, port) = entry.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    Some((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+/// Resolve `names` until `deliver` returns false (the loop is gone).
+/// `deliver` gets the addresses that resolved, in order, each time the set
+/// changes and is not empty.
+async fn keep_resolved(
+    names: Vec<(String, u16)>,
+    wake: Option<Arc<Notify>>,
+    mut deliver: impl FnMut(Vec<SocketAddr>) -> bool,
+) {
+    let mut last: Vec<SocketAddr> = Vec::new();
+    let mut retry = RETRY_FIRST;
+    let mut failed_before = false;
+    loop {
+        let mut addrs = Vec::new();
+        let mut failures = Vec::new();
+        for (host, port) in &names {
+            match lookup_ipv4((host.as_str(), *port)).await {
+                Ok(a) => addrs.push(a),
+                Err(e) => failures.push(format!("{host}: {e}")),
+            }
+        }
+        if !addrs.is_empty() && addrs != last {
+            if failed_before {
+                info!(names = ?names.iter().map(|(h, _)| h).collect::<Vec<_>>(), addrs = ?addrs, "DNS names resolved");
+            } else {
+                debug!(addrs = ?addrs, "DNS names resolved");
+            }
+            if !deliver(addrs.clone()) {
+                return;
+            }
+            last = addrs;
+        }
+        let wait = if failures.is_empty() {
+            retry = RETRY_FIRST;
+            failed_before = false;
+            REFRESH
+        } else {
+            // One warning per outage, not one per retry.
+            if !failed_before {
+                warn!(failures = ?failures, retry_in = ?retry, "DNS lookup failed; retrying in the background");
+            } else {
+                debug!(failures = ?failures, retry_in = ?retry, "DNS lookup failed again");
+            }
+            failed_before = true;
+            let w = retry;
+            retry = (retry * 2).min(RETRY_MAX);
+            w
+        };
+        match &wake {
+            Some(n) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = n.notified() => debug!("peer behind a name stopped answering; resolving again"),
+                }
+            }
+            None => tokio::time::sleep(wait).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_split_into_host_and_port() {
+        assert_eq!(
+            split("stun.example.org:3478"),
+            Some(("stun.example.org".into(), 3478))
+        );
+        assert_eq!(
+            split("198.18.0.10:3478"),
+            Some(("198.18.0.10".into(), 3478))
+        );
+        assert_eq!(split("[::1]:3478"), Some(("::1".into(), 3478)));
+        assert_eq!(split("no-port"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn literals_are_delivered_at_once_and_again_only_when_they_change() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(keep_resolved(
+            vec![("127.0.0.1".into(), 3478), ("127.0.0.2".into(), 3479)],
+            None,
+            move |a| tx.send(a).is_ok(),
+        ));
+        let first = rx.recv().await.unwrap();
+        assert_eq!(
+            first,
+            vec![
+                "127.0.0.1:3478".parse().unwrap(),
+                "127.0.0.2:3479".parse().unwrap()
+            ]
+        );
+        // Refreshes that find the same addresses send nothing.
+        tokio::time::sleep(REFRESH * 3).await;
+        assert!(
+            rx.try_recv().is_err(),
+            "an unchanged answer is not sent again"
+        );
+        task.abort();
+    }
+}
