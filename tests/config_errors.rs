@@ -125,7 +125,12 @@ fn rows() -> Vec<Row> {
         row(
             "syntax",
             "[interface]\naddress = = \"x\"\n",
-            &[(2, 11, "", "TOML syntax error")],
+            &[(
+                2,
+                11,
+                "interface.address",
+                "TOML syntax error in the value of `address`",
+            )],
         ),
         row(
             "unknown key with suggestion",

@@ -60,6 +60,13 @@ pub enum StartError {
          `systemctl edit kith` (README, \"Install\")"
     )]
     TcpBind { port: u16, source: io::Error },
+    #[error(
+        "interface {name} already exists: another kith network (or VPN) on this host uses it. \
+         Give each network its own [interface] name (and listen_port)"
+    )]
+    InterfaceInUse { name: String },
+    #[error(transparent)]
+    StateDir(#[from] crate::discovery::cache::LockError),
     #[error("cannot read OS randomness: {0}")]
     Random(getrandom::Error),
     #[error("{0}")]
@@ -108,6 +115,17 @@ fn relay_config(cfg: &Config) -> RelayConfig {
 
 fn create_tun(cfg: &Config) -> Result<tun_rs::AsyncDevice, StartError> {
     let iface = &cfg.interface;
+    // Opening an existing TUN by name would attach to it (or fail with a
+    // bare EBUSY): a device of that name means another daemon owns it, as
+    // ours vanish with the process that made them.
+    if std::path::Path::new("/sys/class/net")
+        .join(&iface.name)
+        .exists()
+    {
+        return Err(StartError::InterfaceInUse {
+            name: iface.name.clone(),
+        });
+    }
     let build = |offload: bool| {
         let mut builder = tun_rs::DeviceBuilder::new()
             .name(&iface.name)
@@ -180,6 +198,18 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         info!("{note}");
     }
     let tun = create_tun(&cfg)?;
+    // Held until we exit: a second network sharing the directory would
+    // overwrite our peer cache and DHT sequence.
+    let _state_lock = match crate::discovery::cache::lock_state_dir(&cfg.discovery.state_dir) {
+        Ok(lock) => Some(lock),
+        Err(e @ crate::discovery::cache::LockError::InUse { .. }) => return Err(e.into()),
+        // The cache is an optimisation: without a writable directory we
+        // run without it (saving it warns as well).
+        Err(e) => {
+            warn!(error = %e, "running without the state directory's lock");
+            None
+        }
+    };
     raise_fd_limit();
     let udp = Udp::bind(cfg.interface.listen_port).map_err(|source| StartError::Bind {
         port: cfg.interface.listen_port,

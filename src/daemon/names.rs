@@ -113,8 +113,24 @@ fn split(entry: &str) -> Option<(String, u16)> {
 async fn keep_resolved(
     names: Vec<(String, u16)>,
     wake: Option<Arc<Notify>>,
-    mut deliver: impl FnMut(Vec<SocketAddr>) -> bool,
+    deliver: impl FnMut(Vec<SocketAddr>) -> bool,
 ) {
+    keep_resolved_with(names, wake, deliver, |host, port| async move {
+        lookup_ipv4((host.as_str(), port)).await
+    })
+    .await;
+}
+
+/// [`keep_resolved`] with the lookup as an argument (tests fake DNS).
+async fn keep_resolved_with<F, Fut>(
+    names: Vec<(String, u16)>,
+    wake: Option<Arc<Notify>>,
+    mut deliver: impl FnMut(Vec<SocketAddr>) -> bool,
+    lookup: F,
+) where
+    F: Fn(String, u16) -> Fut,
+    Fut: std::future::Future<Output = Result<SocketAddr, String>>,
+{
     let mut last: Vec<SocketAddr> = Vec::new();
     let mut retry = RETRY_FIRST;
     let mut failed_before = false;
@@ -122,7 +138,7 @@ async fn keep_resolved(
         let mut addrs = Vec::new();
         let mut failures = Vec::new();
         for (host, port) in &names {
-            match lookup_ipv4((host.as_str(), *port)).await {
+            match lookup(host.clone(), *port).await {
                 Ok(a) => addrs.push(a),
                 Err(e) => failures.push(format!("{host}: {e}")),
             }
@@ -182,6 +198,65 @@ mod tests {
         );
         assert_eq!(split("[::1]:3478"), Some(("::1".into(), 3478)));
         assert_eq!(split("no-port"), None);
+    }
+
+    /// A fake DNS: fails until `works` is set, then answers `addr`; counts
+    /// lookups.
+    #[derive(Clone, Default)]
+    struct FakeDns {
+        works: Arc<std::sync::atomic::AtomicBool>,
+        lookups: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl FakeDns {
+        fn lookups(&self) -> usize {
+            self.lookups.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_name_is_retried_with_backoff_then_refreshed_and_woken() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let dns = FakeDns::default();
+        let addr: SocketAddr = "198.18.0.2:51871".parse().unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let wake = Arc::new(Notify::new());
+        let fake = dns.clone();
+        let task = tokio::spawn(keep_resolved_with(
+            vec![("b.example".into(), 51871)],
+            Some(wake.clone()),
+            move |a| tx.send(a).is_ok(),
+            move |_, _| {
+                let fake = fake.clone();
+                async move {
+                    fake.lookups.fetch_add(1, SeqCst);
+                    if fake.works.load(SeqCst) {
+                        Ok(addr)
+                    } else {
+                        Err("no DNS".to_string())
+                    }
+                }
+            },
+        ));
+        // Failing: tries at 0, 1, 3, 7, 15 s (backoff doubling from 1 s).
+        tokio::time::sleep(Duration::from_millis(15_500)).await;
+        assert_eq!(dns.lookups(), 5, "retries while the name fails");
+        assert!(rx.try_recv().is_err(), "nothing resolved yet");
+        // DNS comes back: the next retry (at 31 s) delivers the address.
+        dns.works.store(true, SeqCst);
+        tokio::time::sleep(Duration::from_secs(16)).await;
+        assert_eq!(rx.try_recv().ok(), Some(vec![addr]));
+        let after_success = dns.lookups();
+        // Working: quiet until REFRESH, then looked up again.
+        tokio::time::sleep(REFRESH - Duration::from_secs(1)).await;
+        assert_eq!(dns.lookups(), after_success, "no lookups between refreshes");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(dns.lookups(), after_success + 1, "refreshed after REFRESH");
+        // The peer behind the name stopped answering: looked up at once.
+        wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(dns.lookups(), after_success + 2, "woken for a fresh lookup");
+        task.abort();
     }
 
     #[tokio::test(start_paused = true)]

@@ -66,6 +66,11 @@ pub struct DiscoverySpec {
     /// Always written: lab daemons must never ask the public STUN servers
     /// (the default); empty turns STUN off, a test lists its own servers.
     pub stun: Vec<String>,
+    /// Leave `stun` out of the file so the daemon uses its default (named,
+    /// public) servers: only for a test whose namespace can resolve no
+    /// name and reach nothing outside the lab (see `Host::set_etc_file`).
+    #[serde(skip)]
+    pub default_stun: bool,
     /// Always written; off unless a test runs a mapping router.
     pub port_mapping: bool,
 }
@@ -183,10 +188,19 @@ impl KithSpec {
             relay: &self.relay,
             peer: &self.peers,
         };
-        toml::to_string(&file).map_err(|e| LabError::Parse {
+        let err = |e: &dyn std::fmt::Display| LabError::Parse {
             cmd: "rendering a kith config".into(),
             detail: e.to_string(),
-        })
+        };
+        let mut value = toml::Value::try_from(&file).map_err(|e| err(&e))?;
+        if self.discovery.default_stun
+            && let Some(discovery) = value
+                .get_mut("discovery")
+                .and_then(toml::Value::as_table_mut)
+        {
+            discovery.remove("stun");
+        }
+        toml::to_string(&value).map_err(|e| err(&e))
     }
 }
 
@@ -202,23 +216,31 @@ pub struct KithNode {
 }
 
 impl KithNode {
-    pub(crate) fn spawn(dir: &Path, host: &Host, bin: &Path, spec: KithSpec) -> Result<Self> {
+    /// `name` names its files in `dir` (`<name>.toml`, `.key`, `.log`,
+    /// `.sock`): the host's name, or another for a second daemon there.
+    pub(crate) fn spawn(
+        dir: &Path,
+        host: &Host,
+        name: &str,
+        bin: &Path,
+        spec: KithSpec,
+    ) -> Result<Self> {
         if !bin.is_file() {
             return Err(LabError::io(
                 format!("kith binary {}", bin.display()),
                 std::io::Error::from(std::io::ErrorKind::NotFound),
             ));
         }
-        let key = dir.join(format!("{}.key", host.name()));
+        let key = dir.join(format!("{name}.key"));
         write_file(&key, &(spec.key.to_base64() + "\n"), 0o600)?;
-        let config = dir.join(format!("{}.toml", host.name()));
+        let config = dir.join(format!("{name}.toml"));
         write_file(&config, &spec.render(&key)?, 0o644)?;
         let mut node = Self {
             host: host.clone(),
             bin: bin.to_owned(),
             spec,
             config,
-            log: dir.join(format!("{}.log", host.name())),
+            log: dir.join(format!("{name}.log")),
             child: None,
         };
         node.start()?;
@@ -379,6 +401,10 @@ impl KithNode {
             // control socket beside its config.
             .arg("--control")
             .arg(self.control_path())
+            // Each lab daemon owns a state directory (the daemon refuses a
+            // shared one); a state_dir in the file still wins.
+            .arg("--state-dir")
+            .arg(self.config.with_extension("state"))
             .env("KITH_LOG", &self.spec.log_level);
         let marker = format!("starting kith in {}", self.host.netns());
         let child = sys::spawn_logged(&mut cmd, &self.log, &marker)?;
@@ -561,6 +587,7 @@ mod tests {
             dht_server: Some(true),
             stun: vec!["198.18.0.3:3478".into()],
             port_mapping: false,
+            default_stun: false,
         };
         let c = crate::config::parse(&config, &a.render(&key).unwrap()).unwrap();
         assert_eq!(c.network.id.as_deref(), Some("lab"));
@@ -585,6 +612,11 @@ mod tests {
             (Some(2_500_000), Some(25_000_000))
         );
         assert_eq!(c.peers[0].tcp_port, Some(443));
+
+        // Only on request does a lab daemon get the default (named) servers.
+        a.discovery.default_stun = true;
+        let c = crate::config::parse(&config, &a.render(&key).unwrap()).unwrap();
+        assert_eq!(c.discovery.stun, crate::config::DEFAULT_STUN);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
