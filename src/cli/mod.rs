@@ -232,6 +232,10 @@ fn check_config(file: &std::path::Path) -> Result<()> {
 }
 
 fn up(file: &std::path::Path, control: Option<PathBuf>, state_dir: Option<PathBuf>) -> Result<()> {
+    // Before the key files are read into memory.
+    if let Err(e) = crate::daemon::nodump::forbid_core_dumps() {
+        tracing::warn!("cannot turn core dumps off ({e}): a crash may write keys to disk");
+    }
     let mut cfg = match config::load(file) {
         Ok(cfg) => cfg,
         Err(errors) => {

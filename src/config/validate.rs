@@ -19,12 +19,13 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use toml::Spanned;
+use zeroize::Zeroizing;
 
 use super::endpoint::EndpointError;
 use super::raw::{RawConfig, RawDiscovery, RawInterface, RawNetwork, RawPeer, RawRelay};
 use super::{ConfigError, DEFAULT_INTERFACE, DEFAULT_LISTEN_PORT, DEFAULT_MTU, Endpoint};
 use super::{DEFAULT_STATE_DIR, Discovery, Interface, Network, Peer, Relay, duration, rate};
-use crate::identity::{PublicKey, SecretKey};
+use crate::identity::{KeyError, NetworkSecret, PublicKey, SecretKey};
 
 /// Linux `IFNAMSIZ` is 16 including the terminating NUL.
 const IFNAME_MAX: usize = 15;
@@ -471,7 +472,7 @@ fn secret_file<T>(
 
 /// Read a secret file's text (at most [`KEY_FILE_MAX`] bytes) and its
 /// permission bits (0 where there are none).
-fn read_secret_file(path: &Path, kind: &SecretFile) -> Result<(String, u32), String> {
+fn read_secret_file(path: &Path, kind: &SecretFile) -> Result<(Zeroizing<String>, u32), String> {
     let shown = path.display();
     let (what, holds, make) = (kind.what, kind.holds, kind.make);
     let name = kind.key.rsplit('.').next().unwrap_or(kind.key);
@@ -495,7 +496,9 @@ fn read_secret_file(path: &Path, kind: &SecretFile) -> Result<(String, u32), Str
             "{what} \"{shown}\" is not a regular file; point {name} at the file written by {make}"
         ));
     }
-    let mut text = String::new();
+    // Room for all of it up front: a growing buffer would leave copies of
+    // the secret behind in freed memory.
+    let mut text = Zeroizing::new(String::with_capacity(KEY_FILE_MAX as usize + 1));
     std::fs::File::open(path)
         .and_then(|f| f.take(KEY_FILE_MAX + 1).read_to_string(&mut text))
         .map_err(cannot)?;
@@ -540,7 +543,7 @@ fn network(ctx: &mut Ctx<'_>, raw: RawNetwork, base_dir: &Path) -> Option<Networ
 
     Some(Network {
         id: id?,
-        secret: secret?.map(crate::identity::NetworkSecret),
+        secret: secret?,
     })
 }
 
@@ -569,14 +572,13 @@ fn check_network_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The network secret: 32 bytes in standard base64 (what `kith genkey` prints).
-fn decode_secret(text: &str) -> Result<[u8; 32], String> {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|_| "not valid base64 (expected 44 characters of standard base64)".to_string())?;
-    <[u8; 32]>::try_from(bytes.as_slice())
-        .map_err(|_| format!("decodes to {} bytes, a secret is 32 bytes", bytes.len()))
+/// The network secret: 32 bytes in standard base64 (what `kith genkey
+/// --network` writes).
+fn decode_secret(text: &str) -> Result<NetworkSecret, String> {
+    text.parse::<NetworkSecret>().map_err(|e| match e {
+        KeyError::Length { len } => format!("decodes to {len} bytes, a secret is 32 bytes"),
+        other => other.to_string(),
+    })
 }
 
 /// `[discovery]`; `listen_port` is the validated `[interface] listen_port`
@@ -1273,7 +1275,7 @@ mod tests {
     #[test]
     fn secrets_are_32_bytes_of_base64() {
         let b64 = SecretKey::from_seed([7; 32]).to_base64();
-        assert_eq!(decode_secret(&b64), Ok([7; 32]));
+        assert_eq!(decode_secret(&b64), Ok(NetworkSecret([7; 32])));
         assert!(
             decode_secret("AAAA")
                 .unwrap_err()
