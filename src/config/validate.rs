@@ -133,6 +133,7 @@ pub(super) fn config(ctx: &mut Ctx<'_>, raw: RawConfig, base_dir: &Path) -> Opti
         .map(|v| ctx.line(&v.span()));
     dht_needs_network_id(ctx, &raw);
     let static_only = static_only(&raw);
+    let network_at = raw.network.as_ref().map(|t| t.span());
 
     let interface = match raw.interface {
         Some(table) => interface(ctx, table, base_dir),
@@ -176,6 +177,9 @@ pub(super) fn config(ctx: &mut Ctx<'_>, raw: RawConfig, base_dir: &Path) -> Opti
         None => Some(Relay::default()),
     };
     let peers = peers(ctx, raw.peer, own_key, static_only);
+    if let (Some(n), Some(d)) = (&network, &discovery) {
+        dht_without_secret(ctx, network_at.unwrap_or(0..0), n, d);
+    }
     Some(Validated {
         static_only,
         interface: interface?,
@@ -195,6 +199,26 @@ fn static_only(raw: &RawConfig) -> bool {
             .discovery
             .as_ref()
             .is_none_or(|t| t.get_ref().dht.is_none())
+}
+
+/// Records published without a network secret are readable by anyone who
+/// guesses the network id (`docs/protocol.md`, "What the DHT learns"): a
+/// warning, not an error, since a network id alone is a working setup.
+/// Reported at the `[network]` table (where `secret_file` goes).
+fn dht_without_secret(ctx: &mut Ctx<'_>, at: Range<usize>, network: &Network, d: &Discovery) {
+    if !d.dht || network.secret.is_some() {
+        return;
+    }
+    ctx.warn(
+        at,
+        "network.secret_file",
+        "the DHT is on without a network secret: DHT nodes storing this node's record see its \
+         public key, IP address and the network's salt, and anyone who guesses the network id \
+         can read the record (this node's addresses, relays and NAT); create a secret once with \
+         `kith genkey --network > /etc/kith/network.secret`, copy it to every node and set \
+         secret_file = \"/etc/kith/network.secret\" under [network]"
+            .to_string(),
+    );
 }
 
 /// `dht = true` (the default once a `[network]` table is written) publishes
@@ -417,7 +441,7 @@ const NETWORK_SECRET_FILE: SecretFile = SecretFile {
     key: "network.secret_file",
     what: "network secret file",
     holds: "secret",
-    make: "`kith genkey > network.secret` (once, then copy it to every node)",
+    make: "`kith genkey --network > network.secret` (once, then copy it to every node)",
 };
 
 /// Read and decode the secret file named by `file` (relative to
