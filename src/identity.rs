@@ -8,6 +8,11 @@
 //!
 //! Owns: key encoding/decoding and the X25519 conversion. Must not: read files
 //! (the config and CLI do that) or generate randomness it was not handed.
+//!
+//! Secrets at rest: the seed lives in `ed25519_dalek::SigningKey`, which
+//! zeroizes it when dropped; everything derived from it or decoded on the
+//! way (the X25519 scalar, the base64 text's bytes) is handed out in
+//! [`Zeroizing`] buffers, and [`NetworkSecret`] zeroizes itself.
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,6 +20,7 @@ use std::str::FromStr;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{SigningKey, VerifyingKey};
+use zeroize::{Zeroize, Zeroizing};
 
 /// Errors decoding a key from its base64 text form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,9 +38,16 @@ pub enum KeyError {
     LowOrder,
 }
 
-fn decode32(text: &str) -> Result<[u8; 32], KeyError> {
-    let bytes = B64.decode(text.trim()).map_err(|_| KeyError::Base64)?;
-    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| KeyError::Length { len: bytes.len() })
+/// The 32 bytes a key's base64 text stands for. The decoded bytes may be a
+/// secret: the buffers they pass through are zeroized.
+pub(crate) fn decode32(text: &str) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    let bytes = Zeroizing::new(B64.decode(text.trim()).map_err(|_| KeyError::Base64)?);
+    let mut out = Zeroizing::new([0u8; 32]);
+    if bytes.len() != out.len() {
+        return Err(KeyError::Length { len: bytes.len() });
+    }
+    out.copy_from_slice(&bytes);
+    Ok(out)
 }
 
 /// The secret half: the 32-byte Ed25519 seed.
@@ -52,9 +65,8 @@ impl SecretKey {
 
     /// A fresh key from the operating system's CSPRNG.
     pub fn generate() -> Result<Self, getrandom::Error> {
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed)?;
-        Ok(Self::from_seed(seed))
+        let seed = random32()?;
+        Ok(Self::from_seed(*seed))
     }
 
     pub fn public(&self) -> PublicKey {
@@ -64,17 +76,17 @@ impl SecretKey {
     }
 
     /// The X25519 private scalar used as the Noise static key.
-    pub fn x25519(&self) -> [u8; 32] {
-        self.signing.to_scalar_bytes()
+    pub fn x25519(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.signing.to_scalar_bytes())
     }
 
-    pub fn seed(&self) -> [u8; 32] {
-        self.signing.to_bytes()
+    pub fn seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.signing.to_bytes())
     }
 
     /// The base64 text written to a private key file.
     pub fn to_base64(&self) -> String {
-        B64.encode(self.seed())
+        B64.encode(*self.seed())
     }
 
     pub fn signing_key(&self) -> &SigningKey {
@@ -85,7 +97,7 @@ impl SecretKey {
 impl FromStr for SecretKey {
     type Err = KeyError;
     fn from_str(s: &str) -> Result<Self, KeyError> {
-        decode32(s).map(Self::from_seed)
+        decode32(s).map(|seed| Self::from_seed(*seed))
     }
 }
 
@@ -96,11 +108,39 @@ impl fmt::Debug for SecretKey {
     }
 }
 
+/// 32 bytes from the operating system's CSPRNG, for a key or a secret.
+pub fn random32() -> Result<Zeroizing<[u8; 32]>, getrandom::Error> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut *bytes)?;
+    Ok(bytes)
+}
+
 /// The network secret: the psk2 of every handshake and a key of the DHT
 /// records (all zeros when the network has none). `Debug` never shows it,
-/// so a config or settings struct can be logged whole.
+/// so a config or settings struct can be logged whole; it is zeroized when
+/// dropped.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct NetworkSecret(pub [u8; 32]);
+
+impl NetworkSecret {
+    /// The text of a secret file: standard base64, 44 characters.
+    pub fn to_base64(&self) -> Zeroizing<String> {
+        Zeroizing::new(B64.encode(self.0))
+    }
+}
+
+impl FromStr for NetworkSecret {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        decode32(s).map(|bytes| Self(*bytes))
+    }
+}
+
+impl Drop for NetworkSecret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 impl fmt::Debug for NetworkSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -151,7 +191,7 @@ impl PublicKey {
 impl FromStr for PublicKey {
     type Err = KeyError;
     fn from_str(s: &str) -> Result<Self, KeyError> {
-        Self::from_bytes(decode32(s)?)
+        Self::from_bytes(*decode32(s)?)
     }
 }
 
@@ -167,9 +207,54 @@ impl fmt::Debug for PublicKey {
     }
 }
 
+/// Test hook for secrets at rest: the bytes `value` occupies while alive,
+/// and the same bytes again after its destructor ran (its storage is still
+/// there, and is what a later reader of freed memory would find). For types
+/// without padding, so that every byte read is initialized.
+#[cfg(test)]
+pub(crate) fn bytes_before_and_after_drop<T>(value: T) -> (Vec<u8>, Vec<u8>) {
+    let mut slot = std::mem::ManuallyDrop::new(value);
+    let at: *mut T = &mut *slot;
+    let len = std::mem::size_of::<T>();
+    // SAFETY: `at` points at the `len` initialized bytes of `slot`, which
+    // lives on this frame; dropping in place runs the destructor once and
+    // leaves the storage (never dropped again: ManuallyDrop) readable.
+    unsafe {
+        let before = std::slice::from_raw_parts(at.cast::<u8>(), len).to_vec();
+        std::ptr::drop_in_place(at);
+        let after = std::slice::from_raw_parts(at.cast::<u8>(), len).to_vec();
+        (before, after)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `needle` occurs in `haystack`.
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn a_network_secret_is_zeroized_when_dropped() {
+        let secret = [0x5a; 32];
+        let (before, after) = bytes_before_and_after_drop(NetworkSecret(secret));
+        assert!(contains(&before, &secret), "positive control");
+        assert!(!contains(&after, &secret[..8]), "{after:02x?}");
+    }
+
+    #[test]
+    fn a_network_secret_reads_and_writes_the_secret_file_text() {
+        let s = NetworkSecret([7; 32]);
+        let text = s.to_base64();
+        assert_eq!(text.len(), 44);
+        assert_eq!(text.parse::<NetworkSecret>(), Ok(NetworkSecret([7; 32])));
+        assert_eq!(
+            "AAAA".parse::<NetworkSecret>(),
+            Err(KeyError::Length { len: 3 })
+        );
+    }
 
     #[test]
     fn low_order_keys_are_refused() {
@@ -240,7 +325,7 @@ mod tests {
             .build_initiator()
             .unwrap();
         let mut resp = snow::Builder::new(params)
-            .local_private_key(&scalar)
+            .local_private_key(&*scalar)
             .unwrap()
             .build_responder()
             .unwrap();
@@ -257,7 +342,7 @@ mod tests {
             .unwrap();
         let _ = other;
         let mut resp2 = snow::Builder::new("Noise_NK_25519_ChaChaPoly_BLAKE2s".parse().unwrap())
-            .local_private_key(&scalar)
+            .local_private_key(&*scalar)
             .unwrap()
             .build_responder()
             .unwrap();

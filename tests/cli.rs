@@ -66,6 +66,57 @@ fn genkey_into_a_file_is_private() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `kith genkey --network > file` makes the secret of a new setup: 32
+/// random bytes in base64, in a 0600 file; `check-config` warns about a
+/// DHT-on file until `secret_file` names it.
+#[test]
+fn genkey_network_writes_a_secret_file_that_silences_the_warning() {
+    let dir = std::env::temp_dir().join(format!("kith-cli-net-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("network.secret");
+    let make = |path: &std::path::Path| {
+        let file = std::fs::File::create(path).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let status = Command::new(KITH)
+            .args(["genkey", "--network"])
+            .stdout(file)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read_to_string(path).unwrap()
+    };
+    let text = make(&secret);
+    let mode = std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o600,
+        "kith genkey --network > file must leave it 0600"
+    );
+    let parsed: kith::identity::NetworkSecret = text.trim().parse().unwrap();
+    assert_eq!(text.trim().len(), 44, "{text:?}");
+    let again: kith::identity::NetworkSecret =
+        make(&dir.join("other.secret")).trim().parse().unwrap();
+    assert_ne!(parsed, again, "two runs give different secrets");
+
+    let key = kith::identity::SecretKey::from_seed([5; 32]).to_base64();
+    let conf = dir.join("kith.toml");
+    let base = format!(
+        "[interface]\naddress = \"100.96.0.1/16\"\nprivate_key = \"{key}\"\n[network]\nid = \"home\"\n"
+    );
+    std::fs::write(&conf, &base).unwrap();
+    let (code, out, err) = run(&["check-config", conf.to_str().unwrap()], "");
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+    assert!(
+        err.contains(":4:1: network.secret_file: the DHT is on without a network secret")
+            && err.starts_with("warning: "),
+        "{err}"
+    );
+    std::fs::write(&conf, format!("{base}secret_file = \"network.secret\"\n")).unwrap();
+    let (code, out, err) = run(&["check-config", conf.to_str().unwrap()], "");
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn pubkey_rejects_garbage() {
     let (code, _, err) = run(&["pubkey"], "definitely not a key");

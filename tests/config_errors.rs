@@ -530,7 +530,7 @@ fn rows() -> Vec<Row> {
                 "network.secret_file",
                 "cannot read network secret file \"{DIR}/nope.secret\": No such file or directory \
                  (os error 2); check the path (a relative path is resolved against the config \
-                 file's directory) or create the secret with `kith genkey > network.secret`",
+                 file's directory) or create the secret with `kith genkey --network > network.secret`",
             )],
         ),
         iface_exact(
@@ -541,7 +541,7 @@ fn rows() -> Vec<Row> {
                 15,
                 "network.secret_file",
                 "network secret file \"{DIR}\" is not a regular file; point secret_file at the \
-                 file written by `kith genkey > network.secret`",
+                 file written by `kith genkey --network > network.secret`",
             )],
         ),
         iface_exact(
@@ -552,7 +552,7 @@ fn rows() -> Vec<Row> {
                 15,
                 "network.secret_file",
                 "network secret file \"{DIR}/short.secret\" does not hold a valid secret: decodes \
-                 to 3 bytes, a secret is 32 bytes; regenerate it with `kith genkey > network.secret`",
+                 to 3 bytes, a secret is 32 bytes; regenerate it with `kith genkey --network > network.secret`",
             )],
         ),
         iface_exact(
@@ -950,7 +950,26 @@ fn defaults_and_values_of_a_good_file() {
     let (dir, got) = parse_in("good", &text);
     let c = got.expect("valid");
     assert_eq!(c.source, dir.join("kith.toml"));
-    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // The DHT is on (the default) and there is no secret: said once, at
+    // the [network] table, with the command that makes one.
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].contains(
+            ":4:1: network.secret_file: the DHT is on without a network secret: DHT nodes \
+             storing this node's record see its public key, IP address and the network's salt, \
+             and anyone who guesses the network id can read the record"
+        ),
+        "{:?}",
+        c.warnings
+    );
+    assert!(
+        c.warnings[0].ends_with(
+            "`kith genkey --network > /etc/kith/network.secret`, copy it to every node and set \
+             secret_file = \"/etc/kith/network.secret\" under [network]"
+        ),
+        "{:?}",
+        c.warnings
+    );
     assert_eq!(c.interface.name, config::DEFAULT_INTERFACE);
     assert_eq!(c.interface.address, "100.96.0.1/16".parse().unwrap());
     assert_eq!(c.interface.listen_port, config::DEFAULT_LISTEN_PORT);

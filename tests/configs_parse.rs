@@ -117,7 +117,11 @@ fn minimal_example_finds_peers_through_the_dht() {
     let text = localize(&fs::read_to_string(&path).unwrap(), &secrets);
     let c = config::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.network.id.as_deref(), Some("home"));
-    assert_eq!(c.network.secret, None);
+    // New setups use a network secret (README quick start).
+    assert_eq!(
+        c.network.secret,
+        Some(kith::identity::NetworkSecret([9; 32]))
+    );
     assert!(c.discovery.dht);
     assert_eq!(c.discovery.bootstrap, config::DEFAULT_BOOTSTRAP);
     let _ = fs::remove_dir_all(&secrets);

@@ -77,6 +77,9 @@ fn traffic_resumes_within_5s_after_sigkill_and_restart() {
     );
 }
 
+/// Proved at the receiver: a's own log counts c's initiations arriving and
+/// refused for an unknown key, and a capture on a's TUN holds a's traffic
+/// with b but nothing to or from c.
 #[test]
 fn unknown_node_gets_nothing_through() {
     let lab = common::lab();
@@ -88,7 +91,9 @@ fn unknown_node_gets_nothing_through() {
     switch.attach(&a, "198.18.0.1/24").unwrap();
     switch.attach(&b, "198.18.0.2/24").unwrap();
     switch.attach(&c, "198.18.0.3/24").unwrap();
-    let spec_a = KithSpec::new("100.96.0.1/16", SecretKey::generate().unwrap());
+    let mut spec_a = KithSpec::new("100.96.0.1/16", SecretKey::generate().unwrap());
+    // Drops are logged at debug: a's log is where its refusals show.
+    spec_a.log_level = "debug".into();
     let spec_b = KithSpec::new("100.96.0.2/16", SecretKey::generate().unwrap());
     let spec_c = KithSpec::new("100.96.0.3/16", SecretKey::generate().unwrap());
     let at = |ip: &str| Some(format!("{ip}:51871"));
@@ -115,6 +120,7 @@ fn unknown_node_gets_nothing_through() {
     }
     a.wait_reachable(IpAddr::V4(B_OVERLAY), Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("a → b: {e}"));
+    let tun = Capture::start(&a, "kith0", &lab.dir().join("a-tun.pcap")).unwrap();
 
     // c tries for a few seconds: pings and a TCP connection to a's overlay.
     let c_to_a = c
@@ -141,8 +147,37 @@ fn unknown_node_gets_nothing_through() {
     let a_accepted = a_listener.join().unwrap().unwrap();
     let a_to_b = a.ping(IpAddr::V4(B_OVERLAY), 5, PING_INTERVAL).unwrap();
     let b_to_a = b.ping(IpAddr::V4(A_OVERLAY), 5, PING_INTERVAL).unwrap();
+    let tun = tun.stop().unwrap();
+    let c_overlay = [100, 96, 0, 3];
+    let refused = node_a
+        .log()
+        .lines()
+        .filter(|l| {
+            l.contains("datagram dropped")
+                && l.contains("addr=198.18.0.3:51871")
+                && l.contains("reason=initiator's key is not a configured peer")
+        })
+        .count();
     eprintln!(
-        "c→a {c_to_a:?}; c connected: {c_connected}; a accepted: {a_accepted}\na→b {a_to_b:?}\nb→a {b_to_a:?}"
+        "c→a {c_to_a:?}; c connected: {c_connected}; a accepted: {a_accepted}\na→b {a_to_b:?}\nb→a {b_to_a:?}\n\
+         a refused {refused} initiations from c; a's TUN: {} packets, {} with b's overlay address, {} with c's",
+        tun.count(),
+        tun.count_containing(&B_OVERLAY.octets()),
+        tun.count_containing(&c_overlay),
+    );
+    assert!(
+        refused >= 1,
+        "a's log shows no initiation from c refused for its key:\n{}",
+        node_a.log_tail(40)
+    );
+    assert_eq!(
+        tun.count_containing(&c_overlay),
+        0,
+        "something from (or to) c reached a's TUN"
+    );
+    assert!(
+        tun.count_containing(&B_OVERLAY.octets()) >= 10,
+        "positive control: a's TUN capture should hold the pings with b"
     );
 
     assert_eq!(
@@ -163,6 +198,113 @@ fn unknown_node_gets_nothing_through() {
     );
     node_a.check_running().unwrap();
     node_b.check_running().unwrap();
+}
+
+/// The network secret is the psk of every handshake, with the real binary
+/// and `[network] secret_file`: a and b share a secret file and connect; c
+/// has another secret and d none. Everyone lists everyone with a static
+/// endpoint, yet a never completes a handshake with c or d: each answers
+/// a's initiations, and a drops the answers (message 2 does not decrypt).
+#[test]
+fn only_nodes_with_the_same_secret_file_connect() {
+    let lab = common::lab();
+    let switch = lab.switch("sw").unwrap();
+    let names = ["a", "b", "c", "d"];
+    let hosts: Vec<_> = names.iter().map(|n| lab.host(n).unwrap()).collect();
+    for (i, h) in hosts.iter().enumerate() {
+        switch.attach(h, &format!("198.18.0.{}/24", i + 1)).unwrap();
+    }
+    let write_secret = |name: &str, secret: kith::identity::NetworkSecret| {
+        let path = lab.dir().join(name);
+        std::fs::write(&path, format!("{}\n", *secret.to_base64())).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        path.display().to_string()
+    };
+    let ours = write_secret("ours.secret", kith::identity::NetworkSecret([0x5a; 32]));
+    let other = write_secret("other.secret", kith::identity::NetworkSecret([0xa5; 32]));
+    let secrets = [Some(&ours), Some(&ours), Some(&other), None];
+    let mut specs: Vec<KithSpec> = (0..4)
+        .map(|i| {
+            let mut spec = KithSpec::new(
+                &format!("100.96.0.{}/16", i + 1),
+                SecretKey::generate().unwrap(),
+            );
+            spec.network.secret_file = secrets[i].cloned();
+            spec
+        })
+        .collect();
+    specs[0].log_level = "debug".into();
+    let bin = common::kith_bin();
+    let mut nodes = Vec::new();
+    for i in 0..4 {
+        let mut spec = specs[i].clone();
+        for j in (0..4).filter(|j| *j != i) {
+            let endpoint = Some(format!("198.18.0.{}:51871", j + 1));
+            spec = spec.peer(names[j], &specs[j], endpoint);
+        }
+        nodes.push(lab.spawn_kith(&hosts[i], &bin, spec).unwrap());
+    }
+    for node in &mut nodes {
+        node.wait_ready(Duration::from_secs(10)).unwrap();
+    }
+    let overlay = |i: usize| IpAddr::V4(std::net::Ipv4Addr::new(100, 96, 0, i as u8 + 1));
+    hosts[0]
+        .wait_reachable(overlay(1), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("a → b, same secret: {e}"));
+    // Both directions between a and each of c, d, while they retry.
+    let mut tried = Vec::new();
+    for j in [2, 3] {
+        tried.push((
+            j,
+            "a→",
+            hosts[0].ping(overlay(j), 15, PING_INTERVAL).unwrap(),
+        ));
+        tried.push((
+            j,
+            "→a",
+            hosts[j].ping(overlay(0), 15, PING_INTERVAL).unwrap(),
+        ));
+    }
+    let status = nodes[0].status().unwrap();
+    let log = nodes[0].log();
+    let failed_from = |j: usize| {
+        let addr = format!("addr=198.18.0.{}:51871", j + 1);
+        log.lines()
+            .filter(|l| l.contains(&addr) && l.contains("reason=handshake failed"))
+            .count()
+    };
+    for (j, way, stats) in &tried {
+        eprintln!("{} {way} {stats:?}", names[*j]);
+    }
+    eprintln!(
+        "a's answers dropped as undecryptable: from c {}, from d {}",
+        failed_from(2),
+        failed_from(3)
+    );
+    for (j, way, stats) in &tried {
+        assert_eq!(stats.received, 0, "{} {way}: {stats:?}", names[*j]);
+    }
+    let handshake = |name: &str| {
+        let p = status.peers.iter().find(|p| p.name == name).unwrap();
+        p.last_handshake_secs
+    };
+    assert!(handshake("b").is_some(), "a and b share the secret");
+    assert_eq!(handshake("c"), None, "another secret");
+    assert_eq!(handshake("d"), None, "no secret");
+    // The handshakes really ran into the secret: c and d answered, and a
+    // could not decrypt their answers.
+    for j in [2, 3] {
+        assert!(
+            failed_from(j) >= 1,
+            "no answer from {} dropped at a:\n{}",
+            names[j],
+            nodes[0].log_tail(40)
+        );
+    }
+    for node in &mut nodes {
+        node.check_running().unwrap();
+    }
 }
 
 #[test]

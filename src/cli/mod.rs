@@ -20,7 +20,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print a new private key (base64 Ed25519 seed), e.g. `kith genkey > /etc/kith/private.key`.
-    Genkey,
+    Genkey {
+        /// Print a new network secret instead (32 random bytes, base64) for
+        /// `[network] secret_file`: `kith genkey --network > /etc/kith/network.secret`
+        /// once, then copy the file to every node.
+        #[arg(long)]
+        network: bool,
+    },
     /// Read a private key on stdin and print its public key.
     Pubkey,
     /// Validate a config file: prints "ok", or every error as file:line:column.
@@ -147,7 +153,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Genkey => genkey(),
+        Command::Genkey { network } => genkey(network),
         Command::Pubkey => pubkey(),
         Command::CheckConfig { file } => check_config(&file),
         Command::Up {
@@ -173,12 +179,18 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn genkey() -> Result<()> {
-    let key = SecretKey::generate().context("reading OS randomness")?;
+fn genkey(network: bool) -> Result<()> {
+    let text = if network {
+        let bytes = crate::identity::random32().context("reading OS randomness")?;
+        crate::identity::NetworkSecret(*bytes).to_base64()
+    } else {
+        let key = SecretKey::generate().context("reading OS randomness")?;
+        zeroize::Zeroizing::new(key.to_base64())
+    };
     let mut out = std::io::stdout().lock();
     // When redirected into a file, make it private before the secret lands.
     restrict_stdout_file();
-    writeln!(out, "{}", key.to_base64())?;
+    writeln!(out, "{}", *text)?;
     Ok(())
 }
 
@@ -232,6 +244,10 @@ fn check_config(file: &std::path::Path) -> Result<()> {
 }
 
 fn up(file: &std::path::Path, control: Option<PathBuf>, state_dir: Option<PathBuf>) -> Result<()> {
+    // Before the key files are read into memory.
+    if let Err(e) = crate::daemon::nodump::forbid_core_dumps() {
+        tracing::warn!("cannot turn core dumps off ({e}): a crash may write keys to disk");
+    }
     let mut cfg = match config::load(file) {
         Ok(cfg) => cfg,
         Err(errors) => {

@@ -281,7 +281,8 @@ impl Config {
 
 /// Read, parse and validate a config file (and the private key file it names).
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    // Zeroized after parsing: an inline `private_key` is in the text.
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
             line: 0,
@@ -289,7 +290,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             key: String::new(),
             message: format!("cannot read config file: {e}"),
         }])
-    })?;
+    })?);
     parse(path, &text)
 }
 

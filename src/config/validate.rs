@@ -19,12 +19,13 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use toml::Spanned;
+use zeroize::Zeroizing;
 
 use super::endpoint::EndpointError;
 use super::raw::{RawConfig, RawDiscovery, RawInterface, RawNetwork, RawPeer, RawRelay};
 use super::{ConfigError, DEFAULT_INTERFACE, DEFAULT_LISTEN_PORT, DEFAULT_MTU, Endpoint};
 use super::{DEFAULT_STATE_DIR, Discovery, Interface, Network, Peer, Relay, duration, rate};
-use crate::identity::{PublicKey, SecretKey};
+use crate::identity::{KeyError, NetworkSecret, PublicKey, SecretKey};
 
 /// Linux `IFNAMSIZ` is 16 including the terminating NUL.
 const IFNAME_MAX: usize = 15;
@@ -132,6 +133,7 @@ pub(super) fn config(ctx: &mut Ctx<'_>, raw: RawConfig, base_dir: &Path) -> Opti
         .map(|v| ctx.line(&v.span()));
     dht_needs_network_id(ctx, &raw);
     let static_only = static_only(&raw);
+    let network_at = raw.network.as_ref().map(|t| t.span());
 
     let interface = match raw.interface {
         Some(table) => interface(ctx, table, base_dir),
@@ -175,6 +177,9 @@ pub(super) fn config(ctx: &mut Ctx<'_>, raw: RawConfig, base_dir: &Path) -> Opti
         None => Some(Relay::default()),
     };
     let peers = peers(ctx, raw.peer, own_key, static_only);
+    if let (Some(n), Some(d)) = (&network, &discovery) {
+        dht_without_secret(ctx, network_at.unwrap_or(0..0), n, d);
+    }
     Some(Validated {
         static_only,
         interface: interface?,
@@ -194,6 +199,26 @@ fn static_only(raw: &RawConfig) -> bool {
             .discovery
             .as_ref()
             .is_none_or(|t| t.get_ref().dht.is_none())
+}
+
+/// Records published without a network secret are readable by anyone who
+/// guesses the network id (`docs/protocol.md`, "What the DHT learns"): a
+/// warning, not an error, since a network id alone is a working setup.
+/// Reported at the `[network]` table (where `secret_file` goes).
+fn dht_without_secret(ctx: &mut Ctx<'_>, at: Range<usize>, network: &Network, d: &Discovery) {
+    if !d.dht || network.secret.is_some() {
+        return;
+    }
+    ctx.warn(
+        at,
+        "network.secret_file",
+        "the DHT is on without a network secret: DHT nodes storing this node's record see its \
+         public key, IP address and the network's salt, and anyone who guesses the network id \
+         can read the record (this node's addresses, relays and NAT); create a secret once with \
+         `kith genkey --network > /etc/kith/network.secret`, copy it to every node and set \
+         secret_file = \"/etc/kith/network.secret\" under [network]"
+            .to_string(),
+    );
 }
 
 /// `dht = true` (the default once a `[network]` table is written) publishes
@@ -416,7 +441,7 @@ const NETWORK_SECRET_FILE: SecretFile = SecretFile {
     key: "network.secret_file",
     what: "network secret file",
     holds: "secret",
-    make: "`kith genkey > network.secret` (once, then copy it to every node)",
+    make: "`kith genkey --network > network.secret` (once, then copy it to every node)",
 };
 
 /// Read and decode the secret file named by `file` (relative to
@@ -471,7 +496,7 @@ fn secret_file<T>(
 
 /// Read a secret file's text (at most [`KEY_FILE_MAX`] bytes) and its
 /// permission bits (0 where there are none).
-fn read_secret_file(path: &Path, kind: &SecretFile) -> Result<(String, u32), String> {
+fn read_secret_file(path: &Path, kind: &SecretFile) -> Result<(Zeroizing<String>, u32), String> {
     let shown = path.display();
     let (what, holds, make) = (kind.what, kind.holds, kind.make);
     let name = kind.key.rsplit('.').next().unwrap_or(kind.key);
@@ -495,7 +520,9 @@ fn read_secret_file(path: &Path, kind: &SecretFile) -> Result<(String, u32), Str
             "{what} \"{shown}\" is not a regular file; point {name} at the file written by {make}"
         ));
     }
-    let mut text = String::new();
+    // Room for all of it up front: a growing buffer would leave copies of
+    // the secret behind in freed memory.
+    let mut text = Zeroizing::new(String::with_capacity(KEY_FILE_MAX as usize + 1));
     std::fs::File::open(path)
         .and_then(|f| f.take(KEY_FILE_MAX + 1).read_to_string(&mut text))
         .map_err(cannot)?;
@@ -540,7 +567,7 @@ fn network(ctx: &mut Ctx<'_>, raw: RawNetwork, base_dir: &Path) -> Option<Networ
 
     Some(Network {
         id: id?,
-        secret: secret?.map(crate::identity::NetworkSecret),
+        secret: secret?,
     })
 }
 
@@ -569,14 +596,13 @@ fn check_network_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The network secret: 32 bytes in standard base64 (what `kith genkey` prints).
-fn decode_secret(text: &str) -> Result<[u8; 32], String> {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|_| "not valid base64 (expected 44 characters of standard base64)".to_string())?;
-    <[u8; 32]>::try_from(bytes.as_slice())
-        .map_err(|_| format!("decodes to {} bytes, a secret is 32 bytes", bytes.len()))
+/// The network secret: 32 bytes in standard base64 (what `kith genkey
+/// --network` writes).
+fn decode_secret(text: &str) -> Result<NetworkSecret, String> {
+    text.parse::<NetworkSecret>().map_err(|e| match e {
+        KeyError::Length { len } => format!("decodes to {len} bytes, a secret is 32 bytes"),
+        other => other.to_string(),
+    })
 }
 
 /// `[discovery]`; `listen_port` is the validated `[interface] listen_port`
@@ -1273,7 +1299,7 @@ mod tests {
     #[test]
     fn secrets_are_32_bytes_of_base64() {
         let b64 = SecretKey::from_seed([7; 32]).to_base64();
-        assert_eq!(decode_secret(&b64), Ok([7; 32]));
+        assert_eq!(decode_secret(&b64), Ok(NetworkSecret([7; 32])));
         assert!(
             decode_secret("AAAA")
                 .unwrap_err()

@@ -29,6 +29,7 @@ use blake2::{Blake2s256, Digest};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
+use zeroize::Zeroizing;
 
 use super::limiter::{HandshakeLimiter, Source};
 use super::noise;
@@ -86,7 +87,9 @@ pub enum Verdict {
 pub struct Guard {
     /// Seals our cookie replies: `HASH(LABEL_COOKIE || our Spub)`.
     reply_key: [u8; 32],
-    secret: [u8; 32],
+    /// Keys every cookie: whoever learns it can make cookies for any
+    /// address, so it is zeroized when redrawn over and when dropped.
+    secret: Zeroizing<[u8; 32]>,
     /// When `secret` was drawn; `None` until the first cookie is needed.
     secret_born: Option<Instant>,
     /// Initiations in the current one-second bucket, and its start.
@@ -102,7 +105,7 @@ impl Guard {
     pub fn new(our_x25519_public: &[u8; 32], now: Instant) -> Self {
         Self {
             reply_key: reply_key(our_x25519_public),
-            secret: [0; 32],
+            secret: Zeroizing::new([0; 32]),
             secret_born: None,
             bucket: (now, 0),
             under_load_until: None,
@@ -208,7 +211,7 @@ impl Guard {
             .secret_born
             .is_none_or(|t| now.saturating_duration_since(t) >= COOKIE_LIFETIME)
         {
-            rng.fill_bytes(&mut self.secret);
+            rng.fill_bytes(&mut *self.secret);
             self.secret_born = Some(now);
         }
         let mut input = Vec::with_capacity(18);
@@ -260,7 +263,9 @@ fn mac2_with(cookie: &[u8; MAC_LEN], input: &[u8]) -> [u8; MAC_LEN] {
 pub struct Jar {
     /// Opens the peer's replies: `HASH(LABEL_COOKIE || peer's Spub)`.
     key: [u8; 32],
-    cookie: Option<([u8; MAC_LEN], Instant)>,
+    /// Zeroized when replaced or dropped: it stands for our address with
+    /// the peer until it expires.
+    cookie: Option<(Zeroizing<[u8; MAC_LEN]>, Instant)>,
 }
 
 impl Jar {
@@ -281,9 +286,12 @@ impl Jar {
                 aad: mac1,
             },
         );
-        match opened.ok().and_then(|c| <[u8; MAC_LEN]>::try_from(c).ok()) {
+        let opened = opened.map(Zeroizing::new);
+        match opened.as_deref().ok().filter(|c| c.len() == MAC_LEN) {
             Some(cookie) => {
-                self.cookie = Some((cookie, now));
+                let mut kept = Zeroizing::new([0u8; MAC_LEN]);
+                kept.copy_from_slice(cookie);
+                self.cookie = Some((kept, now));
                 true
             }
             None => false,
@@ -296,9 +304,10 @@ impl Jar {
         let (_, mac2_at) = wire::mac_offsets(msg.len());
         let fresh = self
             .cookie
+            .as_ref()
             .filter(|(_, at)| now.saturating_duration_since(*at) < COOKIE_LIFETIME);
         let mac2 = match fresh {
-            Some((cookie, _)) => mac2_with(&cookie, &msg[..mac2_at]),
+            Some((cookie, _)) => mac2_with(cookie, &msg[..mac2_at]),
             None => [0; MAC_LEN],
         };
         msg[mac2_at..].copy_from_slice(&mac2);

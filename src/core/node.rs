@@ -7,16 +7,17 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
+use zeroize::Zeroizing;
 
 use super::cookie::{Guard, Jar, Verdict};
 use super::intro;
 use super::limiter::Source;
-use super::noise::{self, Resolver, TIMESTAMP_LEN};
+use super::noise::{self, TIMESTAMP_LEN};
 use super::paths::Paths;
 use super::routes::RouteTable;
 use super::session::{Session, SessionError};
 use super::timers::*;
-use crate::identity::{PublicKey, SecretKey};
+use crate::identity::{NetworkSecret, PublicKey, SecretKey};
 use crate::relay::{Limits, RelayService, TokenBucket};
 use crate::wire::{
     self, DATA_HEADER_LEN, IpError, NOISE_INIT_LEN, NOISE_RESPONSE_LEN, Packet, RELAY_HEADER_LEN,
@@ -287,7 +288,7 @@ enum Failover {
 }
 
 struct Pending {
-    state: snow::HandshakeState,
+    state: noise::Handshake,
     local_index: u32,
     /// First attempt of this round (for giving up).
     started: Instant,
@@ -396,8 +397,9 @@ pub struct Node {
     public_key: PublicKey,
     /// Signs our introductions.
     secret: SecretKey,
-    static_secret: [u8; 32],
-    psk: [u8; 32],
+    /// The X25519 form of `secret`: our Noise static key.
+    static_secret: Zeroizing<[u8; 32]>,
+    psk: NetworkSecret,
     /// mac1 key for messages addressed to us.
     our_mac1_key: [u8; 32],
     peers: Vec<Peer>,
@@ -445,7 +447,7 @@ impl Node {
             public_key: cfg.secret.public(),
             secret: cfg.secret.clone(),
             static_secret: cfg.secret.x25519(),
-            psk: cfg.psk.0,
+            psk: cfg.psk,
             our_mac1_key: noise::mac1_key(&our_public),
             peers: Vec::with_capacity(cfg.peers.len()),
             by_x25519: HashMap::new(),
@@ -1075,10 +1077,6 @@ impl Node {
         self.handshake_stats
     }
 
-    fn builder(&mut self) -> snow::Builder<'static> {
-        snow::Builder::with_resolver(noise::params(), Box::new(Resolver::new(&mut self.rng)))
-    }
-
     /// Send a handshake initiation (IK message 1: `-> e, es, s, ss`).
     fn initiate(&mut self, now: Instant, id: PeerId) {
         if !self.has_session(now, id) {
@@ -1089,14 +1087,8 @@ impl Node {
             return;
         }
         let timestamp = self.timestamp(now);
-        let (static_secret, psk, remote) = (self.static_secret, self.psk, self.peers[id.0].x25519);
-        let state = self
-            .builder()
-            .local_private_key(&static_secret)
-            .and_then(|b| b.remote_public_key(&remote))
-            .and_then(|b| b.prologue(noise::PROLOGUE))
-            .and_then(|b| b.psk(2, &psk))
-            .and_then(|b| b.build_initiator());
+        let remote = self.peers[id.0].x25519;
+        let state = noise::initiator(&mut self.rng, &self.static_secret, &remote, &self.psk.0);
         let Ok(mut state) = state else {
             tracing::error!(peer = %self.peer_name(id), "cannot build a Noise initiator");
             return;
@@ -1268,13 +1260,7 @@ impl Node {
             self.handshake_stats.refused += 1;
             return UdpOutcome::Dropped(reason);
         }
-        let (static_secret, psk) = (self.static_secret, self.psk);
-        let state = self
-            .builder()
-            .local_private_key(&static_secret)
-            .and_then(|b| b.prologue(noise::PROLOGUE))
-            .and_then(|b| b.psk(2, &psk))
-            .and_then(|b| b.build_responder());
+        let state = noise::responder(&mut self.rng, &self.static_secret, &self.psk.0);
         let Ok(mut state) = state else {
             return UdpOutcome::Dropped(DropReason::HandshakeFailed);
         };
@@ -1288,8 +1274,7 @@ impl Node {
         // Only configured peers may talk to us (design §3): check the
         // initiator's static key right after message 1.
         let Some(id) = state
-            .get_remote_static()
-            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            .remote_static()
             .and_then(|k| self.by_x25519.get(&k).copied())
         else {
             return UdpOutcome::Dropped(DropReason::UnknownPeer);
@@ -1315,7 +1300,7 @@ impl Node {
         ) {
             return UdpOutcome::Dropped(DropReason::HandshakeFailed);
         }
-        let Ok(transport) = state.into_stateless_transport_mode() else {
+        let Ok(transport) = state.into_transport() else {
             return UdpOutcome::Dropped(DropReason::HandshakeFailed);
         };
         let local_index = self.new_index(id);
@@ -1412,7 +1397,7 @@ impl Node {
             p.pending = Some(pending);
             return UdpOutcome::Dropped(DropReason::HandshakeFailed);
         }
-        let Ok(transport) = pending.state.into_stateless_transport_mode() else {
+        let Ok(transport) = pending.state.into_transport() else {
             self.by_index.remove(&pending.local_index);
             return UdpOutcome::Dropped(DropReason::HandshakeFailed);
         };

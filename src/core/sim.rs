@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::identity::SecretKey;
+use crate::identity::{NetworkSecret, SecretKey};
 
 pub struct SimNode {
     pub node: Node,
@@ -25,6 +25,8 @@ pub struct SimNode {
     pub records: Vec<PeerRecord>,
     pub drops: Vec<DropReason>,
     pub up: bool,
+    /// The network secret (psk) it was started with; zeros by default.
+    psk: NetworkSecret,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -138,7 +140,22 @@ impl Sim {
 
     /// [`add`](Self::add) with a `[relay]` section.
     pub fn add_with_relay(&mut self, n: u8, peers: Vec<PeerConfig>, relay: RelayConfig) -> usize {
-        let node = self.make_node(n, peers, relay);
+        self.add_node(n, peers, relay, NetworkSecret::default())
+    }
+
+    /// [`add`](Self::add) with a network secret: the psk of its handshakes.
+    pub fn add_with_secret(&mut self, n: u8, peers: Vec<PeerConfig>, psk: NetworkSecret) -> usize {
+        self.add_node(n, peers, RelayConfig::default(), psk)
+    }
+
+    fn add_node(
+        &mut self,
+        n: u8,
+        peers: Vec<PeerConfig>,
+        relay: RelayConfig,
+        psk: NetworkSecret,
+    ) -> usize {
+        let node = self.make_node(n, peers, relay, psk.clone());
         self.nodes.push(SimNode {
             node,
             addr: underlay(n),
@@ -148,14 +165,21 @@ impl Sim {
             records: Vec::new(),
             drops: Vec::new(),
             up: true,
+            psk,
         });
         self.nodes.len() - 1
     }
 
-    fn make_node(&mut self, n: u8, peers: Vec<PeerConfig>, relay: RelayConfig) -> Node {
+    fn make_node(
+        &mut self,
+        n: u8,
+        peers: Vec<PeerConfig>,
+        relay: RelayConfig,
+        psk: NetworkSecret,
+    ) -> Node {
         let cfg = NodeConfig {
             secret: key(n),
-            psk: Default::default(),
+            psk,
             peers,
             relay,
         };
@@ -169,7 +193,8 @@ impl Sim {
     /// Replace node `i` with a fresh process (same key and address), as a
     /// daemon restart does.
     pub fn restart(&mut self, i: usize, n: u8, peers: Vec<PeerConfig>) {
-        let node = self.make_node(n, peers, RelayConfig::default());
+        let psk = self.nodes[i].psk.clone();
+        let node = self.make_node(n, peers, RelayConfig::default(), psk);
         let s = &mut self.nodes[i];
         s.node = node;
         s.up = true;

@@ -235,6 +235,85 @@ fn unknown_initiator_rejected() {
     assert_eq!(delivered(&sim, 1, b"let me in"), 0);
 }
 
+/// The names of the peers node `i` reported connected.
+fn connected_to(sim: &Sim, i: usize) -> Vec<String> {
+    let node = &sim.nodes[i];
+    let mut names: Vec<String> = node
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Connected { peer, .. } => Some(node.node.peer_name(*peer).to_string()),
+            _ => None,
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The network secret is the psk of every handshake. Every node lists
+/// every other with its address and keeps sending to all of them: 1 and 2
+/// share a secret and connect; 3 has another and 4 none, and neither ever
+/// completes a handshake with anyone (message 2 does not decrypt: the
+/// responder answered, the initiator refused the answer).
+#[test]
+fn only_nodes_with_the_same_network_secret_complete_a_handshake() {
+    use crate::identity::NetworkSecret;
+    let mut sim = Sim::new(11);
+    let others = |me: u8| -> Vec<PeerConfig> {
+        (1..=4)
+            .filter(|n| *n != me)
+            .map(|n| peer_cfg(n, true))
+            .collect()
+    };
+    let ours = NetworkSecret([0x5a; 32]);
+    sim.add_with_secret(1, others(1), ours.clone());
+    sim.add_with_secret(2, others(2), ours);
+    sim.add_with_secret(3, others(3), NetworkSecret([0xa5; 32]));
+    sim.add(4, others(4));
+    sim.start_all();
+    for _ in 0..6 {
+        for i in 0..4 {
+            for n in (1..=4u8).filter(|n| usize::from(*n) != i + 1) {
+                sim.send_ip(i, overlay(n), b"same secret?");
+            }
+        }
+        sim.run_for(Duration::from_secs(20));
+    }
+    assert_eq!(connected_to(&sim, 0), ["n2"], "{:?}", sim.nodes[0].events);
+    assert_eq!(connected_to(&sim, 1), ["n1"], "{:?}", sim.nodes[1].events);
+    assert!(
+        connected_to(&sim, 2).is_empty(),
+        "{:?}",
+        sim.nodes[2].events
+    );
+    assert!(
+        connected_to(&sim, 3).is_empty(),
+        "{:?}",
+        sim.nodes[3].events
+    );
+    assert!(delivered(&sim, 0, b"same secret?") > 0);
+    assert!(delivered(&sim, 1, b"same secret?") > 0);
+    // Nothing reached a TUN across differing secrets: 1 and 2 hold only
+    // each other's packets, 3 and 4 nothing at all.
+    for (i, from) in [(0, overlay(2)), (1, overlay(1))] {
+        assert!(
+            sim.nodes[i].tun.iter().all(|p| p[12..16] == from.octets()),
+            "node {} got a packet from a node with another secret",
+            i + 1
+        );
+    }
+    assert!(sim.nodes[2].tun.is_empty() && sim.nodes[3].tun.is_empty());
+    for i in 0..4 {
+        assert!(
+            sim.nodes[i].drops.contains(&DropReason::HandshakeFailed),
+            "node {}: {:?}",
+            i + 1,
+            sim.nodes[i].drops
+        );
+    }
+}
+
 #[test]
 fn garbage_handshake_dropped_before_dh() {
     let mut sim = pair(8);

@@ -18,6 +18,7 @@
 pub mod control;
 mod discover;
 mod names;
+pub mod nodump;
 mod notify;
 mod punch;
 mod reflexive;
