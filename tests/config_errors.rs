@@ -778,6 +778,51 @@ fn rows() -> Vec<Row> {
             &[(5, 1, "relay.serv", "did you mean \"serve\"")],
         ),
         with_iface(
+            "metrics listen without a port",
+            "[metrics]\nlisten = \"9586\"\n",
+            &[(
+                5,
+                10,
+                "metrics.listen",
+                "invalid listen address \"9586\": write an IP address and a TCP port, e.g. listen = \"127.0.0.1:9586\"",
+            )],
+        ),
+        with_iface(
+            "metrics listen given as a name",
+            "[metrics]\nlisten = \"localhost:9586\"\n",
+            &[(
+                5,
+                10,
+                "metrics.listen",
+                "names are not resolved here; write an IP address, e.g. listen = \"127.0.0.1:9586\"",
+            )],
+        ),
+        with_iface(
+            "metrics listen port 0",
+            "[metrics]\nlisten = \"127.0.0.1:0\"\n",
+            &[(
+                5,
+                10,
+                "metrics.listen",
+                "listen port 0 would pick a random port",
+            )],
+        ),
+        with_iface(
+            "metrics listen on the relay's tcp_port",
+            "[relay]\nserve = true\ntcp_port = 9586\n[metrics]\nlisten = \"127.0.0.1:9586\"\n",
+            &[(
+                8,
+                10,
+                "metrics.listen",
+                "port 9586 is also [relay] tcp_port",
+            )],
+        ),
+        with_iface(
+            "metrics key misspelt",
+            "[metrics]\nlisen = \"127.0.0.1:9586\"\n",
+            &[(5, 1, "metrics.lisen", "did you mean \"listen\"")],
+        ),
+        with_iface(
             "peer tcp_port out of range",
             "[[peer]]\nname = \"nas\"\npublic_key = \"{PK2}\"\nallowed_ips = []\ntcp_port = 70000\n",
             &[(
@@ -1075,6 +1120,38 @@ fn dht_off_needs_no_network_and_allows_empty_bootstrap() {
     got.expect("both ports 0 is valid");
     let _ = fs::remove_dir_all(&dir);
     let _ = fs::remove_dir_all(&dir2);
+}
+
+#[test]
+fn metrics_listen_values_and_warnings() {
+    let (dir, got) = parse_in(
+        "metrics-local",
+        &format!("{IFACE}[metrics]\nlisten = \"127.0.0.1:9586\"\n{NO_DHT}"),
+    );
+    let c = got.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.metrics.listen, Some("127.0.0.1:9586".parse().unwrap()));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let _ = fs::remove_dir_all(&dir);
+
+    // Absent: no listener.
+    let (dir, got) = parse_in("metrics-none", &format!("{IFACE}{NO_DHT}"));
+    assert_eq!(got.unwrap_or_else(|e| panic!("{e}")).metrics.listen, None);
+    let _ = fs::remove_dir_all(&dir);
+
+    // Reachable from other hosts: allowed, with a warning that says why not.
+    let (dir, got) = parse_in(
+        "metrics-open",
+        &format!("{IFACE}[metrics]\nlisten = \"[::]:9586\"\n{NO_DHT}"),
+    );
+    let c = got.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.metrics.listen, Some("[::]:9586".parse().unwrap()));
+    let w = c.warnings.join("\n");
+    assert!(
+        w.contains(":5:10: metrics.listen: [::]:9586 is reachable from other hosts")
+            && w.contains("keep the listener on localhost"),
+        "{w}"
+    );
+    let _ = fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -97,6 +97,32 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send path probes through the tunnel to a peer and print, per reply,
+    /// the path it took (direct endpoint, or relay) and the round-trip
+    /// time; exits non-zero if no reply came.
+    Ping {
+        /// The peer: its name in the config, or its public key.
+        peer: String,
+        /// How many probes (one per second).
+        #[arg(short = 'c', long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::daemon::control::MAX_PING_COUNT)))]
+        count: u32,
+        /// Interface of the daemon to ask.
+        #[arg(short = 'i', long, default_value = crate::config::DEFAULT_INTERFACE)]
+        interface: String,
+        /// Control socket (overrides -i).
+        #[arg(long, value_name = "PATH")]
+        control: Option<PathBuf>,
+    },
+    /// Print the running daemon's metrics in the Prometheus text format
+    /// (every metric: docs/metrics.md).
+    Metrics {
+        /// Interface of the daemon to ask.
+        #[arg(short = 'i', long, default_value = crate::config::DEFAULT_INTERFACE)]
+        interface: String,
+        /// Control socket (overrides -i).
+        #[arg(long, value_name = "PATH")]
+        control: Option<PathBuf>,
+    },
     /// Write the man pages or shell completions (for packaging).
     #[command(hide = true, subcommand)]
     Generate(Generate),
@@ -172,6 +198,13 @@ pub fn run(cli: Cli) -> Result<()> {
             control,
             json,
         } => status(&interface, control, json),
+        Command::Ping {
+            peer,
+            count,
+            interface,
+            control,
+        } => ping(&interface, control, &peer, count),
+        Command::Metrics { interface, control } => metrics(&interface, control),
         Command::DhtNode { listen, bootstrap } => dht_node(listen, bootstrap),
         Command::StunServer { listen } => stun_server(&listen),
         Command::Generate(Generate::Man { dir }) => generate_man(&dir),
@@ -380,13 +413,9 @@ fn stun_server(listen: &[std::net::SocketAddr]) -> Result<()> {
 }
 
 fn status(interface: &str, control: Option<PathBuf>, json: bool) -> Result<()> {
-    use crate::daemon::control;
-    let path = control.unwrap_or_else(|| control::default_path(interface));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let (path, rt) = control_client(interface, control)?;
     let report = rt
-        .block_on(control::request_status(&path))
+        .block_on(crate::daemon::control::request_status(&path))
         .map_err(anyhow::Error::msg)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -394,6 +423,95 @@ fn status(interface: &str, control: Option<PathBuf>, json: bool) -> Result<()> {
     }
     print!("{}", render_status(&report));
     Ok(())
+}
+
+/// The control socket `-i IFACE` / `--control PATH` name, and a runtime
+/// for talking to it.
+fn control_client(
+    interface: &str,
+    control: Option<PathBuf>,
+) -> Result<(PathBuf, tokio::runtime::Runtime)> {
+    let path = control.unwrap_or_else(|| crate::daemon::control::default_path(interface));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok((path, rt))
+}
+
+fn metrics(interface: &str, control: Option<PathBuf>) -> Result<()> {
+    let (path, rt) = control_client(interface, control)?;
+    let text = rt
+        .block_on(crate::daemon::control::request_metrics(&path))
+        .map_err(anyhow::Error::msg)?;
+    print!("{text}");
+    Ok(())
+}
+
+fn ping(interface: &str, control: Option<PathBuf>, peer: &str, count: u32) -> Result<()> {
+    use crate::daemon::control::{PingLine, request_ping};
+    let (path, rt) = control_client(interface, control)?;
+    let mut pongs = 0;
+    let mut error = None;
+    rt.block_on(request_ping(&path, peer, count, |line| {
+        match &line {
+            PingLine::Pong { .. } => pongs += 1,
+            PingLine::Error { message } => error = Some(message.clone()),
+            _ => {}
+        }
+        if let Some(text) = render_ping_line(&line) {
+            println!("{text}");
+            let _ = std::io::stdout().flush();
+        }
+    }))
+    .map_err(anyhow::Error::msg)?;
+    if let Some(message) = error {
+        bail!("{message}");
+    }
+    if pongs == 0 {
+        bail!("no reply from {peer} to {count} probe(s); `kith status` says why");
+    }
+    Ok(())
+}
+
+/// One probe's line, like `tailscale ping`: "pong from nas via
+/// 198.18.0.2:51871 in 0.42 ms". `None` for an error (printed as the
+/// command's error instead).
+pub fn render_ping_line(line: &crate::daemon::control::PingLine) -> Option<String> {
+    use crate::daemon::control::PingLine;
+    Some(match line {
+        PingLine::Pong {
+            seq,
+            peer,
+            endpoint,
+            relay,
+            transport,
+            rtt_us,
+            ..
+        } => {
+            let via = match (endpoint, relay) {
+                (Some(ep), _) => ep.clone(),
+                (None, Some(r)) => format!(
+                    "relay {r} ({})",
+                    transport.as_deref().unwrap_or("udp").to_uppercase()
+                ),
+                (None, None) => "?".to_string(),
+            };
+            let ms = *rtt_us as f64 / 1000.0;
+            format!("pong from {peer} via {via} in {ms:.2} ms (seq {seq})")
+        }
+        PingLine::Timeout {
+            seq,
+            peer,
+            timeout_ms,
+        } => format!(
+            "timeout: no pong from {peer} within {:.1} s (seq {seq})",
+            *timeout_ms as f64 / 1000.0
+        ),
+        PingLine::NotSent { seq, peer, reason } => {
+            format!("not sent to {peer}: {reason} (seq {seq})")
+        }
+        PingLine::Error { .. } => return None,
+    })
 }
 
 fn ago(secs: u64) -> String {
@@ -637,6 +755,52 @@ mod tests {
         assert!(
             punched.contains("hard NAT     easy side, 311 probes, attempt 1 (connected)"),
             "{punched}"
+        );
+    }
+
+    #[test]
+    fn ping_lines_name_the_path_and_the_rtt() {
+        use crate::daemon::control::PingLine;
+        let direct = PingLine::Pong {
+            seq: 1,
+            peer: "nas".into(),
+            path: "direct".into(),
+            endpoint: Some("198.18.0.2:51871".into()),
+            relay: None,
+            transport: None,
+            rtt_us: 420,
+        };
+        assert_eq!(
+            render_ping_line(&direct).unwrap(),
+            "pong from nas via 198.18.0.2:51871 in 0.42 ms (seq 1)"
+        );
+        let relayed = PingLine::Pong {
+            seq: 2,
+            peer: "nas".into(),
+            path: "relayed".into(),
+            endpoint: None,
+            relay: Some("vps".into()),
+            transport: Some("tcp".into()),
+            rtt_us: 12_345,
+        };
+        assert_eq!(
+            render_ping_line(&relayed).unwrap(),
+            "pong from nas via relay vps (TCP) in 12.35 ms (seq 2)"
+        );
+        let timeout = PingLine::Timeout {
+            seq: 3,
+            peer: "nas".into(),
+            timeout_ms: 2000,
+        };
+        assert_eq!(
+            render_ping_line(&timeout).unwrap(),
+            "timeout: no pong from nas within 2.0 s (seq 3)"
+        );
+        assert_eq!(
+            render_ping_line(&PingLine::Error {
+                message: "x".into()
+            }),
+            None
         );
     }
 

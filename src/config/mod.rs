@@ -53,6 +53,7 @@ pub struct Config {
     pub network: Network,
     pub discovery: Discovery,
     pub relay: Relay,
+    pub metrics: Metrics,
     pub peers: Vec<Peer>,
     /// The file has no `[network]` table and no `[discovery] dht` key, so
     /// the DHT is off and peers are reached at their static endpoints only,
@@ -175,6 +176,18 @@ pub struct Relay {
     /// Limit for all members together, bytes per second.
     pub max_rate: Option<u64>,
 }
+
+/// `[metrics]`: Prometheus metrics over HTTP (they are always available
+/// from `kith metrics` on the control socket).
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// Serve `GET /metrics` on this TCP address (`listen =
+    /// "127.0.0.1:9586"`); none by default.
+    pub listen: Option<SocketAddr>,
+}
+
+/// The example address of `[metrics] listen`, used in messages and docs.
+pub const METRICS_LISTEN_EXAMPLE: &str = "127.0.0.1:9586";
 
 /// A static endpoint hint as written: an address, or a DNS name resolved by the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -315,6 +328,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             network: v.network,
             discovery: v.discovery,
             relay: v.relay,
+            metrics: v.metrics,
             peers: v.peers,
             static_only: v.static_only,
             warnings: ctx.warnings.iter().map(ToString::to_string).collect(),

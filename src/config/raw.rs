@@ -29,6 +29,7 @@ pub(super) struct RawConfig {
     pub network: Option<Spanned<RawNetwork>>,
     pub discovery: Option<Spanned<RawDiscovery>>,
     pub relay: Option<Spanned<RawRelay>>,
+    pub metrics: Option<Spanned<RawMetrics>>,
     #[serde(default)]
     pub peer: Vec<Spanned<RawPeer>>,
 }
@@ -82,4 +83,10 @@ pub(super) struct RawRelay {
     pub via: StrList,
     pub rate: Str,
     pub max_rate: Str,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub listen: Str,
 }

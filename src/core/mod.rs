@@ -32,6 +32,9 @@
 //!   member passes it on, and the target's record comes out of
 //!   [`Node::poll_peer_record`] marked [`PeerRecord::introduced_by`], so
 //!   discovery starts a handshake at once and both sides punch together.
+//! - [`Node::ping`] sends the operator's path ping (`kith ping`) on the
+//!   route the peer's traffic takes; its pong comes out of
+//!   [`Node::poll_ping_reply`] with the path and the round-trip time.
 //!
 //! The per-packet paths allocate nothing: handshake traffic (rare) is the
 //! only thing that goes through the queue.
@@ -51,6 +54,8 @@ mod timers;
 
 #[cfg(test)]
 mod flood_tests;
+#[cfg(test)]
+mod ping_tests;
 #[cfg(test)]
 mod relay_tests;
 #[cfg(test)]

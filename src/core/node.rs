@@ -100,6 +100,40 @@ pub const RELAYED_PROBE: Duration = Duration::from_secs(2);
 /// config sets none: under the 30 s UDP timeout of common NATs.
 pub const VIA_KEEPALIVE: Duration = Duration::from_secs(25);
 
+/// [`Node::ping`]s waiting for their pong at once; a new one beyond this
+/// forgets the oldest (its answer, if it comes, is then ignored).
+pub const MAX_USER_PINGS: usize = 64;
+
+/// A pong answering [`Node::ping`]: it came back over `via`, `rtt` after
+/// the ping left. Drained with [`Node::poll_ping_reply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PingReply {
+    pub peer: PeerId,
+    /// The probe id [`Node::ping`] returned.
+    pub probe: u64,
+    pub via: Via,
+    pub rtt: Duration,
+}
+
+/// Why [`Node::ping`] sent nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PingError {
+    #[error("no such peer")]
+    UnknownPeer,
+    #[error("no session with the peer yet; a handshake is under way")]
+    NoSession,
+    #[error("no known address and no relay for the peer")]
+    Unreachable,
+}
+
+/// A [`Node::ping`] waiting for its pong.
+#[derive(Debug, Clone, Copy)]
+struct UserPing {
+    probe: u64,
+    peer: PeerId,
+    sent: Instant,
+}
+
 /// A datagram the shell should send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
@@ -436,6 +470,10 @@ pub struct Node {
     service: Option<RelayService>,
     /// Our `[relay] via`.
     via: Vec<PeerId>,
+    /// Pings the operator asked for (`kith ping`), oldest first, and the
+    /// answers that came back, for [`Node::poll_ping_reply`].
+    user_pings: VecDeque<UserPing>,
+    ping_replies: VecDeque<PingReply>,
 }
 
 impl Node {
@@ -473,6 +511,8 @@ impl Node {
                 .serve
                 .map(|limits| RelayService::new(limits, cfg.peers.len())),
             via: cfg.relay.via.clone(),
+            user_pings: VecDeque::new(),
+            ping_replies: VecDeque::new(),
         };
         for (i, mut p) in cfg.peers.into_iter().enumerate() {
             let id = PeerId(i);
@@ -729,6 +769,47 @@ impl Node {
     /// state change for the operator's log.
     pub fn poll_peer_record(&mut self) -> Option<PeerRecord> {
         self.peer_records.pop_front()
+    }
+
+    /// The answer to a [`ping`](Self::ping), once its pong arrived.
+    pub fn poll_ping_reply(&mut self) -> Option<PingReply> {
+        self.ping_replies.pop_front()
+    }
+
+    /// Send one path ping to `id` on the path its traffic takes now (its
+    /// endpoint, or through its relay), for the operator (`kith ping`); its
+    /// pong comes out of [`poll_ping_reply`](Self::poll_ping_reply) with
+    /// the path it came back on and the round-trip time. Returns the probe
+    /// id. Without a session nothing is sent: a handshake starts (if none
+    /// runs), so a later ping can get through.
+    pub fn ping(&mut self, now: Instant, id: PeerId) -> Result<u64, PingError> {
+        if id.0 >= self.peers.len() {
+            return Err(PingError::UnknownPeer);
+        }
+        if !self.has_session(now, id) {
+            if !self.reachable(now, id) {
+                return Err(PingError::Unreachable);
+            }
+            if self.peers[id.0].pending.is_none() {
+                self.initiate(now, id);
+            }
+            return Err(PingError::NoSession);
+        }
+        let via = self.route(id).ok_or(PingError::Unreachable)?;
+        let probe = self.rng.next_u64();
+        let sealed = self
+            .seal_control(now, id, &wire::Control::PathPing { id: probe })
+            .ok_or(PingError::NoSession)?;
+        self.send_via(now, id, via, &sealed);
+        if self.user_pings.len() >= MAX_USER_PINGS {
+            self.user_pings.pop_front();
+        }
+        self.user_pings.push_back(UserPing {
+            probe,
+            peer: id,
+            sent: now,
+        });
+        Ok(probe)
     }
 
     /// Our record changed (new candidates or NAT facts): send it to every
@@ -1684,6 +1765,22 @@ impl Node {
                 }
             }
             wire::Control::PathPong { id: probe, .. } => {
+                // The operator's ping: reported, and no evidence for path
+                // choice (it went where the traffic goes anyway).
+                if let Some(at) = self
+                    .user_pings
+                    .iter()
+                    .position(|u| u.probe == probe && u.peer == id)
+                    && let Some(u) = self.user_pings.remove(at)
+                {
+                    self.ping_replies.push_back(PingReply {
+                        peer: id,
+                        probe,
+                        via,
+                        rtt: now.saturating_duration_since(u.sent),
+                    });
+                    return;
+                }
                 let p = &mut self.peers[id.0];
                 if let Via::Direct(from) = via
                     && p.hard_probe == Some(probe)

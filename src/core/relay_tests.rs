@@ -27,7 +27,7 @@ fn member(other: u8, relays: &[u8]) -> (Vec<PeerConfig>, RelayConfig) {
 }
 
 /// 1 and 2 with relays 3 (and 4 when `two`); the relays know both members.
-fn relayed(seed: u64, two: bool, limits: Limits) -> Sim {
+pub(super) fn relayed(seed: u64, two: bool, limits: Limits) -> Sim {
     let relays: &[u8] = if two { &[3, 4] } else { &[3] };
     let mut sim = Sim::new(seed);
     let (p, r) = member(2, relays);

@@ -1,6 +1,11 @@
 //! The control socket: a unix stream socket (default
-//! `/run/kith/<interface>.sock`, mode 0600) that answers `status` with one
-//! JSON document. `kith status` is its client.
+//! `/run/kith/<interface>.sock`, mode 0600). A client writes one request
+//! line and reads the answer:
+//! - `status`: one JSON line, a [`StatusReport`] (`kith status`);
+//! - `metrics`: one JSON line, `{"metrics": "<Prometheus text>"}` (`kith metrics`);
+//! - `ping COUNT PEER`: one JSON line per probe, a [`PingLine`], as the
+//!   answers come (`kith ping`); PEER is a name or a public key;
+//! - anything else: `{"error": "..."}`.
 //!
 //! The listener runs as its own task and hands each request to the daemon's
 //! loop, which alone owns the state it reports.
@@ -150,9 +155,61 @@ pub struct PunchReport {
     pub last: Option<String>,
 }
 
+/// Most probes one `kith ping` may ask for.
+pub const MAX_PING_COUNT: u32 = super::ping::MAX_COUNT;
+
+/// One line of `kith ping`'s answer: what became of one probe (`seq`
+/// counts from 1), or why none is sent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PingLine {
+    /// The pong came back over this path after `rtt_us` microseconds.
+    Pong {
+        seq: u32,
+        peer: String,
+        /// "direct" or "relayed".
+        path: String,
+        /// The peer's address, for a direct path.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        /// The relaying peer's name, and how we reach it ("udp" or "tcp").
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relay: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transport: Option<String>,
+        rtt_us: u64,
+    },
+    /// No pong within `timeout_ms`.
+    Timeout {
+        seq: u32,
+        peer: String,
+        timeout_ms: u64,
+    },
+    /// Nothing was sent, and why (e.g. no session yet: a handshake started).
+    NotSent {
+        seq: u32,
+        peer: String,
+        reason: String,
+    },
+    /// The request cannot be served (an unknown peer: the message lists
+    /// the known ones).
+    Error { message: String },
+}
+
 /// A request from a client, with the channel for the answer.
-pub struct Request {
-    pub reply: oneshot::Sender<StatusReport>,
+pub enum Request {
+    Status {
+        reply: oneshot::Sender<StatusReport>,
+    },
+    /// The Prometheus text.
+    Metrics { reply: oneshot::Sender<String> },
+    /// `count` probes to `peer` (a name or a public key); the daemon sends
+    /// a line per probe and then drops `reply`.
+    Ping {
+        peer: String,
+        count: u32,
+        reply: mpsc::Sender<PingLine>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -226,10 +283,8 @@ pub fn serve(path: &Path, tx: mpsc::Sender<Request>) -> Result<(), ControlError>
             let tx = tx.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                match tokio::time::timeout(CLIENT_TIMEOUT, answer(stream, tx)).await {
-                    Ok(Err(e)) => tracing::debug!(error = %e, "control request failed"),
-                    Err(_) => tracing::debug!("control client too slow; dropped"),
-                    Ok(Ok(())) => {}
+                if let Err(e) = answer(stream, tx).await {
+                    tracing::debug!(error = %e, "control request failed");
                 }
             });
         }
@@ -237,35 +292,117 @@ pub fn serve(path: &Path, tx: mpsc::Sender<Request>) -> Result<(), ControlError>
     Ok(())
 }
 
+/// Read one request line and answer it, each within its time: the line and
+/// a one-shot answer within [`CLIENT_TIMEOUT`], a ping's stream within the
+/// time its probes take.
 async fn answer(stream: UnixStream, tx: mpsc::Sender<Request>) -> io::Result<()> {
+    let slow = || io::Error::new(io::ErrorKind::TimedOut, "control client too slow; dropped");
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     // One short line; anything longer is not a kith client.
     let mut reader = BufReader::new(read.take(256));
-    reader.read_line(&mut line).await?;
-    let response = match line.trim() {
-        "status" => {
-            let (reply, rx) = oneshot::channel();
-            tx.send(Request { reply })
-                .await
-                .map_err(|_| io::Error::other("daemon stopping"))?;
-            let report = rx.await.map_err(|_| io::Error::other("daemon stopping"))?;
-            serde_json::to_string(&report).map_err(io::Error::other)?
-        }
-        other => {
-            serde_json::json!({ "error": format!("unknown request {other:?}; try \"status\"") })
-                .to_string()
-        }
-    };
+    tokio::time::timeout(CLIENT_TIMEOUT, reader.read_line(&mut line))
+        .await
+        .map_err(|_| slow())??;
+    let request = line.trim();
+    if let Some(args) = request.strip_prefix("ping ") {
+        let budget = match parse_ping(args) {
+            Ok((count, _)) => super::ping::duration(count) + CLIENT_TIMEOUT,
+            Err(_) => CLIENT_TIMEOUT,
+        };
+        return tokio::time::timeout(budget, answer_ping(args, &tx, &mut write))
+            .await
+            .map_err(|_| slow())?;
+    }
+    let response = tokio::time::timeout(CLIENT_TIMEOUT, answer_one(request, &tx))
+        .await
+        .map_err(|_| slow())??;
     write.write_all(response.as_bytes()).await?;
     write.write_all(b"\n").await?;
     write.shutdown().await
 }
 
+/// The one-line answer to `request`.
+async fn answer_one(request: &str, tx: &mpsc::Sender<Request>) -> io::Result<String> {
+    let stopping = || io::Error::other("daemon stopping");
+    Ok(match request {
+        "status" => {
+            let (reply, rx) = oneshot::channel();
+            tx.send(Request::Status { reply })
+                .await
+                .map_err(|_| stopping())?;
+            let report = rx.await.map_err(|_| stopping())?;
+            serde_json::to_string(&report).map_err(io::Error::other)?
+        }
+        "metrics" => {
+            let (reply, rx) = oneshot::channel();
+            tx.send(Request::Metrics { reply })
+                .await
+                .map_err(|_| stopping())?;
+            let text = rx.await.map_err(|_| stopping())?;
+            serde_json::json!({ "metrics": text }).to_string()
+        }
+        other => serde_json::json!({
+            "error": format!("unknown request {other:?}; try \"status\", \"metrics\" or \"ping COUNT PEER\"")
+        })
+        .to_string(),
+    })
+}
+
+/// `COUNT PEER` of a ping request.
+fn parse_ping(args: &str) -> Result<(u32, &str), String> {
+    let usage = || {
+        format!(
+            "usage: ping COUNT PEER, COUNT from 1 to {}",
+            super::ping::MAX_COUNT
+        )
+    };
+    let (count, peer) = args.trim().split_once(' ').ok_or_else(usage)?;
+    let count: u32 = count.parse().map_err(|_| usage())?;
+    let peer = peer.trim();
+    if !(1..=super::ping::MAX_COUNT).contains(&count) || peer.is_empty() {
+        return Err(usage());
+    }
+    Ok((count, peer))
+}
+
+/// Stream one JSON line per probe until the daemon drops its sender.
+async fn answer_ping(
+    args: &str,
+    tx: &mpsc::Sender<Request>,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> io::Result<()> {
+    let (count, peer) = match parse_ping(args) {
+        Ok(p) => p,
+        Err(message) => {
+            let line =
+                serde_json::to_string(&PingLine::Error { message }).map_err(io::Error::other)?;
+            write.write_all(line.as_bytes()).await?;
+            write.write_all(b"\n").await?;
+            return write.shutdown().await;
+        }
+    };
+    // Room for every line: the daemon never waits on this client.
+    let (reply, mut lines) = mpsc::channel(count as usize + 1);
+    tx.send(Request::Ping {
+        peer: peer.to_string(),
+        count,
+        reply,
+    })
+    .await
+    .map_err(|_| io::Error::other("daemon stopping"))?;
+    while let Some(line) = lines.recv().await {
+        let text = serde_json::to_string(&line).map_err(io::Error::other)?;
+        write.write_all(text.as_bytes()).await?;
+        write.write_all(b"\n").await?;
+    }
+    write.shutdown().await
+}
+
 use tokio::io::AsyncReadExt as _;
 
-/// Client side: ask the daemon at `path` for its status.
-pub async fn request_status(path: &Path) -> Result<StatusReport, String> {
+/// Connect to the daemon's control socket at `path` and send `request`.
+async fn connect(path: &Path, request: &str) -> Result<UnixStream, String> {
     let mut stream = UnixStream::connect(path).await.map_err(|e| {
         format!(
             "cannot reach the kith daemon at {}: {e}. Is `kith up` running for this interface (and are you root)? Use -i IFACE or --control PATH",
@@ -273,16 +410,65 @@ pub async fn request_status(path: &Path) -> Result<StatusReport, String> {
         )
     })?;
     stream
-        .write_all(b"status\n")
+        .write_all(format!("{request}\n").as_bytes())
         .await
         .map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Send `request` and read the whole one-line answer as `T`, or the
+/// daemon's `{"error": ...}`.
+async fn request_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    request: &str,
+) -> Result<T, String> {
+    let mut stream = connect(path, request).await?;
     let mut text = String::new();
     stream
         .read_to_string(&mut text)
         .await
         .map_err(|e| e.to_string())?;
+    if let Ok(serde_json::Value::Object(o)) = serde_json::from_str(&text)
+        && let Some(serde_json::Value::String(e)) = o.get("error")
+    {
+        return Err(format!("the daemon at {} says: {e}", path.display()));
+    }
     serde_json::from_str(&text)
         .map_err(|e| format!("unexpected answer from {}: {e}", path.display()))
+}
+
+/// Client side: ask the daemon at `path` for its status.
+pub async fn request_status(path: &Path) -> Result<StatusReport, String> {
+    request_json(path, "status").await
+}
+
+/// Client side: the daemon's metrics, as Prometheus text.
+pub async fn request_metrics(path: &Path) -> Result<String, String> {
+    #[derive(Deserialize)]
+    struct Answer {
+        metrics: String,
+    }
+    request_json::<Answer>(path, "metrics")
+        .await
+        .map(|a| a.metrics)
+}
+
+/// Client side: `count` probes to `peer`; `on_line` gets each line as it
+/// arrives.
+pub async fn request_ping(
+    path: &Path,
+    peer: &str,
+    count: u32,
+    mut on_line: impl FnMut(PingLine),
+) -> Result<(), String> {
+    let stream = connect(path, &format!("ping {count} {peer}")).await?;
+    let mut lines = BufReader::new(stream).lines();
+    while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
+        let parsed = serde_json::from_str(&line)
+            .map_err(|e| format!("unexpected answer from {}: {e}: {line}", path.display()))?;
+        on_line(parsed);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -353,12 +539,77 @@ mod tests {
             silent.push(UnixStream::connect(&path).await.unwrap());
         }
         let started = std::time::Instant::now();
-        let answer = ask(&path, "ping").await;
+        let answer = ask(&path, "hello").await;
         assert!(answer.contains("unknown request"), "{answer}");
         assert!(
             started.elapsed() >= CLIENT_TIMEOUT / 2,
             "it waited for a slot"
         );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn ping_lines_stream_as_the_daemon_sends_them() {
+        let d = dir("ping");
+        let path = d.join("kith0.sock");
+        let (tx, mut rx) = mpsc::channel(1);
+        serve(&path, tx).unwrap();
+        tokio::spawn(async move {
+            while let Some(req) = rx.recv().await {
+                if let Request::Ping { peer, count, reply } = req {
+                    for seq in 1..=count {
+                        let line = PingLine::Timeout {
+                            seq,
+                            peer: peer.clone(),
+                            timeout_ms: 1,
+                        };
+                        reply.send(line).await.unwrap();
+                    }
+                }
+            }
+        });
+        let mut got = Vec::new();
+        request_ping(&path, "nas box", 3, |l| got.push(l))
+            .await
+            .unwrap();
+        let seqs: Vec<u32> = got
+            .iter()
+            .map(|l| match l {
+                PingLine::Timeout { seq, peer, .. } if peer == "nas box" => *seq,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        let mut bad = Vec::new();
+        request_ping(&path, "nas", 0, |l| bad.push(l))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&bad[..], [PingLine::Error { message }] if message.contains("usage: ping COUNT PEER")),
+            "{bad:?}"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn metrics_come_back_as_text() {
+        let d = dir("metrics");
+        let path = d.join("kith0.sock");
+        let (tx, mut rx) = mpsc::channel(1);
+        serve(&path, tx).unwrap();
+        tokio::spawn(async move {
+            while let Some(req) = rx.recv().await {
+                if let Request::Metrics { reply } = req {
+                    let _ = reply.send("# HELP kith_peers x\nkith_peers 1\n".to_string());
+                }
+            }
+        });
+        let text = request_metrics(&path).await.unwrap();
+        assert_eq!(text, "# HELP kith_peers x\nkith_peers 1\n");
+        let e = request_json::<StatusReport>(&path, "frobnicate")
+            .await
+            .unwrap_err();
+        assert!(e.contains("unknown request \"frobnicate\""), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

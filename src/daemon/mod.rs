@@ -14,12 +14,20 @@
 //!
 //! A full TUN queue drops the packet (as a router would) instead of
 //! stalling the UDP receive loop behind it.
+//!
+//! The same loop answers the control socket (`status`, `metrics`, `ping`)
+//! and feeds the systemd watchdog, so a loop that stops turning stops
+//! feeding it and systemd restarts the daemon; `STATUS=` follows the
+//! peers' state ([`notify`]).
 
 pub mod control;
 mod discover;
+mod http;
+mod metrics;
 mod names;
 pub mod nodump;
 mod notify;
+mod ping;
 mod punch;
 mod reflexive;
 mod socket;
@@ -68,6 +76,11 @@ pub enum StartError {
     InterfaceInUse { name: String },
     #[error(transparent)]
     StateDir(#[from] crate::discovery::cache::LockError),
+    #[error(
+        "cannot listen on {addr} for [metrics] listen: {source}. Is another exporter using the \
+         port? Pick another one in [metrics] listen (on localhost), or remove the key"
+    )]
+    MetricsBind { addr: SocketAddr, source: io::Error },
     #[error("cannot read OS randomness: {0}")]
     Random(getrandom::Error),
     #[error("{0}")]
@@ -192,6 +205,8 @@ fn raise_fd_limit() {
 
 /// Run until SIGINT or SIGTERM; `control` is the control socket's path.
 pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
+    // Time to direct is measured from here.
+    let started = Instant::now();
     for w in &cfg.warnings {
         warn!("{w}");
     }
@@ -289,6 +304,11 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
     };
     let mapped = portmap.watch();
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(8);
+    if let Some(addr) = cfg.metrics.listen {
+        let bound = http::serve(addr, control_tx.clone())
+            .map_err(|source| StartError::MetricsBind { addr, source })?;
+        info!(addr = %bound, "metrics on http://{bound}/metrics");
+    }
     control::serve(&control, control_tx)?;
     notify::ready();
 
@@ -313,6 +333,10 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         tcp,
         record_seqs: Vec::new(),
         recv_errors: RecvErrors::default(),
+        started,
+        metrics: metrics::Metrics::default(),
+        pings: ping::Pings::default(),
+        systemd_status: String::new(),
     };
     shell.flush().await;
     let result = shell.run().await;
@@ -358,6 +382,15 @@ struct Shell {
     /// The seq of each peer's last record seen (indexed by peer).
     record_seqs: Vec<Option<i64>>,
     recv_errors: RecvErrors,
+    /// When `run` began: time to direct counts from here.
+    started: Instant,
+    /// The counters only the shell sees; the core's are copied in when
+    /// rendered ([`metrics`]).
+    metrics: metrics::Metrics,
+    /// Running `kith ping` requests.
+    pings: ping::Pings,
+    /// The last `STATUS=` summary sent to systemd.
+    systemd_status: String,
 }
 
 /// Failed reads of the data socket. One is no reason to stop (an ICMP error
@@ -392,6 +425,17 @@ async fn next_found(
 ) -> Option<crate::discovery::rendezvous::Found> {
     match rx {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next tick of the systemd watchdog, or never when systemd does not
+/// watch us.
+async fn next_watchdog(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(w) => {
+            w.tick().await;
+        }
         None => std::future::pending().await,
     }
 }
@@ -476,11 +520,20 @@ impl Shell {
         let mut b = Buffers::new(self.mtu);
         let mut tick = tokio::time::interval(discover::TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Fed from this loop, never from a task of its own: a loop stuck
+        // anywhere stops feeding it.
+        let mut watchdog = notify::watchdog_interval().map(|every| {
+            debug!(every = ?every, "feeding the systemd watchdog");
+            let mut w = tokio::time::interval(every);
+            w.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            w
+        });
         loop {
             let deadline = [
                 self.node.poll_timeout(),
                 self.stun.poll_timeout(),
                 self.puncher.poll_timeout(),
+                self.pings.poll_timeout(),
             ]
             .into_iter()
             .flatten()
@@ -535,7 +588,9 @@ impl Shell {
                     self.node.handle_timeout(now);
                     self.stun.handle_timeout(now);
                     self.puncher.handle_timeout(now);
+                    self.pings.handle_timeout(now, &mut self.node);
                 }
+                _ = next_watchdog(&mut watchdog) => notify::watchdog(),
                 Some(d) = self.pools.recv() => {
                     // Through the same path as the data socket's datagrams.
                     let len = d.data.len().min(b.udp_in.len());
@@ -593,9 +648,7 @@ impl Shell {
                         }
                     }
                 }
-                Some(req) = self.control.recv() => {
-                    let _ = req.reply.send(self.status(Instant::now()));
-                }
+                Some(req) = self.control.recv() => self.on_control(req),
                 found = next_found(&mut self.found) => match found {
                     Some(f) => {
                         let now = Instant::now();
@@ -776,8 +829,16 @@ impl Shell {
                 debug!(addr = %dst, error = %e, "STUN send failed");
             }
         }
+        while let Some(r) = self.node.poll_ping_reply() {
+            let (node, tcp) = (&self.node, &self.tcp);
+            self.pings
+                .on_reply(&r, |seq, name| pong_line(node, tcp, seq, name, &r));
+        }
+        let mut events = false;
         while let Some(e) = self.node.poll_event() {
+            events = true;
             self.discovery.on_event(&self.node, Instant::now(), &e);
+            self.count_event(now, &e);
             match e {
                 Event::Connected {
                     peer,
@@ -793,7 +854,133 @@ impl Shell {
             }
             self.log_event(e);
         }
+        if events || self.systemd_status.is_empty() {
+            self.tell_systemd();
+        }
         self.punch_actions().await;
+    }
+
+    /// The metrics an event moves: path changes, the first direct packet.
+    fn count_event(&mut self, now: Instant, e: &Event) {
+        let since_start = now.saturating_duration_since(self.started);
+        match *e {
+            Event::Connected {
+                peer,
+                via: Via::Direct(_),
+            } => self.metrics.direct(peer.0, since_start),
+            Event::DirectAgain { peer, .. } => {
+                self.metrics.direct(peer.0, since_start);
+                self.metrics.path_changed(peer.0);
+            }
+            Event::EndpointChanged { peer, .. }
+            | Event::Relayed { peer, .. }
+            | Event::RelayChanged { peer, .. } => self.metrics.path_changed(peer.0),
+            _ => {}
+        }
+    }
+
+    /// `STATUS=` for `systemctl status`, when the summary changed.
+    fn tell_systemd(&mut self) {
+        let (mut connected, mut relayed, mut peers) = (0, 0, 0);
+        for id in self.node.peer_ids() {
+            let Some(st) = self.node.peer_status(id) else {
+                continue;
+            };
+            peers += 1;
+            connected += usize::from(st.connected);
+            relayed += usize::from(st.connected && st.relay.is_some());
+        }
+        let summary = notify::peer_summary(peers, connected, relayed);
+        if summary != self.systemd_status {
+            notify::status(&summary);
+            self.systemd_status = summary;
+        }
+    }
+
+    fn on_control(&mut self, req: control::Request) {
+        let now = Instant::now();
+        match req {
+            control::Request::Status { reply } => {
+                let _ = reply.send(self.status(now));
+            }
+            control::Request::Metrics { reply } => {
+                let _ = reply.send(self.render_metrics(now));
+            }
+            control::Request::Ping { peer, count, reply } => match self.find_peer(&peer) {
+                Ok(id) => {
+                    let name = self.node.peer_name(id).to_string();
+                    self.pings.start(now, id, name, count, reply);
+                    self.pings.handle_timeout(now, &mut self.node);
+                }
+                Err(message) => {
+                    let _ = reply.try_send(control::PingLine::Error { message });
+                }
+            },
+        }
+    }
+
+    /// A peer by its name or public key; the error lists the known ones.
+    fn find_peer(&self, name_or_key: &str) -> Result<PeerId, String> {
+        let found = self.node.peer_ids().find(|id| {
+            self.node.peer_name(*id) == name_or_key
+                || self
+                    .node
+                    .peer_status(*id)
+                    .is_some_and(|s| s.public_key.to_string() == name_or_key)
+        });
+        found.ok_or_else(|| {
+            let known: Vec<String> = self
+                .node
+                .peer_ids()
+                .map(|id| format!("{:?}", self.node.peer_name(id)))
+                .collect();
+            if known.is_empty() {
+                format!("unknown peer {name_or_key:?}: this node has no peers")
+            } else {
+                format!(
+                    "unknown peer {name_or_key:?}; known peers: {} (a name or a public key)",
+                    known.join(", ")
+                )
+            }
+        })
+    }
+
+    /// The Prometheus text: the shell's counters with the core's copied in.
+    fn render_metrics(&mut self, now: Instant) -> String {
+        let m = &mut self.metrics;
+        m.uptime = now.saturating_duration_since(self.started);
+        for id in self.node.peer_ids() {
+            if let Some(st) = self.node.peer_status(id) {
+                m.set_peer(id.0, &st);
+            }
+        }
+        m.peers.truncate(self.node.peer_ids().count());
+        let hs = self.node.handshake_stats();
+        m.handshakes_refused = hs.refused;
+        m.cookies_sent = hs.cookies_sent;
+        m.tcp_dropped = self.tcp.dropped;
+        m.relay_service = self
+            .node
+            .relay_service()
+            .map(|s| metrics::RelayServiceMetrics {
+                refused_unknown: s.refused_unknown,
+                refused_no_session: s.refused_no_session,
+                members: self
+                    .node
+                    .peer_ids()
+                    .filter_map(|id| {
+                        let c = s.member(id.0)?;
+                        (c != Default::default()).then(|| metrics::RelayMemberMetrics {
+                            name: self.node.peer_name(id).to_string(),
+                            forwarded_bytes: c.forwarded_bytes,
+                            forwarded_packets: c.forwarded_packets,
+                            delivered_bytes: c.delivered_bytes,
+                            dropped_rate: c.dropped_rate,
+                        })
+                    })
+                    .collect(),
+            });
+        metrics::render(m)
     }
 
     /// Start hard-NAT traversal for each peer without a path whose NAT and
@@ -820,6 +1007,7 @@ impl Shell {
             if !self.puncher.start(now, id, &strategy) {
                 continue;
             }
+            self.metrics.punch_started(id.0);
             let b = self.puncher.budget();
             let peer = self.node.peer_name(id);
             match strategy {
@@ -914,6 +1102,8 @@ impl Shell {
                     outcome,
                     probes,
                 } => {
+                    self.metrics
+                        .punch_finished(peer.0, outcome == Outcome::Connected);
                     let peer = self.node.peer_name(peer);
                     match outcome {
                         Outcome::Connected => {
@@ -1208,6 +1398,39 @@ impl Shell {
                 debug!(peer = %self.node.peer_name(peer), "no known address answers")
             }
         }
+    }
+}
+
+/// The `kith ping` line for a pong: the path it came back on, in the
+/// words `status` uses.
+fn pong_line(
+    node: &Node,
+    tcp: &tcp::TcpTransport,
+    seq: u32,
+    name: &str,
+    reply: &crate::core::PingReply,
+) -> control::PingLine {
+    let (path, endpoint, relay, transport) = match reply.via {
+        Via::Direct(addr) => ("direct", Some(tcp.display(addr)), None, None),
+        Via::Relay(r) => {
+            let hop = node.peer_status(r).and_then(|h| h.endpoint);
+            let transport = hop.map_or("udp", |ep| tcp.transport(ep)).to_string();
+            (
+                "relayed",
+                None,
+                Some(node.peer_name(r).to_string()),
+                Some(transport),
+            )
+        }
+    };
+    control::PingLine::Pong {
+        seq,
+        peer: name.to_string(),
+        path: path.to_string(),
+        endpoint,
+        relay,
+        transport,
+        rtt_us: u64::try_from(reply.rtt.as_micros()).unwrap_or(u64::MAX),
     }
 }
 
