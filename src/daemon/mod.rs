@@ -113,10 +113,12 @@ fn create_tun(cfg: &Config) -> Result<tun_rs::AsyncDevice, StartError> {
             .name(&iface.name)
             .mtu(iface.mtu)
             .offload(offload);
-        builder = match iface.address {
-            ipnet::IpNet::V4(n) => builder.ipv4(n.addr(), n.prefix_len(), None),
-            ipnet::IpNet::V6(n) => builder.ipv6(n.addr(), n.prefix_len()),
-        };
+        for address in &iface.addresses {
+            builder = match *address {
+                ipnet::IpNet::V4(n) => builder.ipv4(n.addr(), n.prefix_len(), None),
+                ipnet::IpNet::V6(n) => builder.ipv6(n.addr(), n.prefix_len()),
+            };
+        }
         builder.build_async()
     };
     // Offload (IFF_VNET_HDR + TSO) lets one read carry up to 64 KiB of TCP;
@@ -187,9 +189,15 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
     })?;
     let local = udp.local_addr()?;
     let (gso, gro) = udp.offloads();
+    let addresses: Vec<String> = cfg
+        .interface
+        .addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     info!(
         interface = %cfg.interface.name,
-        address = %cfg.interface.address,
+        address = %addresses.join(", "),
         listen = %local,
         public_key = %cfg.interface.private_key.public(),
         peers = cfg.peers.len(),
@@ -270,7 +278,7 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         found,
         control: control_rx,
         interface: cfg.interface.name.clone(),
-        address: cfg.interface.address,
+        addresses: cfg.interface.addresses.clone(),
         listen: local,
         stun,
         names,
@@ -306,8 +314,8 @@ struct Shell {
     found: Option<tokio::sync::mpsc::UnboundedReceiver<crate::discovery::rendezvous::Found>>,
     control: tokio::sync::mpsc::Receiver<control::Request>,
     interface: String,
-    /// Our overlay address (for `status`).
-    address: ipnet::IpNet,
+    /// Our overlay addresses (for `status`).
+    addresses: Vec<ipnet::IpNet>,
     listen: SocketAddr,
     /// STUN from the data socket.
     stun: reflexive::Reflexive,
@@ -1085,7 +1093,7 @@ impl Shell {
             interface: self.interface.clone(),
             public_key: self.node.public_key().to_string(),
             listen: self.listen.to_string(),
-            addresses: vec![self.address.to_string()],
+            addresses: self.addresses.iter().map(ToString::to_string).collect(),
             dht: self.discovery.dht_status(),
             nat: control::NatStatus {
                 mapping: self.stun.behaviour.map(|b| match b.mapping {
