@@ -21,6 +21,7 @@ mod names;
 mod notify;
 mod punch;
 mod reflexive;
+pub mod routes;
 mod socket;
 mod tcp;
 
@@ -60,6 +61,8 @@ pub enum StartError {
          `systemctl edit kith` (README, \"Install\")"
     )]
     TcpBind { port: u16, source: io::Error },
+    #[error("{0}")]
+    Routes(#[from] routes::RouteError),
     #[error("cannot read OS randomness: {0}")]
     Random(getrandom::Error),
     #[error("{0}")]
@@ -134,6 +137,25 @@ fn create_tun(cfg: &Config) -> Result<tun_rs::AsyncDevice, StartError> {
         })
 }
 
+/// Route every peer's `allowed_ips` through the TUN device (removing what
+/// a crashed run of this network left first). A prefix that cannot be
+/// routed is a warning, not a reason to stay down: the others work.
+fn start_routes(cfg: &Config, tun: &tun_rs::AsyncDevice) -> Result<routes::Routes, StartError> {
+    let iface = &cfg.interface;
+    let ifindex = tun.if_index().map_err(|source| StartError::Tun {
+        name: iface.name.clone(),
+        source,
+    })?;
+    let table = routes::table_id(iface.listen_port, &iface.name);
+    let mut r = routes::Routes::new(&iface.name, ifindex, table, &iface.addresses)?;
+    if let Err(errors) = r.apply(&routes::prefixes(&cfg.peers)) {
+        for e in errors {
+            warn!("{e}");
+        }
+    }
+    Ok(r)
+}
+
 /// The hard-NAT budget, with pool sockets capped to leave 256 descriptors
 /// for everything else under the open-files limit.
 fn punch_budget() -> crate::nat::punch::Budget {
@@ -189,6 +211,7 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
     })?;
     let local = udp.local_addr()?;
     let (gso, gro) = udp.offloads();
+    let routes = start_routes(&cfg, &tun)?;
     let addresses: Vec<String> = cfg
         .interface
         .addresses
@@ -279,6 +302,7 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         control: control_rx,
         interface: cfg.interface.name.clone(),
         addresses: cfg.interface.addresses.clone(),
+        routes,
         listen: local,
         stun,
         names,
@@ -294,6 +318,11 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
     shell.flush().await;
     let result = shell.run().await;
     notify::stopping();
+    if let Err(errors) = shell.routes.clear() {
+        for e in errors {
+            warn!("{e}");
+        }
+    }
     // Remove our port mapping from the router on the way out.
     if tokio::time::timeout(Duration::from_secs(3), shell.portmap.shutdown())
         .await
@@ -316,6 +345,9 @@ struct Shell {
     interface: String,
     /// Our overlay addresses (for `status`).
     addresses: Vec<ipnet::IpNet>,
+    /// The kernel routes for the peers' `allowed_ips` (a reload calls
+    /// `apply` with the new peers' prefixes, [`routes::prefixes`]).
+    routes: routes::Routes,
     listen: SocketAddr,
     /// STUN from the data socket.
     stun: reflexive::Reflexive,
