@@ -213,6 +213,57 @@ fn rows() -> Vec<Row> {
             &[(2, 11, "interface.address", "missing prefix length")],
         ),
         row(
+            "address of the wrong type",
+            "[interface]\naddress = 5\nprivate_key_file = \"key\"\n",
+            &[(
+                2,
+                11,
+                "interface.address",
+                "expected a string or an array of strings, got integer `5`",
+            )],
+        ),
+        row(
+            "empty address list",
+            "[interface]\naddress = []\nprivate_key_file = \"key\"\n",
+            &[(2, 11, "interface.address", "the address list is empty")],
+        ),
+        row(
+            "bad entry in an address list",
+            "[interface]\naddress = [\"100.96.0.1/16\", \"fd00::zz/64\"]\nprivate_key_file = \"key\"\n",
+            &[(
+                2,
+                29,
+                "interface.address[1]",
+                "expected a CIDR like \"100.96.0.1/16\", got \"fd00::zz/64\"",
+            )],
+        ),
+        row(
+            "address list entry of the wrong type",
+            "[interface]\naddress = [\"100.96.0.1/16\", 5]\nprivate_key_file = \"key\"\n",
+            &[(
+                2,
+                29,
+                "interface.address[1]",
+                "expected a string, got integer `5`",
+            )],
+        ),
+        row(
+            "two IPv4 addresses",
+            "[interface]\naddress = [\"100.96.0.1/16\", \"100.97.0.1/16\"]\nprivate_key_file = \"key\"\n",
+            &[(
+                2,
+                29,
+                "interface.address[1]",
+                "a second IPv4 address (100.97.0.1/16; 100.96.0.1/16 is on line 2): the \
+                 interface takes one IPv4 and one IPv6 address; remove one",
+            )],
+        ),
+        row(
+            "mtu too small for an ipv6 address in a list",
+            "[interface]\naddress = [\"100.96.0.1/16\", \"fd00:6b69::1/64\"]\nprivate_key_file = \"key\"\nmtu = 1000\n",
+            &[(4, 7, "interface.mtu", "below 1280, the minimum for IPv6")],
+        ),
+        row(
             "inline private key invalid",
             "[interface]\naddress = \"100.96.0.1/16\"\nprivate_key = \"AAAA\"\n",
             &[(
@@ -1016,7 +1067,7 @@ fn defaults_and_values_of_a_good_file() {
         c.warnings
     );
     assert_eq!(c.interface.name, config::DEFAULT_INTERFACE);
-    assert_eq!(c.interface.address, "100.96.0.1/16".parse().unwrap());
+    assert_eq!(c.interface.addresses, ["100.96.0.1/16".parse().unwrap()]);
     assert_eq!(c.interface.listen_port, config::DEFAULT_LISTEN_PORT);
     assert_eq!(c.interface.mtu, config::DEFAULT_MTU);
     assert_eq!(c.interface.private_key.public(), own().public());
@@ -1261,6 +1312,32 @@ fn zero_peers_and_inline_key_are_valid() {
     let c = config::parse(path, &text).expect("valid");
     assert!(c.peers.is_empty());
     assert_eq!(c.interface.private_key.public(), own().public());
+}
+
+#[test]
+fn an_ipv4_and_an_ipv6_address_in_a_list() {
+    let path = Path::new("/nonexistent/kith.toml");
+    let text = fill(
+        &format!(
+            "[interface]\naddress = [\"100.96.0.1/16\", \"fd00:6b69::1/64\"]\nprivate_key = \"{{SK}}\"\n{NO_DHT}"
+        ),
+        Path::new("/"),
+    );
+    let c = config::parse(path, &text).expect("valid");
+    let shown: Vec<String> = c
+        .interface
+        .addresses
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(shown, ["100.96.0.1/16", "fd00:6b69::1/64"]);
+    // One string is still one address.
+    let one = text.replace(
+        "[\"100.96.0.1/16\", \"fd00:6b69::1/64\"]",
+        "\"fd00:6b69::1/64\"",
+    );
+    let c = config::parse(path, &one).expect("valid");
+    assert_eq!(c.interface.addresses, ["fd00:6b69::1/64".parse().unwrap()]);
 }
 
 #[test]

@@ -341,6 +341,7 @@ fn dht_node(listen: std::net::SocketAddrV4, bootstrap: Vec<String>) -> Result<()
         port: listen.port(),
         bootstrap,
         server: true,
+        mark: false,
     };
     let node = dht::build(&settings)?.as_async();
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -67,8 +67,10 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Interface {
     pub name: String,
-    /// This node's overlay address and prefix, e.g. 100.96.0.1/16.
-    pub address: IpNet,
+    /// This node's overlay addresses with their prefixes, in the file's
+    /// order: one, or an IPv4 and an IPv6 one (e.g. 100.96.0.1/16 and
+    /// fd00:6b69::1/64). Never empty.
+    pub addresses: Vec<IpNet>,
     pub private_key: SecretKey,
     /// 0 = any port.
     pub listen_port: u16,

@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 use super::endpoint::EndpointError;
 use super::raw::{
-    RawConfig, RawDiscovery, RawInterface, RawMetrics, RawNetwork, RawPeer, RawRelay,
+    OneOrList, RawConfig, RawDiscovery, RawInterface, RawMetrics, RawNetwork, RawPeer, RawRelay,
 };
 use super::{ConfigError, DEFAULT_INTERFACE, DEFAULT_LISTEN_PORT, DEFAULT_MTU, Endpoint};
 use super::{DEFAULT_STATE_DIR, Discovery, Interface, Network, Peer, Relay, duration, rate};
@@ -294,7 +294,7 @@ fn interface(
         },
     };
 
-    let address = match raw.address {
+    let addresses = match raw.address {
         None => {
             ctx.missing(
                 header.clone(),
@@ -304,13 +304,7 @@ fn interface(
             );
             None
         }
-        Some(v) => match parse_cidr(v.get_ref(), "100.96.0.1/16") {
-            Ok(net) => Some(net),
-            Err(msg) => {
-                ctx.error(v.span(), "interface.address", msg);
-                None
-            }
-        },
+        Some(v) => addresses(ctx, v),
     };
 
     let private_key = private_key(
@@ -343,7 +337,9 @@ fn interface(
         None => Some(DEFAULT_MTU),
         Some(v) => {
             let mtu = *v.get_ref();
-            let v6 = matches!(address, Some(IpNet::V6(_)));
+            let v6 = addresses
+                .as_ref()
+                .is_some_and(|list| list.iter().any(|a| a.addr().is_ipv6()));
             if !(MTU_MIN_V4..=MTU_MAX).contains(&mtu) {
                 ctx.error(
                     v.span(),
@@ -366,18 +362,80 @@ fn interface(
         }
     };
 
-    ok &= name.is_some() && address.is_some() && private_key.is_some();
+    ok &= name.is_some() && addresses.is_some() && private_key.is_some();
     ok &= listen_port.is_some() && mtu.is_some();
     if !ok {
         return None;
     }
     Some(Interface {
         name: name?,
-        address: address?,
+        addresses: addresses?,
         private_key: private_key?,
         listen_port: listen_port?,
         mtu: mtu?,
     })
+}
+
+/// `[interface] address`: one CIDR string, or a list with at most one
+/// IPv4 and one IPv6 address (the TUN device gets each; tun-rs and the
+/// kernel give an interface one primary IPv4 address).
+fn addresses(ctx: &mut Ctx<'_>, value: Spanned<OneOrList>) -> Option<Vec<IpNet>> {
+    const EXAMPLE: &str = "100.96.0.1/16";
+    let span = value.span();
+    let items = match value.into_inner() {
+        OneOrList::One(text) => {
+            return match parse_cidr(&text, EXAMPLE) {
+                Ok(net) => Some(vec![net]),
+                Err(msg) => {
+                    ctx.error(span, "interface.address", msg);
+                    None
+                }
+            };
+        }
+        OneOrList::List(items) => items,
+    };
+    if items.is_empty() {
+        ctx.error(
+            span,
+            "interface.address",
+            "the address list is empty; give this node's overlay address, e.g. \
+             address = \"100.96.0.1/16\" or address = [\"100.96.0.1/16\", \"fd00:6b69::1/64\"]"
+                .to_string(),
+        );
+        return None;
+    }
+    let mut out: Vec<(IpNet, usize)> = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.into_iter().enumerate() {
+        let key = format!("interface.address[{i}]");
+        let net = match parse_cidr(item.get_ref(), EXAMPLE) {
+            Ok(net) => net,
+            Err(msg) => {
+                ctx.error(item.span(), &key, msg);
+                ok = false;
+                continue;
+            }
+        };
+        let line = ctx.line(&item.span());
+        if let Some((first, first_line)) = out
+            .iter()
+            .find(|(n, _)| n.addr().is_ipv4() == net.addr().is_ipv4())
+        {
+            let family = if net.addr().is_ipv4() { "IPv4" } else { "IPv6" };
+            ctx.error(
+                item.span(),
+                &key,
+                format!(
+                    "a second {family} address ({net}; {first} is on line {first_line}): the \
+                     interface takes one IPv4 and one IPv6 address; remove one"
+                ),
+            );
+            ok = false;
+            continue;
+        }
+        out.push((net, line));
+    }
+    ok.then(|| out.into_iter().map(|(net, _)| net).collect())
 }
 
 fn private_key(

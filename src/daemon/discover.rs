@@ -126,6 +126,7 @@ impl Discovery {
                         port: cfg.discovery.dht_port,
                         bootstrap: cfg.discovery.bootstrap.clone(),
                         server: cfg.discovery.dht_server,
+                        mark: true,
                     },
                     state_dir: state_dir.clone(),
                     relays: relays.clone(),

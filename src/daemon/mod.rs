@@ -30,6 +30,7 @@ mod notify;
 mod ping;
 mod punch;
 mod reflexive;
+pub mod routes;
 mod socket;
 mod tcp;
 
@@ -81,6 +82,8 @@ pub enum StartError {
          port? Pick another one in [metrics] listen (on localhost), or remove the key"
     )]
     MetricsBind { addr: SocketAddr, source: io::Error },
+    #[error("{0}")]
+    Routes(#[from] routes::RouteError),
     #[error("cannot read OS randomness: {0}")]
     Random(getrandom::Error),
     #[error("{0}")]
@@ -145,10 +148,12 @@ fn create_tun(cfg: &Config) -> Result<tun_rs::AsyncDevice, StartError> {
             .name(&iface.name)
             .mtu(iface.mtu)
             .offload(offload);
-        builder = match iface.address {
-            ipnet::IpNet::V4(n) => builder.ipv4(n.addr(), n.prefix_len(), None),
-            ipnet::IpNet::V6(n) => builder.ipv6(n.addr(), n.prefix_len()),
-        };
+        for address in &iface.addresses {
+            builder = match *address {
+                ipnet::IpNet::V4(n) => builder.ipv4(n.addr(), n.prefix_len(), None),
+                ipnet::IpNet::V6(n) => builder.ipv6(n.addr(), n.prefix_len()),
+            };
+        }
         builder.build_async()
     };
     // Offload (IFF_VNET_HDR + TSO) lets one read carry up to 64 KiB of TCP;
@@ -162,6 +167,25 @@ fn create_tun(cfg: &Config) -> Result<tun_rs::AsyncDevice, StartError> {
             name: iface.name.clone(),
             source,
         })
+}
+
+/// Route every peer's `allowed_ips` through the TUN device (removing what
+/// a crashed run of this network left first). A prefix that cannot be
+/// routed is a warning, not a reason to stay down: the others work.
+fn start_routes(cfg: &Config, tun: &tun_rs::AsyncDevice) -> Result<routes::Routes, StartError> {
+    let iface = &cfg.interface;
+    let ifindex = tun.if_index().map_err(|source| StartError::Tun {
+        name: iface.name.clone(),
+        source,
+    })?;
+    let table = routes::table_id(iface.listen_port, &iface.name);
+    let mut r = routes::Routes::new(&iface.name, ifindex, table, &iface.addresses)?;
+    if let Err(errors) = r.apply(&routes::prefixes(&cfg.peers)) {
+        for e in errors {
+            warn!("{e}");
+        }
+    }
+    Ok(r)
 }
 
 /// The hard-NAT budget, with pool sockets capped to leave 256 descriptors
@@ -233,9 +257,16 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
     })?;
     let local = udp.local_addr()?;
     let (gso, gro) = udp.offloads();
+    let routes = start_routes(&cfg, &tun)?;
+    let addresses: Vec<String> = cfg
+        .interface
+        .addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     info!(
         interface = %cfg.interface.name,
-        address = %cfg.interface.address,
+        address = %addresses.join(", "),
         listen = %local,
         public_key = %cfg.interface.private_key.public(),
         peers = cfg.peers.len(),
@@ -321,7 +352,8 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         found,
         control: control_rx,
         interface: cfg.interface.name.clone(),
-        address: cfg.interface.address,
+        addresses: cfg.interface.addresses.clone(),
+        routes,
         listen: local,
         stun,
         names,
@@ -341,6 +373,11 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
     shell.flush().await;
     let result = shell.run().await;
     notify::stopping();
+    if let Err(errors) = shell.routes.clear() {
+        for e in errors {
+            warn!("{e}");
+        }
+    }
     // Remove our port mapping from the router on the way out.
     if tokio::time::timeout(Duration::from_secs(3), shell.portmap.shutdown())
         .await
@@ -361,8 +398,11 @@ struct Shell {
     found: Option<tokio::sync::mpsc::UnboundedReceiver<crate::discovery::rendezvous::Found>>,
     control: tokio::sync::mpsc::Receiver<control::Request>,
     interface: String,
-    /// Our overlay address (for `status`).
-    address: ipnet::IpNet,
+    /// Our overlay addresses (for `status`).
+    addresses: Vec<ipnet::IpNet>,
+    /// The kernel routes for the peers' `allowed_ips` (a reload calls
+    /// `apply` with the new peers' prefixes, [`routes::prefixes`]).
+    routes: routes::Routes,
     listen: SocketAddr,
     /// STUN from the data socket.
     stun: reflexive::Reflexive,
@@ -1306,7 +1346,7 @@ impl Shell {
             interface: self.interface.clone(),
             public_key: self.node.public_key().to_string(),
             listen: self.listen.to_string(),
-            addresses: vec![self.address.to_string()],
+            addresses: self.addresses.iter().map(ToString::to_string).collect(),
             dht: self.discovery.dht_status(),
             nat: control::NatStatus {
                 mapping: self.stun.behaviour.map(|b| match b.mapping {

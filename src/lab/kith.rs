@@ -24,6 +24,9 @@ pub struct KithSpec {
     pub interface: String,
     /// Overlay address in CIDR form, e.g. `100.96.0.1/16`.
     pub address: String,
+    /// More overlay addresses (an IPv6 one, e.g. `fd00:6b::1/64`); with
+    /// any, `address` is written as a list.
+    pub extra_addresses: Vec<String>,
     pub listen_port: u16,
     pub key: SecretKey,
     pub peers: Vec<PeerSpec>,
@@ -117,6 +120,7 @@ impl KithSpec {
         Self {
             interface: "kith0".into(),
             address: address.into(),
+            extra_addresses: Vec::new(),
             listen_port: 51871,
             key,
             peers: Vec::new(),
@@ -127,16 +131,22 @@ impl KithSpec {
         }
     }
 
-    /// Adds a peer that may send from `overlay` (a /32) and, if `endpoint`
-    /// is given, is contacted there.
+    /// Adds a peer that may send from its overlay addresses (each a /32 or
+    /// /128) and, if `endpoint` is given, is contacted there.
     pub fn peer(mut self, name: &str, other: &KithSpec, endpoint: Option<String>) -> Self {
         let overlay = other
             .overlay_ip()
             .map_or_else(|_| other.address.clone(), |ip| format!("{ip}/32"));
+        let mut allowed_ips = vec![overlay];
+        allowed_ips.extend(other.extra_addresses.iter().map(|cidr| {
+            let addr = cidr.split('/').next().unwrap_or(cidr);
+            let len = if addr.contains(':') { 128 } else { 32 };
+            format!("{addr}/{len}")
+        }));
         self.peers.push(PeerSpec {
             name: name.into(),
             public_key: other.key.public().to_string(),
-            allowed_ips: vec![overlay],
+            allowed_ips,
             endpoint,
             keepalive: None,
             tcp_port: None,
@@ -170,16 +180,30 @@ impl KithSpec {
             peer: &'a [PeerSpec],
         }
         #[derive(Serialize)]
+        #[serde(untagged)]
+        enum Address<'a> {
+            One(&'a str),
+            List(Vec<&'a str>),
+        }
+        #[derive(Serialize)]
         struct Interface<'a> {
             name: &'a str,
-            address: &'a str,
+            address: Address<'a>,
             private_key_file: String,
             listen_port: u16,
         }
         let file = File {
             interface: Interface {
                 name: &self.interface,
-                address: &self.address,
+                address: if self.extra_addresses.is_empty() {
+                    Address::One(&self.address)
+                } else {
+                    Address::List(
+                        std::iter::once(self.address.as_str())
+                            .chain(self.extra_addresses.iter().map(String::as_str))
+                            .collect(),
+                    )
+                },
                 private_key_file: key_file.display().to_string(),
                 listen_port: self.listen_port,
             },
@@ -617,6 +641,21 @@ mod tests {
         a.discovery.default_stun = true;
         let c = crate::config::parse(&config, &a.render(&key).unwrap()).unwrap();
         assert_eq!(c.discovery.stun, crate::config::DEFAULT_STUN);
+        a.discovery.default_stun = false;
+
+        // An IPv6 address beside the IPv4 one: written as a list, and a
+        // peer of this node may send from both.
+        a.extra_addresses = vec!["fd00:6b::1/64".into()];
+        let c = crate::config::parse(&config, &a.render(&key).unwrap()).unwrap();
+        let addresses: Vec<String> = c
+            .interface
+            .addresses
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(addresses, ["100.96.0.1/16", "fd00:6b::1/64"]);
+        let b = b.peer("a", &a, None);
+        assert_eq!(b.peers[0].allowed_ips, ["100.96.0.1/32", "fd00:6b::1/128"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
