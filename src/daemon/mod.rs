@@ -102,7 +102,7 @@ fn relay_config(cfg: &Config) -> RelayConfig {
             per_member: r.rate,
             total: r.max_rate,
         }),
-        via: cfg.via_peers().map(|(i, _)| PeerId(i)).collect(),
+        via: cfg.via_peers().map(|(_, p)| p.public_key).collect(),
     }
 }
 
