@@ -1,9 +1,12 @@
 //! The control socket: a unix stream socket (default
-//! `/run/kith/<interface>.sock`, mode 0600) that answers `status` with one
-//! JSON document. `kith status` is its client.
+//! `/run/kith/<interface>.sock`, mode 0600). A client writes one request
+//! line and reads one JSON document back:
+//! - `status` → [`StatusReport`] (`kith status`);
+//! - `reload` → [`ReloadReport`] (`kith reload`): the daemon reads its
+//!   config file again and applies it, or refuses it with every error.
 //!
 //! The listener runs as its own task and hands each request to the daemon's
-//! loop, which alone owns the state it reports.
+//! loop, which alone owns the state it reports and changes.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -150,9 +153,28 @@ pub struct PunchReport {
     pub last: Option<String>,
 }
 
+/// What `reload` did. Nothing at all unless `applied`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ReloadReport {
+    /// The config file the daemon read.
+    pub file: String,
+    /// The file's settings are in effect now (also when nothing changed).
+    pub applied: bool,
+    /// What changed, one entry each, e.g. "added peer nas".
+    pub changes: Vec<String>,
+    /// Why nothing was applied: the file's errors (`file:line:column: key:
+    /// message`, as `kith check-config` prints them) ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// ... or the changes only a restart can apply, each with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs_restart: Vec<String>,
+}
+
 /// A request from a client, with the channel for the answer.
-pub struct Request {
-    pub reply: oneshot::Sender<StatusReport>,
+pub enum Request {
+    Status(oneshot::Sender<StatusReport>),
+    Reload(oneshot::Sender<ReloadReport>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,28 +266,34 @@ async fn answer(stream: UnixStream, tx: mpsc::Sender<Request>) -> io::Result<()>
     let mut reader = BufReader::new(read.take(256));
     reader.read_line(&mut line).await?;
     let response = match line.trim() {
-        "status" => {
-            let (reply, rx) = oneshot::channel();
-            tx.send(Request { reply })
-                .await
-                .map_err(|_| io::Error::other("daemon stopping"))?;
-            let report = rx.await.map_err(|_| io::Error::other("daemon stopping"))?;
-            serde_json::to_string(&report).map_err(io::Error::other)?
-        }
-        other => {
-            serde_json::json!({ "error": format!("unknown request {other:?}; try \"status\"") })
-                .to_string()
-        }
+        "status" => ask_loop(&tx, Request::Status).await?,
+        "reload" => ask_loop(&tx, Request::Reload).await?,
+        other => serde_json::json!({
+            "error": format!("unknown request {other:?}; try \"status\" or \"reload\"")
+        })
+        .to_string(),
     };
     write.write_all(response.as_bytes()).await?;
     write.write_all(b"\n").await?;
     write.shutdown().await
 }
 
+/// Hand a request to the daemon's loop and its answer back as JSON.
+async fn ask_loop<T: Serialize>(
+    tx: &mpsc::Sender<Request>,
+    request: impl FnOnce(oneshot::Sender<T>) -> Request,
+) -> io::Result<String> {
+    let stopping = || io::Error::other("daemon stopping");
+    let (reply, rx) = oneshot::channel();
+    tx.send(request(reply)).await.map_err(|_| stopping())?;
+    let answer = rx.await.map_err(|_| stopping())?;
+    serde_json::to_string(&answer).map_err(io::Error::other)
+}
+
 use tokio::io::AsyncReadExt as _;
 
-/// Client side: ask the daemon at `path` for its status.
-pub async fn request_status(path: &Path) -> Result<StatusReport, String> {
+/// Client side: send `request` to the daemon at `path`, parse its answer.
+async fn request<T: serde::de::DeserializeOwned>(path: &Path, request: &str) -> Result<T, String> {
     let mut stream = UnixStream::connect(path).await.map_err(|e| {
         format!(
             "cannot reach the kith daemon at {}: {e}. Is `kith up` running for this interface (and are you root)? Use -i IFACE or --control PATH",
@@ -273,7 +301,7 @@ pub async fn request_status(path: &Path) -> Result<StatusReport, String> {
         )
     })?;
     stream
-        .write_all(b"status\n")
+        .write_all(format!("{request}\n").as_bytes())
         .await
         .map_err(|e| e.to_string())?;
     let mut text = String::new();
@@ -281,8 +309,23 @@ pub async fn request_status(path: &Path) -> Result<StatusReport, String> {
         .read_to_string(&mut text)
         .await
         .map_err(|e| e.to_string())?;
-    serde_json::from_str(&text)
-        .map_err(|e| format!("unexpected answer from {}: {e}", path.display()))
+    serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "unexpected answer from {} (is the daemon older than this kith?): {e}: {}",
+            path.display(),
+            text.trim()
+        )
+    })
+}
+
+/// Client side: ask the daemon at `path` for its status.
+pub async fn request_status(path: &Path) -> Result<StatusReport, String> {
+    request(path, "status").await
+}
+
+/// Client side: ask the daemon at `path` to read its config file again.
+pub async fn request_reload(path: &Path) -> Result<ReloadReport, String> {
+    request(path, "reload").await
 }
 
 #[cfg(test)]
@@ -337,6 +380,31 @@ mod tests {
             1,
             "no temporary sockets left: {leftovers:?}"
         );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn status_and_reload_requests_reach_the_loop_and_their_answers_come_back() {
+        let d = dir("reload");
+        let path = d.join("kith0.sock");
+        let (tx, mut rx) = mpsc::channel(1);
+        serve(&path, tx).unwrap();
+        let report = ReloadReport {
+            file: "/etc/kith/kith.toml".into(),
+            applied: false,
+            changes: Vec::new(),
+            errors: vec!["/etc/kith/kith.toml:3:1: interface.name: bad".into()],
+            needs_restart: Vec::new(),
+        };
+        let answered = report.clone();
+        let daemon = tokio::spawn(async move {
+            match rx.recv().await {
+                Some(Request::Reload(reply)) => reply.send(answered).unwrap(),
+                _ => panic!("expected a reload request"),
+            }
+        });
+        assert_eq!(request_reload(&path).await.unwrap(), report);
+        daemon.await.unwrap();
         std::fs::remove_dir_all(&d).unwrap();
     }
 

