@@ -390,18 +390,21 @@ fn stun_server(listen: &[std::net::SocketAddr]) -> Result<()> {
 fn status(interface: &str, control: Option<PathBuf>, json: bool) -> Result<()> {
     use crate::daemon::control;
     let path = control.unwrap_or_else(|| control::default_path(interface));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let report = rt
-        .block_on(control::request_status(&path))
-        .map_err(anyhow::Error::msg)?;
+    let report = ask_daemon(control::request_status(&path))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     print!("{}", render_status(&report));
     Ok(())
+}
+
+/// Run one request to the daemon's control socket to its answer.
+fn ask_daemon<T>(request: impl std::future::Future<Output = Result<T, String>>) -> Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(request).map_err(anyhow::Error::msg)
 }
 
 /// The daemon refused a reload for changes only a restart applies; the
@@ -434,12 +437,7 @@ fn reload(interface: &str, control: Option<PathBuf>, file: Option<&std::path::Pa
     };
     let path =
         control.unwrap_or_else(|| control::default_path(named.as_deref().unwrap_or(interface)));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let report = rt
-        .block_on(control::request_reload(&path))
-        .map_err(anyhow::Error::msg)?;
+    let report = ask_daemon(control::request_reload(&path))?;
     if report.applied {
         if report.changes.is_empty() {
             println!("reloaded {}: no changes", report.file);

@@ -85,52 +85,7 @@ pub(super) fn plan(old: &Config, new: &Config) -> Result<Vec<String>, Vec<String
 /// The changes in `new` that only a restart applies: what is set up once
 /// at start and cannot change under live sessions without losing them.
 fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
-    let mut restart = Vec::new();
-    let mut check = |changed: bool, what: String, why: &str| {
-        if changed {
-            restart.push(format!("{what} changed: {why}"));
-        }
-    };
     let (o, n) = (&old.interface, &new.interface);
-    check(
-        o.name != n.name,
-        format!("[interface] name ({} → {})", o.name, n.name),
-        "the TUN device is created at start",
-    );
-    check(
-        o.address != n.address,
-        format!("[interface] address ({} → {})", o.address, n.address),
-        "the TUN device's address is set at start",
-    );
-    check(
-        o.private_key.public() != n.private_key.public(),
-        "[interface] private key".to_string(),
-        "it is this node's identity, which every session and every peer's config is bound to",
-    );
-    check(
-        o.listen_port != n.listen_port,
-        format!(
-            "[interface] listen_port ({} → {})",
-            o.listen_port, n.listen_port
-        ),
-        "the UDP socket is bound at start",
-    );
-    check(
-        o.mtu != n.mtu,
-        format!("[interface] mtu ({} → {})", o.mtu, n.mtu),
-        "the TUN device and the data path's buffers are sized at start",
-    );
-    check(
-        old.network.id != new.network.id,
-        "[network] id".to_string(),
-        "DHT records are published and looked up under it",
-    );
-    check(
-        old.network.secret != new.network.secret,
-        "[network] secret".to_string(),
-        "it is mixed into every handshake, so no peer that still has the old one could rekey",
-    );
-    let (o, n) = (&old.discovery, &new.discovery);
     let dht = |d: &crate::config::Discovery| {
         (
             d.dht,
@@ -140,18 +95,68 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
             d.state_dir.clone(),
         )
     };
-    check(
-        dht(o) != dht(n),
-        "[discovery] dht, bootstrap, dht_port, dht_server or state_dir".to_string(),
-        "the DHT node and the state it keeps are set up at start",
-    );
     let listener = |c: &Config| c.relay.tcp_port.filter(|_| c.relay.serve);
-    check(
-        listener(old) != listener(new),
-        "[relay] tcp_port (or serve with a tcp_port)".to_string(),
-        "the relay's TCP listener is bound at start",
-    );
-    restart
+    let checks = [
+        (
+            moved("[interface] name", &o.name, &n.name),
+            "the TUN device is created at start",
+        ),
+        (
+            moved("[interface] address", &o.address, &n.address),
+            "the TUN device's address is set at start",
+        ),
+        (
+            differs(
+                "[interface] private key",
+                o.private_key.public() != n.private_key.public(),
+            ),
+            "it is this node's identity, which every session and every peer's config is bound to",
+        ),
+        (
+            moved("[interface] listen_port", &o.listen_port, &n.listen_port),
+            "the UDP socket is bound at start",
+        ),
+        (
+            moved("[interface] mtu", &o.mtu, &n.mtu),
+            "the TUN device and the data path's buffers are sized at start",
+        ),
+        (
+            differs("[network] id", old.network.id != new.network.id),
+            "DHT records are published and looked up under it",
+        ),
+        (
+            differs("[network] secret", old.network.secret != new.network.secret),
+            "it is mixed into every handshake, so no peer that still has the old one could rekey",
+        ),
+        (
+            differs(
+                "[discovery] dht, bootstrap, dht_port, dht_server or state_dir",
+                dht(&old.discovery) != dht(&new.discovery),
+            ),
+            "the DHT node and the state it keeps are set up at start",
+        ),
+        (
+            differs(
+                "[relay] tcp_port (or serve with a tcp_port)",
+                listener(old) != listener(new),
+            ),
+            "the relay's TCP listener is bound at start",
+        ),
+    ];
+    checks
+        .into_iter()
+        .filter_map(|(what, why)| Some(format!("{} changed: {why}", what?)))
+        .collect()
+}
+
+/// `what (old → new)` when the value changed.
+fn moved<T: PartialEq + std::fmt::Display>(what: &str, old: &T, new: &T) -> Option<String> {
+    (old != new).then(|| format!("{what} ({old} → {new})"))
+}
+
+/// `what` when it changed (for values not worth showing, or secret).
+fn differs(what: &str, changed: bool) -> Option<String> {
+    changed.then(|| what.to_string())
 }
 
 /// What changed in a kept peer (same key), in words.
