@@ -1,13 +1,14 @@
 //! End to end: `kith reload` and SIGHUP on a running daemon, with the real
-//! binary in network namespaces, while a ping stream runs to a peer the
-//! reloads never touch.
+//! binary in network namespaces, while a ping stream and a TCP connection
+//! run to a peer the reloads never touch.
 //!
 //! Needs root (namespaces, TUN); without it this test fails with a message
 //! saying so.
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use kith::identity::SecretKey;
@@ -91,6 +92,24 @@ fn reload_adds_removes_and_reroutes_peers_without_losing_a_packet() {
         .ping_stream(overlay(2), 600, Duration::from_millis(50))
         .unwrap();
     let stream_started = Instant::now();
+    // And a TCP connection to b, opened before the reloads and used after.
+    let (more_tx, more_rx) = std::sync::mpsc::channel::<()>();
+    let server = hosts[1].spawn_in(|| {
+        let listener = TcpListener::bind((Ipv4Addr::new(100, 96, 0, 2), 5005)).unwrap();
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut all = Vec::new();
+        conn.read_to_end(&mut all).map(|_| all.len())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let client = a.spawn_in(move || -> std::io::Result<()> {
+        let to_b = SocketAddr::from(([100, 96, 0, 2], 5005));
+        let mut conn = TcpStream::connect_timeout(&to_b, Duration::from_secs(3))?;
+        conn.write_all(&[1; 1000])?;
+        let _ = more_rx.recv();
+        conn.write_all(&[2; 1000])
+    });
 
     // Add d: it connects.
     let d_entry = ("d", &sd, 4);
@@ -195,6 +214,17 @@ fn reload_adds_removes_and_reroutes_peers_without_losing_a_packet() {
         stream_started.elapsed()
     );
     let (b_handshake_after, since) = (b_handshake(&node_a), measured.elapsed().as_secs());
+    more_tx.send(()).unwrap();
+    client
+        .join()
+        .unwrap()
+        .unwrap()
+        .expect("the TCP connection to b broke across the reloads");
+    let received = server.join().unwrap().unwrap().unwrap();
+    assert_eq!(
+        received, 2000,
+        "bytes b got on the connection opened before the reloads"
+    );
     let stats = stream.wait().unwrap();
     eprintln!("ping a → b across the reloads: {stats:?}");
     assert_eq!(stats.transmitted, 600, "{stats:?}");
