@@ -189,8 +189,8 @@ impl Discovery {
     }
 
     /// A peer a reload added, at core id `id`: known as the config's peers
-    /// are at start (its static endpoint, its cached candidates), and
-    /// looked up at the next tick.
+    /// are at start (the core has its static endpoint; its cached
+    /// candidates go to the core now), and looked up at the next tick.
     pub fn add_peer(
         &mut self,
         node: &mut Node,
@@ -208,9 +208,6 @@ impl Discovery {
             source: static_endpoint.map(|_| (Source::Static, unix_now())),
             ..PeerMeta::default()
         };
-        if static_endpoint.is_some() {
-            self.feed(node, now, id);
-        }
         self.use_cache(node, now, id);
     }
 
