@@ -201,6 +201,7 @@ fn deb_installs_a_hardened_daemon_and_purges_cleanly() {
             "User=kith",
             "CapabilityBoundingSet=CAP_NET_ADMIN\n",
             "RestartPreventExitStatus=78",
+            "ExecReload=/usr/bin/kith reload -c /etc/kith/",
         ] {
             assert!(body.contains(line), "{unit} lacks {line:?}");
         }

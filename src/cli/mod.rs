@@ -123,6 +123,24 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         control: Option<PathBuf>,
     },
+    /// Make the running daemon read its config file again and apply what
+    /// changed (peers added, removed or edited, [relay], STUN servers, port
+    /// mapping) while unchanged peers keep their sessions. Prints every
+    /// error and exits non-zero if the file is invalid or changes what only
+    /// a restart can (interface, listen port, key, network, DHT); the daemon
+    /// then runs on with its previous config. SIGHUP does the same.
+    Reload {
+        /// Interface of the daemon to ask.
+        #[arg(short = 'i', long, default_value = crate::config::DEFAULT_INTERFACE, conflicts_with = "config")]
+        interface: String,
+        /// Control socket (overrides -i and -c).
+        #[arg(long, value_name = "PATH")]
+        control: Option<PathBuf>,
+        /// Ask the daemon of this config file (its interface name finds the
+        /// socket), after checking the file: what the systemd units use.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Write the man pages or shell completions (for packaging).
     #[command(hide = true, subcommand)]
     Generate(Generate),
@@ -205,6 +223,11 @@ pub fn run(cli: Cli) -> Result<()> {
             control,
         } => ping(&interface, control, &peer, count),
         Command::Metrics { interface, control } => metrics(&interface, control),
+        Command::Reload {
+            interface,
+            control,
+            config,
+        } => reload(&interface, control, config.as_deref()),
         Command::DhtNode { listen, bootstrap } => dht_node(listen, bootstrap),
         Command::StunServer { listen } => stun_server(&listen),
         Command::Generate(Generate::Man { dir }) => generate_man(&dir),
@@ -281,22 +304,23 @@ fn up(file: &std::path::Path, control: Option<PathBuf>, state_dir: Option<PathBu
     if let Err(e) = crate::daemon::nodump::forbid_core_dumps() {
         tracing::warn!("cannot turn core dumps off ({e}): a crash may write keys to disk");
     }
-    let mut cfg = match config::load(file) {
+    let source = config::ConfigSource {
+        file: file.to_path_buf(),
+        state_dir,
+    };
+    let cfg = match source.load() {
         Ok(cfg) => cfg,
         Err(errors) => {
             eprintln!("{errors}");
             return Err(InvalidConfig::new(file, &errors, "; fix them and start again").into());
         }
     };
-    if let Some(dir) = state_dir {
-        cfg.discovery.default_state_dir(dir);
-    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let control =
         control.unwrap_or_else(|| crate::daemon::control::default_path(&cfg.interface.name));
-    rt.block_on(crate::daemon::run(cfg, control))?;
+    rt.block_on(crate::daemon::run(cfg, source, control))?;
     Ok(())
 }
 
@@ -414,10 +438,8 @@ fn stun_server(listen: &[std::net::SocketAddr]) -> Result<()> {
 }
 
 fn status(interface: &str, control: Option<PathBuf>, json: bool) -> Result<()> {
-    let (path, rt) = control_client(interface, control)?;
-    let report = rt
-        .block_on(crate::daemon::control::request_status(&path))
-        .map_err(anyhow::Error::msg)?;
+    let path = control_path(interface, control);
+    let report = ask_daemon(crate::daemon::control::request_status(&path))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -426,34 +448,24 @@ fn status(interface: &str, control: Option<PathBuf>, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// The control socket `-i IFACE` / `--control PATH` name, and a runtime
-/// for talking to it.
-fn control_client(
-    interface: &str,
-    control: Option<PathBuf>,
-) -> Result<(PathBuf, tokio::runtime::Runtime)> {
-    let path = control.unwrap_or_else(|| crate::daemon::control::default_path(interface));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    Ok((path, rt))
+/// The control socket `-i IFACE` / `--control PATH` name.
+fn control_path(interface: &str, control: Option<PathBuf>) -> PathBuf {
+    control.unwrap_or_else(|| crate::daemon::control::default_path(interface))
 }
 
 fn metrics(interface: &str, control: Option<PathBuf>) -> Result<()> {
-    let (path, rt) = control_client(interface, control)?;
-    let text = rt
-        .block_on(crate::daemon::control::request_metrics(&path))
-        .map_err(anyhow::Error::msg)?;
+    let path = control_path(interface, control);
+    let text = ask_daemon(crate::daemon::control::request_metrics(&path))?;
     print!("{text}");
     Ok(())
 }
 
 fn ping(interface: &str, control: Option<PathBuf>, peer: &str, count: u32) -> Result<()> {
     use crate::daemon::control::{PingLine, request_ping};
-    let (path, rt) = control_client(interface, control)?;
+    let path = control_path(interface, control);
     let mut pongs = 0;
     let mut error = None;
-    rt.block_on(request_ping(&path, peer, count, |line| {
+    ask_daemon(request_ping(&path, peer, count, |line| {
         match &line {
             PingLine::Pong { .. } => pongs += 1,
             PingLine::Error { message } => error = Some(message.clone()),
@@ -463,8 +475,7 @@ fn ping(interface: &str, control: Option<PathBuf>, peer: &str, count: u32) -> Re
             println!("{text}");
             let _ = std::io::stdout().flush();
         }
-    }))
-    .map_err(anyhow::Error::msg)?;
+    }))?;
     if let Some(message) = error {
         bail!("{message}");
     }
@@ -513,6 +524,74 @@ pub fn render_ping_line(line: &crate::daemon::control::PingLine) -> Option<Strin
         }
         PingLine::Error { .. } => return None,
     })
+}
+
+/// Run one request to the daemon's control socket to its answer.
+fn ask_daemon<T>(request: impl std::future::Future<Output = Result<T, String>>) -> Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(request).map_err(anyhow::Error::msg)
+}
+
+/// The daemon refused a reload for changes only a restart applies; the
+/// reasons were already printed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{file} not reloaded: {count} change(s) need a restart (`systemctl restart kith`, or \
+     stop and start `kith up`); the daemon runs on with its previous config"
+)]
+pub struct NeedsRestart {
+    file: String,
+    count: usize,
+}
+
+/// What the running daemon answers, says what it changed; the file's
+/// errors give [`InvalidConfig`] (exit 78), as `check-config` and `up` do.
+fn reload(interface: &str, control: Option<PathBuf>, file: Option<&std::path::Path>) -> Result<()> {
+    use crate::daemon::control;
+    const KEPT: &str = "; not reloaded, the daemon runs on with its previous config";
+    // Checked here first: the daemon would refuse it the same way, and
+    // without a valid file there is no interface name to find it by.
+    let named = match file.map(config::load) {
+        None => None,
+        Some(Ok(cfg)) => Some(cfg.interface.name),
+        Some(Err(errors)) => {
+            eprintln!("{errors}");
+            let file = file.unwrap_or(std::path::Path::new(""));
+            return Err(InvalidConfig::new(file, &errors, KEPT).into());
+        }
+    };
+    let path =
+        control.unwrap_or_else(|| control::default_path(named.as_deref().unwrap_or(interface)));
+    let report = ask_daemon(control::request_reload(&path))?;
+    if report.applied {
+        if report.changes.is_empty() {
+            println!("reloaded {}: no changes", report.file);
+        } else {
+            println!("reloaded {}: {}", report.file, report.changes.join("; "));
+        }
+        return Ok(());
+    }
+    for e in &report.errors {
+        eprintln!("{e}");
+    }
+    for r in &report.needs_restart {
+        eprintln!("{}: needs a restart: {r}", report.file);
+    }
+    if !report.errors.is_empty() {
+        return Err(InvalidConfig {
+            file: report.file,
+            count: report.errors.len(),
+            hint: KEPT,
+        }
+        .into());
+    }
+    Err(NeedsRestart {
+        file: report.file,
+        count: report.needs_restart.len(),
+    }
+    .into())
 }
 
 fn ago(secs: u64) -> String {

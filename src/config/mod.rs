@@ -309,6 +309,26 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     parse(path, &text)
 }
 
+/// Where a running daemon's config comes from: the file `kith up -c` named
+/// and the `--state-dir` it was given. Read at start and again on every
+/// reload, the same way, so an unchanged file always compares equal.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub file: PathBuf,
+    /// `kith up --state-dir`: the state directory unless the file sets one.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<Config, ConfigErrors> {
+        let mut cfg = load(&self.file)?;
+        if let Some(dir) = &self.state_dir {
+            cfg.discovery.default_state_dir(dir.clone());
+        }
+        Ok(cfg)
+    }
+}
+
 /// Parse and validate config text; `path` is used for messages and to
 /// resolve relative paths (`private_key_file`, `secret_file`, `state_dir`).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {

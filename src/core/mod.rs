@@ -15,6 +15,9 @@
 //!   keepalives, rekeys and expiry;
 //! - [`Node::poll_transmit`] / [`Node::poll_event`] drain control traffic
 //!   and operator-level events;
+//! - [`Node::reconfigure`] applies a reloaded config: peers matched by key
+//!   keep their sessions, removed ones become tombstones (their ids are
+//!   never reused), added ones get new ids and start a handshake;
 //! - [`Node::push_record`] sends our record (candidates, NAT facts) to every
 //!   peer with a session, and again on each new session; records peers push
 //!   to us come out of [`Node::poll_peer_record`] for discovery.
@@ -58,6 +61,8 @@ mod flood_tests;
 mod ping_tests;
 #[cfg(test)]
 mod relay_tests;
+#[cfg(test)]
+mod reload_tests;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]

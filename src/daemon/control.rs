@@ -5,6 +5,9 @@
 //! - `metrics`: one JSON line, `{"metrics": "<Prometheus text>"}` (`kith metrics`);
 //! - `ping COUNT PEER`: one JSON line per probe, a [`PingLine`], as the
 //!   answers come (`kith ping`); PEER is a name or a public key;
+//! - `reload`: one JSON line, a [`ReloadReport`] (`kith reload`): the
+//!   daemon reads its config file again and applies it, or refuses it with
+//!   every error;
 //! - anything else: `{"error": "..."}`.
 //!
 //! The listener runs as its own task and hands each request to the daemon's
@@ -196,6 +199,24 @@ pub enum PingLine {
     Error { message: String },
 }
 
+/// What `reload` did. Nothing at all unless `applied`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ReloadReport {
+    /// The config file the daemon read.
+    pub file: String,
+    /// The file's settings are in effect now (also when nothing changed).
+    pub applied: bool,
+    /// What changed, one entry each, e.g. "added peer nas".
+    pub changes: Vec<String>,
+    /// Why nothing was applied: the file's errors (`file:line:column: key:
+    /// message`, as `kith check-config` prints them) ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// ... or the changes only a restart can apply, each with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs_restart: Vec<String>,
+}
+
 /// A request from a client, with the channel for the answer.
 pub enum Request {
     Status {
@@ -203,6 +224,10 @@ pub enum Request {
     },
     /// The Prometheus text.
     Metrics { reply: oneshot::Sender<String> },
+    /// Read the config file again and apply it (or refuse it).
+    Reload {
+        reply: oneshot::Sender<ReloadReport>,
+    },
     /// `count` probes to `peer` (a name or a public key); the daemon sends
     /// a line per probe and then drops `reply`.
     Ping {
@@ -324,29 +349,38 @@ async fn answer(stream: UnixStream, tx: mpsc::Sender<Request>) -> io::Result<()>
 
 /// The one-line answer to `request`.
 async fn answer_one(request: &str, tx: &mpsc::Sender<Request>) -> io::Result<String> {
-    let stopping = || io::Error::other("daemon stopping");
     Ok(match request {
-        "status" => {
-            let (reply, rx) = oneshot::channel();
-            tx.send(Request::Status { reply })
-                .await
-                .map_err(|_| stopping())?;
-            let report = rx.await.map_err(|_| stopping())?;
-            serde_json::to_string(&report).map_err(io::Error::other)?
-        }
+        "status" => ask_loop(tx, |reply| Request::Status { reply }).await?,
         "metrics" => {
-            let (reply, rx) = oneshot::channel();
-            tx.send(Request::Metrics { reply })
-                .await
-                .map_err(|_| stopping())?;
-            let text = rx.await.map_err(|_| stopping())?;
+            let text: String = ask_loop_raw(tx, |reply| Request::Metrics { reply }).await?;
             serde_json::json!({ "metrics": text }).to_string()
         }
+        "reload" => ask_loop(tx, |reply| Request::Reload { reply }).await?,
         other => serde_json::json!({
-            "error": format!("unknown request {other:?}; try \"status\", \"metrics\" or \"ping COUNT PEER\"")
+            "error": format!("unknown request {other:?}; try \"status\", \"metrics\", \"reload\" or \"ping COUNT PEER\"")
         })
         .to_string(),
     })
+}
+
+/// Hand a request to the daemon's loop; its answer.
+async fn ask_loop_raw<T>(
+    tx: &mpsc::Sender<Request>,
+    request: impl FnOnce(oneshot::Sender<T>) -> Request,
+) -> io::Result<T> {
+    let stopping = || io::Error::other("daemon stopping");
+    let (reply, rx) = oneshot::channel();
+    tx.send(request(reply)).await.map_err(|_| stopping())?;
+    rx.await.map_err(|_| stopping())
+}
+
+/// [`ask_loop_raw`], the answer as one JSON line.
+async fn ask_loop<T: Serialize>(
+    tx: &mpsc::Sender<Request>,
+    request: impl FnOnce(oneshot::Sender<T>) -> Request,
+) -> io::Result<String> {
+    let answer = ask_loop_raw(tx, request).await?;
+    serde_json::to_string(&answer).map_err(io::Error::other)
 }
 
 /// `COUNT PEER` of a ping request.
@@ -442,6 +476,11 @@ pub async fn request_status(path: &Path) -> Result<StatusReport, String> {
     request_json(path, "status").await
 }
 
+/// Client side: ask the daemon at `path` to read its config file again.
+pub async fn request_reload(path: &Path) -> Result<ReloadReport, String> {
+    request_json(path, "reload").await
+}
+
 /// Client side: the daemon's metrics, as Prometheus text.
 pub async fn request_metrics(path: &Path) -> Result<String, String> {
     #[derive(Deserialize)]
@@ -489,6 +528,31 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[tokio::test]
+    async fn status_and_reload_requests_reach_the_loop_and_their_answers_come_back() {
+        let d = dir("reload");
+        let path = d.join("kith0.sock");
+        let (tx, mut rx) = mpsc::channel(1);
+        serve(&path, tx).unwrap();
+        let report = ReloadReport {
+            file: "/etc/kith/kith.toml".into(),
+            applied: false,
+            changes: Vec::new(),
+            errors: vec!["/etc/kith/kith.toml:3:1: interface.name: bad".into()],
+            needs_restart: Vec::new(),
+        };
+        let answered = report.clone();
+        let daemon = tokio::spawn(async move {
+            match rx.recv().await {
+                Some(Request::Reload { reply }) => reply.send(answered).unwrap(),
+                _ => panic!("expected a reload request"),
+            }
+        });
+        assert_eq!(request_reload(&path).await.unwrap(), report);
+        daemon.await.unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[tokio::test]

@@ -10,7 +10,9 @@
 //! - TUN readable → `handle_tun` → datagram sent;
 //! - deadline from `poll_timeout` → `handle_timeout`;
 //! - after each step, drain `poll_transmit` and `poll_event` (events become
-//!   the operator's log lines).
+//!   the operator's log lines);
+//! - `kith reload` or SIGHUP → [`reload`]: the file is read again, diffed
+//!   against the running config and applied (or refused, changing nothing).
 //!
 //! A full TUN queue drops the packet (as a router would) instead of
 //! stalling the UDP receive loop behind it.
@@ -31,6 +33,7 @@ mod ping;
 mod punch;
 mod reflexive;
 pub mod routes;
+mod reload;
 mod socket;
 mod tcp;
 
@@ -42,7 +45,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, ConfigSource, Endpoint};
 use crate::core::{
     Event, Node, NodeConfig, OVERHEAD, PeerConfig, PeerId, RelayCause, RelayConfig, TunOutcome,
     UdpOutcome, Via,
@@ -126,7 +129,7 @@ fn relay_config(cfg: &Config) -> RelayConfig {
             per_member: r.rate,
             total: r.max_rate,
         }),
-        via: cfg.via_peers().map(|(i, _)| PeerId(i)).collect(),
+        via: cfg.via_peers().map(|(_, p)| p.public_key).collect(),
     }
 }
 
@@ -179,12 +182,7 @@ fn start_routes(cfg: &Config, tun: &tun_rs::AsyncDevice) -> Result<routes::Route
         source,
     })?;
     let table = routes::table_id(iface.listen_port, &iface.name);
-    let mut r = routes::Routes::new(&iface.name, ifindex, table, &iface.addresses)?;
-    if let Err(errors) = r.apply(&routes::prefixes(&cfg.peers)) {
-        for e in errors {
-            warn!("{e}");
-        }
-    }
+    let r = routes::Routes::new(&iface.name, ifindex, table, &iface.addresses)?;
     Ok(r)
 }
 
@@ -227,8 +225,9 @@ fn raise_fd_limit() {
     }
 }
 
-/// Run until SIGINT or SIGTERM; `control` is the control socket's path.
-pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
+/// Run until SIGINT or SIGTERM. `cfg` was read from `source`, which a
+/// reload reads again; `control` is the control socket's path.
+pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<(), StartError> {
     // Time to direct is measured from here.
     let started = Instant::now();
     for w in &cfg.warnings {
@@ -319,9 +318,9 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         cfg.peers
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| match &p.endpoint {
-                Some(Endpoint::Host { host, port }) => Some((PeerId(i), host.clone(), *port)),
-                _ => None,
+            .filter_map(|(i, p)| {
+                let (host, port) = endpoint_name(p)?;
+                Some((PeerId(i), host, port))
             })
             .collect(),
     );
@@ -357,7 +356,6 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         listen: local,
         stun,
         names,
-        tcp_ports: cfg.peers.iter().map(|p| p.tcp_port).collect(),
         mapped,
         portmap,
         puncher: Puncher::new(punch_budget(), now, punch_seed),
@@ -369,8 +367,13 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         metrics: metrics::Metrics::default(),
         pings: ping::Pings::default(),
         systemd_status: String::new(),
+        ids: (0..cfg.peers.len()).map(PeerId).collect(),
+        config: cfg,
+        source,
     };
     shell.flush().await;
+    // After the first handshakes left: nothing delays them.
+    shell.sync_routes();
     let result = shell.run().await;
     notify::stopping();
     if let Err(errors) = shell.routes.clear() {
@@ -408,9 +411,6 @@ struct Shell {
     stun: reflexive::Reflexive,
     /// Background DNS of the STUN servers and named endpoints.
     names: names::Names,
-    /// Each peer's relay `tcp_port` (indexed by peer), for a relay whose
-    /// endpoint name resolves after start.
-    tcp_ports: Vec<Option<u16>>,
     /// The router port mapping, as the port mapper last saw it.
     mapped: tokio::sync::watch::Receiver<Option<crate::nat::portmap::Mapping>>,
     portmap: crate::nat::portmap::PortMapper,
@@ -431,6 +431,20 @@ struct Shell {
     pings: ping::Pings,
     /// The last `STATUS=` summary sent to systemd.
     systemd_status: String,
+    /// Where the config came from, to read it again on a reload.
+    source: ConfigSource,
+    /// The config in effect (the one read at start, or the last reload's).
+    config: Config,
+    /// The core's id of each of `config.peers`, in order.
+    ids: Vec<PeerId>,
+}
+
+/// A peer's endpoint when it is a DNS name (`names` resolves those).
+fn endpoint_name(p: &crate::config::Peer) -> Option<(String, u16)> {
+    match &p.endpoint {
+        Some(Endpoint::Host { host, port }) => Some((host.clone(), *port)),
+        _ => None,
+    }
 }
 
 /// Failed reads of the data socket. One is no reason to stop (an ICMP error
@@ -584,7 +598,9 @@ impl Shell {
                 _ = term.recv() => { info!("SIGTERM: shutting down"); return Ok(()); }
                 _ = int.recv() => { info!("SIGINT: shutting down"); return Ok(()); }
                 _ = hup.recv() => {
-                    warn!("SIGHUP: config reload is not supported yet; restart kith to apply changes");
+                    // As `kith reload`; the outcome is in the log.
+                    debug!("SIGHUP: reading the config file again");
+                    self.reload(Instant::now());
                 }
                 r = self.udp.recv(&mut b.udp_in) => {
                     let r = match r {
@@ -679,12 +695,19 @@ impl Shell {
                     let now = Instant::now();
                     match resolved {
                         names::Resolved::Stun(servers) => self.stun.set_servers(servers, now),
-                        names::Resolved::Endpoint { peer, addr } => {
-                            info!(peer = %self.node.peer_name(peer), %addr, "endpoint name resolved");
-                            if let Some(port) = self.tcp_ports.get(peer.0).copied().flatten() {
+                        names::Resolved::Endpoint { peer, host, addr } => {
+                            // Unless a reload changed the name since.
+                            let Some(p) = self
+                                .peer_config(peer)
+                                .filter(|p| endpoint_name(p) == Some((host, addr.port())))
+                            else {
+                                continue;
+                            };
+                            if let Some(port) = p.tcp_port {
                                 self.tcp.add_link(addr, SocketAddr::new(addr.ip(), port));
                             }
-                            self.discovery.set_static_endpoint(&mut self.node, now, peer, addr);
+                            info!(peer = %self.node.peer_name(peer), %addr, "endpoint name resolved");
+                            self.discovery.set_static_endpoint(&mut self.node, now, peer, Some(addr));
                         }
                     }
                 }
@@ -945,6 +968,9 @@ impl Shell {
             }
             control::Request::Metrics { reply } => {
                 let _ = reply.send(self.render_metrics(now));
+            }
+            control::Request::Reload { reply } => {
+                let _ = reply.send(self.reload(now));
             }
             control::Request::Ping { peer, count, reply } => match self.find_peer(&peer) {
                 Ok(id) => {
@@ -1399,6 +1425,16 @@ impl Shell {
                         })
                         .collect(),
                 }),
+        }
+    }
+
+    /// Make the kernel's routes through the TUN device match every peer's
+    /// `allowed_ips` in the config in effect (called after a reload applied).
+    fn sync_routes(&mut self) {
+        if let Err(errors) = self.routes.apply(&routes::prefixes(&self.config.peers)) {
+            for e in errors {
+                warn!("{e}");
+            }
         }
     }
 

@@ -205,6 +205,24 @@ impl TcpTransport {
         );
     }
 
+    /// Forget the relay at `udp` (its peer left the config, or its
+    /// endpoint or `tcp_port` changed): its connection, if any, closes.
+    pub fn remove_link(&mut self, udp: SocketAddr) {
+        if let Some(link) = self.links.remove(&udp)
+            && link.writer.is_some()
+        {
+            info!(relay = %udp, tcp = %link.tcp, "relay: closing the TCP connection to a relay no longer configured");
+        }
+    }
+
+    /// Close a member's connection to us (the member left the config).
+    pub fn close_inbound(&mut self, addr: SocketAddr) {
+        if let Some(c) = self.inbound.remove(&addr) {
+            debug!(from = %c.real, "relay: closing the TCP connection of a removed member");
+            c.abort.abort();
+        }
+    }
+
     pub fn listen_port(&self) -> Option<u16> {
         self.listen_port
     }

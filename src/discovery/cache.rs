@@ -93,6 +93,11 @@ impl PeerCache {
         self.peers.get(&peer.to_string())
     }
 
+    /// Drop a peer's entry (it left the config); true if there was one.
+    pub fn forget(&mut self, peer: &PublicKey) -> bool {
+        self.peers.remove(&peer.to_string()).is_some()
+    }
+
     /// Remember what worked; returns true if anything changed.
     pub fn remember(
         &mut self,

@@ -335,6 +335,41 @@ impl KithNode {
             })
     }
 
+    /// Writes `spec` as the daemon's config file (same key file), leaving
+    /// the running daemon alone: [`reload`](Self::reload) or
+    /// [`sighup`](Self::sighup) make it read the file again. A later
+    /// [`start`](Self::start) uses it too.
+    pub fn rewrite_config(&mut self, spec: KithSpec) -> Result<()> {
+        let text = spec.render(&self.config.with_extension("key"))?;
+        self.write_config_text(&text)?;
+        self.spec = spec;
+        Ok(())
+    }
+
+    /// Writes `text` as the config file as is (e.g. an invalid one).
+    pub fn write_config_text(&self, text: &str) -> Result<()> {
+        write_file(&self.config, text, 0o644)
+    }
+
+    /// `kith reload --control PATH`: the exit code, stdout and stderr.
+    pub fn reload(&self) -> Result<(i32, String, String)> {
+        let mut cmd = std::process::Command::new(&self.bin);
+        cmd.arg("reload").arg("--control").arg(self.control_path());
+        let out = sys::output(&mut cmd)?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// SIGHUP to the daemon (a reload whose outcome goes to the log only).
+    pub fn sighup(&self) {
+        if let Some(pid) = self.pid() {
+            sys::signal(pid, libc::SIGHUP);
+        }
+    }
+
     /// Polls `kith status` every 100 ms until `pred` holds for peer `name`;
     /// the last report on a timeout.
     pub fn wait_peer(

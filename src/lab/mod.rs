@@ -65,7 +65,7 @@ pub use dht::{DHT_PORT, LabDht};
 pub use host::{Host, Iface};
 pub use internet::{Internet, Subnet, UdpCut, Uplink};
 pub use kith::{DiscoverySpec, KithNode, KithSpec, NetworkSpec, PeerSpec, RelaySpec};
-pub use ping::PingStats;
+pub use ping::{PingStats, PingStream};
 pub use router::{NatKind, Router, RouterSpec};
 pub use switch::Switch;
 
