@@ -34,8 +34,26 @@ pub struct KithSpec {
     pub discovery: DiscoverySpec,
     /// `[relay]`; left out of the file when it has no keys.
     pub relay: RelaySpec,
+    /// `[metrics]`; left out of the file when it has no keys.
+    pub metrics: MetricsSpec,
     /// `KITH_LOG` for the daemon, e.g. `info` or `debug`.
     pub log_level: String,
+    /// More environment for the daemon (e.g. a fake systemd's
+    /// `NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
+}
+
+/// The `[metrics]` table; a `None` key is left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MetricsSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+impl MetricsSpec {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// The `[network]` table. A `None` key is left out of the file (the daemon's
@@ -118,7 +136,9 @@ impl KithSpec {
             network: NetworkSpec::default(),
             discovery: DiscoverySpec::default(),
             relay: RelaySpec::default(),
+            metrics: MetricsSpec::default(),
             log_level: std::env::var("KITH_LOG").unwrap_or_else(|_| "info".into()),
+            env: Vec::new(),
         }
     }
 
@@ -162,6 +182,8 @@ impl KithSpec {
             discovery: &'a DiscoverySpec,
             #[serde(skip_serializing_if = "RelaySpec::is_empty")]
             relay: &'a RelaySpec,
+            #[serde(skip_serializing_if = "MetricsSpec::is_empty")]
+            metrics: &'a MetricsSpec,
             peer: &'a [PeerSpec],
         }
         #[derive(Serialize)]
@@ -181,6 +203,7 @@ impl KithSpec {
             network: &self.network,
             discovery: &self.discovery,
             relay: &self.relay,
+            metrics: &self.metrics,
             peer: &self.peers,
         };
         toml::to_string(&file).map_err(|e| LabError::Parse {
@@ -379,7 +402,8 @@ impl KithNode {
             // control socket beside its config.
             .arg("--control")
             .arg(self.control_path())
-            .env("KITH_LOG", &self.spec.log_level);
+            .env("KITH_LOG", &self.spec.log_level)
+            .envs(self.spec.env.iter().map(|(k, v)| (k, v)));
         let marker = format!("starting kith in {}", self.host.netns());
         let child = sys::spawn_logged(&mut cmd, &self.log, &marker)?;
         self.child = Some(child);
