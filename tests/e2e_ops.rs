@@ -109,6 +109,10 @@ fn ping_reports_the_direct_path_and_metrics_count_the_traffic() {
         spec.metrics.listen = Some(format!("127.0.0.1:{METRICS_PORT}"));
     });
 
+    // The status the probes below should agree with.
+    let b = node_a.peer_status("b").unwrap();
+    assert_eq!(b.path, "direct", "{b:?}");
+
     // kith ping by name: a pong per probe, over the direct path, with an RTT.
     let out = kith(&node_a, &["ping", "b", "-c", "3"]);
     assert!(out.status.success(), "kith ping b: {}", text(&out));

@@ -304,12 +304,16 @@ async fn answer(stream: UnixStream, tx: mpsc::Sender<Request>) -> io::Result<()>
             .await
             .map_err(|_| slow())?;
     }
-    let response = tokio::time::timeout(CLIENT_TIMEOUT, answer_one(request, &tx))
-        .await
-        .map_err(|_| slow())??;
-    write.write_all(response.as_bytes()).await?;
-    write.write_all(b"\n").await?;
-    write.shutdown().await
+    // The answer must also be taken within the time: a client that does
+    // not read it gives its slot back.
+    tokio::time::timeout(CLIENT_TIMEOUT, async {
+        let response = answer_one(request, &tx).await?;
+        write.write_all(response.as_bytes()).await?;
+        write.write_all(b"\n").await?;
+        write.shutdown().await
+    })
+    .await
+    .map_err(|_| slow())?
 }
 
 /// The one-line answer to `request`.
