@@ -296,22 +296,12 @@ pub fn serve(path: &Path, tx: mpsc::Sender<Request>) -> Result<(), ControlError>
         let _ = std::fs::remove_file(&tmp);
         return Err(err(e));
     }
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
-    tokio::spawn(async move {
-        loop {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _slot = slot;
-                if let Err(e) = answer(stream, tx).await {
-                    tracing::debug!(error = %e, "control request failed");
-                }
-            });
+    super::accept::serve_capped(listener, MAX_CLIENTS, move |stream| {
+        let tx = tx.clone();
+        async move {
+            if let Err(e) = answer(stream, tx).await {
+                tracing::debug!(error = %e, "control request failed");
+            }
         }
     });
     Ok(())
@@ -339,12 +329,16 @@ async fn answer(stream: UnixStream, tx: mpsc::Sender<Request>) -> io::Result<()>
             .await
             .map_err(|_| slow())?;
     }
-    let response = tokio::time::timeout(CLIENT_TIMEOUT, answer_one(request, &tx))
-        .await
-        .map_err(|_| slow())??;
-    write.write_all(response.as_bytes()).await?;
-    write.write_all(b"\n").await?;
-    write.shutdown().await
+    // The answer must also be taken within the time: a client that does
+    // not read it gives its slot back.
+    tokio::time::timeout(CLIENT_TIMEOUT, async {
+        let response = answer_one(request, &tx).await?;
+        write.write_all(response.as_bytes()).await?;
+        write.write_all(b"\n").await?;
+        write.shutdown().await
+    })
+    .await
+    .map_err(|_| slow())?
 }
 
 /// The one-line answer to `request`.
@@ -610,6 +604,30 @@ mod tests {
             "it waited for a slot"
         );
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn ping_requests_take_a_count_in_range_and_a_peer() {
+        assert_eq!(parse_ping("4 nas"), Ok((4, "nas")));
+        assert_eq!(
+            parse_ping("2 my nas "),
+            Ok((2, "my nas")),
+            "names may hold spaces"
+        );
+        for bad in ["", "4", "nas 4", "0 nas", "101 nas", "-1 nas", "4  "] {
+            let e = parse_ping(bad).unwrap_err();
+            assert!(e.starts_with("usage: ping COUNT PEER"), "{bad:?}: {e}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_ping_request_parses_or_says_how(line in "\\PC{0,60}") {
+            if let Ok((count, peer)) = parse_ping(&line) {
+                proptest::prop_assert!((1..=MAX_PING_COUNT).contains(&count));
+                proptest::prop_assert!(!peer.is_empty());
+            }
+        }
     }
 
     #[tokio::test]

@@ -62,24 +62,14 @@ fn serve_with(
     let listener = TcpListener::from_std(std)?;
     let bound = listener.local_addr()?;
     let cache = Arc::new(Cache::default());
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
-    tokio::spawn(async move {
-        loop {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (tx, cache) = (tx.clone(), cache.clone());
-            tokio::spawn(async move {
-                let _slot = slot;
-                match tokio::time::timeout(limits.timeout, answer(stream, &tx, &cache)).await {
-                    Ok(Err(e)) => tracing::debug!(error = %e, "metrics request failed"),
-                    Err(_) => tracing::debug!("metrics client too slow; dropped"),
-                    Ok(Ok(())) => {}
-                }
-            });
+    super::accept::serve_capped(listener, limits.connections, move |stream| {
+        let (tx, cache) = (tx.clone(), cache.clone());
+        async move {
+            match tokio::time::timeout(limits.timeout, answer(stream, &tx, &cache)).await {
+                Ok(Err(e)) => tracing::debug!(error = %e, "metrics request failed"),
+                Err(_) => tracing::debug!("metrics client too slow; dropped"),
+                Ok(Ok(())) => {}
+            }
         }
     });
     Ok(bound)
@@ -239,6 +229,22 @@ mod tests {
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"), Some(24));
         assert_eq!(head_end(b"GET / HTTP/1.1\n\n"), Some(16));
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
+    }
+
+    proptest::proptest! {
+        // Whatever a client sends: a route, never a panic, and only a
+        // request line that is exactly GET /metrics is served.
+        #[test]
+        fn any_bytes_get_a_route(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let end = head_end(&bytes);
+            if let Some(e) = end {
+                proptest::prop_assert!(e <= bytes.len());
+            }
+            let r = route(&bytes[..end.unwrap_or(bytes.len())]);
+            if r == Route::Metrics {
+                proptest::prop_assert!(bytes.starts_with(b"GET /metrics"));
+            }
+        }
     }
 
     /// A listener on a free loopback port whose "daemon" answers every

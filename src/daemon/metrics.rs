@@ -224,24 +224,86 @@ impl Writer {
         }
         let _ = writeln!(self.out, " {value}");
     }
-
-    /// A family with one sample per peer.
-    fn per_peer<V: std::fmt::Display>(
-        &mut self,
-        m: &Metrics,
-        name: &str,
-        kind: &str,
-        help: &str,
-        value: impl Fn(&PeerMetrics) -> Option<V>,
-    ) {
-        self.family(name, kind, help);
-        for p in &m.peers {
-            if let Some(v) = value(p) {
-                self.sample(name, &[("peer", &p.name)], v);
-            }
-        }
-    }
 }
+
+/// A per-peer family: name, type, help, and the peer's value (`None`: no
+/// sample for that peer).
+type PeerFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&PeerMetrics) -> Option<f64>,
+);
+
+/// The families with one sample per peer, `peer="<name>"`.
+const PER_PEER: &[PeerFamily] = &[
+    (
+        "kith_peer_connected",
+        "gauge",
+        "1 while the peer has a session (direct or relayed), else 0.",
+        |p| Some(f64::from(u8::from(p.connected))),
+    ),
+    (
+        "kith_peer_relayed",
+        "gauge",
+        "1 while the peer's traffic goes through a relay, else 0.",
+        |p| Some(f64::from(u8::from(p.relayed))),
+    ),
+    (
+        "kith_peer_received_bytes_total",
+        "counter",
+        "Bytes of datagrams received from the peer (relayed ones included).",
+        |p| Some(p.rx_bytes as f64),
+    ),
+    (
+        "kith_peer_sent_bytes_total",
+        "counter",
+        "Bytes of datagrams sent to the peer (relayed ones included).",
+        |p| Some(p.tx_bytes as f64),
+    ),
+    (
+        "kith_peer_handshakes_total",
+        "counter",
+        "Handshakes completed with the peer (the first and every rekey).",
+        |p| Some(p.handshakes as f64),
+    ),
+    (
+        "kith_peer_path_changes_total",
+        "counter",
+        "Times the peer's path changed: another endpoint, to or from a relay, another relay.",
+        |p| Some(p.path_changes as f64),
+    ),
+    (
+        "kith_peer_punch_attempts_total",
+        "counter",
+        "Hard-NAT traversal attempts started towards the peer.",
+        |p| Some(p.punch_attempts as f64),
+    ),
+    (
+        "kith_peer_time_to_direct_seconds",
+        "gauge",
+        "Seconds from daemon start to the peer's first direct packet (absent until then).",
+        |p| p.time_to_direct.map(|d| d.as_secs_f64()),
+    ),
+    (
+        "kith_peer_relayed_sent_bytes_total",
+        "counter",
+        "End-to-end bytes sent to the peer through a relay.",
+        |p| Some(p.relay_tx_bytes as f64),
+    ),
+    (
+        "kith_peer_relayed_received_bytes_total",
+        "counter",
+        "End-to-end bytes received from the peer through a relay.",
+        |p| Some(p.relay_rx_bytes as f64),
+    ),
+    (
+        "kith_peer_relay_drops_total",
+        "counter",
+        "Packets for the peer dropped because no relay could carry them.",
+        |p| Some(p.relay_drops as f64),
+    ),
+];
 
 /// A label value as the exposition format wants it: backslash, double
 /// quote and newline escaped (peer names are any printable text).
@@ -270,56 +332,14 @@ pub fn render(m: &Metrics) -> String {
     w.sample("kith_uptime_seconds", &[], m.uptime.as_secs_f64());
     w.family("kith_peers", "gauge", "Peers in the config.");
     w.sample("kith_peers", &[], m.peers.len());
-    let flag = |b: bool| Some(u8::from(b));
-    w.per_peer(
-        m,
-        "kith_peer_connected",
-        "gauge",
-        "1 while the peer has a session (direct or relayed), else 0.",
-        |p| flag(p.connected),
-    );
-    w.per_peer(
-        m,
-        "kith_peer_relayed",
-        "gauge",
-        "1 while the peer's traffic goes through a relay, else 0.",
-        |p| flag(p.relayed),
-    );
-    w.per_peer(
-        m,
-        "kith_peer_received_bytes_total",
-        "counter",
-        "Bytes of datagrams received from the peer (relayed ones included).",
-        |p| Some(p.rx_bytes),
-    );
-    w.per_peer(
-        m,
-        "kith_peer_sent_bytes_total",
-        "counter",
-        "Bytes of datagrams sent to the peer (relayed ones included).",
-        |p| Some(p.tx_bytes),
-    );
-    w.per_peer(
-        m,
-        "kith_peer_handshakes_total",
-        "counter",
-        "Handshakes completed with the peer (the first and every rekey).",
-        |p| Some(p.handshakes),
-    );
-    w.per_peer(
-        m,
-        "kith_peer_path_changes_total",
-        "counter",
-        "Times the peer's path changed: another endpoint, to or from a relay, another relay.",
-        |p| Some(p.path_changes),
-    );
-    w.per_peer(
-        m,
-        "kith_peer_punch_attempts_total",
-        "counter",
-        "Hard-NAT traversal attempts started towards the peer.",
-        |p| Some(p.punch_attempts),
-    );
+    for (name, kind, help, value) in PER_PEER {
+        w.family(name, kind, help);
+        for p in &m.peers {
+            if let Some(v) = value(p) {
+                w.sample(name, &[("peer", &p.name)], v);
+            }
+        }
+    }
     let name = "kith_peer_punch_outcomes_total";
     w.family(
         name,
@@ -327,45 +347,10 @@ pub fn render(m: &Metrics) -> String {
         "Hard-NAT traversal attempts that ended, by outcome: connected (a direct path) or spent (budget used up).",
     );
     for p in &m.peers {
-        w.sample(
-            name,
-            &[("peer", &p.name), ("outcome", "connected")],
-            p.punch_connected,
-        );
-        w.sample(
-            name,
-            &[("peer", &p.name), ("outcome", "spent")],
-            p.punch_spent,
-        );
+        for (outcome, n) in [("connected", p.punch_connected), ("spent", p.punch_spent)] {
+            w.sample(name, &[("peer", &p.name), ("outcome", outcome)], n);
+        }
     }
-    w.per_peer(
-        m,
-        "kith_peer_time_to_direct_seconds",
-        "gauge",
-        "Seconds from daemon start to the peer's first direct packet (absent until then).",
-        |p| p.time_to_direct.map(|d| d.as_secs_f64()),
-    );
-    w.per_peer(
-        m,
-        "kith_peer_relayed_sent_bytes_total",
-        "counter",
-        "End-to-end bytes sent to the peer through a relay.",
-        |p| Some(p.relay_tx_bytes),
-    );
-    w.per_peer(
-        m,
-        "kith_peer_relayed_received_bytes_total",
-        "counter",
-        "End-to-end bytes received from the peer through a relay.",
-        |p| Some(p.relay_rx_bytes),
-    );
-    w.per_peer(
-        m,
-        "kith_peer_relay_drops_total",
-        "counter",
-        "Packets for the peer dropped because no relay could carry them.",
-        |p| Some(p.relay_drops),
-    );
     w.family(
         "kith_handshakes_refused_total",
         "counter",

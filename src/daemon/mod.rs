@@ -22,6 +22,7 @@
 //! feeding it and systemd restarts the daemon; `STATUS=` follows the
 //! peers' state ([`notify`]).
 
+mod accept;
 pub mod control;
 mod discover;
 mod http;
@@ -1011,8 +1012,36 @@ impl Shell {
         })
     }
 
+    /// The members the relay service `s` carried anything for.
+    fn relay_members<'a>(
+        &'a self,
+        s: &'a crate::relay::RelayService,
+    ) -> impl Iterator<Item = (PeerId, crate::relay::MemberStats)> + 'a {
+        self.node
+            .peer_ids()
+            .filter_map(|id| Some(id).zip(s.member(id.0)))
+            .filter(|(_, m)| *m != Default::default())
+    }
+
     /// The Prometheus text: the shell's counters with the core's copied in.
     fn render_metrics(&mut self, now: Instant) -> String {
+        let relay_service = self
+            .node
+            .relay_service()
+            .map(|s| metrics::RelayServiceMetrics {
+                refused_unknown: s.refused_unknown,
+                refused_no_session: s.refused_no_session,
+                members: self
+                    .relay_members(s)
+                    .map(|(id, c)| metrics::RelayMemberMetrics {
+                        name: self.node.peer_name(id).to_string(),
+                        forwarded_bytes: c.forwarded_bytes,
+                        forwarded_packets: c.forwarded_packets,
+                        delivered_bytes: c.delivered_bytes,
+                        dropped_rate: c.dropped_rate,
+                    })
+                    .collect(),
+            });
         let m = &mut self.metrics;
         m.uptime = now.saturating_duration_since(self.started);
         for id in self.node.peer_ids() {
@@ -1025,27 +1054,7 @@ impl Shell {
         m.handshakes_refused = hs.refused;
         m.cookies_sent = hs.cookies_sent;
         m.tcp_dropped = self.tcp.dropped;
-        m.relay_service = self
-            .node
-            .relay_service()
-            .map(|s| metrics::RelayServiceMetrics {
-                refused_unknown: s.refused_unknown,
-                refused_no_session: s.refused_no_session,
-                members: self
-                    .node
-                    .peer_ids()
-                    .filter_map(|id| {
-                        let c = s.member(id.0)?;
-                        (c != Default::default()).then(|| metrics::RelayMemberMetrics {
-                            name: self.node.peer_name(id).to_string(),
-                            forwarded_bytes: c.forwarded_bytes,
-                            forwarded_packets: c.forwarded_packets,
-                            delivered_bytes: c.delivered_bytes,
-                            dropped_rate: c.dropped_rate,
-                        })
-                    })
-                    .collect(),
-            });
+        m.relay_service = relay_service;
         metrics::render(m)
     }
 
@@ -1406,22 +1415,18 @@ impl Shell {
                     refused_unknown: s.refused_unknown,
                     refused_no_session: s.refused_no_session,
                     members: self
-                        .node
-                        .peer_ids()
-                        .filter_map(|id| {
-                            let m = s.member(id.0)?;
-                            (m != Default::default()).then(|| control::RelayMemberReport {
-                                name: self.node.peer_name(id).to_string(),
-                                forwarded_bytes: m.forwarded_bytes,
-                                forwarded_packets: m.forwarded_packets,
-                                delivered_bytes: m.delivered_bytes,
-                                dropped_rate: m.dropped_rate,
-                                transport: self
-                                    .node
-                                    .peer_status(id)
-                                    .and_then(|p| p.endpoint)
-                                    .map(|ep| self.tcp.transport(ep).to_string()),
-                            })
+                        .relay_members(s)
+                        .map(|(id, m)| control::RelayMemberReport {
+                            name: self.node.peer_name(id).to_string(),
+                            forwarded_bytes: m.forwarded_bytes,
+                            forwarded_packets: m.forwarded_packets,
+                            delivered_bytes: m.delivered_bytes,
+                            dropped_rate: m.dropped_rate,
+                            transport: self
+                                .node
+                                .peer_status(id)
+                                .and_then(|p| p.endpoint)
+                                .map(|ep| self.tcp.transport(ep).to_string()),
                         })
                         .collect(),
                 }),

@@ -90,7 +90,8 @@ fn watchdog_interval_from(usec: &str, pid: Option<&str>, ours: u32) -> Option<Du
         return None;
     }
     let usec: u64 = usec.trim().parse().ok().filter(|u| *u > 0)?;
-    Some(Duration::from_micros(usec / 2))
+    // Never zero: a timer cannot tick every 0 s.
+    Some(Duration::from_micros(usec / 2).max(Duration::from_millis(1)))
 }
 
 #[cfg(test)]
@@ -162,6 +163,10 @@ mod tests {
         );
         assert_eq!(watchdog_interval_from("30000000", Some("7"), 42), None);
         assert_eq!(watchdog_interval_from("0", None, 42), None);
+        assert_eq!(
+            watchdog_interval_from("1", None, 42),
+            Some(Duration::from_millis(1))
+        );
         assert_eq!(watchdog_interval_from("soon", None, 42), None);
     }
 }

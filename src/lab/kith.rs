@@ -37,8 +37,26 @@ pub struct KithSpec {
     pub discovery: DiscoverySpec,
     /// `[relay]`; left out of the file when it has no keys.
     pub relay: RelaySpec,
+    /// `[metrics]`; left out of the file when it has no keys.
+    pub metrics: MetricsSpec,
     /// `KITH_LOG` for the daemon, e.g. `info` or `debug`.
     pub log_level: String,
+    /// More environment for the daemon (e.g. a fake systemd's
+    /// `NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
+}
+
+/// The `[metrics]` table; a `None` key is left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MetricsSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+impl MetricsSpec {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// The `[network]` table. A `None` key is left out of the file (the daemon's
@@ -127,7 +145,9 @@ impl KithSpec {
             network: NetworkSpec::default(),
             discovery: DiscoverySpec::default(),
             relay: RelaySpec::default(),
+            metrics: MetricsSpec::default(),
             log_level: std::env::var("KITH_LOG").unwrap_or_else(|_| "info".into()),
+            env: Vec::new(),
         }
     }
 
@@ -177,6 +197,8 @@ impl KithSpec {
             discovery: &'a DiscoverySpec,
             #[serde(skip_serializing_if = "RelaySpec::is_empty")]
             relay: &'a RelaySpec,
+            #[serde(skip_serializing_if = "MetricsSpec::is_empty")]
+            metrics: &'a MetricsSpec,
             peer: &'a [PeerSpec],
         }
         #[derive(Serialize)]
@@ -210,6 +232,7 @@ impl KithSpec {
             network: &self.network,
             discovery: &self.discovery,
             relay: &self.relay,
+            metrics: &self.metrics,
             peer: &self.peers,
         };
         let err = |e: &dyn std::fmt::Display| LabError::Parse {
@@ -464,7 +487,8 @@ impl KithNode {
             // shared one); a state_dir in the file still wins.
             .arg("--state-dir")
             .arg(self.config.with_extension("state"))
-            .env("KITH_LOG", &self.spec.log_level);
+            .env("KITH_LOG", &self.spec.log_level)
+            .envs(self.spec.env.iter().map(|(k, v)| (k, v)));
         let marker = format!("starting kith in {}", self.host.netns());
         let child = sys::spawn_logged(&mut cmd, &self.log, &marker)?;
         self.child = Some(child);

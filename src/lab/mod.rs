@@ -64,7 +64,7 @@ pub use delay::DelayLink;
 pub use dht::{DHT_PORT, LabDht};
 pub use host::{Host, Iface};
 pub use internet::{Internet, Subnet, UdpCut, Uplink};
-pub use kith::{DiscoverySpec, KithNode, KithSpec, NetworkSpec, PeerSpec, RelaySpec};
+pub use kith::{DiscoverySpec, KithNode, KithSpec, MetricsSpec, NetworkSpec, PeerSpec, RelaySpec};
 pub use ping::{PingStats, PingStream};
 pub use router::{NatKind, Router, RouterSpec};
 pub use switch::Switch;
