@@ -43,6 +43,9 @@ pub struct Metrics {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PeerMetrics {
     pub name: String,
+    /// The slot of a peer a reload removed (ids are never reused): its
+    /// counters are reset and it is not rendered.
+    pub removed: bool,
     /// A session, direct or relayed: `kith_peer_connected` (1 or 0).
     pub connected: bool,
     /// Traffic goes through a relay: `kith_peer_relayed` (1 or 0).
@@ -178,6 +181,23 @@ impl Metrics {
             p.time_to_direct = Some(since_start);
             self.first_direct.observe(since_start);
         }
+    }
+
+    /// Forget the peers a reload removed: `live(i)` is false for them.
+    pub fn retain_peers(&mut self, live: impl Fn(usize) -> bool) {
+        for (i, p) in self.peers.iter_mut().enumerate() {
+            if !live(i) {
+                *p = PeerMetrics {
+                    removed: true,
+                    ..PeerMetrics::default()
+                };
+            }
+        }
+    }
+
+    /// The configured peers' counters.
+    fn live_peers(&self) -> impl Iterator<Item = &PeerMetrics> {
+        self.peers.iter().filter(|p| !p.removed)
     }
 
     /// Copy in the core's counters for peer `i` (see the module docs).
@@ -331,10 +351,10 @@ pub fn render(m: &Metrics) -> String {
     );
     w.sample("kith_uptime_seconds", &[], m.uptime.as_secs_f64());
     w.family("kith_peers", "gauge", "Peers in the config.");
-    w.sample("kith_peers", &[], m.peers.len());
+    w.sample("kith_peers", &[], m.live_peers().count());
     for (name, kind, help, value) in PER_PEER {
         w.family(name, kind, help);
-        for p in &m.peers {
+        for p in m.live_peers() {
             if let Some(v) = value(p) {
                 w.sample(name, &[("peer", &p.name)], v);
             }
@@ -346,7 +366,7 @@ pub fn render(m: &Metrics) -> String {
         "counter",
         "Hard-NAT traversal attempts that ended, by outcome: connected (a direct path) or spent (budget used up).",
     );
-    for p in &m.peers {
+    for p in m.live_peers() {
         for (outcome, n) in [("connected", p.punch_connected), ("spent", p.punch_spent)] {
             w.sample(name, &[("peer", &p.name), ("outcome", outcome)], n);
         }
@@ -570,6 +590,20 @@ mod tests {
         assert!(!text.contains(&format!("kith_peer_time_to_direct_seconds{{{odd}}}")));
         assert_eq!(value(&text, "kith_peers"), 2.0);
         assert_eq!(value(&text, "kith_uptime_seconds"), 12.5);
+    }
+
+    #[test]
+    fn a_peer_removed_by_a_reload_is_no_longer_rendered() {
+        let mut m = example();
+        m.retain_peers(|i| i != 0);
+        let text = render(&m);
+        assert!(!text.contains("peer=\"nas\""), "{text}");
+        assert_eq!(value(&text, "kith_peers"), 1.0);
+        // A peer added after it (the next id) is rendered as usual.
+        m.peer(2).name = "new".into();
+        let text = render(&m);
+        assert_eq!(value(&text, "kith_peer_connected{peer=\"new\"}"), 0.0);
+        assert_eq!(value(&text, "kith_peers"), 2.0);
     }
 
     #[test]

@@ -1049,7 +1049,10 @@ impl Shell {
                 m.set_peer(id.0, &st);
             }
         }
-        m.peers.truncate(self.node.peer_ids().count());
+        // A reload leaves removed peers' ids as tombstones.
+        let live: std::collections::HashSet<usize> =
+            self.node.peer_ids().map(|id| id.0).collect();
+        m.retain_peers(|i| live.contains(&i));
         let hs = self.node.handshake_stats();
         m.handshakes_refused = hs.refused;
         m.cookies_sent = hs.cookies_sent;
