@@ -173,8 +173,13 @@ pub struct ReloadReport {
 
 /// A request from a client, with the channel for the answer.
 pub enum Request {
-    Status(oneshot::Sender<StatusReport>),
-    Reload(oneshot::Sender<ReloadReport>),
+    Status {
+        reply: oneshot::Sender<StatusReport>,
+    },
+    /// Read the config file again and apply it, or refuse it.
+    Reload {
+        reply: oneshot::Sender<ReloadReport>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -266,8 +271,8 @@ async fn answer(stream: UnixStream, tx: mpsc::Sender<Request>) -> io::Result<()>
     let mut reader = BufReader::new(read.take(256));
     reader.read_line(&mut line).await?;
     let response = match line.trim() {
-        "status" => ask_loop(&tx, Request::Status).await?,
-        "reload" => ask_loop(&tx, Request::Reload).await?,
+        "status" => ask_loop(&tx, |reply| Request::Status { reply }).await?,
+        "reload" => ask_loop(&tx, |reply| Request::Reload { reply }).await?,
         other => serde_json::json!({
             "error": format!("unknown request {other:?}; try \"status\" or \"reload\"")
         })
@@ -399,7 +404,7 @@ mod tests {
         let answered = report.clone();
         let daemon = tokio::spawn(async move {
             match rx.recv().await {
-                Some(Request::Reload(reply)) => reply.send(answered).unwrap(),
+                Some(Request::Reload { reply }) => reply.send(answered).unwrap(),
                 _ => panic!("expected a reload request"),
             }
         });

@@ -589,10 +589,10 @@ impl Shell {
                     }
                 }
                 Some(req) = self.control.recv() => match req {
-                    control::Request::Status(reply) => {
+                    control::Request::Status { reply } => {
                         let _ = reply.send(self.status(Instant::now()));
                     }
-                    control::Request::Reload(reply) => {
+                    control::Request::Reload { reply } => {
                         let _ = reply.send(self.reload(Instant::now()));
                     }
                 },
