@@ -1014,7 +1014,8 @@ impl Node {
     /// id. Without a session nothing is sent: a handshake starts (if none
     /// runs), so a later ping can get through.
     pub fn ping(&mut self, now: Instant, id: PeerId) -> Result<u64, PingError> {
-        if id.0 >= self.peers.len() {
+        // A reload's tombstone is no peer.
+        if !self.is_live(id) {
             return Err(PingError::UnknownPeer);
         }
         if !self.has_session(now, id) {
