@@ -312,3 +312,124 @@ fn generate_writes_man_pages_and_completions() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A stand-in for the daemon's control socket at `path`: answers one
+/// request with `answer` (a JSON line) and returns the request line.
+fn fake_daemon(path: &std::path::Path, answer: &str) -> std::thread::JoinHandle<String> {
+    use std::io::{BufRead, BufReader};
+    let _ = std::fs::remove_file(path);
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    let answer = format!("{answer}\n");
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        stream.write_all(answer.as_bytes()).unwrap();
+        line
+    })
+}
+
+#[test]
+fn reload_reports_what_changed_or_why_nothing_did() {
+    let dir = std::env::temp_dir().join(format!("kith-cli-reload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("kith0.sock");
+    let sock_arg = sock.to_str().unwrap();
+
+    // Applied: the changes on stdout, exit 0, after a "reload" request.
+    let daemon = fake_daemon(
+        &sock,
+        r#"{"file":"/etc/kith/kith.toml","applied":true,"changes":["added peer nas","removed peer old"]}"#,
+    );
+    let (code, out, err) = run(&["reload", "--control", sock_arg], "");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        "reloaded /etc/kith/kith.toml: added peer nas; removed peer old"
+    );
+    assert_eq!(daemon.join().unwrap(), "reload\n");
+
+    // The daemon found the file invalid: its errors, EX_CONFIG.
+    let daemon = fake_daemon(
+        &sock,
+        r#"{"file":"/etc/kith/kith.toml","applied":false,"changes":[],"errors":["/etc/kith/kith.toml:7:15: peer[0].allowed_ips[0]: bad prefix"]}"#,
+    );
+    let (code, out, err) = run(&["reload", "--control", sock_arg], "");
+    daemon.join().unwrap();
+    assert_eq!(code, 78, "{out}{err}");
+    assert!(
+        err.contains("/etc/kith/kith.toml:7:15: peer[0].allowed_ips[0]: bad prefix"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the daemon runs on with its previous config"),
+        "{err}"
+    );
+
+    // A change only a restart applies: the reason, exit 1.
+    let daemon = fake_daemon(
+        &sock,
+        r#"{"file":"/etc/kith/kith.toml","applied":false,"changes":[],"needs_restart":["[interface] listen_port (51871 → 4000) changed: the UDP socket is bound at start"]}"#,
+    );
+    let (code, _, err) = run(&["reload", "--control", sock_arg], "");
+    daemon.join().unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("needs a restart: [interface] listen_port (51871 → 4000) changed"),
+        "{err}"
+    );
+
+    // No daemon there.
+    let (code, _, err) = run(&["reload", "--control", "/nonexistent/kith.sock"], "");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot reach the kith daemon"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn reload_with_a_config_file_checks_it_and_finds_its_daemon_by_interface() {
+    let dir = std::env::temp_dir().join(format!("kith-cli-reload-c-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = kith::identity::SecretKey::from_seed([8; 32]).to_base64();
+    let interface = format!("kt{}", std::process::id() % 100_000);
+    let good = dir.join("net.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "[interface]\nname = \"{interface}\"\naddress = \"100.96.0.1/16\"\n\
+             private_key = \"{key}\"\n[discovery]\ndht = false\n"
+        ),
+    )
+    .unwrap();
+    // The socket named after the file's interface (nothing listens there).
+    let (code, _, err) = run(&["reload", "-c", good.to_str().unwrap()], "");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("/run/kith/{interface}.sock")),
+        "{err}"
+    );
+
+    // An invalid file is refused here, with its errors, before any daemon
+    // is asked.
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!("[interface]\naddress = \"100.96.0.1/16\"\nprivate_key = \"{key}\"\nmtu = 10\n"),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["reload", "-c", bad.to_str().unwrap()], "");
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains(&format!("{}:4:7: interface.mtu", bad.display())),
+        "{err}"
+    );
+    assert!(!err.contains("cannot reach"), "{err}");
+
+    // -i and -c name the daemon two ways: one at a time.
+    let (code, _, err) = run(&["reload", "-i", "kith0", "-c", good.to_str().unwrap()], "");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

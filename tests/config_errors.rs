@@ -125,7 +125,12 @@ fn rows() -> Vec<Row> {
         row(
             "syntax",
             "[interface]\naddress = = \"x\"\n",
-            &[(2, 11, "", "TOML syntax error")],
+            &[(
+                2,
+                11,
+                "interface.address",
+                "TOML syntax error in the value of `address`",
+            )],
         ),
         row(
             "unknown key with suggestion",
@@ -206,6 +211,57 @@ fn rows() -> Vec<Row> {
             "address without prefix",
             "[interface]\naddress = \"100.96.0.1\"\nprivate_key_file = \"key\"\n",
             &[(2, 11, "interface.address", "missing prefix length")],
+        ),
+        row(
+            "address of the wrong type",
+            "[interface]\naddress = 5\nprivate_key_file = \"key\"\n",
+            &[(
+                2,
+                11,
+                "interface.address",
+                "expected a string or an array of strings, got integer `5`",
+            )],
+        ),
+        row(
+            "empty address list",
+            "[interface]\naddress = []\nprivate_key_file = \"key\"\n",
+            &[(2, 11, "interface.address", "the address list is empty")],
+        ),
+        row(
+            "bad entry in an address list",
+            "[interface]\naddress = [\"100.96.0.1/16\", \"fd00::zz/64\"]\nprivate_key_file = \"key\"\n",
+            &[(
+                2,
+                29,
+                "interface.address[1]",
+                "expected a CIDR like \"100.96.0.1/16\", got \"fd00::zz/64\"",
+            )],
+        ),
+        row(
+            "address list entry of the wrong type",
+            "[interface]\naddress = [\"100.96.0.1/16\", 5]\nprivate_key_file = \"key\"\n",
+            &[(
+                2,
+                29,
+                "interface.address[1]",
+                "expected a string, got integer `5`",
+            )],
+        ),
+        row(
+            "two IPv4 addresses",
+            "[interface]\naddress = [\"100.96.0.1/16\", \"100.97.0.1/16\"]\nprivate_key_file = \"key\"\n",
+            &[(
+                2,
+                29,
+                "interface.address[1]",
+                "a second IPv4 address (100.97.0.1/16; 100.96.0.1/16 is on line 2): the \
+                 interface takes one IPv4 and one IPv6 address; remove one",
+            )],
+        ),
+        row(
+            "mtu too small for an ipv6 address in a list",
+            "[interface]\naddress = [\"100.96.0.1/16\", \"fd00:6b69::1/64\"]\nprivate_key_file = \"key\"\nmtu = 1000\n",
+            &[(4, 7, "interface.mtu", "below 1280, the minimum for IPv6")],
         ),
         row(
             "inline private key invalid",
@@ -773,6 +829,51 @@ fn rows() -> Vec<Row> {
             &[(5, 1, "relay.serv", "did you mean \"serve\"")],
         ),
         with_iface(
+            "metrics listen without a port",
+            "[metrics]\nlisten = \"9586\"\n",
+            &[(
+                5,
+                10,
+                "metrics.listen",
+                "invalid listen address \"9586\": write an IP address and a TCP port, e.g. listen = \"127.0.0.1:9586\"",
+            )],
+        ),
+        with_iface(
+            "metrics listen given as a name",
+            "[metrics]\nlisten = \"localhost:9586\"\n",
+            &[(
+                5,
+                10,
+                "metrics.listen",
+                "names are not resolved here; write an IP address, e.g. listen = \"127.0.0.1:9586\"",
+            )],
+        ),
+        with_iface(
+            "metrics listen port 0",
+            "[metrics]\nlisten = \"127.0.0.1:0\"\n",
+            &[(
+                5,
+                10,
+                "metrics.listen",
+                "listen port 0 would pick a random port",
+            )],
+        ),
+        with_iface(
+            "metrics listen on the relay's tcp_port",
+            "[relay]\nserve = true\ntcp_port = 9586\n[metrics]\nlisten = \"127.0.0.1:9586\"\n",
+            &[(
+                8,
+                10,
+                "metrics.listen",
+                "port 9586 is also [relay] tcp_port",
+            )],
+        ),
+        with_iface(
+            "metrics key misspelt",
+            "[metrics]\nlisen = \"127.0.0.1:9586\"\n",
+            &[(5, 1, "metrics.lisen", "did you mean \"listen\"")],
+        ),
+        with_iface(
             "peer tcp_port out of range",
             "[[peer]]\nname = \"nas\"\npublic_key = \"{PK2}\"\nallowed_ips = []\ntcp_port = 70000\n",
             &[(
@@ -966,7 +1067,7 @@ fn defaults_and_values_of_a_good_file() {
         c.warnings
     );
     assert_eq!(c.interface.name, config::DEFAULT_INTERFACE);
-    assert_eq!(c.interface.address, "100.96.0.1/16".parse().unwrap());
+    assert_eq!(c.interface.addresses, ["100.96.0.1/16".parse().unwrap()]);
     assert_eq!(c.interface.listen_port, config::DEFAULT_LISTEN_PORT);
     assert_eq!(c.interface.mtu, config::DEFAULT_MTU);
     assert_eq!(c.interface.private_key.public(), own().public());
@@ -1070,6 +1171,38 @@ fn dht_off_needs_no_network_and_allows_empty_bootstrap() {
     got.expect("both ports 0 is valid");
     let _ = fs::remove_dir_all(&dir);
     let _ = fs::remove_dir_all(&dir2);
+}
+
+#[test]
+fn metrics_listen_values_and_warnings() {
+    let (dir, got) = parse_in(
+        "metrics-local",
+        &format!("{IFACE}[metrics]\nlisten = \"127.0.0.1:9586\"\n{NO_DHT}"),
+    );
+    let c = got.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.metrics.listen, Some("127.0.0.1:9586".parse().unwrap()));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let _ = fs::remove_dir_all(&dir);
+
+    // Absent: no listener.
+    let (dir, got) = parse_in("metrics-none", &format!("{IFACE}{NO_DHT}"));
+    assert_eq!(got.unwrap_or_else(|e| panic!("{e}")).metrics.listen, None);
+    let _ = fs::remove_dir_all(&dir);
+
+    // Reachable from other hosts: allowed, with a warning that says why not.
+    let (dir, got) = parse_in(
+        "metrics-open",
+        &format!("{IFACE}[metrics]\nlisten = \"[::]:9586\"\n{NO_DHT}"),
+    );
+    let c = got.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.metrics.listen, Some("[::]:9586".parse().unwrap()));
+    let w = c.warnings.join("\n");
+    assert!(
+        w.contains(":5:10: metrics.listen: [::]:9586 is reachable from other hosts")
+            && w.contains("keep the listener on localhost"),
+        "{w}"
+    );
+    let _ = fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -1179,6 +1312,32 @@ fn zero_peers_and_inline_key_are_valid() {
     let c = config::parse(path, &text).expect("valid");
     assert!(c.peers.is_empty());
     assert_eq!(c.interface.private_key.public(), own().public());
+}
+
+#[test]
+fn an_ipv4_and_an_ipv6_address_in_a_list() {
+    let path = Path::new("/nonexistent/kith.toml");
+    let text = fill(
+        &format!(
+            "[interface]\naddress = [\"100.96.0.1/16\", \"fd00:6b69::1/64\"]\nprivate_key = \"{{SK}}\"\n{NO_DHT}"
+        ),
+        Path::new("/"),
+    );
+    let c = config::parse(path, &text).expect("valid");
+    let shown: Vec<String> = c
+        .interface
+        .addresses
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(shown, ["100.96.0.1/16", "fd00:6b69::1/64"]);
+    // One string is still one address.
+    let one = text.replace(
+        "[\"100.96.0.1/16\", \"fd00:6b69::1/64\"]",
+        "\"fd00:6b69::1/64\"",
+    );
+    let c = config::parse(path, &one).expect("valid");
+    assert_eq!(c.interface.addresses, ["fd00:6b69::1/64".parse().unwrap()]);
 }
 
 #[test]

@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand};
 use kith::lab::nat::{NatPair, NatPairSpec, SiteKind};
 use kith::lab::relay::{RelayPair, RelayPairSpec};
 use kith::lab::topology::{A_OVERLAY, A_UNDERLAY, B_OVERLAY, B_UNDERLAY, DHT_NODES, DhtPair, Pair};
-use kith::lab::{Lab, iperf, transfer};
+use kith::lab::{KithNode, Lab, iperf, transfer};
 
 #[derive(Parser)]
 #[command(
@@ -134,6 +134,26 @@ const STAGES: &[Stage] = &[
 
 fn say(line: &str) {
     println!("  {line}");
+}
+
+/// One line of what `kith status` on `node` says about `peer`: what an
+/// operator would look at to see the stage's outcome for themselves.
+fn say_status(node: &KithNode, peer: &str) -> Result<()> {
+    let p = node.peer_status(peer)?;
+    let relay = p.relay.as_ref().map_or(String::new(), |r| {
+        format!(" via {} over {}", r.via, r.transport.to_uppercase())
+    });
+    say(&format!(
+        "`kith status` on {}: peer {peer} {}{relay}, endpoint {}, handshake {} s ago, {} B in / {} B out — {}",
+        node.host().name(),
+        p.path,
+        p.endpoint.as_deref().unwrap_or("-"),
+        p.last_handshake_secs.map_or("-".into(), |s| s.to_string()),
+        p.rx_bytes,
+        p.tx_bytes,
+        p.path_reason
+    ));
+    Ok(())
 }
 
 fn demo(kith: &Path, megabytes: u64) -> Result<()> {
@@ -249,6 +269,7 @@ fn stage_direct(lab: &Lab, args: &DemoArgs) -> Result<String> {
             report.sent_bytes
         );
     }
+    say_status(&pair.node_a, "b")?;
     Ok(format!(
         "tunnel in {} ms, ping {:.2}/{:.2} ms, {:.0} Mbit/s TCP, data intact",
         took.as_millis(),
@@ -305,6 +326,7 @@ fn stage_dht(lab: &Lab, args: &DemoArgs) -> Result<String> {
     if !ab.all_received() {
         bail!("pings over the overlay were lost: {ab:?}");
     }
+    say_status(&pair.node_a, "b")?;
     Ok(format!(
         "met through {DHT_NODES} DHT nodes, first ping after {:.1} s",
         took.as_secs_f64()
@@ -371,6 +393,7 @@ fn stage_nat(lab: &Lab, args: &DemoArgs) -> Result<String> {
     if !ab_ping.all_received() {
         bail!("pings over the overlay were lost: {ab_ping:?}");
     }
+    say_status(&pair.node_a, "b")?;
     Ok(format!(
         "cone ↔ miniupnpd direct after {:.1} s; a: {}; b: {}",
         took.as_secs_f64(),
@@ -424,6 +447,7 @@ fn stage_relay(lab: &Lab, args: &DemoArgs) -> Result<String> {
             m.forwarded_bytes, m.name
         ));
     }
+    say_status(&pair.node_a, "b")?;
     let relayed = took;
     drop(pair);
 
@@ -460,6 +484,7 @@ fn stage_relay(lab: &Lab, args: &DemoArgs) -> Result<String> {
         ab.endpoint.as_deref().unwrap_or("-"),
         direct.as_secs_f64()
     ));
+    say_status(&pair.node_a, "b")?;
     Ok(format!(
         "symmetric ↔ symmetric relayed after {:.2} s; blocked cone pair direct {:.1} s after unblocking",
         relayed.as_secs_f64(),
@@ -495,6 +520,7 @@ fn stage_introduce(lab: &Lab, args: &DemoArgs) -> Result<String> {
     if svc.is_some() {
         bail!("relay1 reports a relay service, but it was started with serve = false");
     }
+    say_status(&pair.node_a, "b")?;
     Ok(format!(
         "cone ↔ cone introduced by a non-relaying peer, direct {:.2} s after start (first ping {:.2} s)",
         reached.on_path.as_secs_f64(),

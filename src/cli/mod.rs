@@ -97,6 +97,50 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send path probes through the tunnel to a peer and print, per reply,
+    /// the path it took (direct endpoint, or relay) and the round-trip
+    /// time; exits non-zero if no reply came.
+    Ping {
+        /// The peer: its name in the config, or its public key.
+        peer: String,
+        /// How many probes (one per second).
+        #[arg(short = 'c', long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::daemon::control::MAX_PING_COUNT)))]
+        count: u32,
+        /// Interface of the daemon to ask.
+        #[arg(short = 'i', long, default_value = crate::config::DEFAULT_INTERFACE)]
+        interface: String,
+        /// Control socket (overrides -i).
+        #[arg(long, value_name = "PATH")]
+        control: Option<PathBuf>,
+    },
+    /// Print the running daemon's metrics in the Prometheus text format
+    /// (every metric: docs/metrics.md).
+    Metrics {
+        /// Interface of the daemon to ask.
+        #[arg(short = 'i', long, default_value = crate::config::DEFAULT_INTERFACE)]
+        interface: String,
+        /// Control socket (overrides -i).
+        #[arg(long, value_name = "PATH")]
+        control: Option<PathBuf>,
+    },
+    /// Make the running daemon read its config file again and apply what
+    /// changed (peers added, removed or edited, [relay], STUN servers, port
+    /// mapping) while unchanged peers keep their sessions. Prints every
+    /// error and exits non-zero if the file is invalid or changes what only
+    /// a restart can (interface, listen port, key, network, DHT); the daemon
+    /// then runs on with its previous config. SIGHUP does the same.
+    Reload {
+        /// Interface of the daemon to ask.
+        #[arg(short = 'i', long, default_value = crate::config::DEFAULT_INTERFACE, conflicts_with = "config")]
+        interface: String,
+        /// Control socket (overrides -i and -c).
+        #[arg(long, value_name = "PATH")]
+        control: Option<PathBuf>,
+        /// Ask the daemon of this config file (its interface name finds the
+        /// socket), after checking the file: what the systemd units use.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Write the man pages or shell completions (for packaging).
     #[command(hide = true, subcommand)]
     Generate(Generate),
@@ -172,6 +216,18 @@ pub fn run(cli: Cli) -> Result<()> {
             control,
             json,
         } => status(&interface, control, json),
+        Command::Ping {
+            peer,
+            count,
+            interface,
+            control,
+        } => ping(&interface, control, &peer, count),
+        Command::Metrics { interface, control } => metrics(&interface, control),
+        Command::Reload {
+            interface,
+            control,
+            config,
+        } => reload(&interface, control, config.as_deref()),
         Command::DhtNode { listen, bootstrap } => dht_node(listen, bootstrap),
         Command::StunServer { listen } => stun_server(&listen),
         Command::Generate(Generate::Man { dir }) => generate_man(&dir),
@@ -248,22 +304,23 @@ fn up(file: &std::path::Path, control: Option<PathBuf>, state_dir: Option<PathBu
     if let Err(e) = crate::daemon::nodump::forbid_core_dumps() {
         tracing::warn!("cannot turn core dumps off ({e}): a crash may write keys to disk");
     }
-    let mut cfg = match config::load(file) {
+    let source = config::ConfigSource {
+        file: file.to_path_buf(),
+        state_dir,
+    };
+    let cfg = match source.load() {
         Ok(cfg) => cfg,
         Err(errors) => {
             eprintln!("{errors}");
             return Err(InvalidConfig::new(file, &errors, "; fix them and start again").into());
         }
     };
-    if let Some(dir) = state_dir {
-        cfg.discovery.default_state_dir(dir);
-    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let control =
         control.unwrap_or_else(|| crate::daemon::control::default_path(&cfg.interface.name));
-    rt.block_on(crate::daemon::run(cfg, control))?;
+    rt.block_on(crate::daemon::run(cfg, source, control))?;
     Ok(())
 }
 
@@ -308,6 +365,7 @@ fn dht_node(listen: std::net::SocketAddrV4, bootstrap: Vec<String>) -> Result<()
         port: listen.port(),
         bootstrap,
         server: true,
+        mark: false,
     };
     let node = dht::build(&settings)?.as_async();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -380,20 +438,160 @@ fn stun_server(listen: &[std::net::SocketAddr]) -> Result<()> {
 }
 
 fn status(interface: &str, control: Option<PathBuf>, json: bool) -> Result<()> {
-    use crate::daemon::control;
-    let path = control.unwrap_or_else(|| control::default_path(interface));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let report = rt
-        .block_on(control::request_status(&path))
-        .map_err(anyhow::Error::msg)?;
+    let path = control_path(interface, control);
+    let report = ask_daemon(crate::daemon::control::request_status(&path))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     print!("{}", render_status(&report));
     Ok(())
+}
+
+/// The control socket `-i IFACE` / `--control PATH` name.
+fn control_path(interface: &str, control: Option<PathBuf>) -> PathBuf {
+    control.unwrap_or_else(|| crate::daemon::control::default_path(interface))
+}
+
+fn metrics(interface: &str, control: Option<PathBuf>) -> Result<()> {
+    let path = control_path(interface, control);
+    let text = ask_daemon(crate::daemon::control::request_metrics(&path))?;
+    print!("{text}");
+    Ok(())
+}
+
+fn ping(interface: &str, control: Option<PathBuf>, peer: &str, count: u32) -> Result<()> {
+    use crate::daemon::control::{PingLine, request_ping};
+    let path = control_path(interface, control);
+    let mut pongs = 0;
+    let mut error = None;
+    ask_daemon(request_ping(&path, peer, count, |line| {
+        match &line {
+            PingLine::Pong { .. } => pongs += 1,
+            PingLine::Error { message } => error = Some(message.clone()),
+            _ => {}
+        }
+        if let Some(text) = render_ping_line(&line) {
+            println!("{text}");
+            let _ = std::io::stdout().flush();
+        }
+    }))?;
+    if let Some(message) = error {
+        bail!("{message}");
+    }
+    if pongs == 0 {
+        bail!("no reply from {peer} to {count} probe(s); `kith status` says why");
+    }
+    Ok(())
+}
+
+/// One probe's line, like `tailscale ping`: "pong from nas via
+/// 198.18.0.2:51871 in 0.42 ms". `None` for an error (printed as the
+/// command's error instead).
+pub fn render_ping_line(line: &crate::daemon::control::PingLine) -> Option<String> {
+    use crate::daemon::control::PingLine;
+    Some(match line {
+        PingLine::Pong {
+            seq,
+            peer,
+            endpoint,
+            relay,
+            transport,
+            rtt_us,
+            ..
+        } => {
+            let via = match (endpoint, relay) {
+                (Some(ep), _) => ep.clone(),
+                (None, Some(r)) => format!(
+                    "relay {r} ({})",
+                    transport.as_deref().unwrap_or("udp").to_uppercase()
+                ),
+                (None, None) => "?".to_string(),
+            };
+            let ms = *rtt_us as f64 / 1000.0;
+            format!("pong from {peer} via {via} in {ms:.2} ms (seq {seq})")
+        }
+        PingLine::Timeout {
+            seq,
+            peer,
+            timeout_ms,
+        } => format!(
+            "timeout: no pong from {peer} within {:.1} s (seq {seq})",
+            *timeout_ms as f64 / 1000.0
+        ),
+        PingLine::NotSent { seq, peer, reason } => {
+            format!("not sent to {peer}: {reason} (seq {seq})")
+        }
+        PingLine::Error { .. } => return None,
+    })
+}
+
+/// Run one request to the daemon's control socket to its answer.
+fn ask_daemon<T>(request: impl std::future::Future<Output = Result<T, String>>) -> Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(request).map_err(anyhow::Error::msg)
+}
+
+/// The daemon refused a reload for changes only a restart applies; the
+/// reasons were already printed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{file} not reloaded: {count} change(s) need a restart (`systemctl restart kith`, or \
+     stop and start `kith up`); the daemon runs on with its previous config"
+)]
+pub struct NeedsRestart {
+    file: String,
+    count: usize,
+}
+
+/// What the running daemon answers, says what it changed; the file's
+/// errors give [`InvalidConfig`] (exit 78), as `check-config` and `up` do.
+fn reload(interface: &str, control: Option<PathBuf>, file: Option<&std::path::Path>) -> Result<()> {
+    use crate::daemon::control;
+    const KEPT: &str = "; not reloaded, the daemon runs on with its previous config";
+    // Checked here first: the daemon would refuse it the same way, and
+    // without a valid file there is no interface name to find it by.
+    let named = match file.map(config::load) {
+        None => None,
+        Some(Ok(cfg)) => Some(cfg.interface.name),
+        Some(Err(errors)) => {
+            eprintln!("{errors}");
+            let file = file.unwrap_or(std::path::Path::new(""));
+            return Err(InvalidConfig::new(file, &errors, KEPT).into());
+        }
+    };
+    let path =
+        control.unwrap_or_else(|| control::default_path(named.as_deref().unwrap_or(interface)));
+    let report = ask_daemon(control::request_reload(&path))?;
+    if report.applied {
+        if report.changes.is_empty() {
+            println!("reloaded {}: no changes", report.file);
+        } else {
+            println!("reloaded {}: {}", report.file, report.changes.join("; "));
+        }
+        return Ok(());
+    }
+    for e in &report.errors {
+        eprintln!("{e}");
+    }
+    for r in &report.needs_restart {
+        eprintln!("{}: needs a restart: {r}", report.file);
+    }
+    if !report.errors.is_empty() {
+        return Err(InvalidConfig {
+            file: report.file,
+            count: report.errors.len(),
+            hint: KEPT,
+        }
+        .into());
+    }
+    Err(NeedsRestart {
+        file: report.file,
+        count: report.needs_restart.len(),
+    }
+    .into())
 }
 
 fn ago(secs: u64) -> String {
@@ -637,6 +835,52 @@ mod tests {
         assert!(
             punched.contains("hard NAT     easy side, 311 probes, attempt 1 (connected)"),
             "{punched}"
+        );
+    }
+
+    #[test]
+    fn ping_lines_name_the_path_and_the_rtt() {
+        use crate::daemon::control::PingLine;
+        let direct = PingLine::Pong {
+            seq: 1,
+            peer: "nas".into(),
+            path: "direct".into(),
+            endpoint: Some("198.18.0.2:51871".into()),
+            relay: None,
+            transport: None,
+            rtt_us: 420,
+        };
+        assert_eq!(
+            render_ping_line(&direct).unwrap(),
+            "pong from nas via 198.18.0.2:51871 in 0.42 ms (seq 1)"
+        );
+        let relayed = PingLine::Pong {
+            seq: 2,
+            peer: "nas".into(),
+            path: "relayed".into(),
+            endpoint: None,
+            relay: Some("vps".into()),
+            transport: Some("tcp".into()),
+            rtt_us: 12_345,
+        };
+        assert_eq!(
+            render_ping_line(&relayed).unwrap(),
+            "pong from nas via relay vps (TCP) in 12.35 ms (seq 2)"
+        );
+        let timeout = PingLine::Timeout {
+            seq: 3,
+            peer: "nas".into(),
+            timeout_ms: 2000,
+        };
+        assert_eq!(
+            render_ping_line(&timeout).unwrap(),
+            "timeout: no pong from nas within 2.0 s (seq 3)"
+        );
+        assert_eq!(
+            render_ping_line(&PingLine::Error {
+                message: "x".into()
+            }),
+            None
         );
     }
 

@@ -47,11 +47,7 @@ pub(super) fn deserialize(text: &str) -> Deserialized {
     let mut doc = match DeTable::parse(text) {
         Ok(doc) => doc,
         Err(e) => {
-            out.errors.push(Located {
-                span: e.span(),
-                key: String::new(),
-                message: format!("TOML syntax error: {}", e.message().trim_end()),
-            });
+            out.errors.push(syntax_error(text, e.span(), e.message()));
             return out;
         }
     };
@@ -283,6 +279,88 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// serde's "invalid type: string \"a\", expected i64" → "expected an integer, got string \"a\"".
+/// A TOML syntax error as a sentence a person can act on: which key's
+/// value (by the table headers above it, e.g. `peer[1].name`) and what to
+/// write instead. The parser's own words ("invalid float, expected `nan`"
+/// for an unquoted name) follow in parentheses.
+fn syntax_error(text: &str, span: Option<Range<usize>>, parser: &str) -> Located {
+    let parser = parser.trim_end();
+    let mut at = span.as_ref().map_or(0, |s| s.start.min(text.len()));
+    // Hostile input: never slice inside a character.
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    let line = &text[line_start..line_end];
+    let before = &text[..line_start];
+
+    // The table the line is in: the last header above it, counting
+    // `[[name]]` headers for the index.
+    let mut table = String::new();
+    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for l in before.lines().map(str::trim) {
+        if let Some(name) = l.strip_prefix("[[").and_then(|r| r.split_once("]]")) {
+            let name = name.0.trim().to_string();
+            let n = counts.entry(name.clone()).or_insert(0);
+            table = format!("{name}[{n}]");
+            *n += 1;
+        } else if let Some(name) = l.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            table = name.0.trim().to_string();
+        }
+    }
+    let key_and_value = line
+        .split_once('=')
+        .filter(|(k, _)| !k.trim().is_empty() && !k.trim_start().starts_with('['));
+    let Some((key, value)) = key_and_value else {
+        let message = if line.trim_start().starts_with('[') {
+            format!(
+                "TOML syntax error in a table header: write it as [name] or [[name]] \
+                 ({parser})"
+            )
+        } else {
+            format!(
+                "TOML syntax error: each line is `key = value`, a [table] or a comment ({parser})"
+            )
+        };
+        return Located {
+            span,
+            key: table,
+            message,
+        };
+    };
+    let key = key.trim();
+    let path = if table.is_empty() {
+        key.to_string()
+    } else {
+        format!("{table}.{key}")
+    };
+    let value = value.split(" #").next().unwrap_or_default().trim();
+    let bare_word = value
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic())
+        && !matches!(value, "true" | "false" | "inf" | "nan");
+    let message = if bare_word {
+        format!(
+            "TOML syntax error: the value of `{key}` is text and must be in double quotes: \
+             {key} = \"{value}\" ({parser})"
+        )
+    } else if value.starts_with('"') && value.matches('"').count() % 2 == 1 {
+        format!(
+            "TOML syntax error: the value of `{key}` has no closing quote: end it with \" on \
+             the same line ({parser})"
+        )
+    } else {
+        format!("TOML syntax error in the value of `{key}` ({parser})")
+    };
+    Located {
+        span,
+        key: path,
+        message,
+    }
+}
+
 fn humanize(message: &str) -> String {
     let message = message.trim_end();
     let Some(rest) = message.strip_prefix("invalid type: ") else {
@@ -303,6 +381,36 @@ fn humanize(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn syntax(text: &str) -> Located {
+        let e = DeTable::parse(text).expect_err("a syntax error");
+        syntax_error(text, e.span(), e.message())
+    }
+
+    #[test]
+    fn syntax_errors_name_the_key_and_say_what_to_write() {
+        let e = syntax("[interface]\nmtu = 1420\n[[peer]]\nname = \"a\"\n[[peer]]\nname = nas\n");
+        assert_eq!(e.key, "peer[1].name");
+        assert!(
+            e.message
+                .starts_with("TOML syntax error: the value of `name` is text and must be in double quotes: name = \"nas\""),
+            "{}",
+            e.message
+        );
+        let e = syntax("[interface]\naddress = \"100.96.0.1/16\nmtu = 1\n");
+        assert_eq!(e.key, "interface.address");
+        assert!(e.message.contains("has no closing quote"), "{}", e.message);
+        let e = syntax("[interface]\nmtu = 14x0\n");
+        assert_eq!(e.key, "interface.mtu");
+        assert!(
+            e.message
+                .starts_with("TOML syntax error in the value of `mtu` ("),
+            "{}",
+            e.message
+        );
+        let e = syntax("[interface\n");
+        assert!(e.message.contains("table header"), "{}", e.message);
+    }
 
     #[test]
     fn edit_distance_basics() {

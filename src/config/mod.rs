@@ -53,6 +53,7 @@ pub struct Config {
     pub network: Network,
     pub discovery: Discovery,
     pub relay: Relay,
+    pub metrics: Metrics,
     pub peers: Vec<Peer>,
     /// The file has no `[network]` table and no `[discovery] dht` key, so
     /// the DHT is off and peers are reached at their static endpoints only,
@@ -66,8 +67,10 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Interface {
     pub name: String,
-    /// This node's overlay address and prefix, e.g. 100.96.0.1/16.
-    pub address: IpNet,
+    /// This node's overlay addresses with their prefixes, in the file's
+    /// order: one, or an IPv4 and an IPv6 one (e.g. 100.96.0.1/16 and
+    /// fd00:6b69::1/64). Never empty.
+    pub addresses: Vec<IpNet>,
     pub private_key: SecretKey,
     /// 0 = any port.
     pub listen_port: u16,
@@ -175,6 +178,18 @@ pub struct Relay {
     /// Limit for all members together, bytes per second.
     pub max_rate: Option<u64>,
 }
+
+/// `[metrics]`: Prometheus metrics over HTTP (they are always available
+/// from `kith metrics` on the control socket).
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// Serve `GET /metrics` on this TCP address (`listen =
+    /// "127.0.0.1:9586"`); none by default.
+    pub listen: Option<SocketAddr>,
+}
+
+/// The example address of `[metrics] listen`, used in messages and docs.
+pub const METRICS_LISTEN_EXAMPLE: &str = "127.0.0.1:9586";
 
 /// A static endpoint hint as written: an address, or a DNS name resolved by the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,6 +309,26 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     parse(path, &text)
 }
 
+/// Where a running daemon's config comes from: the file `kith up -c` named
+/// and the `--state-dir` it was given. Read at start and again on every
+/// reload, the same way, so an unchanged file always compares equal.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub file: PathBuf,
+    /// `kith up --state-dir`: the state directory unless the file sets one.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<Config, ConfigErrors> {
+        let mut cfg = load(&self.file)?;
+        if let Some(dir) = &self.state_dir {
+            cfg.discovery.default_state_dir(dir.clone());
+        }
+        Ok(cfg)
+    }
+}
+
 /// Parse and validate config text; `path` is used for messages and to
 /// resolve relative paths (`private_key_file`, `secret_file`, `state_dir`).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
@@ -315,6 +350,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             network: v.network,
             discovery: v.discovery,
             relay: v.relay,
+            metrics: v.metrics,
             peers: v.peers,
             static_only: v.static_only,
             warnings: ctx.warnings.iter().map(ToString::to_string).collect(),

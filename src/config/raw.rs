@@ -29,6 +29,7 @@ pub(super) struct RawConfig {
     pub network: Option<Spanned<RawNetwork>>,
     pub discovery: Option<Spanned<RawDiscovery>>,
     pub relay: Option<Spanned<RawRelay>>,
+    pub metrics: Option<Spanned<RawMetrics>>,
     #[serde(default)]
     pub peer: Vec<Spanned<RawPeer>>,
 }
@@ -37,7 +38,7 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawInterface {
     pub name: Str,
-    pub address: Str,
+    pub address: Option<Spanned<OneOrList>>,
     pub private_key: Str,
     pub private_key_file: Str,
     pub listen_port: Int,
@@ -82,4 +83,50 @@ pub(super) struct RawRelay {
     pub via: StrList,
     pub rate: Str,
     pub max_rate: Str,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub listen: Str,
+}
+
+/// A key that takes one string or a list of them (`[interface] address`),
+/// each list item with its own span so an error points at the bad entry.
+///
+/// Written by hand: serde's `untagged` buffers the value, which loses the
+/// spans `Spanned` needs.
+#[derive(Debug)]
+pub(super) enum OneOrList {
+    One(String),
+    List(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for OneOrList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OneOrList;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrList, E> {
+                Ok(OneOrList::One(v.to_owned()))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrList, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Spanned<String>>()? {
+                    items.push(item);
+                }
+                Ok(OneOrList::List(items))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }

@@ -22,9 +22,12 @@ use toml::Spanned;
 use zeroize::Zeroizing;
 
 use super::endpoint::EndpointError;
-use super::raw::{RawConfig, RawDiscovery, RawInterface, RawNetwork, RawPeer, RawRelay};
+use super::raw::{
+    OneOrList, RawConfig, RawDiscovery, RawInterface, RawMetrics, RawNetwork, RawPeer, RawRelay,
+};
 use super::{ConfigError, DEFAULT_INTERFACE, DEFAULT_LISTEN_PORT, DEFAULT_MTU, Endpoint};
 use super::{DEFAULT_STATE_DIR, Discovery, Interface, Network, Peer, Relay, duration, rate};
+use super::{METRICS_LISTEN_EXAMPLE, Metrics};
 use crate::identity::{KeyError, NetworkSecret, PublicKey, SecretKey};
 
 /// Linux `IFNAMSIZ` is 16 including the terminating NUL.
@@ -120,6 +123,7 @@ pub(super) struct Validated {
     pub network: Network,
     pub discovery: Discovery,
     pub relay: Relay,
+    pub metrics: Metrics,
     pub peers: Vec<Peer>,
 }
 
@@ -176,6 +180,11 @@ pub(super) fn config(ctx: &mut Ctx<'_>, raw: RawConfig, base_dir: &Path) -> Opti
         Some(table) => relay(ctx, table.into_inner(), &peer_names),
         None => Some(Relay::default()),
     };
+    let relay_tcp = relay.as_ref().and_then(|r| r.tcp_port.filter(|_| r.serve));
+    let metrics = match raw.metrics {
+        Some(table) => metrics(ctx, table.into_inner(), relay_tcp),
+        None => Some(Metrics::default()),
+    };
     let peers = peers(ctx, raw.peer, own_key, static_only);
     if let (Some(n), Some(d)) = (&network, &discovery) {
         dht_without_secret(ctx, network_at.unwrap_or(0..0), n, d);
@@ -186,6 +195,7 @@ pub(super) fn config(ctx: &mut Ctx<'_>, raw: RawConfig, base_dir: &Path) -> Opti
         network: network?,
         discovery: discovery?,
         relay: relay?,
+        metrics: metrics?,
         peers: peers?,
     })
 }
@@ -284,7 +294,7 @@ fn interface(
         },
     };
 
-    let address = match raw.address {
+    let addresses = match raw.address {
         None => {
             ctx.missing(
                 header.clone(),
@@ -294,13 +304,7 @@ fn interface(
             );
             None
         }
-        Some(v) => match parse_cidr(v.get_ref(), "100.96.0.1/16") {
-            Ok(net) => Some(net),
-            Err(msg) => {
-                ctx.error(v.span(), "interface.address", msg);
-                None
-            }
-        },
+        Some(v) => addresses(ctx, v),
     };
 
     let private_key = private_key(
@@ -333,7 +337,9 @@ fn interface(
         None => Some(DEFAULT_MTU),
         Some(v) => {
             let mtu = *v.get_ref();
-            let v6 = matches!(address, Some(IpNet::V6(_)));
+            let v6 = addresses
+                .as_ref()
+                .is_some_and(|list| list.iter().any(|a| a.addr().is_ipv6()));
             if !(MTU_MIN_V4..=MTU_MAX).contains(&mtu) {
                 ctx.error(
                     v.span(),
@@ -356,18 +362,80 @@ fn interface(
         }
     };
 
-    ok &= name.is_some() && address.is_some() && private_key.is_some();
+    ok &= name.is_some() && addresses.is_some() && private_key.is_some();
     ok &= listen_port.is_some() && mtu.is_some();
     if !ok {
         return None;
     }
     Some(Interface {
         name: name?,
-        address: address?,
+        addresses: addresses?,
         private_key: private_key?,
         listen_port: listen_port?,
         mtu: mtu?,
     })
+}
+
+/// `[interface] address`: one CIDR string, or a list with at most one
+/// IPv4 and one IPv6 address (the TUN device gets each; tun-rs and the
+/// kernel give an interface one primary IPv4 address).
+fn addresses(ctx: &mut Ctx<'_>, value: Spanned<OneOrList>) -> Option<Vec<IpNet>> {
+    const EXAMPLE: &str = "100.96.0.1/16";
+    let span = value.span();
+    let items = match value.into_inner() {
+        OneOrList::One(text) => {
+            return match parse_cidr(&text, EXAMPLE) {
+                Ok(net) => Some(vec![net]),
+                Err(msg) => {
+                    ctx.error(span, "interface.address", msg);
+                    None
+                }
+            };
+        }
+        OneOrList::List(items) => items,
+    };
+    if items.is_empty() {
+        ctx.error(
+            span,
+            "interface.address",
+            "the address list is empty; give this node's overlay address, e.g. \
+             address = \"100.96.0.1/16\" or address = [\"100.96.0.1/16\", \"fd00:6b69::1/64\"]"
+                .to_string(),
+        );
+        return None;
+    }
+    let mut out: Vec<(IpNet, usize)> = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.into_iter().enumerate() {
+        let key = format!("interface.address[{i}]");
+        let net = match parse_cidr(item.get_ref(), EXAMPLE) {
+            Ok(net) => net,
+            Err(msg) => {
+                ctx.error(item.span(), &key, msg);
+                ok = false;
+                continue;
+            }
+        };
+        let line = ctx.line(&item.span());
+        if let Some((first, first_line)) = out
+            .iter()
+            .find(|(n, _)| n.addr().is_ipv4() == net.addr().is_ipv4())
+        {
+            let family = if net.addr().is_ipv4() { "IPv4" } else { "IPv6" };
+            ctx.error(
+                item.span(),
+                &key,
+                format!(
+                    "a second {family} address ({net}; {first} is on line {first_line}): the \
+                     interface takes one IPv4 and one IPv6 address; remove one"
+                ),
+            );
+            ok = false;
+            continue;
+        }
+        out.push((net, line));
+    }
+    ok.then(|| out.into_iter().map(|(net, _)| net).collect())
 }
 
 fn private_key(
@@ -1210,6 +1278,73 @@ fn relay(ctx: &mut Ctx<'_>, raw: RawRelay, peer_names: &[String]) -> Option<Rela
         rate: rate?,
         max_rate: max_rate?,
     })
+}
+
+/// `[metrics]`. `relay_tcp` is the relay service's TCP port, when it
+/// serves one: the two listeners cannot share it.
+fn metrics(ctx: &mut Ctx<'_>, raw: RawMetrics, relay_tcp: Option<u16>) -> Option<Metrics> {
+    let Some(v) = raw.listen else {
+        return Some(Metrics::default());
+    };
+    let key = "metrics.listen";
+    let text = v.get_ref().trim();
+    let addr = match text.parse::<std::net::SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            let hint = if text.rsplit_once(':').is_some_and(|(host, port)| {
+                port.parse::<u16>().is_ok() && host.parse::<IpAddr>().is_err()
+            }) {
+                "names are not resolved here; write an IP address"
+            } else {
+                "write an IP address and a TCP port"
+            };
+            ctx.error(
+                v.span(),
+                key,
+                format!(
+                    "invalid listen address {:?}: {hint}, e.g. listen = {METRICS_LISTEN_EXAMPLE:?} \
+                     (or remove the key for no HTTP listener; `kith metrics` always works)",
+                    v.get_ref()
+                ),
+            );
+            return None;
+        }
+    };
+    if addr.port() == 0 {
+        ctx.error(
+            v.span(),
+            key,
+            format!(
+                "listen port 0 would pick a random port that nothing can be told to scrape; \
+                 give a fixed one, e.g. listen = {METRICS_LISTEN_EXAMPLE:?}"
+            ),
+        );
+        return None;
+    }
+    if relay_tcp == Some(addr.port()) {
+        ctx.error(
+            v.span(),
+            key,
+            format!(
+                "port {} is also [relay] tcp_port; the metrics listener needs a port of its own, \
+                 e.g. listen = {METRICS_LISTEN_EXAMPLE:?}",
+                addr.port()
+            ),
+        );
+        return None;
+    }
+    if !addr.ip().is_loopback() {
+        ctx.warn(
+            v.span(),
+            key,
+            format!(
+                "{addr} is reachable from other hosts, and the metrics name every peer and its \
+                 traffic; keep the listener on localhost (e.g. {METRICS_LISTEN_EXAMPLE:?}) unless \
+                 a firewall guards it"
+            ),
+        );
+    }
+    Some(Metrics { listen: Some(addr) })
 }
 
 /// A TCP port someone must connect to: 1-65535 (0, "any port", would be

@@ -15,6 +15,9 @@
 //!   keepalives, rekeys and expiry;
 //! - [`Node::poll_transmit`] / [`Node::poll_event`] drain control traffic
 //!   and operator-level events;
+//! - [`Node::reconfigure`] applies a reloaded config: peers matched by key
+//!   keep their sessions, removed ones become tombstones (their ids are
+//!   never reused), added ones get new ids and start a handshake;
 //! - [`Node::push_record`] sends our record (candidates, NAT facts) to every
 //!   peer with a session, and again on each new session; records peers push
 //!   to us come out of [`Node::poll_peer_record`] for discovery.
@@ -32,6 +35,9 @@
 //!   member passes it on, and the target's record comes out of
 //!   [`Node::poll_peer_record`] marked [`PeerRecord::introduced_by`], so
 //!   discovery starts a handshake at once and both sides punch together.
+//! - [`Node::ping`] sends the operator's path ping (`kith ping`) on the
+//!   route the peer's traffic takes; its pong comes out of
+//!   [`Node::poll_ping_reply`] with the path and the round-trip time.
 //!
 //! The per-packet paths allocate nothing: handshake traffic (rare) is the
 //! only thing that goes through the queue.
@@ -52,7 +58,11 @@ mod timers;
 #[cfg(test)]
 mod flood_tests;
 #[cfg(test)]
+mod ping_tests;
+#[cfg(test)]
 mod relay_tests;
+#[cfg(test)]
+mod reload_tests;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! [`Node`]: all protocol state of one kith node, driven by explicit time.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,11 @@ const SEAL_OVERHEAD: usize = DATA_HEADER_LEN + TAG_LEN + PAD_TO;
 /// for a relayed one (sealed end to end, framed, sealed again for the hop).
 pub const OVERHEAD: usize = 2 * SEAL_OVERHEAD + RELAY_HEADER_LEN;
 
-/// Index of a peer in the order of the config.
+/// A peer of this node, stable for the node's life: the position in the
+/// config at start, and the next free number for each peer a
+/// [`Node::reconfigure`] adds. A removed peer's id is never reused, so an id
+/// the shell still holds (a table, an event in flight) names nothing live
+/// rather than another peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub usize);
 
@@ -65,9 +69,34 @@ pub struct NodeConfig {
 pub struct RelayConfig {
     /// Relay for other members, within these limits (`serve = true`).
     pub serve: Option<Limits>,
-    /// Peers we may be reached through (`via`): published in our record,
-    /// and tried for a peer whose own list we do not know yet.
-    pub via: Vec<PeerId>,
+    /// Peers we may be reached through (`via`), by key (each one of
+    /// `NodeConfig::peers`): published in our record, and tried for a peer
+    /// whose own list we do not know yet.
+    pub via: Vec<PublicKey>,
+}
+
+/// What [`Node::reconfigure`] did to the peer set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconfigured {
+    /// The id of each entry of the new `NodeConfig::peers`, in its order:
+    /// a kept peer (same public key) keeps its id, an added one gets a new one.
+    pub ids: Vec<PeerId>,
+    pub added: Vec<PeerId>,
+    pub removed: Vec<PeerId>,
+}
+
+/// Why [`Node::reconfigure`] refused a config: what it would change cannot
+/// be changed under live sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReconfigureError {
+    #[error(
+        "the private key changed: it is this node's identity, which every peer's sessions are bound to"
+    )]
+    KeyChanged,
+    #[error(
+        "the network secret changed: it is mixed into every handshake, so no peer that still has the old one could rekey"
+    )]
+    PskChanged,
 }
 
 /// How a datagram travels: straight to an address, or through a member
@@ -99,6 +128,40 @@ pub const RELAYED_PROBE: Duration = Duration::from_secs(2);
 /// Keepalive towards the relays we are reached through (`via`) when the
 /// config sets none: under the 30 s UDP timeout of common NATs.
 pub const VIA_KEEPALIVE: Duration = Duration::from_secs(25);
+
+/// [`Node::ping`]s waiting for their pong at once; a new one beyond this
+/// forgets the oldest (its answer, if it comes, is then ignored).
+pub const MAX_USER_PINGS: usize = 64;
+
+/// A pong answering [`Node::ping`]: it came back over `via`, `rtt` after
+/// the ping left. Drained with [`Node::poll_ping_reply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PingReply {
+    pub peer: PeerId,
+    /// The probe id [`Node::ping`] returned.
+    pub probe: u64,
+    pub via: Via,
+    pub rtt: Duration,
+}
+
+/// Why [`Node::ping`] sent nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PingError {
+    #[error("no such peer")]
+    UnknownPeer,
+    #[error("no session with the peer yet; a handshake is under way")]
+    NoSession,
+    #[error("no known address and no relay for the peer")]
+    Unreachable,
+}
+
+/// A [`Node::ping`] waiting for its pong.
+#[derive(Debug, Clone, Copy)]
+struct UserPing {
+    probe: u64,
+    peer: PeerId,
+    sent: Instant,
+}
 
 /// A datagram the shell should send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,9 +424,67 @@ struct Peer {
     /// simultaneous initiators would both count as responders and both
     /// rekey at once, forever doubling the handshakes.
     rekey_after: Duration,
+    /// A reconfigure removed it: a tombstone that keeps the ids after it
+    /// (and any the shell still holds) valid. No keys, timers or routes,
+    /// and in none of the lookup tables, so nothing reaches it.
+    removed: bool,
 }
 
 impl Peer {
+    /// A peer we have heard nothing from; `ours` is our X25519 public key.
+    fn new(cfg: PeerConfig, ours: &[u8; 32]) -> Self {
+        let x25519 = cfg.public_key.x25519();
+        Self {
+            x25519,
+            mac1_key: noise::mac1_key(&x25519),
+            jar: Jar::new(&x25519),
+            endpoint: cfg.endpoint,
+            candidates: Vec::new(),
+            paths: Paths::default(),
+            cfg,
+            pending: None,
+            current: None,
+            previous: None,
+            next: None,
+            last_timestamp: None,
+            last_initiation: None,
+            queue: VecDeque::new(),
+            timers: TimerTable::default(),
+            connected: false,
+            last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            handshakes: 0,
+            relays: Vec::new(),
+            relay: None,
+            direct_ok: false,
+            dead_relays: Vec::new(),
+            failover: Failover::Quiet,
+            route_rx: None,
+            relay_tx_bytes: 0,
+            relay_rx_bytes: 0,
+            relay_drops: 0,
+            hard_probe: None,
+            intro_sent: None,
+            intro_heard: None,
+            intro_bucket: TokenBucket::new(intro::INTRO_PASS_RATE),
+            rekey_after: if ours < &x25519 {
+                REKEY_AFTER_TIME
+            } else {
+                RESPONDER_REKEY_AFTER_TIME
+            },
+            removed: false,
+        }
+    }
+
+    /// Local indices of its sessions and of its handshake in flight.
+    fn indices(&self) -> impl Iterator<Item = u32> + use<> {
+        let sessions =
+            [&self.current, &self.previous, &self.next].map(|s| s.as_ref().map(|s| s.local_index));
+        let pending = self.pending.as_ref().map(|h| h.local_index);
+        sessions.into_iter().chain([pending]).flatten()
+    }
+
     /// Time exactly the endpoint and the candidates, keeping what is known
     /// of the ones that stay.
     fn track_paths(&mut self) {
@@ -436,6 +557,10 @@ pub struct Node {
     service: Option<RelayService>,
     /// Our `[relay] via`.
     via: Vec<PeerId>,
+    /// Pings the operator asked for (`kith ping`), oldest first, and the
+    /// answers that came back, for [`Node::poll_ping_reply`].
+    user_pings: VecDeque<UserPing>,
+    ping_replies: VecDeque<PingReply>,
 }
 
 impl Node {
@@ -468,81 +593,215 @@ impl Node {
             scratch: vec![0u8; wire::MAX_DATAGRAM],
             relay_buf: vec![0u8; wire::MAX_DATAGRAM + OVERHEAD],
             relay_in: vec![0u8; wire::MAX_DATAGRAM + OVERHEAD],
-            service: cfg
-                .relay
-                .serve
-                .map(|limits| RelayService::new(limits, cfg.peers.len())),
-            via: cfg.relay.via.clone(),
+            service: None,
+            via: Vec::new(),
+            user_pings: VecDeque::new(),
+            ping_replies: VecDeque::new(),
         };
-        for (i, mut p) in cfg.peers.into_iter().enumerate() {
-            let id = PeerId(i);
-            // Peers must find us through our relays at any time, so the
-            // sessions with them (and the NAT mappings under those) stay up
-            // whether or not we have traffic.
-            if node.via.contains(&id) && p.keepalive.is_none() {
-                p.keepalive = Some(VIA_KEEPALIVE);
-            }
-            let x25519 = p.public_key.x25519();
-            for net in &p.allowed_ips {
-                node.routes.insert(*net, id);
-            }
-            node.by_x25519.insert(x25519, id);
-            node.by_key.insert(*p.public_key.as_bytes(), id);
-            node.peers.push(Peer {
-                x25519,
-                mac1_key: noise::mac1_key(&x25519),
-                jar: Jar::new(&x25519),
-                endpoint: p.endpoint,
-                candidates: Vec::new(),
-                paths: Paths::default(),
-                cfg: p,
-                pending: None,
-                current: None,
-                previous: None,
-                next: None,
-                last_timestamp: None,
-                last_initiation: None,
-                queue: VecDeque::new(),
-                timers: TimerTable::default(),
-                connected: false,
-                last_handshake: None,
-                rx_bytes: 0,
-                tx_bytes: 0,
-                handshakes: 0,
-                relays: Vec::new(),
-                relay: None,
-                direct_ok: false,
-                dead_relays: Vec::new(),
-                failover: Failover::Quiet,
-                route_rx: None,
-                relay_tx_bytes: 0,
-                relay_rx_bytes: 0,
-                relay_drops: 0,
-                hard_probe: None,
-                intro_sent: None,
-                intro_heard: None,
-                intro_bucket: TokenBucket::new(intro::INTRO_PASS_RATE),
-                rekey_after: if our_public < x25519 {
-                    REKEY_AFTER_TIME
-                } else {
-                    RESPONDER_REKEY_AFTER_TIME
-                },
-            });
+        for p in cfg.peers {
+            node.add_peer(p);
         }
+        node.set_relay_config(&cfg.relay);
+        node.rebuild_routes();
         node
+    }
+
+    /// A new peer at the next free id, in every lookup table but the
+    /// routes (see [`rebuild_routes`](Self::rebuild_routes)).
+    fn add_peer(&mut self, cfg: PeerConfig) -> PeerId {
+        let id = PeerId(self.peers.len());
+        let ours = self.public_key.x25519();
+        let peer = Peer::new(cfg, &ours);
+        self.by_x25519.insert(peer.x25519, id);
+        self.by_key.insert(*peer.cfg.public_key.as_bytes(), id);
+        self.peers.push(peer);
+        id
+    }
+
+    /// `[relay]`: our relays by id, the service on or off (its counters
+    /// kept across a change of limits), and the keepalive towards relays.
+    fn set_relay_config(&mut self, relay: &RelayConfig) {
+        self.via = relay
+            .via
+            .iter()
+            .filter_map(|k| self.by_key.get(k.as_bytes()).copied())
+            .collect();
+        let members = self.peers.len();
+        self.service = match (relay.serve, self.service.take()) {
+            (None, _) => None,
+            (Some(limits), Some(mut s)) => {
+                s.reconfigure(limits, members);
+                Some(s)
+            }
+            (Some(limits), None) => Some(RelayService::new(limits, members)),
+        };
+        // Peers must find us through our relays at any time, so the
+        // sessions with them (and the NAT mappings under those) stay up
+        // whether or not we have traffic.
+        for &id in &self.via {
+            let p = &mut self.peers[id.0];
+            if p.cfg.keepalive.is_none() {
+                p.cfg.keepalive = Some(VIA_KEEPALIVE);
+            }
+        }
+    }
+
+    /// The route table from every live peer's `allowed_ips`.
+    fn rebuild_routes(&mut self) {
+        let mut routes = RouteTable::default();
+        for id in self.peer_ids() {
+            for net in &self.peers[id.0].cfg.allowed_ips {
+                routes.insert(*net, id);
+            }
+        }
+        self.routes = routes;
     }
 
     /// Begin handshakes with every peer whose endpoint is known, so a mesh
     /// is up before the first packet needs it.
     pub fn start(&mut self, now: Instant) {
-        for i in 0..self.peers.len() {
-            let id = PeerId(i);
-            // Peers with no address yet make `initiate` ask for candidates.
-            self.initiate(now, id);
-            if let Some(k) = self.peers[i].cfg.keepalive {
-                self.peers[i]
-                    .timers
-                    .set(Timer::PersistentKeepalive, now + k);
+        for id in self.peer_ids() {
+            self.start_peer(now, id);
+        }
+    }
+
+    fn start_peer(&mut self, now: Instant, id: PeerId) {
+        // Peers with no address yet make `initiate` ask for candidates.
+        self.initiate(now, id);
+        if let Some(k) = self.peers[id.0].cfg.keepalive {
+            self.peers[id.0]
+                .timers
+                .set(Timer::PersistentKeepalive, now + k);
+        }
+    }
+
+    /// Apply a new config to the running node (a reload). Peers are matched
+    /// by public key: a kept peer keeps its sessions, paths and counters
+    /// (not one packet is lost), and takes its new name, `allowed_ips`,
+    /// endpoint and keepalive; a removed one is dropped with its sessions,
+    /// routes and relay membership (its traffic is refused from now on); an
+    /// added one gets a new id and starts its handshake as at start. `[relay]`
+    /// applies too. Refused, changing nothing, when the key or the network
+    /// secret differ: every session is bound to them.
+    pub fn reconfigure(
+        &mut self,
+        now: Instant,
+        cfg: NodeConfig,
+    ) -> Result<Reconfigured, ReconfigureError> {
+        if cfg.secret.public() != self.public_key {
+            return Err(ReconfigureError::KeyChanged);
+        }
+        if cfg.psk != self.psk {
+            return Err(ReconfigureError::PskChanged);
+        }
+        let keep: HashSet<[u8; 32]> = cfg.peers.iter().map(|p| *p.public_key.as_bytes()).collect();
+        let before: HashMap<PeerId, PeerConfig> = self
+            .peer_ids()
+            .map(|id| (id, self.peers[id.0].cfg.clone()))
+            .collect();
+        let mut done = Reconfigured::default();
+        for (&id, pc) in &before {
+            if !keep.contains(pc.public_key.as_bytes()) {
+                self.remove_peer(now, id);
+                done.removed.push(id);
+            }
+        }
+        done.removed.sort();
+        for pc in cfg.peers {
+            let id = match self.by_key.get(pc.public_key.as_bytes()) {
+                Some(&id) => {
+                    self.peers[id.0].cfg = pc;
+                    id
+                }
+                None => {
+                    let id = self.add_peer(pc);
+                    done.added.push(id);
+                    id
+                }
+            };
+            done.ids.push(id);
+        }
+        self.set_relay_config(&cfg.relay);
+        self.rebuild_routes();
+        for &id in &done.ids {
+            match before.get(&id) {
+                None => self.start_peer(now, id),
+                Some(old) => self.peer_changed(now, id, old),
+            }
+        }
+        Ok(done)
+    }
+
+    /// A kept peer's settings went from `old` to what it holds now.
+    fn peer_changed(&mut self, now: Instant, id: PeerId, old: &PeerConfig) {
+        let session = self.has_session(now, id);
+        let p = &mut self.peers[id.0];
+        if p.cfg.keepalive != old.keepalive {
+            match p.cfg.keepalive {
+                Some(k) => p.timers.set(Timer::PersistentKeepalive, now + k),
+                None => p.timers.clear(Timer::PersistentKeepalive),
+            }
+        }
+        // A live session says where the peer is better than the config:
+        // the new endpoint joins the candidates (the shell feeds it) and
+        // wins if it answers. Without one, the new endpoint is the one to try.
+        if p.cfg.endpoint != old.endpoint && !session {
+            if let Some(ep) = p.cfg.endpoint {
+                p.endpoint = Some(ep);
+                p.track_paths();
+            }
+            // The handshake in flight went to the old address: the same
+            // copy to the new one now, rather than at its next retry.
+            match p.pending.as_ref().map(|h| (h.msg.clone(), h.attempts + 1)) {
+                Some((msg, attempt)) => self.send_initiation_direct(id, &msg, attempt),
+                None => self.initiate(now, id),
+            }
+        }
+    }
+
+    /// Drop `id`: its sessions and handshake (their indices answer nothing
+    /// any more), its keys in the lookup tables (a handshake from it is an
+    /// unknown peer's), its waiting record, its relay membership, and every
+    /// route of other peers through it. It stays as a tombstone.
+    fn remove_peer(&mut self, now: Instant, id: PeerId) {
+        let p = &mut self.peers[id.0];
+        for index in p.indices() {
+            self.by_index.remove(&index);
+        }
+        self.by_x25519.remove(&p.x25519);
+        self.by_key.remove(p.cfg.public_key.as_bytes());
+        let ours = self.public_key.x25519();
+        let mut tombstone = Peer::new(p.cfg.clone(), &ours);
+        tombstone.removed = true;
+        *p = tombstone;
+        self.peer_records.retain(|r| r.peer != id);
+        if let Some(s) = self.service.as_mut() {
+            s.forget(id.0);
+        }
+        self.via.retain(|r| *r != id);
+        let mut rerouted = Vec::new();
+        for q in self.peer_ids() {
+            let p = &mut self.peers[q.0];
+            p.relays.retain(|r| *r != id);
+            p.dead_relays.retain(|r| *r != id);
+            if let Some((r, cause)) = p.relay
+                && r == id
+            {
+                rerouted.push((q, cause));
+            }
+        }
+        for (q, cause) in rerouted {
+            // Another relay if there is one (its sessions are gone, so it
+            // is not among the options); else the direct paths, probed now.
+            match self.relay_options(now, q).first() {
+                Some(&r) => self.set_relay(now, q, r, cause),
+                None => {
+                    let p = &mut self.peers[q.0];
+                    p.relay = None;
+                    p.failover = Failover::Quiet;
+                    p.timers.clear(Timer::PathFailover);
+                    p.timers.set(Timer::PathProbe, now);
+                }
             }
         }
     }
@@ -551,23 +810,35 @@ impl Node {
         self.public_key
     }
 
+    /// The live peers (not removed by a reconfigure), by id.
     pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> + use<> {
-        (0..self.peers.len()).map(PeerId)
+        let live: Vec<PeerId> = (0..self.peers.len())
+            .filter(|&i| !self.peers[i].removed)
+            .map(PeerId)
+            .collect();
+        live.into_iter()
+    }
+
+    /// Is `id` a peer of the current config?
+    fn is_live(&self, id: PeerId) -> bool {
+        self.peers.get(id.0).is_some_and(|p| !p.removed)
     }
 
     pub fn peer_name(&self, id: PeerId) -> &str {
         self.peers.get(id.0).map_or("?", |p| p.cfg.name.as_str())
     }
 
-    /// The prefixes routed to `id` (empty for an unknown id).
+    /// The prefixes routed to `id` (empty for an unknown or removed id).
     pub fn peer_allowed_ips(&self, id: PeerId) -> &[IpNet] {
         self.peers
             .get(id.0)
+            .filter(|p| !p.removed)
             .map_or(&[], |p| p.cfg.allowed_ips.as_slice())
     }
 
+    /// `None` for an unknown or removed id.
     pub fn peer_status(&self, id: PeerId) -> Option<PeerStatus> {
-        let p = self.peers.get(id.0)?;
+        let p = self.peers.get(id.0).filter(|p| !p.removed)?;
         Some(PeerStatus {
             name: p.cfg.name.clone(),
             public_key: p.cfg.public_key,
@@ -601,7 +872,7 @@ impl Node {
             .filter_map(|k| self.by_key.get(k).copied())
             .filter(|r| *r != id)
             .collect();
-        let Some(p) = self.peers.get_mut(id.0) else {
+        let Some(p) = self.peers.get_mut(id.0).filter(|p| !p.removed) else {
             return;
         };
         if p.relays == relays {
@@ -691,7 +962,7 @@ impl Node {
     /// first authenticated answer picks the path. Starts a handshake now if
     /// there is no usable session.
     pub fn handle_candidates(&mut self, now: Instant, id: PeerId, addrs: &[SocketAddr]) {
-        let Some(p) = self.peers.get_mut(id.0) else {
+        let Some(p) = self.peers.get_mut(id.0).filter(|p| !p.removed) else {
             return;
         };
         p.candidates.clear();
@@ -731,6 +1002,47 @@ impl Node {
         self.peer_records.pop_front()
     }
 
+    /// The answer to a [`ping`](Self::ping), once its pong arrived.
+    pub fn poll_ping_reply(&mut self) -> Option<PingReply> {
+        self.ping_replies.pop_front()
+    }
+
+    /// Send one path ping to `id` on the path its traffic takes now (its
+    /// endpoint, or through its relay), for the operator (`kith ping`); its
+    /// pong comes out of [`poll_ping_reply`](Self::poll_ping_reply) with
+    /// the path it came back on and the round-trip time. Returns the probe
+    /// id. Without a session nothing is sent: a handshake starts (if none
+    /// runs), so a later ping can get through.
+    pub fn ping(&mut self, now: Instant, id: PeerId) -> Result<u64, PingError> {
+        if id.0 >= self.peers.len() {
+            return Err(PingError::UnknownPeer);
+        }
+        if !self.has_session(now, id) {
+            if !self.reachable(now, id) {
+                return Err(PingError::Unreachable);
+            }
+            if self.peers[id.0].pending.is_none() {
+                self.initiate(now, id);
+            }
+            return Err(PingError::NoSession);
+        }
+        let via = self.route(id).ok_or(PingError::Unreachable)?;
+        let probe = self.rng.next_u64();
+        let sealed = self
+            .seal_control(now, id, &wire::Control::PathPing { id: probe })
+            .ok_or(PingError::NoSession)?;
+        self.send_via(now, id, via, &sealed);
+        if self.user_pings.len() >= MAX_USER_PINGS {
+            self.user_pings.pop_front();
+        }
+        self.user_pings.push_back(UserPing {
+            probe,
+            peer: id,
+            sent: now,
+        });
+        Ok(probe)
+    }
+
     /// Our record changed (new candidates or NAT facts): send it to every
     /// peer with a usable session now, and to each peer whenever a new
     /// session with it starts (every rekey: that also covers a peer that
@@ -747,14 +1059,13 @@ impl Node {
         msg.truncate(len);
         self.record = Some(msg);
         self.record_body = Some(body.clone());
-        for i in 0..self.peers.len() {
-            let id = PeerId(i);
+        for id in self.peer_ids() {
             self.send_record(now, id);
             // An introduction already sent carries the old record (often
             // just the LAN address before STUN answered): the peer may be
             // punching towards the wrong place, so tell it again now.
             if !self.has_session(now, id) {
-                self.peers[i].intro_sent = None;
+                self.peers[id.0].intro_sent = None;
                 self.introduce(now, id);
             }
         }
@@ -1079,6 +1390,9 @@ impl Node {
 
     /// Send a handshake initiation (IK message 1: `-> e, es, s, ss`).
     fn initiate(&mut self, now: Instant, id: PeerId) {
+        if !self.is_live(id) {
+            return;
+        }
         if !self.has_session(now, id) {
             self.introduce(now, id);
         }
@@ -1174,15 +1488,14 @@ impl Node {
     /// `r` may relay get our pending initiation through it now, rather than
     /// at their next retry.
     fn offer_relay(&mut self, now: Instant, r: PeerId) {
-        for i in 0..self.peers.len() {
-            let id = PeerId(i);
+        for id in self.peer_ids() {
             if id == r || self.has_session(now, id) {
                 continue;
             }
             if !self.relay_options(now, id).contains(&r) {
                 continue;
             }
-            match self.peers[i].pending.as_ref().map(|h| h.msg.clone()) {
+            match self.peers[id.0].pending.as_ref().map(|h| h.msg.clone()) {
                 Some(msg) => self.send_via(now, id, Via::Relay(r), &msg),
                 None => self.initiate(now, id),
             }
@@ -1196,7 +1509,7 @@ impl Node {
     /// `None`: nothing to probe with (no handshake waits, and the session,
     /// if any, is direct).
     pub fn probe_datagram(&mut self, now: Instant, id: PeerId) -> Option<Vec<u8>> {
-        let p = self.peers.get(id.0)?;
+        let p = self.peers.get(id.0).filter(|p| !p.removed)?;
         if let Some(h) = p.pending.as_ref() {
             return Some(h.msg.clone());
         }
@@ -1464,7 +1777,7 @@ impl Node {
         self.offer_relay(now, id);
         // And `id` may be the mutual peer of a peer we cannot reach yet.
         if self.hop_ok(now, id) {
-            for t in (0..self.peers.len()).map(PeerId) {
+            for t in self.peer_ids() {
                 if t != id && !self.has_session(now, t) {
                     self.introduce_via(now, t, id);
                 }
@@ -1684,6 +1997,22 @@ impl Node {
                 }
             }
             wire::Control::PathPong { id: probe, .. } => {
+                // The operator's ping: reported, and no evidence for path
+                // choice (it went where the traffic goes anyway).
+                if let Some(at) = self
+                    .user_pings
+                    .iter()
+                    .position(|u| u.probe == probe && u.peer == id)
+                    && let Some(u) = self.user_pings.remove(at)
+                {
+                    self.ping_replies.push_back(PingReply {
+                        peer: id,
+                        probe,
+                        via,
+                        rtt: now.saturating_duration_since(u.sent),
+                    });
+                    return;
+                }
                 let p = &mut self.peers[id.0];
                 if let Via::Direct(from) = via
                     && p.hard_probe == Some(probe)

@@ -22,12 +22,12 @@ fn member(other: u8, relays: &[u8]) -> (Vec<PeerConfig>, RelayConfig) {
         p.keepalive = Some(Duration::from_secs(25));
         peers.push(p);
     }
-    let via = (1..=relays.len()).map(PeerId).collect();
+    let via = relays.iter().map(|&r| key(r).public()).collect();
     (peers, RelayConfig { serve: None, via })
 }
 
 /// 1 and 2 with relays 3 (and 4 when `two`); the relays know both members.
-fn relayed(seed: u64, two: bool, limits: Limits) -> Sim {
+pub(super) fn relayed(seed: u64, two: bool, limits: Limits) -> Sim {
     let relays: &[u8] = if two { &[3, 4] } else { &[3] };
     let mut sim = Sim::new(seed);
     let (p, r) = member(2, relays);
@@ -269,6 +269,49 @@ fn a_dead_relay_is_left_for_another_within_3_s() {
             "b{k} lost"
         );
     }
+}
+
+#[test]
+fn a_reload_that_removes_the_relay_in_use_moves_to_the_other() {
+    let mut sim = relayed(5, true, Limits::default());
+    sim.start_all();
+    sim.run_for(Duration::from_secs(3));
+    exchange(&mut sim, 5, "warm");
+    let first = relay_of(&sim, A, 0).expect("relayed");
+    let (gone, kept, other) = if first == PeerId(1) {
+        (3, 4, PeerId(2))
+    } else {
+        (4, 3, PeerId(1))
+    };
+    let (peers, relay) = member(2, &[kept]);
+    let r = sim.reconfigure(A, 1, peers, relay).unwrap();
+    assert_eq!(r.removed, [first]);
+    assert_eq!(r.ids, [PeerId(0), other], "kept peers keep their ids");
+    assert_eq!(relay_of(&sim, A, 0), Some(other), "moved at once");
+    assert!(sim.nodes[A].events.contains(&Event::RelayChanged {
+        peer: PeerId(0),
+        from: first,
+        to: other
+    }));
+    // b still sends through the removed relay, which a no longer takes
+    // from: it fails over as from a dead relay, and traffic flows again.
+    exchange(&mut sim, 150, "moved");
+    assert_eq!(
+        relay_of(&sim, B, 0),
+        Some(other),
+        "relay {gone} left by b too"
+    );
+    for k in 125..150 {
+        assert!(
+            delivered(&sim, B, format!("moved a{k}").as_bytes()) > 0,
+            "a{k} lost"
+        );
+        assert!(
+            delivered(&sim, A, format!("moved b{k}").as_bytes()) > 0,
+            "b{k} lost"
+        );
+    }
+    assert!(sim.nodes[A].node.peer_status(first).is_none());
 }
 
 #[test]

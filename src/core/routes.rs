@@ -2,9 +2,9 @@
 //!
 //! Outbound packets pick the peer by longest-prefix match on the
 //! destination; inbound packets are accepted only if their source maps back
-//! to the peer that sent them. The config forbids overlaps, but the table
-//! still does a true longest-prefix match so it stays correct if that rule
-//! is ever relaxed.
+//! to the peer that sent them. Prefixes may nest (an exit node's
+//! `0.0.0.0/0` or `::/0` beside a NAS's /32): the longest match wins, in
+//! each address family apart.
 
 use std::net::IpAddr;
 
@@ -49,5 +49,18 @@ mod tests {
         assert_eq!(t.lookup("10.9.9.9".parse().unwrap()), Some(PeerId(0)));
         assert_eq!(t.lookup("11.0.0.1".parse().unwrap()), None);
         assert_eq!(t.lookup("::1".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn ipv6_longest_prefix_wins_and_families_stay_apart() {
+        let mut t = RouteTable::default();
+        t.insert("::/0".parse().unwrap(), PeerId(0));
+        t.insert("fd00:6b::2/128".parse().unwrap(), PeerId(1));
+        t.insert("fd00:77::/64".parse().unwrap(), PeerId(2));
+        assert_eq!(t.lookup("fd00:6b::2".parse().unwrap()), Some(PeerId(1)));
+        assert_eq!(t.lookup("fd00:77::9".parse().unwrap()), Some(PeerId(2)));
+        assert_eq!(t.lookup("2001:db8::1".parse().unwrap()), Some(PeerId(0)));
+        // ::/0 is no IPv4 default route.
+        assert_eq!(t.lookup("192.0.2.1".parse().unwrap()), None);
     }
 }

@@ -200,6 +200,27 @@ impl Sim {
         s.up = true;
     }
 
+    /// Reload node `i` (number `n`) with this peer set and `[relay]`, as
+    /// the daemon does on `kith reload`, then put what it queued on the wire.
+    pub fn reconfigure(
+        &mut self,
+        i: usize,
+        n: u8,
+        peers: Vec<PeerConfig>,
+        relay: RelayConfig,
+    ) -> Result<Reconfigured, ReconfigureError> {
+        let cfg = NodeConfig {
+            secret: key(n),
+            psk: Default::default(),
+            peers,
+            relay,
+        };
+        let now = self.now;
+        let r = self.nodes[i].node.reconfigure(now, cfg);
+        self.flush(i);
+        r
+    }
+
     pub fn start_all(&mut self) {
         for i in 0..self.nodes.len() {
             let now = self.now;

@@ -934,3 +934,87 @@ fn nested_prefixes_route_by_longest_match_both_ways() {
     assert_eq!(delivered(&sim, 0, b"as the nas"), 0);
     assert!(sim.nodes[0].drops.contains(&DropReason::SourceNotAllowed));
 }
+
+/// A minimal IPv6 packet (UDP next header; the core reads addresses and
+/// the payload length only).
+fn ip6_packet(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+    let src: std::net::Ipv6Addr = src.parse().unwrap();
+    let dst: std::net::Ipv6Addr = dst.parse().unwrap();
+    let mut p = vec![0u8; 40 + payload.len()];
+    p[0] = 0x60;
+    p[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+    p[6] = 17;
+    p[7] = 64;
+    p[8..24].copy_from_slice(&src.octets());
+    p[24..40].copy_from_slice(&dst.octets());
+    p[40..].copy_from_slice(payload);
+    p
+}
+
+/// IPv6 inside the tunnel: node 1 has fd00:6b::1 and is an exit node for
+/// ::/0 at node 2, which has fd00:6b::2. Destinations go by longest prefix,
+/// replies from the IPv6 internet are accepted from the exit node, and a
+/// source outside a peer's prefixes is refused, as for IPv4.
+#[test]
+fn ipv6_inner_packets_route_and_are_checked_like_ipv4() {
+    let mut sim = Sim::new(41);
+    let mut exit = peer_cfg(1, true);
+    for net in ["fd00:6b::1/128", "::/0"] {
+        exit.allowed_ips.push(net.parse().unwrap());
+    }
+    let mut nas = peer_cfg(3, true);
+    nas.allowed_ips.push("fd00:6b::3/128".parse().unwrap());
+    sim.add(2, vec![exit, nas]);
+    let mut to_2 = peer_cfg(2, true);
+    to_2.allowed_ips.push("fd00:6b::2/128".parse().unwrap());
+    sim.add(1, vec![to_2.clone()]);
+    sim.add(3, vec![to_2]);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(200));
+    for (dst, payload) in [
+        ("fd00:6b::1", &b"v6 to the exit node"[..]),
+        ("2001:db8::7", b"v6 to the internet"),
+        ("fd00:6b::3", b"v6 to the nas"),
+    ] {
+        assert!(matches!(
+            sim.send_packet(0, &ip6_packet("fd00:6b::2", dst, payload)),
+            TunOutcome::Send { .. }
+        ));
+    }
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(delivered(&sim, 1, b"v6 to the exit node"), 1);
+    assert_eq!(delivered(&sim, 1, b"v6 to the internet"), 1);
+    assert_eq!(
+        delivered(&sim, 2, b"v6 to the nas"),
+        1,
+        "the /128 beats ::/0"
+    );
+    assert_eq!(delivered(&sim, 1, b"v6 to the nas"), 0);
+    // Arrives exactly as sent.
+    assert!(
+        sim.nodes[2]
+            .tun
+            .contains(&ip6_packet("fd00:6b::2", "fd00:6b::3", b"v6 to the nas"))
+    );
+
+    // The exit node answers from the internet; it may not speak for the NAS.
+    for (src, payload) in [
+        ("2001:db8::7", &b"v6 reply"[..]),
+        ("fd00:6b::3", b"v6 as the nas"),
+    ] {
+        assert!(matches!(
+            sim.send_packet(1, &ip6_packet(src, "fd00:6b::2", payload)),
+            TunOutcome::Send { .. }
+        ));
+    }
+    // No IPv6 route for the NAS's peers beyond its /128: a destination
+    // outside every prefix is dropped, not sent anywhere.
+    assert!(matches!(
+        sim.send_packet(2, &ip6_packet("fd00:6b::3", "2001:db8::9", b"nowhere")),
+        TunOutcome::Dropped(DropReason::NoRoute)
+    ));
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(delivered(&sim, 0, b"v6 reply"), 1);
+    assert_eq!(delivered(&sim, 0, b"v6 as the nas"), 0);
+    assert!(sim.nodes[0].drops.contains(&DropReason::SourceNotAllowed));
+}

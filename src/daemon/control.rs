@@ -1,6 +1,14 @@
 //! The control socket: a unix stream socket (default
-//! `/run/kith/<interface>.sock`, mode 0600) that answers `status` with one
-//! JSON document. `kith status` is its client.
+//! `/run/kith/<interface>.sock`, mode 0600). A client writes one request
+//! line and reads the answer:
+//! - `status`: one JSON line, a [`StatusReport`] (`kith status`);
+//! - `metrics`: one JSON line, `{"metrics": "<Prometheus text>"}` (`kith metrics`);
+//! - `ping COUNT PEER`: one JSON line per probe, a [`PingLine`], as the
+//!   answers come (`kith ping`); PEER is a name or a public key;
+//! - `reload`: one JSON line, a [`ReloadReport`] (`kith reload`): the
+//!   daemon reads its config file again and applies it, or refuses it with
+//!   every error;
+//! - anything else: `{"error": "..."}`.
 //!
 //! The listener runs as its own task and hands each request to the daemon's
 //! loop, which alone owns the state it reports.
@@ -150,9 +158,83 @@ pub struct PunchReport {
     pub last: Option<String>,
 }
 
+/// Most probes one `kith ping` may ask for.
+pub const MAX_PING_COUNT: u32 = super::ping::MAX_COUNT;
+
+/// One line of `kith ping`'s answer: what became of one probe (`seq`
+/// counts from 1), or why none is sent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PingLine {
+    /// The pong came back over this path after `rtt_us` microseconds.
+    Pong {
+        seq: u32,
+        peer: String,
+        /// "direct" or "relayed".
+        path: String,
+        /// The peer's address, for a direct path.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        /// The relaying peer's name, and how we reach it ("udp" or "tcp").
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relay: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transport: Option<String>,
+        rtt_us: u64,
+    },
+    /// No pong within `timeout_ms`.
+    Timeout {
+        seq: u32,
+        peer: String,
+        timeout_ms: u64,
+    },
+    /// Nothing was sent, and why (e.g. no session yet: a handshake started).
+    NotSent {
+        seq: u32,
+        peer: String,
+        reason: String,
+    },
+    /// The request cannot be served (an unknown peer: the message lists
+    /// the known ones).
+    Error { message: String },
+}
+
+/// What `reload` did. Nothing at all unless `applied`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ReloadReport {
+    /// The config file the daemon read.
+    pub file: String,
+    /// The file's settings are in effect now (also when nothing changed).
+    pub applied: bool,
+    /// What changed, one entry each, e.g. "added peer nas".
+    pub changes: Vec<String>,
+    /// Why nothing was applied: the file's errors (`file:line:column: key:
+    /// message`, as `kith check-config` prints them) ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// ... or the changes only a restart can apply, each with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs_restart: Vec<String>,
+}
+
 /// A request from a client, with the channel for the answer.
-pub struct Request {
-    pub reply: oneshot::Sender<StatusReport>,
+pub enum Request {
+    Status {
+        reply: oneshot::Sender<StatusReport>,
+    },
+    /// The Prometheus text.
+    Metrics { reply: oneshot::Sender<String> },
+    /// Read the config file again and apply it (or refuse it).
+    Reload {
+        reply: oneshot::Sender<ReloadReport>,
+    },
+    /// `count` probes to `peer` (a name or a public key); the daemon sends
+    /// a line per probe and then drops `reply`.
+    Ping {
+        peer: String,
+        count: u32,
+        reply: mpsc::Sender<PingLine>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,58 +296,141 @@ pub fn serve(path: &Path, tx: mpsc::Sender<Request>) -> Result<(), ControlError>
         let _ = std::fs::remove_file(&tmp);
         return Err(err(e));
     }
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
-    tokio::spawn(async move {
-        loop {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _slot = slot;
-                match tokio::time::timeout(CLIENT_TIMEOUT, answer(stream, tx)).await {
-                    Ok(Err(e)) => tracing::debug!(error = %e, "control request failed"),
-                    Err(_) => tracing::debug!("control client too slow; dropped"),
-                    Ok(Ok(())) => {}
-                }
-            });
+    super::accept::serve_capped(listener, MAX_CLIENTS, move |stream| {
+        let tx = tx.clone();
+        async move {
+            if let Err(e) = answer(stream, tx).await {
+                tracing::debug!(error = %e, "control request failed");
+            }
         }
     });
     Ok(())
 }
 
+/// Read one request line and answer it, each within its time: the line and
+/// a one-shot answer within [`CLIENT_TIMEOUT`], a ping's stream within the
+/// time its probes take.
 async fn answer(stream: UnixStream, tx: mpsc::Sender<Request>) -> io::Result<()> {
+    let slow = || io::Error::new(io::ErrorKind::TimedOut, "control client too slow; dropped");
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     // One short line; anything longer is not a kith client.
     let mut reader = BufReader::new(read.take(256));
-    reader.read_line(&mut line).await?;
-    let response = match line.trim() {
-        "status" => {
-            let (reply, rx) = oneshot::channel();
-            tx.send(Request { reply })
-                .await
-                .map_err(|_| io::Error::other("daemon stopping"))?;
-            let report = rx.await.map_err(|_| io::Error::other("daemon stopping"))?;
-            serde_json::to_string(&report).map_err(io::Error::other)?
+    tokio::time::timeout(CLIENT_TIMEOUT, reader.read_line(&mut line))
+        .await
+        .map_err(|_| slow())??;
+    let request = line.trim();
+    if let Some(args) = request.strip_prefix("ping ") {
+        let budget = match parse_ping(args) {
+            Ok((count, _)) => super::ping::duration(count) + CLIENT_TIMEOUT,
+            Err(_) => CLIENT_TIMEOUT,
+        };
+        return tokio::time::timeout(budget, answer_ping(args, &tx, &mut write))
+            .await
+            .map_err(|_| slow())?;
+    }
+    // The answer must also be taken within the time: a client that does
+    // not read it gives its slot back.
+    tokio::time::timeout(CLIENT_TIMEOUT, async {
+        let response = answer_one(request, &tx).await?;
+        write.write_all(response.as_bytes()).await?;
+        write.write_all(b"\n").await?;
+        write.shutdown().await
+    })
+    .await
+    .map_err(|_| slow())?
+}
+
+/// The one-line answer to `request`.
+async fn answer_one(request: &str, tx: &mpsc::Sender<Request>) -> io::Result<String> {
+    Ok(match request {
+        "status" => ask_loop(tx, |reply| Request::Status { reply }).await?,
+        "metrics" => {
+            let text: String = ask_loop_raw(tx, |reply| Request::Metrics { reply }).await?;
+            serde_json::json!({ "metrics": text }).to_string()
         }
-        other => {
-            serde_json::json!({ "error": format!("unknown request {other:?}; try \"status\"") })
-                .to_string()
+        "reload" => ask_loop(tx, |reply| Request::Reload { reply }).await?,
+        other => serde_json::json!({
+            "error": format!("unknown request {other:?}; try \"status\", \"metrics\", \"reload\" or \"ping COUNT PEER\"")
+        })
+        .to_string(),
+    })
+}
+
+/// Hand a request to the daemon's loop; its answer.
+async fn ask_loop_raw<T>(
+    tx: &mpsc::Sender<Request>,
+    request: impl FnOnce(oneshot::Sender<T>) -> Request,
+) -> io::Result<T> {
+    let stopping = || io::Error::other("daemon stopping");
+    let (reply, rx) = oneshot::channel();
+    tx.send(request(reply)).await.map_err(|_| stopping())?;
+    rx.await.map_err(|_| stopping())
+}
+
+/// [`ask_loop_raw`], the answer as one JSON line.
+async fn ask_loop<T: Serialize>(
+    tx: &mpsc::Sender<Request>,
+    request: impl FnOnce(oneshot::Sender<T>) -> Request,
+) -> io::Result<String> {
+    let answer = ask_loop_raw(tx, request).await?;
+    serde_json::to_string(&answer).map_err(io::Error::other)
+}
+
+/// `COUNT PEER` of a ping request.
+fn parse_ping(args: &str) -> Result<(u32, &str), String> {
+    let usage = || {
+        format!(
+            "usage: ping COUNT PEER, COUNT from 1 to {}",
+            super::ping::MAX_COUNT
+        )
+    };
+    let (count, peer) = args.trim().split_once(' ').ok_or_else(usage)?;
+    let count: u32 = count.parse().map_err(|_| usage())?;
+    let peer = peer.trim();
+    if !(1..=super::ping::MAX_COUNT).contains(&count) || peer.is_empty() {
+        return Err(usage());
+    }
+    Ok((count, peer))
+}
+
+/// Stream one JSON line per probe until the daemon drops its sender.
+async fn answer_ping(
+    args: &str,
+    tx: &mpsc::Sender<Request>,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> io::Result<()> {
+    let (count, peer) = match parse_ping(args) {
+        Ok(p) => p,
+        Err(message) => {
+            let line =
+                serde_json::to_string(&PingLine::Error { message }).map_err(io::Error::other)?;
+            write.write_all(line.as_bytes()).await?;
+            write.write_all(b"\n").await?;
+            return write.shutdown().await;
         }
     };
-    write.write_all(response.as_bytes()).await?;
-    write.write_all(b"\n").await?;
+    // Room for every line: the daemon never waits on this client.
+    let (reply, mut lines) = mpsc::channel(count as usize + 1);
+    tx.send(Request::Ping {
+        peer: peer.to_string(),
+        count,
+        reply,
+    })
+    .await
+    .map_err(|_| io::Error::other("daemon stopping"))?;
+    while let Some(line) = lines.recv().await {
+        let text = serde_json::to_string(&line).map_err(io::Error::other)?;
+        write.write_all(text.as_bytes()).await?;
+        write.write_all(b"\n").await?;
+    }
     write.shutdown().await
 }
 
 use tokio::io::AsyncReadExt as _;
 
-/// Client side: ask the daemon at `path` for its status.
-pub async fn request_status(path: &Path) -> Result<StatusReport, String> {
+/// Connect to the daemon's control socket at `path` and send `request`.
+async fn connect(path: &Path, request: &str) -> Result<UnixStream, String> {
     let mut stream = UnixStream::connect(path).await.map_err(|e| {
         format!(
             "cannot reach the kith daemon at {}: {e}. Is `kith up` running for this interface (and are you root)? Use -i IFACE or --control PATH",
@@ -273,16 +438,70 @@ pub async fn request_status(path: &Path) -> Result<StatusReport, String> {
         )
     })?;
     stream
-        .write_all(b"status\n")
+        .write_all(format!("{request}\n").as_bytes())
         .await
         .map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Send `request` and read the whole one-line answer as `T`, or the
+/// daemon's `{"error": ...}`.
+async fn request_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    request: &str,
+) -> Result<T, String> {
+    let mut stream = connect(path, request).await?;
     let mut text = String::new();
     stream
         .read_to_string(&mut text)
         .await
         .map_err(|e| e.to_string())?;
+    if let Ok(serde_json::Value::Object(o)) = serde_json::from_str(&text)
+        && let Some(serde_json::Value::String(e)) = o.get("error")
+    {
+        return Err(format!("the daemon at {} says: {e}", path.display()));
+    }
     serde_json::from_str(&text)
         .map_err(|e| format!("unexpected answer from {}: {e}", path.display()))
+}
+
+/// Client side: ask the daemon at `path` for its status.
+pub async fn request_status(path: &Path) -> Result<StatusReport, String> {
+    request_json(path, "status").await
+}
+
+/// Client side: ask the daemon at `path` to read its config file again.
+pub async fn request_reload(path: &Path) -> Result<ReloadReport, String> {
+    request_json(path, "reload").await
+}
+
+/// Client side: the daemon's metrics, as Prometheus text.
+pub async fn request_metrics(path: &Path) -> Result<String, String> {
+    #[derive(Deserialize)]
+    struct Answer {
+        metrics: String,
+    }
+    request_json::<Answer>(path, "metrics")
+        .await
+        .map(|a| a.metrics)
+}
+
+/// Client side: `count` probes to `peer`; `on_line` gets each line as it
+/// arrives.
+pub async fn request_ping(
+    path: &Path,
+    peer: &str,
+    count: u32,
+    mut on_line: impl FnMut(PingLine),
+) -> Result<(), String> {
+    let stream = connect(path, &format!("ping {count} {peer}")).await?;
+    let mut lines = BufReader::new(stream).lines();
+    while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
+        let parsed = serde_json::from_str(&line)
+            .map_err(|e| format!("unexpected answer from {}: {e}: {line}", path.display()))?;
+        on_line(parsed);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -303,6 +522,31 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[tokio::test]
+    async fn status_and_reload_requests_reach_the_loop_and_their_answers_come_back() {
+        let d = dir("reload");
+        let path = d.join("kith0.sock");
+        let (tx, mut rx) = mpsc::channel(1);
+        serve(&path, tx).unwrap();
+        let report = ReloadReport {
+            file: "/etc/kith/kith.toml".into(),
+            applied: false,
+            changes: Vec::new(),
+            errors: vec!["/etc/kith/kith.toml:3:1: interface.name: bad".into()],
+            needs_restart: Vec::new(),
+        };
+        let answered = report.clone();
+        let daemon = tokio::spawn(async move {
+            match rx.recv().await {
+                Some(Request::Reload { reply }) => reply.send(answered).unwrap(),
+                _ => panic!("expected a reload request"),
+            }
+        });
+        assert_eq!(request_reload(&path).await.unwrap(), report);
+        daemon.await.unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[tokio::test]
@@ -353,12 +597,101 @@ mod tests {
             silent.push(UnixStream::connect(&path).await.unwrap());
         }
         let started = std::time::Instant::now();
-        let answer = ask(&path, "ping").await;
+        let answer = ask(&path, "hello").await;
         assert!(answer.contains("unknown request"), "{answer}");
         assert!(
             started.elapsed() >= CLIENT_TIMEOUT / 2,
             "it waited for a slot"
         );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn ping_requests_take_a_count_in_range_and_a_peer() {
+        assert_eq!(parse_ping("4 nas"), Ok((4, "nas")));
+        assert_eq!(
+            parse_ping("2 my nas "),
+            Ok((2, "my nas")),
+            "names may hold spaces"
+        );
+        for bad in ["", "4", "nas 4", "0 nas", "101 nas", "-1 nas", "4  "] {
+            let e = parse_ping(bad).unwrap_err();
+            assert!(e.starts_with("usage: ping COUNT PEER"), "{bad:?}: {e}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_ping_request_parses_or_says_how(line in "\\PC{0,60}") {
+            if let Ok((count, peer)) = parse_ping(&line) {
+                proptest::prop_assert!((1..=MAX_PING_COUNT).contains(&count));
+                proptest::prop_assert!(!peer.is_empty());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn ping_lines_stream_as_the_daemon_sends_them() {
+        let d = dir("ping");
+        let path = d.join("kith0.sock");
+        let (tx, mut rx) = mpsc::channel(1);
+        serve(&path, tx).unwrap();
+        tokio::spawn(async move {
+            while let Some(req) = rx.recv().await {
+                if let Request::Ping { peer, count, reply } = req {
+                    for seq in 1..=count {
+                        let line = PingLine::Timeout {
+                            seq,
+                            peer: peer.clone(),
+                            timeout_ms: 1,
+                        };
+                        reply.send(line).await.unwrap();
+                    }
+                }
+            }
+        });
+        let mut got = Vec::new();
+        request_ping(&path, "nas box", 3, |l| got.push(l))
+            .await
+            .unwrap();
+        let seqs: Vec<u32> = got
+            .iter()
+            .map(|l| match l {
+                PingLine::Timeout { seq, peer, .. } if peer == "nas box" => *seq,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        let mut bad = Vec::new();
+        request_ping(&path, "nas", 0, |l| bad.push(l))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&bad[..], [PingLine::Error { message }] if message.contains("usage: ping COUNT PEER")),
+            "{bad:?}"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn metrics_come_back_as_text() {
+        let d = dir("metrics");
+        let path = d.join("kith0.sock");
+        let (tx, mut rx) = mpsc::channel(1);
+        serve(&path, tx).unwrap();
+        tokio::spawn(async move {
+            while let Some(req) = rx.recv().await {
+                if let Request::Metrics { reply } = req {
+                    let _ = reply.send("# HELP kith_peers x\nkith_peers 1\n".to_string());
+                }
+            }
+        });
+        let text = request_metrics(&path).await.unwrap();
+        assert_eq!(text, "# HELP kith_peers x\nkith_peers 1\n");
+        let e = request_json::<StatusReport>(&path, "frobnicate")
+            .await
+            .unwrap_err();
+        assert!(e.contains("unknown request \"frobnicate\""), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

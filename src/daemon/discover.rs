@@ -81,8 +81,8 @@ pub struct Discovery {
     mapped: Option<Candidate>,
     /// How our NAT maps the data socket (from STUN).
     nat: Option<NatBehaviour>,
-    /// What the record last carried: candidates and NAT facts.
-    published: (Vec<Candidate>, Option<NatBehaviour>),
+    /// What the record last carried: candidates, NAT facts, relays.
+    published: (Vec<Candidate>, Option<NatBehaviour>, Vec<[u8; 32]>),
     /// Our changed record, waiting for the shell to hand it to the core.
     push: Option<RecordBody>,
     network: Option<String>,
@@ -126,9 +126,9 @@ impl Discovery {
                         port: cfg.discovery.dht_port,
                         bootstrap: cfg.discovery.bootstrap.clone(),
                         server: cfg.discovery.dht_server,
+                        mark: true,
                     },
                     state_dir: state_dir.clone(),
-                    relays: relays.clone(),
                 };
                 let (handle, rx) = Rendezvous::spawn(settings);
                 (Some(handle), Some(rx))
@@ -157,7 +157,7 @@ impl Discovery {
             reflexive: Vec::new(),
             mapped: None,
             nat: None,
-            published: (Vec::new(), None),
+            published: (Vec::new(), None, Vec::new()),
             push: None,
             network: cfg.network.id.clone().filter(|_| cfg.discovery.dht),
             published_seq: None,
@@ -169,40 +169,94 @@ impl Discovery {
     /// At start: hand the cached candidates to the core.
     pub fn start(&mut self, node: &mut Node, now: Instant) {
         for i in 0..self.peers.len() {
-            let Some(key) = self.peers[i].public_key else {
-                continue;
-            };
-            let Some(cached) = self.cache.get(&key) else {
-                continue;
-            };
-            let cached = cached.candidates.clone();
-            debug!(peer = %node.peer_name(PeerId(i)), n = cached.len(), "using cached candidates");
-            self.peers[i].discovered = cached;
-            self.peers[i].source = Some((Source::Cache, unix_now()));
-            self.feed(node, now, PeerId(i));
+            self.use_cache(node, now, PeerId(i));
         }
         let _ = self.tick(node, now);
     }
 
-    /// A named endpoint resolved (again): it joins the peer's candidates.
+    /// The cached candidates of `id`, if any, to the core.
+    fn use_cache(&mut self, node: &mut Node, now: Instant, id: PeerId) {
+        let Some(meta) = self.peers.get_mut(id.0) else {
+            return;
+        };
+        let Some(cached) = meta.public_key.and_then(|key| self.cache.get(&key)) else {
+            return;
+        };
+        let cached = cached.candidates.clone();
+        debug!(peer = %node.peer_name(id), n = cached.len(), "using cached candidates");
+        meta.discovered = cached;
+        meta.source = Some((Source::Cache, unix_now()));
+        self.feed(node, now, id);
+    }
+
+    /// A peer a reload added, at core id `id`: known as the config's peers
+    /// are at start (the core has its static endpoint; its cached
+    /// candidates go to the core now), and looked up at the next tick.
+    pub fn add_peer(
+        &mut self,
+        node: &mut Node,
+        now: Instant,
+        id: PeerId,
+        key: PublicKey,
+        static_endpoint: Option<SocketAddr>,
+    ) {
+        if self.peers.len() <= id.0 {
+            self.peers.resize_with(id.0 + 1, PeerMeta::default);
+        }
+        self.peers[id.0] = PeerMeta {
+            public_key: Some(key),
+            static_endpoint,
+            source: static_endpoint.map(|_| (Source::Static, unix_now())),
+            ..PeerMeta::default()
+        };
+        self.use_cache(node, now, id);
+    }
+
+    /// A peer a reload removed: what we knew of it goes (it is never looked
+    /// up again), its cache entry too.
+    pub fn remove_peer(&mut self, id: PeerId) {
+        let Some(meta) = self.peers.get_mut(id.0) else {
+            return;
+        };
+        let key = meta.public_key.take();
+        *meta = PeerMeta::default();
+        if let Some(key) = key
+            && self.cache.forget(&key)
+            && let Err(e) = self.cache.save(&self.state_dir)
+        {
+            warn!(error = %e, "cannot save the candidate cache");
+        }
+    }
+
+    /// The peer's static endpoint is `addr` now: a named endpoint resolved
+    /// (again), or a reload changed it (`None`: it has none, or a name
+    /// not resolved yet). The candidates the core tries change with it.
     pub fn set_static_endpoint(
         &mut self,
         node: &mut Node,
         now: Instant,
         id: PeerId,
-        addr: SocketAddr,
+        addr: Option<SocketAddr>,
     ) {
         let Some(meta) = self.peers.get_mut(id.0) else {
             return;
         };
-        if meta.static_endpoint == Some(addr) {
+        if meta.static_endpoint == addr {
             return;
         }
-        meta.static_endpoint = Some(addr);
-        if meta.source.is_none() {
+        meta.static_endpoint = addr;
+        if meta.source.is_none() && addr.is_some() {
             meta.source = Some((Source::Static, unix_now()));
         }
         self.feed(node, now, id);
+    }
+
+    /// Our `[relay] via` changed (a reload): the record says so at once.
+    pub fn set_relays(&mut self, relays: Vec<[u8; 32]>) {
+        if relays != self.relays {
+            self.relays = relays;
+            self.republish();
+        }
     }
 
     /// Give the core the union of the static endpoint and what discovery found.
@@ -285,8 +339,8 @@ impl Discovery {
         }
     }
 
-    /// Publish our candidates and NAT facts if they differ from what the
-    /// record carries. Candidates go mapped first (it needs no punching),
+    /// Publish our candidates, NAT facts and relays if they differ from
+    /// what the record carries. Candidates go mapped first (it needs no punching),
     /// then reflexive, then LAN.
     fn republish(&mut self) {
         let mut all: Vec<Candidate> = Vec::new();
@@ -295,20 +349,21 @@ impl Discovery {
                 all.push(*c);
             }
         }
-        let record = (all, self.nat);
+        let record = (all, self.nat, self.relays.clone());
         if record == self.published {
             return;
         }
         self.published = record.clone();
+        let (candidates, nat, relays) = record;
         // Connected peers hear it at once, with or without the DHT.
         self.push = Some(RecordBody {
             timestamp: unix_now(),
-            candidates: record.0.clone(),
-            relays: self.relays.clone(),
-            nat: record.1,
+            candidates: candidates.clone(),
+            relays: relays.clone(),
+            nat,
         });
         if let Some(r) = &self.rendezvous {
-            r.publish(record.0, record.1);
+            r.publish(candidates, nat, relays);
         }
     }
 

@@ -10,18 +10,31 @@
 //! - TUN readable → `handle_tun` → datagram sent;
 //! - deadline from `poll_timeout` → `handle_timeout`;
 //! - after each step, drain `poll_transmit` and `poll_event` (events become
-//!   the operator's log lines).
+//!   the operator's log lines);
+//! - `kith reload` or SIGHUP → [`reload`]: the file is read again, diffed
+//!   against the running config and applied (or refused, changing nothing).
 //!
 //! A full TUN queue drops the packet (as a router would) instead of
 //! stalling the UDP receive loop behind it.
+//!
+//! The same loop answers the control socket (`status`, `metrics`, `ping`)
+//! and feeds the systemd watchdog, so a loop that stops turning stops
+//! feeding it and systemd restarts the daemon; `STATUS=` follows the
+//! peers' state ([`notify`]).
 
+mod accept;
 pub mod control;
 mod discover;
+mod http;
+mod metrics;
 mod names;
 pub mod nodump;
 mod notify;
+mod ping;
 mod punch;
 mod reflexive;
+pub mod routes;
+mod reload;
 mod socket;
 mod tcp;
 
@@ -33,7 +46,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, ConfigSource, Endpoint};
 use crate::core::{
     Event, Node, NodeConfig, OVERHEAD, PeerConfig, PeerId, RelayCause, RelayConfig, TunOutcome,
     UdpOutcome, Via,
@@ -61,6 +74,20 @@ pub enum StartError {
          `systemctl edit kith` (README, \"Install\")"
     )]
     TcpBind { port: u16, source: io::Error },
+    #[error(
+        "interface {name} already exists: another kith network (or VPN) on this host uses it. \
+         Give each network its own [interface] name (and listen_port)"
+    )]
+    InterfaceInUse { name: String },
+    #[error(transparent)]
+    StateDir(#[from] crate::discovery::cache::LockError),
+    #[error(
+        "cannot listen on {addr} for [metrics] listen: {source}. Is another exporter using the \
+         port? Pick another one in [metrics] listen (on localhost), or remove the key"
+    )]
+    MetricsBind { addr: SocketAddr, source: io::Error },
+    #[error("{0}")]
+    Routes(#[from] routes::RouteError),
     #[error("cannot read OS randomness: {0}")]
     Random(getrandom::Error),
     #[error("{0}")]
@@ -103,21 +130,34 @@ fn relay_config(cfg: &Config) -> RelayConfig {
             per_member: r.rate,
             total: r.max_rate,
         }),
-        via: cfg.via_peers().map(|(i, _)| PeerId(i)).collect(),
+        via: cfg.via_peers().map(|(_, p)| p.public_key).collect(),
     }
 }
 
 fn create_tun(cfg: &Config) -> Result<tun_rs::AsyncDevice, StartError> {
     let iface = &cfg.interface;
+    // Opening an existing TUN by name would attach to it (or fail with a
+    // bare EBUSY): a device of that name means another daemon owns it, as
+    // ours vanish with the process that made them.
+    if std::path::Path::new("/sys/class/net")
+        .join(&iface.name)
+        .exists()
+    {
+        return Err(StartError::InterfaceInUse {
+            name: iface.name.clone(),
+        });
+    }
     let build = |offload: bool| {
         let mut builder = tun_rs::DeviceBuilder::new()
             .name(&iface.name)
             .mtu(iface.mtu)
             .offload(offload);
-        builder = match iface.address {
-            ipnet::IpNet::V4(n) => builder.ipv4(n.addr(), n.prefix_len(), None),
-            ipnet::IpNet::V6(n) => builder.ipv6(n.addr(), n.prefix_len()),
-        };
+        for address in &iface.addresses {
+            builder = match *address {
+                ipnet::IpNet::V4(n) => builder.ipv4(n.addr(), n.prefix_len(), None),
+                ipnet::IpNet::V6(n) => builder.ipv6(n.addr(), n.prefix_len()),
+            };
+        }
         builder.build_async()
     };
     // Offload (IFF_VNET_HDR + TSO) lets one read carry up to 64 KiB of TCP;
@@ -131,6 +171,20 @@ fn create_tun(cfg: &Config) -> Result<tun_rs::AsyncDevice, StartError> {
             name: iface.name.clone(),
             source,
         })
+}
+
+/// Route every peer's `allowed_ips` through the TUN device (removing what
+/// a crashed run of this network left first). A prefix that cannot be
+/// routed is a warning, not a reason to stay down: the others work.
+fn start_routes(cfg: &Config, tun: &tun_rs::AsyncDevice) -> Result<routes::Routes, StartError> {
+    let iface = &cfg.interface;
+    let ifindex = tun.if_index().map_err(|source| StartError::Tun {
+        name: iface.name.clone(),
+        source,
+    })?;
+    let table = routes::table_id(iface.listen_port, &iface.name);
+    let r = routes::Routes::new(&iface.name, ifindex, table, &iface.addresses)?;
+    Ok(r)
 }
 
 /// The hard-NAT budget, with pool sockets capped to leave 256 descriptors
@@ -172,8 +226,11 @@ fn raise_fd_limit() {
     }
 }
 
-/// Run until SIGINT or SIGTERM; `control` is the control socket's path.
-pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
+/// Run until SIGINT or SIGTERM. `cfg` was read from `source`, which a
+/// reload reads again; `control` is the control socket's path.
+pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<(), StartError> {
+    // Time to direct is measured from here.
+    let started = Instant::now();
     for w in &cfg.warnings {
         warn!("{w}");
     }
@@ -181,6 +238,18 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         info!("{note}");
     }
     let tun = create_tun(&cfg)?;
+    // Held until we exit: a second network sharing the directory would
+    // overwrite our peer cache and DHT sequence.
+    let _state_lock = match crate::discovery::cache::lock_state_dir(&cfg.discovery.state_dir) {
+        Ok(lock) => Some(lock),
+        Err(e @ crate::discovery::cache::LockError::InUse { .. }) => return Err(e.into()),
+        // The cache is an optimisation: without a writable directory we
+        // run without it (saving it warns as well).
+        Err(e) => {
+            warn!(error = %e, "running without the state directory's lock");
+            None
+        }
+    };
     raise_fd_limit();
     let udp = Udp::bind(cfg.interface.listen_port).map_err(|source| StartError::Bind {
         port: cfg.interface.listen_port,
@@ -188,9 +257,16 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
     })?;
     let local = udp.local_addr()?;
     let (gso, gro) = udp.offloads();
+    let routes = start_routes(&cfg, &tun)?;
+    let addresses: Vec<String> = cfg
+        .interface
+        .addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     info!(
         interface = %cfg.interface.name,
-        address = %cfg.interface.address,
+        address = %addresses.join(", "),
         listen = %local,
         public_key = %cfg.interface.private_key.public(),
         peers = cfg.peers.len(),
@@ -243,9 +319,9 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         cfg.peers
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| match &p.endpoint {
-                Some(Endpoint::Host { host, port }) => Some((PeerId(i), host.clone(), *port)),
-                _ => None,
+            .filter_map(|(i, p)| {
+                let (host, port) = endpoint_name(p)?;
+                Some((PeerId(i), host, port))
             })
             .collect(),
     );
@@ -259,6 +335,11 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
     };
     let mapped = portmap.watch();
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(8);
+    if let Some(addr) = cfg.metrics.listen {
+        let bound = http::serve(addr, control_tx.clone())
+            .map_err(|source| StartError::MetricsBind { addr, source })?;
+        info!(addr = %bound, "metrics on http://{bound}/metrics");
+    }
     control::serve(&control, control_tx)?;
     notify::ready();
 
@@ -271,11 +352,11 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         found,
         control: control_rx,
         interface: cfg.interface.name.clone(),
-        address: cfg.interface.address,
+        addresses: cfg.interface.addresses.clone(),
+        routes,
         listen: local,
         stun,
         names,
-        tcp_ports: cfg.peers.iter().map(|p| p.tcp_port).collect(),
         mapped,
         portmap,
         puncher: Puncher::new(punch_budget(), now, punch_seed),
@@ -283,10 +364,24 @@ pub async fn run(cfg: Config, control: PathBuf) -> Result<(), StartError> {
         tcp,
         record_seqs: Vec::new(),
         recv_errors: RecvErrors::default(),
+        started,
+        metrics: metrics::Metrics::default(),
+        pings: ping::Pings::default(),
+        systemd_status: String::new(),
+        ids: (0..cfg.peers.len()).map(PeerId).collect(),
+        config: cfg,
+        source,
     };
     shell.flush().await;
+    // After the first handshakes left: nothing delays them.
+    shell.sync_routes();
     let result = shell.run().await;
     notify::stopping();
+    if let Err(errors) = shell.routes.clear() {
+        for e in errors {
+            warn!("{e}");
+        }
+    }
     // Remove our port mapping from the router on the way out.
     if tokio::time::timeout(Duration::from_secs(3), shell.portmap.shutdown())
         .await
@@ -307,16 +402,16 @@ struct Shell {
     found: Option<tokio::sync::mpsc::UnboundedReceiver<crate::discovery::rendezvous::Found>>,
     control: tokio::sync::mpsc::Receiver<control::Request>,
     interface: String,
-    /// Our overlay address (for `status`).
-    address: ipnet::IpNet,
+    /// Our overlay addresses (for `status`).
+    addresses: Vec<ipnet::IpNet>,
+    /// The kernel routes for the peers' `allowed_ips` (a reload calls
+    /// `apply` with the new peers' prefixes, [`routes::prefixes`]).
+    routes: routes::Routes,
     listen: SocketAddr,
     /// STUN from the data socket.
     stun: reflexive::Reflexive,
     /// Background DNS of the STUN servers and named endpoints.
     names: names::Names,
-    /// Each peer's relay `tcp_port` (indexed by peer), for a relay whose
-    /// endpoint name resolves after start.
-    tcp_ports: Vec<Option<u16>>,
     /// The router port mapping, as the port mapper last saw it.
     mapped: tokio::sync::watch::Receiver<Option<crate::nat::portmap::Mapping>>,
     portmap: crate::nat::portmap::PortMapper,
@@ -328,6 +423,29 @@ struct Shell {
     /// The seq of each peer's last record seen (indexed by peer).
     record_seqs: Vec<Option<i64>>,
     recv_errors: RecvErrors,
+    /// When `run` began: time to direct counts from here.
+    started: Instant,
+    /// The counters only the shell sees; the core's are copied in when
+    /// rendered ([`metrics`]).
+    metrics: metrics::Metrics,
+    /// Running `kith ping` requests.
+    pings: ping::Pings,
+    /// The last `STATUS=` summary sent to systemd.
+    systemd_status: String,
+    /// Where the config came from, to read it again on a reload.
+    source: ConfigSource,
+    /// The config in effect (the one read at start, or the last reload's).
+    config: Config,
+    /// The core's id of each of `config.peers`, in order.
+    ids: Vec<PeerId>,
+}
+
+/// A peer's endpoint when it is a DNS name (`names` resolves those).
+fn endpoint_name(p: &crate::config::Peer) -> Option<(String, u16)> {
+    match &p.endpoint {
+        Some(Endpoint::Host { host, port }) => Some((host.clone(), *port)),
+        _ => None,
+    }
 }
 
 /// Failed reads of the data socket. One is no reason to stop (an ICMP error
@@ -362,6 +480,17 @@ async fn next_found(
 ) -> Option<crate::discovery::rendezvous::Found> {
     match rx {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next tick of the systemd watchdog, or never when systemd does not
+/// watch us.
+async fn next_watchdog(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(w) => {
+            w.tick().await;
+        }
         None => std::future::pending().await,
     }
 }
@@ -446,11 +575,20 @@ impl Shell {
         let mut b = Buffers::new(self.mtu);
         let mut tick = tokio::time::interval(discover::TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Fed from this loop, never from a task of its own: a loop stuck
+        // anywhere stops feeding it.
+        let mut watchdog = notify::watchdog_interval().map(|every| {
+            debug!(every = ?every, "feeding the systemd watchdog");
+            let mut w = tokio::time::interval(every);
+            w.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            w
+        });
         loop {
             let deadline = [
                 self.node.poll_timeout(),
                 self.stun.poll_timeout(),
                 self.puncher.poll_timeout(),
+                self.pings.poll_timeout(),
             ]
             .into_iter()
             .flatten()
@@ -461,7 +599,9 @@ impl Shell {
                 _ = term.recv() => { info!("SIGTERM: shutting down"); return Ok(()); }
                 _ = int.recv() => { info!("SIGINT: shutting down"); return Ok(()); }
                 _ = hup.recv() => {
-                    warn!("SIGHUP: config reload is not supported yet; restart kith to apply changes");
+                    // As `kith reload`; the outcome is in the log.
+                    debug!("SIGHUP: reading the config file again");
+                    self.reload(Instant::now());
                 }
                 r = self.udp.recv(&mut b.udp_in) => {
                     let r = match r {
@@ -505,7 +645,9 @@ impl Shell {
                     self.node.handle_timeout(now);
                     self.stun.handle_timeout(now);
                     self.puncher.handle_timeout(now);
+                    self.pings.handle_timeout(now, &mut self.node);
                 }
+                _ = next_watchdog(&mut watchdog) => notify::watchdog(),
                 Some(d) = self.pools.recv() => {
                     // Through the same path as the data socket's datagrams.
                     let len = d.data.len().min(b.udp_in.len());
@@ -554,18 +696,23 @@ impl Shell {
                     let now = Instant::now();
                     match resolved {
                         names::Resolved::Stun(servers) => self.stun.set_servers(servers, now),
-                        names::Resolved::Endpoint { peer, addr } => {
-                            info!(peer = %self.node.peer_name(peer), %addr, "endpoint name resolved");
-                            if let Some(port) = self.tcp_ports.get(peer.0).copied().flatten() {
+                        names::Resolved::Endpoint { peer, host, addr } => {
+                            // Unless a reload changed the name since.
+                            let Some(p) = self
+                                .peer_config(peer)
+                                .filter(|p| endpoint_name(p) == Some((host, addr.port())))
+                            else {
+                                continue;
+                            };
+                            if let Some(port) = p.tcp_port {
                                 self.tcp.add_link(addr, SocketAddr::new(addr.ip(), port));
                             }
-                            self.discovery.set_static_endpoint(&mut self.node, now, peer, addr);
+                            info!(peer = %self.node.peer_name(peer), %addr, "endpoint name resolved");
+                            self.discovery.set_static_endpoint(&mut self.node, now, peer, Some(addr));
                         }
                     }
                 }
-                Some(req) = self.control.recv() => {
-                    let _ = req.reply.send(self.status(Instant::now()));
-                }
+                Some(req) = self.control.recv() => self.on_control(req),
                 found = next_found(&mut self.found) => match found {
                     Some(f) => {
                         let now = Instant::now();
@@ -746,8 +893,16 @@ impl Shell {
                 debug!(addr = %dst, error = %e, "STUN send failed");
             }
         }
+        while let Some(r) = self.node.poll_ping_reply() {
+            let (node, tcp) = (&self.node, &self.tcp);
+            self.pings
+                .on_reply(&r, |seq, name| pong_line(node, tcp, seq, name, &r));
+        }
+        let mut events = false;
         while let Some(e) = self.node.poll_event() {
+            events = true;
             self.discovery.on_event(&self.node, Instant::now(), &e);
+            self.count_event(now, &e);
             match e {
                 Event::Connected {
                     peer,
@@ -763,7 +918,147 @@ impl Shell {
             }
             self.log_event(e);
         }
+        if events || self.systemd_status.is_empty() {
+            self.tell_systemd();
+        }
         self.punch_actions().await;
+    }
+
+    /// The metrics an event moves: path changes, the first direct packet.
+    fn count_event(&mut self, now: Instant, e: &Event) {
+        let since_start = now.saturating_duration_since(self.started);
+        match *e {
+            Event::Connected {
+                peer,
+                via: Via::Direct(_),
+            } => self.metrics.direct(peer.0, since_start),
+            Event::DirectAgain { peer, .. } => {
+                self.metrics.direct(peer.0, since_start);
+                self.metrics.path_changed(peer.0);
+            }
+            Event::EndpointChanged { peer, .. }
+            | Event::Relayed { peer, .. }
+            | Event::RelayChanged { peer, .. } => self.metrics.path_changed(peer.0),
+            _ => {}
+        }
+    }
+
+    /// `STATUS=` for `systemctl status`, when the summary changed.
+    fn tell_systemd(&mut self) {
+        let (mut connected, mut relayed, mut peers) = (0, 0, 0);
+        for id in self.node.peer_ids() {
+            let Some(st) = self.node.peer_status(id) else {
+                continue;
+            };
+            peers += 1;
+            connected += usize::from(st.connected);
+            relayed += usize::from(st.connected && st.relay.is_some());
+        }
+        let summary = notify::peer_summary(peers, connected, relayed);
+        if summary != self.systemd_status {
+            notify::status(&summary);
+            self.systemd_status = summary;
+        }
+    }
+
+    fn on_control(&mut self, req: control::Request) {
+        let now = Instant::now();
+        match req {
+            control::Request::Status { reply } => {
+                let _ = reply.send(self.status(now));
+            }
+            control::Request::Metrics { reply } => {
+                let _ = reply.send(self.render_metrics(now));
+            }
+            control::Request::Reload { reply } => {
+                let _ = reply.send(self.reload(now));
+            }
+            control::Request::Ping { peer, count, reply } => match self.find_peer(&peer) {
+                Ok(id) => {
+                    let name = self.node.peer_name(id).to_string();
+                    self.pings.start(now, id, name, count, reply);
+                    self.pings.handle_timeout(now, &mut self.node);
+                }
+                Err(message) => {
+                    let _ = reply.try_send(control::PingLine::Error { message });
+                }
+            },
+        }
+    }
+
+    /// A peer by its name or public key; the error lists the known ones.
+    fn find_peer(&self, name_or_key: &str) -> Result<PeerId, String> {
+        let found = self.node.peer_ids().find(|id| {
+            self.node.peer_name(*id) == name_or_key
+                || self
+                    .node
+                    .peer_status(*id)
+                    .is_some_and(|s| s.public_key.to_string() == name_or_key)
+        });
+        found.ok_or_else(|| {
+            let known: Vec<String> = self
+                .node
+                .peer_ids()
+                .map(|id| format!("{:?}", self.node.peer_name(id)))
+                .collect();
+            if known.is_empty() {
+                format!("unknown peer {name_or_key:?}: this node has no peers")
+            } else {
+                format!(
+                    "unknown peer {name_or_key:?}; known peers: {} (a name or a public key)",
+                    known.join(", ")
+                )
+            }
+        })
+    }
+
+    /// The members the relay service `s` carried anything for.
+    fn relay_members<'a>(
+        &'a self,
+        s: &'a crate::relay::RelayService,
+    ) -> impl Iterator<Item = (PeerId, crate::relay::MemberStats)> + 'a {
+        self.node
+            .peer_ids()
+            .filter_map(|id| Some(id).zip(s.member(id.0)))
+            .filter(|(_, m)| *m != Default::default())
+    }
+
+    /// The Prometheus text: the shell's counters with the core's copied in.
+    fn render_metrics(&mut self, now: Instant) -> String {
+        let relay_service = self
+            .node
+            .relay_service()
+            .map(|s| metrics::RelayServiceMetrics {
+                refused_unknown: s.refused_unknown,
+                refused_no_session: s.refused_no_session,
+                members: self
+                    .relay_members(s)
+                    .map(|(id, c)| metrics::RelayMemberMetrics {
+                        name: self.node.peer_name(id).to_string(),
+                        forwarded_bytes: c.forwarded_bytes,
+                        forwarded_packets: c.forwarded_packets,
+                        delivered_bytes: c.delivered_bytes,
+                        dropped_rate: c.dropped_rate,
+                    })
+                    .collect(),
+            });
+        let m = &mut self.metrics;
+        m.uptime = now.saturating_duration_since(self.started);
+        for id in self.node.peer_ids() {
+            if let Some(st) = self.node.peer_status(id) {
+                m.set_peer(id.0, &st);
+            }
+        }
+        // A reload leaves removed peers' ids as tombstones.
+        let live: std::collections::HashSet<usize> =
+            self.node.peer_ids().map(|id| id.0).collect();
+        m.retain_peers(|i| live.contains(&i));
+        let hs = self.node.handshake_stats();
+        m.handshakes_refused = hs.refused;
+        m.cookies_sent = hs.cookies_sent;
+        m.tcp_dropped = self.tcp.dropped;
+        m.relay_service = relay_service;
+        metrics::render(m)
     }
 
     /// Start hard-NAT traversal for each peer without a path whose NAT and
@@ -790,6 +1085,7 @@ impl Shell {
             if !self.puncher.start(now, id, &strategy) {
                 continue;
             }
+            self.metrics.punch_started(id.0);
             let b = self.puncher.budget();
             let peer = self.node.peer_name(id);
             match strategy {
@@ -884,6 +1180,8 @@ impl Shell {
                     outcome,
                     probes,
                 } => {
+                    self.metrics
+                        .punch_finished(peer.0, outcome == Outcome::Connected);
                     let peer = self.node.peer_name(peer);
                     match outcome {
                         Outcome::Connected => {
@@ -1086,7 +1384,7 @@ impl Shell {
             interface: self.interface.clone(),
             public_key: self.node.public_key().to_string(),
             listen: self.listen.to_string(),
-            addresses: vec![self.address.to_string()],
+            addresses: self.addresses.iter().map(ToString::to_string).collect(),
             dht: self.discovery.dht_status(),
             nat: control::NatStatus {
                 mapping: self.stun.behaviour.map(|b| match b.mapping {
@@ -1120,25 +1418,31 @@ impl Shell {
                     refused_unknown: s.refused_unknown,
                     refused_no_session: s.refused_no_session,
                     members: self
-                        .node
-                        .peer_ids()
-                        .filter_map(|id| {
-                            let m = s.member(id.0)?;
-                            (m != Default::default()).then(|| control::RelayMemberReport {
-                                name: self.node.peer_name(id).to_string(),
-                                forwarded_bytes: m.forwarded_bytes,
-                                forwarded_packets: m.forwarded_packets,
-                                delivered_bytes: m.delivered_bytes,
-                                dropped_rate: m.dropped_rate,
-                                transport: self
-                                    .node
-                                    .peer_status(id)
-                                    .and_then(|p| p.endpoint)
-                                    .map(|ep| self.tcp.transport(ep).to_string()),
-                            })
+                        .relay_members(s)
+                        .map(|(id, m)| control::RelayMemberReport {
+                            name: self.node.peer_name(id).to_string(),
+                            forwarded_bytes: m.forwarded_bytes,
+                            forwarded_packets: m.forwarded_packets,
+                            delivered_bytes: m.delivered_bytes,
+                            dropped_rate: m.dropped_rate,
+                            transport: self
+                                .node
+                                .peer_status(id)
+                                .and_then(|p| p.endpoint)
+                                .map(|ep| self.tcp.transport(ep).to_string()),
                         })
                         .collect(),
                 }),
+        }
+    }
+
+    /// Make the kernel's routes through the TUN device match every peer's
+    /// `allowed_ips` in the config in effect (called after a reload applied).
+    fn sync_routes(&mut self) {
+        if let Err(errors) = self.routes.apply(&routes::prefixes(&self.config.peers)) {
+            for e in errors {
+                warn!("{e}");
+            }
         }
     }
 
@@ -1178,6 +1482,39 @@ impl Shell {
                 debug!(peer = %self.node.peer_name(peer), "no known address answers")
             }
         }
+    }
+}
+
+/// The `kith ping` line for a pong: the path it came back on, in the
+/// words `status` uses.
+fn pong_line(
+    node: &Node,
+    tcp: &tcp::TcpTransport,
+    seq: u32,
+    name: &str,
+    reply: &crate::core::PingReply,
+) -> control::PingLine {
+    let (path, endpoint, relay, transport) = match reply.via {
+        Via::Direct(addr) => ("direct", Some(tcp.display(addr)), None, None),
+        Via::Relay(r) => {
+            let hop = node.peer_status(r).and_then(|h| h.endpoint);
+            let transport = hop.map_or("udp", |ep| tcp.transport(ep)).to_string();
+            (
+                "relayed",
+                None,
+                Some(node.peer_name(r).to_string()),
+                Some(transport),
+            )
+        }
+    };
+    control::PingLine::Pong {
+        seq,
+        peer: name.to_string(),
+        path: path.to_string(),
+        endpoint,
+        relay,
+        transport,
+        rtt_us: u64::try_from(reply.rtt.as_micros()).unwrap_or(u64::MAX),
     }
 }
 

@@ -113,6 +113,7 @@ impl Pools {
 
     fn member(&self, peer: PeerId, socket: usize, targets: &[SocketAddr]) -> io::Result<Member> {
         let std = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        super::routes::mark_or_log(std::os::fd::AsRawFd::as_raw_fd(&std), "hard-NAT pool");
         std.set_nonblocking(true)?;
         let sock = Arc::new(UdpSocket::from_std(std)?);
         let reader = tokio::spawn(read(

@@ -22,7 +22,7 @@ pub const MAX_GSO_SEGMENTS: usize = 64;
 /// Largest payload one GSO send may carry.
 pub const MAX_GSO_BYTES: usize = 65_000;
 
-fn setsockopt(
+pub(super) fn setsockopt(
     fd: libc::c_int,
     level: libc::c_int,
     opt: libc::c_int,
@@ -79,6 +79,9 @@ impl Udp {
         let sock = StdUdp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))?;
         let fd = sock.as_raw_fd();
         size_buffers(fd);
+        // Tunnel and STUN traffic must not follow a default route into
+        // the tunnel itself.
+        super::routes::mark_or_log(fd, "data");
         let gro = setsockopt(fd, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
         sock.set_nonblocking(true)?;
         Ok(Self {

@@ -31,12 +31,13 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, tcp::OwnedReadHalf, tcp::OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, tcp::OwnedReadHalf, tcp::OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -168,7 +169,7 @@ impl TcpTransport {
     ) -> io::Result<Self> {
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         if let Some(port) = listen_port {
-            let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await?;
+            let listener = listen(port)?;
             info!(port, "relay: listening on TCP");
             tokio::spawn(accept_loop(listener, events_tx.clone()));
         }
@@ -202,6 +203,24 @@ impl TcpTransport {
                 attempt: 0,
             },
         );
+    }
+
+    /// Forget the relay at `udp` (its peer left the config, or its
+    /// endpoint or `tcp_port` changed): its connection, if any, closes.
+    pub fn remove_link(&mut self, udp: SocketAddr) {
+        if let Some(link) = self.links.remove(&udp)
+            && link.writer.is_some()
+        {
+            info!(relay = %udp, tcp = %link.tcp, "relay: closing the TCP connection to a relay no longer configured");
+        }
+    }
+
+    /// Close a member's connection to us (the member left the config).
+    pub fn close_inbound(&mut self, addr: SocketAddr) {
+        if let Some(c) = self.inbound.remove(&addr) {
+            debug!(from = %c.real, "relay: closing the TCP connection of a removed member");
+            c.abort.abort();
+        }
     }
 
     pub fn listen_port(&self) -> Option<u16> {
@@ -535,8 +554,29 @@ async fn serve_connection(
     }
 }
 
+/// The relay's listener, marked like every underlay socket: its accepted
+/// connections (and their SYN-ACKs) take the listener's mark, so they do
+/// not follow a default route into the tunnel either.
+fn listen(port: u16) -> io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    super::routes::mark_or_log(socket.as_raw_fd(), "relay TCP listener");
+    socket.bind(SocketAddr::from(([0, 0, 0, 0], port)))?;
+    socket.listen(1024)
+}
+
+/// A connection to a relay, marked (see [`listen`]).
+async fn dial(tcp: SocketAddr) -> io::Result<TcpStream> {
+    let socket = match tcp {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    super::routes::mark_or_log(socket.as_raw_fd(), "relay TCP");
+    socket.connect(tcp).await
+}
+
 async fn connect(relay: SocketAddr, tcp: SocketAddr, attempt: u64, events: mpsc::Sender<Event>) {
-    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(tcp)).await {
+    match tokio::time::timeout(CONNECT_TIMEOUT, dial(tcp)).await {
         Ok(Ok(stream)) => {
             let (tx, rx) = mpsc::channel(WRITE_QUEUE);
             if events

@@ -2,7 +2,10 @@
 //! - `peers.json`: each peer's last candidates that led to a session, so a
 //!   restart while the DHT is unreachable still finds its peers;
 //! - `dht-seq`: the last BEP 44 sequence number we published, so `seq`
-//!   stays monotonic across restarts.
+//!   stays monotonic across restarts;
+//! - `lock`: held (flock) by the daemon that owns the directory, so two
+//!   networks pointed at one directory fail at start instead of
+//!   overwriting each other's cache and sequence.
 //!
 //! Writes go to a temporary file and are renamed into place: a crash never
 //! leaves a half-written cache.
@@ -90,6 +93,11 @@ impl PeerCache {
         self.peers.get(&peer.to_string())
     }
 
+    /// Drop a peer's entry (it left the config); true if there was one.
+    pub fn forget(&mut self, peer: &PublicKey) -> bool {
+        self.peers.remove(&peer.to_string()).is_some()
+    }
+
     /// Remember what worked; returns true if anything changed.
     pub fn remember(
         &mut self,
@@ -127,10 +135,78 @@ pub fn save_seq(state_dir: &Path, seq: i64) -> Result<(), CacheError> {
     write_atomically(&state_dir.join("dht-seq"), seq.to_string().as_bytes())
 }
 
+/// The state directory's owner: the lock is held while this lives (the
+/// kernel drops it when the process dies, so a crash leaves nothing stale).
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "state directory {dir} is in use by another kith daemon (another network?). Give each \
+         network its own: `kith up --state-dir /var/lib/kith/NETWORK` (kith@NETWORK.service \
+         does this) or [discovery] state_dir in one of the files"
+    )]
+    InUse { dir: PathBuf },
+    #[error("cannot lock state directory {dir}: {source}")]
+    Io { dir: PathBuf, source: io::Error },
+}
+
+/// Create `state_dir` if needed (0700) and take its lock without waiting.
+pub fn lock_state_dir(state_dir: &Path) -> Result<StateLock, LockError> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::DirBuilderExt as _;
+    let io = |source| LockError::Io {
+        dir: state_dir.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(io)?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(state_dir.join("lock"))
+        .map_err(io)?;
+    // SAFETY: flock on a descriptor we own; it changes no memory.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(if e.kind() == io::ErrorKind::WouldBlock {
+            LockError::InUse {
+                dir: state_dir.to_path_buf(),
+            }
+        } else {
+            io(e)
+        });
+    }
+    Ok(StateLock { _file: file })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::identity::SecretKey;
+
+    #[test]
+    fn a_second_owner_of_a_state_dir_is_refused_until_the_first_is_gone() {
+        let dir = std::env::temp_dir().join(format!("kith-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = lock_state_dir(&dir).expect("first lock");
+        // flock is per open file description: a second open conflicts even
+        // in the same process, as a second daemon would.
+        let second = lock_state_dir(&dir).unwrap_err();
+        assert!(matches!(second, LockError::InUse { .. }), "{second}");
+        assert!(second.to_string().contains("--state-dir"), "{second}");
+        drop(first);
+        lock_state_dir(&dir).expect("free again once the first owner is gone");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn round_trip_and_corruption() {

@@ -7,6 +7,8 @@
 
 use std::net::{SocketAddr, SocketAddrV4, ToSocketAddrs};
 
+use tracing::warn;
+
 /// How to run one DHT node.
 #[derive(Debug, Clone)]
 pub struct DhtSettings {
@@ -18,6 +20,10 @@ pub struct DhtSettings {
     pub bootstrap: Vec<String>,
     /// Answer other nodes' queries and store their items.
     pub server: bool,
+    /// Mark the node's socket as kith's own underlay traffic (the daemon,
+    /// so a default route through the tunnel does not take the DHT with
+    /// it: `daemon::routes`); `kith dht-node` has no tunnel.
+    pub mark: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +72,23 @@ pub fn build(settings: &DhtSettings) -> Result<mainline::Dht, DhtError> {
     if settings.server {
         builder.server_mode();
     }
-    builder.build().map_err(|source| DhtError::Bind {
+    let dht = builder.build().map_err(|source| DhtError::Bind {
         port: settings.port,
         source,
-    })
+    })?;
+    if settings.mark {
+        // mainline keeps its socket to itself: find it by its port. Its
+        // first bootstrap queries may leave before this; while its routing
+        // table is empty it asks again.
+        #[allow(deprecated)] // the blocking twin of the async `info`, fine here
+        let port = dht.info().local_addr().port();
+        match crate::daemon::routes::mark_udp_port(port) {
+            Ok(1) => {}
+            Ok(n) => warn!(port, sockets = n, "expected one DHT socket to mark"),
+            Err(e) => {
+                warn!(port, error = %e, "cannot mark the DHT socket; a default route through the tunnel would carry it")
+            }
+        }
+    }
+    Ok(dht)
 }

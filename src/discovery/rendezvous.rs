@@ -8,7 +8,7 @@
 //! retried in the background.
 //!
 //! Flow:
-//! - `publish(candidates, nat)` → seal and sign a record (seq persisted, so
+//! - `publish(candidates, nat, relays)` → seal and sign a record (seq persisted, so
 //!   it is monotonic across restarts) → `put_mutable`; republished on change
 //!   (changes within [`COALESCE`] make one put) and every
 //!   [`REPUBLISH_EVERY`] so it never falls out of the DHT;
@@ -59,9 +59,6 @@ pub struct Settings {
     pub secret: Option<crate::identity::NetworkSecret>,
     pub dht: DhtSettings,
     pub state_dir: PathBuf,
-    /// Keys of the members we may be reached through (`[relay] via`),
-    /// published in every record.
-    pub relays: Vec<[u8; 32]>,
 }
 
 /// A finished lookup: the record and its seq, or why there was none.
@@ -87,6 +84,8 @@ pub enum Found {
 struct Ours {
     candidates: Vec<Candidate>,
     nat: Option<NatBehaviour>,
+    /// Keys of the members we may be reached through (`[relay] via`).
+    relays: Vec<[u8; 32]>,
 }
 
 enum Command {
@@ -109,10 +108,19 @@ impl Rendezvous {
         (Self { tx }, found_rx)
     }
 
-    /// Publish (or republish) our record with these candidates and NAT
-    /// facts.
-    pub fn publish(&self, candidates: Vec<Candidate>, nat: Option<NatBehaviour>) {
-        let _ = self.tx.send(Command::Publish(Ours { candidates, nat }));
+    /// Publish (or republish) our record with these candidates, NAT facts
+    /// and relays (keys of the members we may be reached through).
+    pub fn publish(
+        &self,
+        candidates: Vec<Candidate>,
+        nat: Option<NatBehaviour>,
+        relays: Vec<[u8; 32]>,
+    ) {
+        let _ = self.tx.send(Command::Publish(Ours {
+            candidates,
+            nat,
+            relays,
+        }));
     }
 
     /// Look `peer` up; a lookup already running for it is not repeated.
@@ -238,7 +246,7 @@ impl Actor {
         let body = RecordBody {
             timestamp: now,
             candidates: ours.candidates,
-            relays: self.settings.relays.clone(),
+            relays: ours.relays,
             nat: ours.nat,
         };
         let mut nonce = [0u8; RECORD_NONCE_LEN];

@@ -111,6 +111,21 @@ impl Host {
             .map(drop)
     }
 
+    /// Writes `/etc/netns/<netns>/<name>`, which every later command run
+    /// in this namespace (`ip netns exec`, so also the kith daemon) sees as
+    /// `/etc/<name>`: a `resolv.conf` or `hosts` of the host's own. The
+    /// file is rewritten in place, so a daemon already running sees the
+    /// new text through its bind mount (a `hosts` entry added later). The
+    /// lab removes the directory with the namespace.
+    pub fn set_etc_file(&self, name: &str, text: &str) -> Result<()> {
+        let dir = super::netns::etc_dir(&self.netns);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| LabError::io(format!("creating {}", dir.display()), e))?;
+        let path = dir.join(name);
+        std::fs::write(&path, text)
+            .map_err(|e| LabError::io(format!("writing {}", path.display()), e))
+    }
+
     /// The IPv4 addresses on `dev` (empty if it does not exist yet).
     pub fn addresses(&self, dev: &str) -> Vec<Ipv4Addr> {
         let out = sys::output(sys::ip(&self.netns).args(["-4", "-br", "addr", "show", "dev", dev]));

@@ -24,6 +24,9 @@ pub struct KithSpec {
     pub interface: String,
     /// Overlay address in CIDR form, e.g. `100.96.0.1/16`.
     pub address: String,
+    /// More overlay addresses (an IPv6 one, e.g. `fd00:6b::1/64`); with
+    /// any, `address` is written as a list.
+    pub extra_addresses: Vec<String>,
     pub listen_port: u16,
     pub key: SecretKey,
     pub peers: Vec<PeerSpec>,
@@ -34,8 +37,26 @@ pub struct KithSpec {
     pub discovery: DiscoverySpec,
     /// `[relay]`; left out of the file when it has no keys.
     pub relay: RelaySpec,
+    /// `[metrics]`; left out of the file when it has no keys.
+    pub metrics: MetricsSpec,
     /// `KITH_LOG` for the daemon, e.g. `info` or `debug`.
     pub log_level: String,
+    /// More environment for the daemon (e.g. a fake systemd's
+    /// `NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
+}
+
+/// The `[metrics]` table; a `None` key is left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MetricsSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+impl MetricsSpec {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// The `[network]` table. A `None` key is left out of the file (the daemon's
@@ -66,6 +87,11 @@ pub struct DiscoverySpec {
     /// Always written: lab daemons must never ask the public STUN servers
     /// (the default); empty turns STUN off, a test lists its own servers.
     pub stun: Vec<String>,
+    /// Leave `stun` out of the file so the daemon uses its default (named,
+    /// public) servers: only for a test whose namespace can resolve no
+    /// name and reach nothing outside the lab (see `Host::set_etc_file`).
+    #[serde(skip)]
+    pub default_stun: bool,
     /// Always written; off unless a test runs a mapping router.
     pub port_mapping: bool,
 }
@@ -112,26 +138,35 @@ impl KithSpec {
         Self {
             interface: "kith0".into(),
             address: address.into(),
+            extra_addresses: Vec::new(),
             listen_port: 51871,
             key,
             peers: Vec::new(),
             network: NetworkSpec::default(),
             discovery: DiscoverySpec::default(),
             relay: RelaySpec::default(),
+            metrics: MetricsSpec::default(),
             log_level: std::env::var("KITH_LOG").unwrap_or_else(|_| "info".into()),
+            env: Vec::new(),
         }
     }
 
-    /// Adds a peer that may send from `overlay` (a /32) and, if `endpoint`
-    /// is given, is contacted there.
+    /// Adds a peer that may send from its overlay addresses (each a /32 or
+    /// /128) and, if `endpoint` is given, is contacted there.
     pub fn peer(mut self, name: &str, other: &KithSpec, endpoint: Option<String>) -> Self {
         let overlay = other
             .overlay_ip()
             .map_or_else(|_| other.address.clone(), |ip| format!("{ip}/32"));
+        let mut allowed_ips = vec![overlay];
+        allowed_ips.extend(other.extra_addresses.iter().map(|cidr| {
+            let addr = cidr.split('/').next().unwrap_or(cidr);
+            let len = if addr.contains(':') { 128 } else { 32 };
+            format!("{addr}/{len}")
+        }));
         self.peers.push(PeerSpec {
             name: name.into(),
             public_key: other.key.public().to_string(),
-            allowed_ips: vec![overlay],
+            allowed_ips,
             endpoint,
             keepalive: None,
             tcp_port: None,
@@ -162,31 +197,57 @@ impl KithSpec {
             discovery: &'a DiscoverySpec,
             #[serde(skip_serializing_if = "RelaySpec::is_empty")]
             relay: &'a RelaySpec,
+            #[serde(skip_serializing_if = "MetricsSpec::is_empty")]
+            metrics: &'a MetricsSpec,
             peer: &'a [PeerSpec],
+        }
+        #[derive(Serialize)]
+        #[serde(untagged)]
+        enum Address<'a> {
+            One(&'a str),
+            List(Vec<&'a str>),
         }
         #[derive(Serialize)]
         struct Interface<'a> {
             name: &'a str,
-            address: &'a str,
+            address: Address<'a>,
             private_key_file: String,
             listen_port: u16,
         }
         let file = File {
             interface: Interface {
                 name: &self.interface,
-                address: &self.address,
+                address: if self.extra_addresses.is_empty() {
+                    Address::One(&self.address)
+                } else {
+                    Address::List(
+                        std::iter::once(self.address.as_str())
+                            .chain(self.extra_addresses.iter().map(String::as_str))
+                            .collect(),
+                    )
+                },
                 private_key_file: key_file.display().to_string(),
                 listen_port: self.listen_port,
             },
             network: &self.network,
             discovery: &self.discovery,
             relay: &self.relay,
+            metrics: &self.metrics,
             peer: &self.peers,
         };
-        toml::to_string(&file).map_err(|e| LabError::Parse {
+        let err = |e: &dyn std::fmt::Display| LabError::Parse {
             cmd: "rendering a kith config".into(),
             detail: e.to_string(),
-        })
+        };
+        let mut value = toml::Value::try_from(&file).map_err(|e| err(&e))?;
+        if self.discovery.default_stun
+            && let Some(discovery) = value
+                .get_mut("discovery")
+                .and_then(toml::Value::as_table_mut)
+        {
+            discovery.remove("stun");
+        }
+        toml::to_string(&value).map_err(|e| err(&e))
     }
 }
 
@@ -202,23 +263,31 @@ pub struct KithNode {
 }
 
 impl KithNode {
-    pub(crate) fn spawn(dir: &Path, host: &Host, bin: &Path, spec: KithSpec) -> Result<Self> {
+    /// `name` names its files in `dir` (`<name>.toml`, `.key`, `.log`,
+    /// `.sock`): the host's name, or another for a second daemon there.
+    pub(crate) fn spawn(
+        dir: &Path,
+        host: &Host,
+        name: &str,
+        bin: &Path,
+        spec: KithSpec,
+    ) -> Result<Self> {
         if !bin.is_file() {
             return Err(LabError::io(
                 format!("kith binary {}", bin.display()),
                 std::io::Error::from(std::io::ErrorKind::NotFound),
             ));
         }
-        let key = dir.join(format!("{}.key", host.name()));
+        let key = dir.join(format!("{name}.key"));
         write_file(&key, &(spec.key.to_base64() + "\n"), 0o600)?;
-        let config = dir.join(format!("{}.toml", host.name()));
+        let config = dir.join(format!("{name}.toml"));
         write_file(&config, &spec.render(&key)?, 0o644)?;
         let mut node = Self {
             host: host.clone(),
             bin: bin.to_owned(),
             spec,
             config,
-            log: dir.join(format!("{}.log", host.name())),
+            log: dir.join(format!("{name}.log")),
             child: None,
         };
         node.start()?;
@@ -287,6 +356,41 @@ impl KithNode {
                 cmd: format!("kith status in {}", self.host.netns()),
                 detail: format!("no peer named {name}"),
             })
+    }
+
+    /// Writes `spec` as the daemon's config file (same key file), leaving
+    /// the running daemon alone: [`reload`](Self::reload) or
+    /// [`sighup`](Self::sighup) make it read the file again. A later
+    /// [`start`](Self::start) uses it too.
+    pub fn rewrite_config(&mut self, spec: KithSpec) -> Result<()> {
+        let text = spec.render(&self.config.with_extension("key"))?;
+        self.write_config_text(&text)?;
+        self.spec = spec;
+        Ok(())
+    }
+
+    /// Writes `text` as the config file as is (e.g. an invalid one).
+    pub fn write_config_text(&self, text: &str) -> Result<()> {
+        write_file(&self.config, text, 0o644)
+    }
+
+    /// `kith reload --control PATH`: the exit code, stdout and stderr.
+    pub fn reload(&self) -> Result<(i32, String, String)> {
+        let mut cmd = std::process::Command::new(&self.bin);
+        cmd.arg("reload").arg("--control").arg(self.control_path());
+        let out = sys::output(&mut cmd)?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// SIGHUP to the daemon (a reload whose outcome goes to the log only).
+    pub fn sighup(&self) {
+        if let Some(pid) = self.pid() {
+            sys::signal(pid, libc::SIGHUP);
+        }
     }
 
     /// Polls `kith status` every 100 ms until `pred` holds for peer `name`;
@@ -379,7 +483,12 @@ impl KithNode {
             // control socket beside its config.
             .arg("--control")
             .arg(self.control_path())
-            .env("KITH_LOG", &self.spec.log_level);
+            // Each lab daemon owns a state directory (the daemon refuses a
+            // shared one); a state_dir in the file still wins.
+            .arg("--state-dir")
+            .arg(self.config.with_extension("state"))
+            .env("KITH_LOG", &self.spec.log_level)
+            .envs(self.spec.env.iter().map(|(k, v)| (k, v)));
         let marker = format!("starting kith in {}", self.host.netns());
         let child = sys::spawn_logged(&mut cmd, &self.log, &marker)?;
         self.child = Some(child);
@@ -561,6 +670,7 @@ mod tests {
             dht_server: Some(true),
             stun: vec!["198.18.0.3:3478".into()],
             port_mapping: false,
+            default_stun: false,
         };
         let c = crate::config::parse(&config, &a.render(&key).unwrap()).unwrap();
         assert_eq!(c.network.id.as_deref(), Some("lab"));
@@ -585,6 +695,26 @@ mod tests {
             (Some(2_500_000), Some(25_000_000))
         );
         assert_eq!(c.peers[0].tcp_port, Some(443));
+
+        // Only on request does a lab daemon get the default (named) servers.
+        a.discovery.default_stun = true;
+        let c = crate::config::parse(&config, &a.render(&key).unwrap()).unwrap();
+        assert_eq!(c.discovery.stun, crate::config::DEFAULT_STUN);
+        a.discovery.default_stun = false;
+
+        // An IPv6 address beside the IPv4 one: written as a list, and a
+        // peer of this node may send from both.
+        a.extra_addresses = vec!["fd00:6b::1/64".into()];
+        let c = crate::config::parse(&config, &a.render(&key).unwrap()).unwrap();
+        let addresses: Vec<String> = c
+            .interface
+            .addresses
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(addresses, ["100.96.0.1/16", "fd00:6b::1/64"]);
+        let b = b.peer("a", &a, None);
+        assert_eq!(b.peers[0].allowed_ips, ["100.96.0.1/32", "fd00:6b::1/128"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

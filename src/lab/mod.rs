@@ -64,8 +64,8 @@ pub use delay::DelayLink;
 pub use dht::{DHT_PORT, LabDht};
 pub use host::{Host, Iface};
 pub use internet::{Internet, Subnet, UdpCut, Uplink};
-pub use kith::{DiscoverySpec, KithNode, KithSpec, NetworkSpec, PeerSpec, RelaySpec};
-pub use ping::PingStats;
+pub use kith::{DiscoverySpec, KithNode, KithSpec, MetricsSpec, NetworkSpec, PeerSpec, RelaySpec};
+pub use ping::{PingStats, PingStream};
 pub use router::{NatKind, Router, RouterSpec};
 pub use switch::Switch;
 
@@ -214,7 +214,19 @@ impl Lab {
     /// Writes `spec`'s config and key file into the scratch directory and
     /// starts `kith up` (the binary at `bin`) inside `host`.
     pub fn spawn_kith(&self, host: &Host, bin: &Path, spec: KithSpec) -> Result<KithNode> {
-        KithNode::spawn(&self.dir, host, bin, spec)
+        KithNode::spawn(&self.dir, host, host.name(), bin, spec)
+    }
+
+    /// Like [`Lab::spawn_kith`], for a second daemon (another network) in
+    /// the same host: its files are named `name` instead of the host's.
+    pub fn spawn_kith_named(
+        &self,
+        host: &Host,
+        name: &str,
+        bin: &Path,
+        spec: KithSpec,
+    ) -> Result<KithNode> {
+        KithNode::spawn(&self.dir, host, name, bin, spec)
     }
 }
 

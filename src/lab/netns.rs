@@ -43,6 +43,14 @@ pub(crate) fn destroy(netns: &str) {
         }
     }
     let _ = sys::run(sys::ip("").args(["netns", "del", netns]));
+    // Files a test put there for `ip netns exec` (resolv.conf, hosts).
+    let _ = std::fs::remove_dir_all(etc_dir(netns));
+}
+
+/// `/etc/netns/<netns>`: `ip netns exec` bind-mounts each file in it over
+/// the one of the same name in `/etc`, for the command it runs.
+pub(crate) fn etc_dir(netns: &str) -> std::path::PathBuf {
+    std::path::Path::new("/etc/netns").join(netns)
 }
 
 /// Moves the calling thread into `netns`: sockets it creates afterwards

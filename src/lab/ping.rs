@@ -49,7 +49,77 @@ pub(crate) fn parse(output: &str) -> Option<PingStats> {
     })
 }
 
+/// A `ping` running in the background (see [`Host::ping_stream`]);
+/// killed if dropped before [`wait`](Self::wait).
+pub struct PingStream {
+    child: Option<std::process::Child>,
+    what: String,
+}
+
+impl PingStream {
+    /// Whether it is still sending (or waiting for its last reply).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits until every request was sent and the last reply came (or its
+    /// one-second wait ran out); what it sent and received.
+    pub fn wait(mut self) -> Result<PingStats> {
+        let Some(child) = self.child.take() else {
+            return Err(LabError::Parse {
+                cmd: self.what.clone(),
+                detail: "already waited for".into(),
+            });
+        };
+        let out = child
+            .wait_with_output()
+            .map_err(|e| LabError::io(format!("waiting for {}", self.what), e))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        parse(&stdout).ok_or_else(|| LabError::Parse {
+            cmd: self.what.clone(),
+            detail: format!(
+                "{} {}",
+                stdout.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    }
+}
+
+impl Drop for PingStream {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 impl Host {
+    /// Starts sending `count` echo requests to `dst`, `interval` apart, in
+    /// the background: a stream whose loss across some event [`PingStream::wait`]
+    /// counts exactly (every request gets its chance at a reply, which an
+    /// interrupted ping would not give the last one).
+    pub fn ping_stream(&self, dst: IpAddr, count: u32, interval: Duration) -> Result<PingStream> {
+        sys::require_tool("ping")?;
+        let mut cmd = self.command("ping");
+        cmd.args(["-n", "-q", "-W", "1", "-c", &count.to_string()])
+            .args(["-i", &format!("{:.3}", interval.as_secs_f64())])
+            .arg(dst.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let what = sys::describe(&cmd);
+        let child = cmd
+            .spawn()
+            .map_err(|e| LabError::io(format!("starting {what}"), e))?;
+        Ok(PingStream {
+            child: Some(child),
+            what,
+        })
+    }
+
     /// Sends `count` echo requests to `dst`, `interval` apart, waiting at most
     /// one second for the last reply. Lost replies are not an error.
     pub fn ping(&self, dst: IpAddr, count: u32, interval: Duration) -> Result<PingStats> {

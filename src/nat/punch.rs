@@ -531,6 +531,13 @@ impl<P: Copy + Eq + std::fmt::Debug> Puncher<P> {
         true
     }
 
+    /// The peer left the config: its attempt and history go, without an
+    /// outcome (the shell drops its pool itself).
+    pub fn forget(&mut self, peer: P) {
+        self.attempts.retain(|(a, _)| a.peer != peer);
+        self.history.retain(|h| h.peer != peer);
+    }
+
     /// The attempt cannot go on (no sockets): end it as spent, backing off.
     pub fn failed(&mut self, peer: P) {
         self.finish(peer, Outcome::Spent);
@@ -810,6 +817,22 @@ mod tests {
             strategy(Some(&easy()), Some(&v6), false, false, &b),
             Strategy::Ordinary
         );
+    }
+
+    #[test]
+    fn a_forgotten_peer_has_no_attempt_history_or_probes() {
+        let now = Instant::now();
+        let mut p = Puncher::new(Budget::default(), now, [1; 32]);
+        let easy_side = strategy(Some(&easy()), Some(&hard(None)), false, false, p.budget());
+        assert!(p.start(now, 7u8, &easy_side));
+        assert!(p.status(7).is_some());
+        p.forget(7);
+        assert!(p.status(7).is_none());
+        assert_eq!(p.poll_timeout(), None, "nothing left to do");
+        let actions = run(&mut p, now, 10);
+        assert!(probes(&actions).is_empty(), "{actions:?}");
+        // A peer with the same id later starts afresh.
+        assert!(p.start(now, 7u8, &easy_side));
     }
 
     #[test]

@@ -107,10 +107,11 @@ pub struct Limits {
     pub total: Option<u64>,
 }
 
-/// The relay's state: one bucket and counters per member (indexed like the
-/// config's peers), one bucket for all.
+/// The relay's state: one bucket and counters per member (indexed by the
+/// core's peer ids), one bucket for all.
 #[derive(Debug, Clone)]
 pub struct RelayService {
+    limits: Limits,
     members: Vec<(Option<TokenBucket>, MemberStats)>,
     total: Option<TokenBucket>,
     pub refused_unknown: u64,
@@ -119,18 +120,46 @@ pub struct RelayService {
 
 impl RelayService {
     pub fn new(limits: Limits, members: usize) -> Self {
-        Self {
-            members: (0..members)
-                .map(|_| {
-                    (
-                        limits.per_member.map(TokenBucket::new),
-                        MemberStats::default(),
-                    )
-                })
-                .collect(),
+        let mut s = Self {
+            limits,
+            members: Vec::new(),
             total: limits.total.map(TokenBucket::new),
             refused_unknown: 0,
             refused_no_session: 0,
+        };
+        s.reconfigure(limits, members);
+        s
+    }
+
+    fn fresh_member(&self) -> (Option<TokenBucket>, MemberStats) {
+        (
+            self.limits.per_member.map(TokenBucket::new),
+            MemberStats::default(),
+        )
+    }
+
+    /// New limits and as many members as there are ids now (a reload adds
+    /// ids, never takes them back). Counters stay; a bucket whose rate did
+    /// not change keeps what it saved up.
+    pub fn reconfigure(&mut self, limits: Limits, members: usize) {
+        let old = std::mem::replace(&mut self.limits, limits);
+        if limits.per_member != old.per_member {
+            for (bucket, _) in &mut self.members {
+                *bucket = limits.per_member.map(TokenBucket::new);
+            }
+        }
+        if limits.total != old.total {
+            self.total = limits.total.map(TokenBucket::new);
+        }
+        let fresh = self.fresh_member();
+        self.members.resize(members.max(self.members.len()), fresh);
+    }
+
+    /// `member` left the config: its counters and bucket go with it.
+    pub fn forget(&mut self, member: usize) {
+        let fresh = self.fresh_member();
+        if let Some(m) = self.members.get_mut(member) {
+            *m = fresh;
         }
     }
 
@@ -231,6 +260,30 @@ mod tests {
             (3_000_000..3_400_000).contains(&passed),
             "passed {passed} bytes"
         );
+    }
+
+    #[test]
+    fn a_reconfigure_keeps_counters_applies_new_limits_and_admits_new_members() {
+        let t0 = Instant::now();
+        let mut r = RelayService::new(Limits::default(), 1);
+        assert!(r.admit(t0, 0, 1000).is_ok());
+        assert_eq!(r.admit(t0, 1, 1000), Err(Refusal::Unknown));
+        let limits = Limits {
+            per_member: Some(100_000),
+            total: None,
+        };
+        r.reconfigure(limits, 2);
+        assert_eq!(r.member(0).unwrap().forwarded_bytes, 1000, "counters kept");
+        assert!(r.admit(t0, 1, 1000).is_ok(), "the added member is admitted");
+        // The new per-member limit binds: a burst of its cap, then nothing.
+        let mut passed = 0;
+        while r.admit(t0, 1, 1000).is_ok() {
+            passed += 1000;
+            assert!(passed < 1_000_000, "no limit applied");
+        }
+        assert!(r.admit(t0, 0, 1000).is_ok(), "member 0 has its own bucket");
+        r.forget(1);
+        assert_eq!(r.member(1), Some(MemberStats::default()));
     }
 
     #[test]
