@@ -2,8 +2,10 @@
 """Write the checked-in seed corpora under fuzz/seeds/<target>/.
 
 Tiny, hand-picked inputs: the wire snapshots of src/wire/packet/tests.rs,
-minimal IPv4/IPv6 headers, a few configs, and node_udp mode bytes. Re-run
-after changing a layout; the files are committed, so this is optional.
+minimal IPv4/IPv6 headers, a few configs, route tables, and node_udp mode
+bytes. Re-run after changing a layout; the files are committed, so this is
+optional. The handshake target's seeds carry real messages with valid MACs,
+so Rust writes them: KITH_WRITE_SEEDS=1 cargo test --release --test fuzz_seeds.
 """
 
 import os
@@ -138,3 +140,21 @@ for name, msg in [
     ("zero_length", b"\x02" + b"\x00\x00\x84"),
 ]:
     write("stream", name, msg)
+
+
+# route: /proc/net/route as the kernel prints it (little-endian host): a
+# default route via 192.168.1.1 among others, two defaults with different
+# metrics, none, and lines cut short or with a signed field.
+HEADER = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+def route(iface, dest, gw, flags, metric, mask):
+    return f"{iface}\t{dest}\t{gw}\t{flags}\t0\t0\t{metric}\t{mask}\t0\t0\t0\n"
+for name, text in [
+    ("default", HEADER + route("eth0", "00000000", "0101A8C0", "0003", 100, "00000000")
+        + route("eth0", "0001A8C0", "00000000", "0001", 100, "00FFFFFF")),
+    ("two_defaults", HEADER + route("wlan0", "00000000", "0102A8C0", "0003", 600, "00000000")
+        + route("eth0", "00000000", "0101A8C0", "0003", 100, "00000000")),
+    ("no_default", HEADER + route("eth0", "0001A8C0", "00000000", "0001", 0, "00FFFFFF")),
+    ("cut_and_signed", HEADER + "eth0\t00000000\t0101A8C0\n"
+        + route("eth0", "00000000", "+101A8C0", "0003", 0, "00000000")),
+]:
+    write("route", name, text)

@@ -237,6 +237,16 @@ mod tests {
     }
 
     #[test]
+    fn a_private_key_is_zeroized_when_dropped() {
+        // ed25519-dalek's SigningKey (with its `zeroize` feature, on by
+        // default) wipes the seed it holds.
+        let seed = [0x3c; 32];
+        let (before, after) = bytes_before_and_after_drop(SecretKey::from_seed(seed));
+        assert!(contains(&before, &seed), "positive control");
+        assert!(!contains(&after, &seed[..8]), "{after:02x?}");
+    }
+
+    #[test]
     fn a_network_secret_is_zeroized_when_dropped() {
         let secret = [0x5a; 32];
         let (before, after) = bytes_before_and_after_drop(NetworkSecret(secret));

@@ -5,6 +5,10 @@
 //! `snow::StatelessTransportState` encrypts with it explicitly. snow does no
 //! replay protection in this mode, so the window here is checked before and
 //! marked after decryption (boringtun's order).
+//!
+//! The session holds no key of its own: the two transport keys live in the
+//! ciphers snow got from `noise::Resolver`, which set them to zeros when a
+//! dropped session drops them.
 
 use std::time::Instant;
 
