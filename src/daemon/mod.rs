@@ -33,8 +33,8 @@ mod notify;
 mod ping;
 mod punch;
 mod reflexive;
-pub mod routes;
 mod reload;
+pub mod routes;
 mod socket;
 mod tcp;
 
@@ -1050,8 +1050,7 @@ impl Shell {
             }
         }
         // A reload leaves removed peers' ids as tombstones.
-        let live: std::collections::HashSet<usize> =
-            self.node.peer_ids().map(|id| id.0).collect();
+        let live: std::collections::HashSet<usize> = self.node.peer_ids().map(|id| id.0).collect();
         m.retain_peers(|i| live.contains(&i));
         let hs = self.node.handshake_stats();
         m.handshakes_refused = hs.refused;
