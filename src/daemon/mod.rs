@@ -313,7 +313,7 @@ pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<
     discovery.start(&mut node, now);
     // Nothing waits for DNS: STUN starts when its names resolve, a named
     // endpoint becomes a candidate when it does.
-    let stun = reflexive::Reflexive::new(Vec::new(), now);
+    let stun = reflexive::Reflexive::default();
     let names = names::Names::spawn(
         cfg.discovery.stun.clone(),
         cfg.peers

@@ -12,6 +12,9 @@ use crate::nat::{self, MappingBehaviour, NatBehaviour, Retransmit, StunClient};
 /// Re-learn the public address this often (mappings expire, routers reboot).
 const RERUN_EVERY: Duration = Duration::from_secs(300);
 
+/// Idle until [`Reflexive::set_servers`] hands it the servers whose names
+/// resolved (the daemon never waits for DNS).
+#[derive(Default)]
 pub struct Reflexive {
     servers: Vec<SocketAddr>,
     client: Option<StunClient>,
@@ -20,16 +23,6 @@ pub struct Reflexive {
 }
 
 impl Reflexive {
-    pub fn new(servers: Vec<SocketAddr>, now: Instant) -> Self {
-        let next_run = (!servers.is_empty()).then_some(now);
-        Self {
-            servers,
-            client: None,
-            next_run,
-            behaviour: None,
-        }
-    }
-
     /// The servers to ask, once their names resolved (again): a changed
     /// list runs at once.
     pub fn set_servers(&mut self, servers: Vec<SocketAddr>, now: Instant) {
