@@ -45,6 +45,7 @@
 #![cfg_attr(not(test), deny(clippy::disallowed_methods))]
 
 mod cookie;
+pub mod data;
 mod intro;
 mod limiter;
 mod node;
@@ -66,8 +67,13 @@ mod reload_tests;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
+mod split;
+#[cfg(test)]
+mod split_tests;
+#[cfg(test)]
 mod tests;
 
+pub use data::{Activity, DataPlane, DataTun, DataUdp, DataUpdate};
 pub use node::*;
 pub use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
 pub use timers::*;
