@@ -28,9 +28,17 @@ fn hundred_megabytes_arrive_intact_across_rekeys_and_a_path_change() {
         .link(&a, "198.18.0.1/24", &b, "198.18.0.2/24")
         .unwrap();
     // b's second address on the same link: where its traffic comes from
-    // once the first is gone.
-    b.exec("ip", &["addr", "add", "198.18.0.3/24", "dev", b_link.name()])
+    // once the first is gone (promoted, not deleted with it).
+    b.exec("ip", &["addr", "add", "198.18.0.3/24", "dev", &b_link.name])
         .unwrap();
+    b.exec(
+        "sysctl",
+        &[
+            "-qw",
+            &format!("net.ipv4.conf.{}.promote_secondaries=1", b_link.name),
+        ],
+    )
+    .unwrap();
     let spec = |addr: &str| {
         let mut s = KithSpec::new(addr, SecretKey::generate().unwrap());
         s.env
@@ -63,7 +71,7 @@ fn hundred_megabytes_arrive_intact_across_rekeys_and_a_path_change() {
     // The path changes under the stream: b's first address goes, so its
     // datagrams (the stream's ACKs) leave from the second one and a must
     // follow them there.
-    b.exec("ip", &["addr", "del", "198.18.0.2/24", "dev", b_link.name()])
+    b.exec("ip", &["addr", "del", "198.18.0.2/24", "dev", &b_link.name])
         .unwrap();
     let report = transfer.join().unwrap().unwrap();
     eprintln!(
