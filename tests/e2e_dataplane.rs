@@ -24,9 +24,7 @@ fn hundred_megabytes_arrive_intact_across_rekeys_and_a_path_change() {
     let lab = common::lab();
     let a = lab.host("a").unwrap();
     let b = lab.host("b").unwrap();
-    let (_a_link, b_link) = lab
-        .link(&a, "198.18.0.1/24", &b, "198.18.0.2/24")
-        .unwrap();
+    let (_a_link, b_link) = lab.link(&a, "198.18.0.1/24", &b, "198.18.0.2/24").unwrap();
     // b's second address on the same link: where its traffic comes from
     // once the first is gone (promoted, not deleted with it).
     b.exec("ip", &["addr", "add", "198.18.0.3/24", "dev", &b_link.name])
@@ -50,10 +48,15 @@ fn hundred_megabytes_arrive_intact_across_rekeys_and_a_path_change() {
         Some(format!("198.18.0.2:{}", spec_b.listen_port)),
         Some(format!("198.18.0.1:{}", spec_a.listen_port)),
     );
-    let (mut node_a, mut node_b, _) =
-        spawn_pair(&lab, &common::kith_bin(), (&a, spec_a), (&b, spec_b), endpoints).unwrap();
-    kith::lab::topology::wait_both_ways(&mut node_a, &mut node_b, Duration::from_secs(10))
-        .unwrap();
+    let (mut node_a, mut node_b, _) = spawn_pair(
+        &lab,
+        &common::kith_bin(),
+        (&a, spec_a),
+        (&b, spec_b),
+        endpoints,
+    )
+    .unwrap();
+    kith::lab::topology::wait_both_ways(&mut node_a, &mut node_b, Duration::from_secs(10)).unwrap();
     let before = node_a.peer_status("b").unwrap();
     assert_eq!(
         before.endpoint.as_deref(),

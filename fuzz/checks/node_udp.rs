@@ -117,7 +117,11 @@ fn data_half(datagram: &[u8], from: std::net::SocketAddr) {
     let mut out = vec![0u8; datagram.len().max(64)];
     let outcome = dp.handle_udp(w.now, from, datagram, &mut out);
     if let DataUdp::WriteTun { len } | DataUdp::Opened { len, .. } = outcome {
-        assert!(len <= out.len(), "{len} bytes from a {} byte buffer", out.len());
+        assert!(
+            len <= out.len(),
+            "{len} bytes from a {} byte buffer",
+            out.len()
+        );
     }
     if datagram == w.genuine && from == underlay(A) {
         assert_eq!(outcome, DataUdp::WriteTun { len: w.inner.len() });

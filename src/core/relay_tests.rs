@@ -118,6 +118,23 @@ fn a_relayed_pair_goes_direct_when_punching_opens() {
     assert_eq!(relay_of(&sim, A, 0), Some(PeerId(1)));
     exchange(&mut sim, 10, "before");
     assert_eq!(count(&sim, B, "before", 'a', 10), 10);
+    // Relayed: the data half hands the peer's packets to the control half
+    // (only it frames them for the relay), while it carries the hop to the
+    // relay itself.
+    let view = sim.nodes[A]
+        .node
+        .data
+        .view(PeerId(0))
+        .cloned()
+        .unwrap_or_default();
+    assert!(view.tx.is_none() && view.from.is_none(), "{view:?}");
+    let hop = sim.nodes[A]
+        .node
+        .data
+        .view(PeerId(1))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(hop.tx.map(|t| t.dst), Some(underlay(3)));
     sim.unblock(underlay(1), underlay(2));
     let lifted = sim.now;
     while relay_of(&sim, A, 0).is_some() || relay_of(&sim, B, 0).is_some() {
@@ -139,6 +156,14 @@ fn a_relayed_pair_goes_direct_when_punching_opens() {
     exchange(&mut sim, 10, "after");
     assert_eq!(count(&sim, B, "after", 'a', 10), 10);
     assert_eq!(count(&sim, A, "after", 'b', 10), 10);
+    // Direct again: the data half sends to the peer itself.
+    let view = sim.nodes[A]
+        .node
+        .data
+        .view(PeerId(0))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(view.tx.map(|t| t.dst), Some(underlay(2)));
 }
 
 /// Both members behind port-restricted NATs learn each other's address a

@@ -57,7 +57,10 @@ pub enum Up {
     /// A TUN packet for a peer the data half does not send to.
     Tun(Vec<u8>),
     /// A datagram the data half does not open.
-    Datagram { from: SocketAddr, bytes: Vec<u8> },
+    Datagram {
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
     /// A data message opened on `peer`'s session that is not an IP packet.
     Opened {
         peer: PeerId,
@@ -224,18 +227,17 @@ pub fn spawn(
         busy_max: options.busy_poll,
         busy: options.busy_poll,
         no_gso: Vec::new(),
+        run: GsoRun::default(),
         recv_errors: RecvErrors::default(),
     };
     let thread = std::thread::Builder::new()
         .name("kith-data".into())
-        .spawn(move || {
-            match l.run() {
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                    debug!("data plane stopped: the control plane is gone");
-                }
-                Err(e) => warn!(error = %e, "data plane stopped"),
-                Ok(()) => {}
+        .spawn(move || match l.run() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                debug!("data plane stopped: the control plane is gone");
             }
+            Err(e) => warn!(error = %e, "data plane stopped"),
+            Ok(()) => {}
         })?;
     Ok(Handle {
         down: down_tx,
@@ -329,6 +331,8 @@ struct Loop {
     busy: Duration,
     /// Destinations that refused a GSO send, until when.
     no_gso: Vec<(SocketAddr, Instant)>,
+    /// Sealed datagrams in `b.gso` not sent yet.
+    run: GsoRun,
     recv_errors: RecvErrors,
 }
 
@@ -415,6 +419,7 @@ impl Loop {
                 }
             }
         }
+        self.flush_run();
         self.report(false);
         Ok(did)
     }
@@ -474,7 +479,10 @@ impl Loop {
 
     fn write_tun(&mut self, k: usize) {
         let b = &mut self.b;
-        if let Err(e) = self.tun.send_multiple(&mut b.gro, &mut b.tun_out[..k], TUN_HDR) {
+        if let Err(e) = self
+            .tun
+            .send_multiple(&mut b.gro, &mut b.tun_out[..k], TUN_HDR)
+        {
             Stats::add(&self.stats.tun_write_errors, k as u64);
             debug!(error = %e, "TUN write failed; packets dropped");
         }
@@ -499,7 +507,14 @@ impl Loop {
     }
 
     /// The datagrams in `udp_in[at..end]`, at most `tun_out.len()`.
-    fn open_group(&mut self, now: Instant, from: SocketAddr, at: usize, end: usize, segment: usize) {
+    fn open_group(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        at: usize,
+        end: usize,
+        segment: usize,
+    ) {
         let mut k = 0;
         let mut start = at;
         while start < end {
@@ -549,9 +564,13 @@ impl Loop {
 
     /// Seal a batch of TUN packets straight into the GSO buffer and send
     /// each run of same-destination, same-size datagrams with one syscall.
+    ///
+    /// The run stays open across reads (one TSO read rarely fills it):
+    /// [`Loop::turn`] sends what is left once the TUN has nothing more, so
+    /// a lone packet still leaves at once.
     fn on_tun(&mut self, n: usize) {
         let now = Instant::now();
-        let mut run = GsoRun::default();
+        let mut run = std::mem::take(&mut self.run);
         for i in 0..n.min(TUN_BATCH) {
             let at = run.used;
             let b = &mut self.b;
@@ -580,6 +599,12 @@ impl Loop {
                 }
             }
         }
+        self.run = run;
+    }
+
+    /// Send the open run, if any.
+    fn flush_run(&mut self) {
+        let run = std::mem::take(&mut self.run);
         if run.count > 0 {
             self.send_run(&run);
         }
