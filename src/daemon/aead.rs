@@ -1,0 +1,194 @@
+//! Chooses kith's ChaCha20-Poly1305 backend ([`crate::core::aead`]) at
+//! start: each one seals and opens packet-sized buffers for a few
+//! milliseconds and the fastest wins, unless `KITH_AEAD` names one.
+//!
+//! Owns: the clock-driven measurement, which `core` may not do. It runs
+//! once, before any handshake, and sets the process-wide default that
+//! every later `noise::Resolver` picks up; the bench (`kith-lab bench`)
+//! prints the same measurement over a longer window.
+//!
+//! Why measure rather than read CPU flags: the libraries detect the CPU
+//! themselves, and which one wins depends on more than flags (OpenSSL's
+//! AVX-512 code pays off on some Xeons, not on every AVX-512 CPU). The
+//! backends compute the same function, so peers may choose differently.
+
+use std::time::{Duration, Instant};
+
+use snow::types::Cipher;
+use tracing::info;
+
+use crate::core::aead::{self, Backend, TAG_LEN, UnknownBackend};
+
+/// The environment variable that names a backend and skips the
+/// measurement (tests, or an operator who measured otherwise).
+pub const ENV: &str = "KITH_AEAD";
+/// Bytes of plaintext per measured packet: a full packet at kith's default
+/// MTU.
+pub const PACKET: usize = 1420;
+/// How long the daemon measures, all backends together.
+pub const START_BUDGET: Duration = Duration::from_millis(30);
+/// Rounds per backend, interleaved, so a burst of load from elsewhere on
+/// the machine does not land on one backend only; each backend's best
+/// round counts.
+const ROUNDS: u32 = 3;
+
+/// One backend's measured speed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Speed {
+    pub backend: Backend,
+    /// Plaintext bytes sealed plus bytes opened per second.
+    pub bytes_per_second: f64,
+}
+
+/// Seals and opens [`PACKET`]-byte buffers with every backend for about
+/// `budget` in all, through the same snow `Cipher` calls the sessions
+/// make; the speeds, in [`Backend::ALL`] order.
+pub fn measure(budget: Duration) -> Vec<Speed> {
+    let slice = budget / (ROUNDS * Backend::ALL.len() as u32);
+    let mut key = [0u8; aead::KEY_LEN];
+    // Any key measures the same; a random one keeps this honest about not
+    // depending on it.
+    let _ = getrandom::fill(&mut key);
+    let ciphers: Vec<(Backend, Box<dyn Cipher>)> = Backend::ALL
+        .into_iter()
+        .map(|b| {
+            let mut c = b.cipher();
+            c.set(&key);
+            (b, c)
+        })
+        .collect();
+    let mut best = vec![0.0f64; ciphers.len()];
+    let plain = vec![0x5au8; PACKET];
+    let mut sealed = vec![0u8; PACKET + TAG_LEN];
+    let mut opened = vec![0u8; PACKET];
+    for _ in 0..ROUNDS {
+        for ((_, cipher), best) in ciphers.iter().zip(&mut best) {
+            let rate = round(&**cipher, slice, &plain, &mut sealed, &mut opened);
+            *best = best.max(rate);
+        }
+    }
+    ciphers
+        .iter()
+        .zip(best)
+        .map(|((backend, _), bytes_per_second)| Speed {
+            backend: *backend,
+            bytes_per_second,
+        })
+        .collect()
+}
+
+/// Seal-then-open pairs for `slice`; bytes per second through the AEAD.
+/// An open that fails counts nothing (a broken backend never wins).
+fn round(
+    cipher: &dyn Cipher,
+    slice: Duration,
+    plain: &[u8],
+    sealed: &mut [u8],
+    opened: &mut [u8],
+) -> f64 {
+    let mut counter = 0u64;
+    let mut bytes = 0usize;
+    let start = Instant::now();
+    // The clock is read once per 8 packets (~10 µs): often enough for a
+    // slice of milliseconds, rare enough not to weigh on the result.
+    while start.elapsed() < slice {
+        for _ in 0..8 {
+            let n = cipher.encrypt(counter, &[], plain, sealed);
+            if cipher.decrypt(counter, &[], &sealed[..n], opened).is_ok() {
+                bytes += 2 * plain.len();
+            }
+            counter += 1;
+        }
+    }
+    bytes as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `"openssl 1.83 GB/s, ring 1.24, aws-lc-rs 1.61"`.
+pub fn describe(speeds: &[Speed]) -> String {
+    speeds
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let unit = if i == 0 { " GB/s" } else { "" };
+            format!("{} {:.2}{unit}", s.backend, s.bytes_per_second / 1e9)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The fastest of `speeds` (ring if there are none).
+pub fn fastest(speeds: &[Speed]) -> Backend {
+    speeds
+        .iter()
+        .max_by(|a, b| a.bytes_per_second.total_cmp(&b.bytes_per_second))
+        .map_or(Backend::Ring, |s| s.backend)
+}
+
+/// Picks the backend for this process, once at start: the one `KITH_AEAD`
+/// names, else the fastest measured; logs the choice and makes it the
+/// default for every handshake from now on.
+pub fn choose() -> Result<Backend, UnknownBackend> {
+    let chosen = match std::env::var(ENV) {
+        Ok(name) if !name.trim().is_empty() => {
+            let backend: Backend = name.parse()?;
+            info!("AEAD: {backend} (set by {ENV})");
+            backend
+        }
+        _ => {
+            let speeds = measure(START_BUDGET);
+            let backend = fastest(&speeds);
+            info!("AEAD: {}: using {backend}", describe(&speeds));
+            backend
+        }
+    };
+    aead::set_default(chosen);
+    Ok(chosen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_backend_is_measured_and_the_fastest_wins() {
+        let speeds = measure(Duration::from_millis(6));
+        assert_eq!(
+            speeds.iter().map(|s| s.backend).collect::<Vec<_>>(),
+            Backend::ALL
+        );
+        // Each sealed and opened something: a backend whose opens failed
+        // would measure zero.
+        assert!(speeds.iter().all(|s| s.bytes_per_second > 0.0), "{speeds:?}");
+        let pick = |rates: [f64; 3]| {
+            fastest(
+                &Backend::ALL
+                    .into_iter()
+                    .zip(rates)
+                    .map(|(backend, bytes_per_second)| Speed {
+                        backend,
+                        bytes_per_second,
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(pick([1.0, 3.0, 2.0]), Backend::AwsLc);
+        assert_eq!(pick([1.0, 2.0, 3.0]), Backend::OpenSsl);
+        assert_eq!(pick([3.0, 2.0, 1.0]), Backend::Ring);
+        assert_eq!(fastest(&[]), Backend::Ring);
+    }
+
+    #[test]
+    fn the_log_line_names_each_backend_with_its_speed() {
+        let speeds = [
+            Speed {
+                backend: Backend::OpenSsl,
+                bytes_per_second: 1.834e9,
+            },
+            Speed {
+                backend: Backend::Ring,
+                bytes_per_second: 1.24e9,
+            },
+        ];
+        assert_eq!(describe(&speeds), "openssl 1.83 GB/s, ring 1.24");
+    }
+}
