@@ -6,7 +6,11 @@
 //!   throughput (iperf3) and ping RTT over the raw veth link and over kith,
 //!   then the DHT rendezvous time (daemon start → first ping reply of two
 //!   hosts with no endpoint; median of 3 fresh labs) and the time to a
-//!   direct path for each row of the NAT table (median of 3 fresh labs).
+//!   direct path for each row of the NAT table (median of 3 fresh labs);
+//!   then the peers' table (raw veth, kith, VpnCloud, boringtun on the same
+//!   link: iperf3 with 1 and 4 streams, ping, CPU per GB, peak RSS; the
+//!   peers from `$KITH_BENCH_CACHE/bin`, which `scripts/bench.sh` fills)
+//!   and each AEAD backend's speed per packet.
 //!
 //! Both find the `kith` binary next to this one, or take `--kith PATH`.
 //! Needs root. The lab machinery lives in `kith::lab`.
@@ -828,6 +832,14 @@ fn peer_table(lab: &Lab, pair: &mut Pair, seconds: u32, pings: u32) -> Result<()
         rows.push((label, figures));
     }
     print_peer_table(&rows, seconds, pings);
+    let speeds = kith::daemon::aead::measure(Duration::from_millis(600));
+    println!(
+        "\nChaCha20-Poly1305 per {}-byte packet, seal + open, GB/s of CPU time: {} \
+         (kith measures the same at start and uses the fastest, here {})",
+        kith::daemon::aead::PACKET,
+        kith::daemon::aead::describe(&speeds),
+        kith::daemon::aead::fastest(&speeds)
+    );
     Ok(())
 }
 
