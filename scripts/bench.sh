@@ -14,8 +14,8 @@ cd "$(dirname "$0")/.."
 export KITH_BENCH_CACHE="${KITH_BENCH_CACHE:-/var/cache/kith-bench}"
 # Pinned, so runs compare the same peers; each list is tried in order
 # (the newest that builds with our toolchain first).
-vpncloud_versions=(2.3.0)
-boringtun_versions=(0.6.0)
+vpncloud_versions=(2.3.0 2.2.0)
+boringtun_versions=(0.7.1 0.6.0)
 
 # install_peer CRATE BINARY VERSION…: the first VERSION that builds, unless
 # one of them is installed already.

@@ -10,7 +10,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use kith::identity::SecretKey;
-use kith::lab::topology::{A_OVERLAY, A_UNDERLAY, B_OVERLAY, B_UNDERLAY, spawn_pair, wait_both_ways};
+use kith::lab::topology::{
+    A_OVERLAY, A_UNDERLAY, B_OVERLAY, B_UNDERLAY, spawn_pair, wait_both_ways,
+};
 use kith::lab::{KithSpec, transfer};
 
 fn spec(address: &str, aead: Option<&str>) -> KithSpec {
@@ -35,8 +37,14 @@ fn daemons_on_different_aead_backends_talk() {
         Some(format!("{B_UNDERLAY}:{}", spec_b.listen_port)),
         Some(format!("{A_UNDERLAY}:{}", spec_a.listen_port)),
     );
-    let (mut node_a, mut node_b, _) =
-        spawn_pair(&lab, &common::kith_bin(), (&a, spec_a), (&b, spec_b), endpoints).unwrap();
+    let (mut node_a, mut node_b, _) = spawn_pair(
+        &lab,
+        &common::kith_bin(),
+        (&a, spec_a),
+        (&b, spec_b),
+        endpoints,
+    )
+    .unwrap();
     let wait = Duration::from_secs(10);
     node_a
         .wait_log(&["AEAD: openssl (set by KITH_AEAD)"], wait)
@@ -58,7 +66,9 @@ fn daemons_on_different_aead_backends_talk() {
     };
     node_b.rewrite_config(measured).unwrap();
     node_b.restart().unwrap();
-    let line = node_b.wait_log(&["AEAD: ", " GB/s", "using"], wait).unwrap();
+    let line = node_b
+        .wait_log(&["AEAD: ", " GB/s", "using"], wait)
+        .unwrap();
     for name in ["ring", "aws-lc-rs", "openssl"] {
         assert!(line.contains(name), "{line}");
     }

@@ -59,6 +59,17 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         pings: u32,
     },
+    /// Only the bench's peers table: raw veth, kith, VpnCloud and boringtun
+    /// on one link (the peers from `$KITH_BENCH_CACHE/bin`, default
+    /// /var/cache/kith-bench/bin, which scripts/bench.sh fills).
+    Peers {
+        /// Seconds per iperf3 run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Pings per direction and path.
+        #[arg(long, default_value_t = 20)]
+        pings: u32,
+    },
     /// Only the bench's time-to-direct rows (cone | cone: DHT only, shared
     /// relay + DHT, mutual peer without the DHT), each run `runs` times.
     TimeToDirect {
@@ -72,6 +83,7 @@ fn main() -> ExitCode {
     let result = kith_binary(cli.kith).and_then(|kith| match cli.command {
         Command::Demo { megabytes } => demo(&kith, megabytes),
         Command::Bench { seconds, pings } => bench(&kith, seconds, pings),
+        Command::Peers { seconds, pings } => peers(&kith, seconds, pings),
         Command::TimeToDirect { runs } => time_to_direct_rows(&kith, runs),
     });
     match result {
@@ -804,14 +816,20 @@ fn measure_peer_row(
 /// `scripts/bench.sh` installed into `$KITH_BENCH_CACHE/bin`; a missing or
 /// failing one is a row saying why, not a failed bench.
 fn peer_table(lab: &Lab, pair: &mut Pair, seconds: u32, pings: u32) -> Result<()> {
-    let cache = std::env::var_os("KITH_BENCH_CACHE").map_or_else(|| PathBuf::from(PEER_CACHE), PathBuf::from);
+    let cache = std::env::var_os("KITH_BENCH_CACHE")
+        .map_or_else(|| PathBuf::from(PEER_CACHE), PathBuf::from);
     let (a, b) = (pair.a.clone(), pair.b.clone());
     let mut rows: Vec<(String, Result<PeerFigures, String>)> = Vec::new();
-    println!("\npeers: raw veth, kith, then each peer VPN: iperf3 TCP a → b ({seconds} s, 1 stream, then 4), ping …");
+    println!(
+        "\npeers: raw veth, kith, then each peer VPN: iperf3 TCP a → b ({seconds} s, 1 stream, then 4), ping …"
+    );
     let raw = (IpAddr::V4(A_UNDERLAY), IpAddr::V4(B_UNDERLAY));
     let figures = measure_peer_row((&a, raw.0), (&b, raw.1), &[], seconds, pings)?;
     rows.push(("raw veth".into(), Ok(figures)));
-    let pids: Vec<u32> = [&pair.node_a, &pair.node_b].iter().filter_map(|n| n.pid()).collect();
+    let pids: Vec<u32> = [&pair.node_a, &pair.node_b]
+        .iter()
+        .filter_map(|n| n.pid())
+        .collect();
     let overlay = (IpAddr::V4(A_OVERLAY), IpAddr::V4(B_OVERLAY));
     let figures = measure_peer_row((&a, overlay.0), (&b, overlay.1), &pids, seconds, pings)?;
     pair.node_a.check_running()?;
@@ -841,6 +859,21 @@ fn peer_table(lab: &Lab, pair: &mut Pair, seconds: u32, pings: u32) -> Result<()
         kith::daemon::aead::fastest(&speeds)
     );
     Ok(())
+}
+
+/// The peers table alone, in a lab of its own.
+fn peers(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
+    let lab = Lab::new()?;
+    let result = Pair::start(&lab, kith)
+        .map_err(anyhow::Error::from)
+        .and_then(|mut pair| {
+            pair.wait_tunnel(Duration::from_secs(10))?;
+            peer_table(&lab, &mut pair, seconds, pings)
+        });
+    if result.is_err() {
+        lab.keep_files();
+    }
+    result
 }
 
 /// One peer VPN's row: started on a and b, measured, stopped.
@@ -874,13 +907,23 @@ fn print_peer_table(rows: &[(String, Result<PeerFigures, String>)], seconds: u32
     );
     println!(
         "{:<18} {:>9} {:>9} {:>13} {:>24} {:>8} {:>7} {:>9}",
-        "", "1 stream", "4 streams", "share of raw", "ping avg (a→b / b→a)", "CPU", "RSS", "retrans."
+        "",
+        "1 stream",
+        "4 streams",
+        "share of raw",
+        "ping avg (a→b / b→a)",
+        "CPU",
+        "RSS",
+        "retrans."
     );
     println!(
         "{:<18} {:>9} {:>9} {:>13} {:>24} {:>8} {:>7} {:>9}",
         "", "Mbit/s", "Mbit/s", "1 / 4", "ms", "s/GB", "MB", "1 / 4"
     );
-    let raw = rows.first().and_then(|(_, r)| r.as_ref().ok()).map(|r| (r.one.bits_per_second, r.four.bits_per_second));
+    let raw = rows
+        .first()
+        .and_then(|(_, r)| r.as_ref().ok())
+        .map(|r| (r.one.bits_per_second, r.four.bits_per_second));
     for (label, row) in rows {
         let f = match row {
             Ok(f) => f,
@@ -892,7 +935,13 @@ fn print_peer_table(rows: &[(String, Result<PeerFigures, String>)], seconds: u32
         let ms = |s: kith::lab::PingStats| s.avg_ms().unwrap_or(f64::NAN);
         let share = raw.map_or_else(
             || "-".to_owned(),
-            |(r1, r4)| format!("{:.2} / {:.2}", f.one.bits_per_second / r1, f.four.bits_per_second / r4),
+            |(r1, r4)| {
+                format!(
+                    "{:.2} / {:.2}",
+                    f.one.bits_per_second / r1,
+                    f.four.bits_per_second / r4
+                )
+            },
         );
         println!(
             "{label:<18} {:>9.0} {:>9.0} {share:>13} {:>24} {:>8} {:>7} {:>9}",
@@ -904,8 +953,10 @@ fn print_peer_table(rows: &[(String, Result<PeerFigures, String>)], seconds: u32
                 ms(f.ping_ab),
                 ms(f.ping_ba)
             ),
-            f.cpu_per_gb.map_or_else(|| "-".into(), |c| format!("{c:.1}")),
-            f.rss_kib.map_or_else(|| "-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+            f.cpu_per_gb
+                .map_or_else(|| "-".into(), |c| format!("{c:.1}")),
+            f.rss_kib
+                .map_or_else(|| "-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
             format!("{:.0} / {:.0}", f.one.retransmits, f.four.retransmits),
         );
     }

@@ -191,7 +191,10 @@ mod tests {
         );
         // Each sealed and opened something: a backend whose opens failed
         // would measure zero.
-        assert!(speeds.iter().all(|s| s.bytes_per_second > 0.0), "{speeds:?}");
+        assert!(
+            speeds.iter().all(|s| s.bytes_per_second > 0.0),
+            "{speeds:?}"
+        );
         let pick = |rates: [f64; 3]| {
             fastest(
                 &Backend::ALL

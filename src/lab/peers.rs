@@ -11,16 +11,20 @@
 //! Each side is configured the way an operator of that VPN would for a
 //! two-node static setup, with nothing that searches for peers:
 //! - VpnCloud: flags only, fresh key pairs from `vpncloud genkey`, each
-//!   side trusting both keys, the other side as its one `--peer`, port
-//!   forwarding off, ChaCha20-Poly1305 as the only algorithm (the AEAD
-//!   kith and WireGuard use, so the rows compare the same cipher);
+//!   side trusting both keys, the other side as its one `--peer`, its own
+//!   overlay /32 claimed, port forwarding off, ChaCha20-Poly1305 as the
+//!   only algorithm (the AEAD kith and WireGuard use, so the rows compare
+//!   the same cipher); a default route via the other side while it runs
+//!   (it needs one to find its own address);
 //! - boringtun: `boringtun-cli --foreground` creates the TUN device; keys,
 //!   port, peer, endpoint and allowed IPs go in over its UAPI socket
 //!   (`/var/run/wireguard/<ifname>.sock`, the protocol `wg` speaks), fresh
-//!   X25519 keys per run; address and MTU with `ip`.
+//!   X25519 keys per run.
 //!
-//! Both tunnels get MTU 1420, kith's default and WireGuard's usual value,
-//! so no row pays for fragmentation another does not.
+//! For both, the overlay address and the MTU are set with `ip`, as
+//! `wg-quick` does; both tunnels get MTU 1420, kith's default and
+//! WireGuard's usual value, so no row pays for fragmentation another does
+//! not.
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::{IpAddr, Ipv4Addr};
@@ -94,9 +98,13 @@ impl PeerVpn {
 struct Daemon {
     host: Host,
     child: Child,
+    /// Its command line, for errors.
+    cmd: String,
     log: PathBuf,
     /// boringtun's UAPI socket, removed after the daemon is stopped.
     socket: Option<PathBuf>,
+    /// A default route this side got for the daemon's sake, removed with it.
+    default_route: bool,
 }
 
 /// A peer VPN running between two hosts; stopped when dropped.
@@ -146,11 +154,13 @@ impl PeerTunnel {
                 self.b.host.wait_reachable(IpAddr::V4(a_ip), left)
             });
         result.map(drop).map_err(|e| {
-            self.check_running().err().unwrap_or_else(|| LabError::Timeout {
-                what: format!("a ping over {} both ways", self.kind.label()),
-                timeout,
-                detail: format!(" ({e}); logs in {}", self.a.log.display()),
-            })
+            self.check_running()
+                .err()
+                .unwrap_or_else(|| LabError::Timeout {
+                    what: format!("a ping over {} both ways", self.kind.label()),
+                    timeout,
+                    detail: format!(" ({e}); logs in {}", self.a.log.display()),
+                })
         })
     }
 
@@ -162,38 +172,44 @@ impl PeerTunnel {
 }
 
 impl Daemon {
-    fn spawn(host: &Host, mut cmd: Command, log: PathBuf) -> Result<Self> {
-        let marker = format!("starting {} in {}", sys::describe(&cmd), host.netns());
+    /// Runs `cmd` (the `kind` daemon in `host`), logging to
+    /// `dir/<binary>-<host>.log`.
+    fn spawn(dir: &Path, kind: PeerVpn, host: &Host, mut cmd: Command) -> Result<Self> {
+        let log = dir.join(format!("{}-{}.log", kind.binary(), host.name()));
+        let described = sys::describe(&cmd);
+        let marker = format!("starting {described} in {}", host.netns());
         let child = sys::spawn_logged(&mut cmd, &log, &marker)?;
         Ok(Self {
             host: host.clone(),
             child,
+            cmd: described,
             log,
             socket: None,
+            default_route: false,
         })
     }
 
     fn check_running(&mut self) -> Result<()> {
         match self.child.try_wait() {
             Ok(None) => Ok(()),
-            Ok(Some(status)) => Err(LabError::DaemonExited {
-                netns: self.host.netns().to_owned(),
-                status: status.to_string(),
-                log: self.log.clone(),
-                tail: tail(&self.log, 20),
+            Ok(Some(status)) => Err(LabError::Command {
+                cmd: self.cmd.clone(),
+                status: format!("exited early, {status}"),
+                stderr: format!("log {}:\n{}", self.log.display(), tail(&self.log, 20)),
             }),
             Err(e) => Err(LabError::io("checking on a peer VPN daemon", e)),
         }
     }
 
-    /// Polls until `dev` has `addr` in this host, or the daemon exits.
-    fn wait_address(&mut self, dev: &str, addr: Ipv4Addr) -> Result<()> {
+    /// Polls `ready` until it holds; an error if the daemon exits first or
+    /// [`START_TIMEOUT`] passes, with `what` and the log's tail.
+    fn wait_for(&mut self, what: &str, mut ready: impl FnMut(&Self) -> bool) -> Result<()> {
         let start = Instant::now();
-        while !self.host.addresses(dev).contains(&addr) {
+        while !ready(self) {
             self.check_running()?;
             if start.elapsed() > START_TIMEOUT {
                 return Err(LabError::Timeout {
-                    what: format!("{dev} with {addr} in {}", self.host.netns()),
+                    what: format!("{what} in {}", self.host.netns()),
                     timeout: START_TIMEOUT,
                     detail: format!("; log {}:\n{}", self.log.display(), tail(&self.log, 20)),
                 });
@@ -202,24 +218,29 @@ impl Daemon {
         }
         Ok(())
     }
+
+    /// Gives the daemon's TUN device `dev` its overlay address (a /24) and
+    /// MTU and brings it up, as `wg-quick` would; waits for the address.
+    fn configure(&mut self, dev: &str, overlay: Ipv4Addr) -> Result<()> {
+        let host = self.host.clone();
+        host.ip(&["addr", "add", &format!("{overlay}/24"), "dev", dev])?;
+        host.ip(&["link", "set", dev, "mtu", &TUNNEL_MTU.to_string(), "up"])?;
+        self.wait_for(&format!("{dev} with {overlay}"), |d| {
+            d.host.addresses(dev).contains(&overlay)
+        })
+    }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
         // SIGTERM first: boringtun removes its socket and device on a
         // clean exit.
-        sys::signal(self.child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        sys::terminate(&mut self.child, Duration::from_secs(2));
         if let Some(socket) = &self.socket {
             let _ = std::fs::remove_file(socket);
+        }
+        if self.default_route {
+            let _ = self.host.ip(&["route", "del", "default"]);
         }
     }
 }
@@ -271,20 +292,32 @@ mod vpncloud {
         let trusted = format!("{},{}", keys[0].1, keys[1].1);
         let (a_overlay, b_overlay) = kind.overlay();
         let side = |host: &Host, overlay: Ipv4Addr, other_ip: Ipv4Addr, key: &(String, String)| {
+            // VpnCloud finds its own address by routing towards 8.8.8.8
+            // (a UDP connect: nothing is sent) and panics without a
+            // default route; one via the other side keeps it in the lab.
+            host.add_default_route(other_ip)?;
             let mut cmd = host.command(bin);
+            // No `--ip`: 2.3.0 writes the address with an ioctl that
+            // garbles it on this kernel (100.97.0.1/24 becomes
+            // 0.1.0.0/8), so the address is set with `ip` below, and its
+            // own /32 claimed explicitly (its auto-claim reads the same
+            // garbled address).
             cmd.args(["--type", "tun", "--device", DEV])
                 .args(["--listen", &kind.port().to_string()])
                 .args(["--peer", &format!("{other_ip}:{}", kind.port())])
-                .args(["--ip", &format!("{overlay}/24")])
+                .args(["--no-auto-claim", "--claim", &format!("{overlay}/32")])
                 .args(["--private-key", &key.0, "--public-key", &key.1])
                 .args(["--trusted-key", &trusted])
                 .args(["--algorithm", "chacha20", "--no-port-forwarding"]);
-            let log = dir.join(format!("vpncloud-{}.log", host.name()));
-            let mut daemon = Daemon::spawn(host, cmd, log)?;
-            daemon.wait_address(DEV, overlay)?;
-            // VpnCloud sizes its MTU from the default route's device, and
-            // the lab's hosts have no default route.
-            host.ip(&["link", "set", DEV, "mtu", &TUNNEL_MTU.to_string()])?;
+            let mut daemon = Daemon::spawn(dir, kind, host, cmd)?;
+            daemon.default_route = true;
+            // It sets the device's MTU itself right after creating it
+            // (from the default route's device); ours comes after that.
+            daemon.wait_for("VpnCloud setting its MTU", |d| {
+                let log = std::fs::read_to_string(&d.log).unwrap_or_default();
+                log.contains("Setting MTU") || log.contains("optimal MTU")
+            })?;
+            daemon.configure(DEV, overlay)?;
             Ok(daemon)
         };
         Ok((
@@ -313,59 +346,44 @@ mod boringtun {
         let (a_overlay, b_overlay) = kind.overlay();
         // One side: its host, overlay address and key; the other side's
         // overlay address, underlay address and key.
-        let side = |host: &Host,
-                    overlay: Ipv4Addr,
-                    key: &SecretKey,
-                    (other_overlay, other_ip, other_key): (Ipv4Addr, Ipv4Addr, &SecretKey)| {
-            let dev = iface_name(host.prefix(), &format!("wg{}", host.name()))?;
-            let mut cmd = host.command(bin);
-            cmd.args(["--foreground", "--disable-drop-privileges", &dev]);
-            let log = dir.join(format!("boringtun-{}.log", host.name()));
-            let mut daemon = Daemon::spawn(host, cmd, log)?;
-            let socket = Path::new(SOCKET_DIR).join(format!("{dev}.sock"));
-            daemon.socket = Some(socket.clone());
-            wait_socket(&mut daemon, &socket)?;
-            // WireGuard's cross-platform UAPI: `set=1`, then key=value
-            // lines, a blank line; the answer is `errno=0`.
-            let request = format!(
-                "set=1\nprivate_key={}\nlisten_port={}\nreplace_peers=true\n\
+        let side =
+            |host: &Host,
+             overlay: Ipv4Addr,
+             key: &SecretKey,
+             (other_overlay, other_ip, other_key): (Ipv4Addr, Ipv4Addr, &SecretKey)| {
+                let dev = iface_name(host.prefix(), &format!("wg{}", host.name()))?;
+                let mut cmd = host.command(bin);
+                cmd.args(["--foreground", "--disable-drop-privileges", &dev]);
+                let mut daemon = Daemon::spawn(dir, kind, host, cmd)?;
+                let socket = Path::new(SOCKET_DIR).join(format!("{dev}.sock"));
+                daemon.socket = Some(socket.clone());
+                daemon.wait_for(
+                    &format!("boringtun's UAPI socket {}", socket.display()),
+                    |_| UnixStream::connect(&socket).is_ok(),
+                )?;
+                // WireGuard's cross-platform UAPI: `set=1`, then key=value
+                // lines, a blank line; the answer is `errno=0`.
+                let request = format!(
+                    "set=1\nprivate_key={}\nlisten_port={}\nreplace_peers=true\n\
                  public_key={}\nendpoint={other_ip}:{}\nreplace_allowed_ips=true\n\
                  allowed_ip={other_overlay}/32\n\n",
-                hex(&*key.x25519()),
-                kind.port(),
-                hex(&other_key.public().x25519()),
-                kind.port(),
-            );
-            uapi_set(&socket, &request).map_err(|e| LabError::Command {
-                cmd: format!("UAPI set on {}", socket.display()),
-                status: "failed".into(),
-                stderr: e,
-            })?;
-            host.ip(&["addr", "add", &format!("{overlay}/24"), "dev", &dev])?;
-            host.ip(&["link", "set", &dev, "mtu", &TUNNEL_MTU.to_string(), "up"])?;
-            daemon.wait_address(&dev, overlay)?;
-            Ok(daemon)
-        };
+                    hex(&*key.x25519()),
+                    kind.port(),
+                    hex(&other_key.public().x25519()),
+                    kind.port(),
+                );
+                uapi_set(&socket, &request).map_err(|e| LabError::Command {
+                    cmd: format!("UAPI set on {}", socket.display()),
+                    status: "failed".into(),
+                    stderr: e,
+                })?;
+                daemon.configure(&dev, overlay)?;
+                Ok(daemon)
+            };
         Ok((
             side(a, a_overlay, &keys[0], (b_overlay, b_ip, &keys[1]))?,
             side(b, b_overlay, &keys[1], (a_overlay, a_ip, &keys[0]))?,
         ))
-    }
-
-    fn wait_socket(daemon: &mut Daemon, socket: &Path) -> Result<()> {
-        let start = Instant::now();
-        while UnixStream::connect(socket).is_err() {
-            daemon.check_running()?;
-            if start.elapsed() > START_TIMEOUT {
-                return Err(LabError::Timeout {
-                    what: format!("boringtun's UAPI socket {}", socket.display()),
-                    timeout: START_TIMEOUT,
-                    detail: format!("; log:\n{}", tail(&daemon.log, 20)),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        Ok(())
     }
 
     /// Sends one UAPI `set` request; an error with the daemon's answer

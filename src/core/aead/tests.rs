@@ -39,11 +39,10 @@ fn rfc8439_aead_known_answer_for_every_backend() {
     let plaintext = b"Ladies and Gentlemen of the class of '99: If I could offer you \
                       only one tip for the future, sunscreen would be it.";
     let aad = unhex("50515253c0c1c2c3c4c5c6c7");
-    let key: [u8; KEY_LEN] = unhex(
-        "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f",
-    )
-    .try_into()
-    .unwrap();
+    let key: [u8; KEY_LEN] =
+        unhex("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f")
+            .try_into()
+            .unwrap();
     let nonce: [u8; NONCE_LEN] = unhex("070000004041424344454647").try_into().unwrap();
     let ciphertext = unhex(
         "d31a8d34648e60db7b86afbc53ef7ec2 a4aded51296e08fea9e2b5a736ee62d6
@@ -57,10 +56,18 @@ fn rfc8439_aead_known_answer_for_every_backend() {
     for backend in Backend::ALL {
         let a = aead(backend, &key);
         let mut out = vec![0u8; plaintext.len()];
-        assert_eq!(a.seal(&nonce, &aad, plaintext, &mut out), Ok(tag), "{backend}");
+        assert_eq!(
+            a.seal(&nonce, &aad, plaintext, &mut out),
+            Ok(tag),
+            "{backend}"
+        );
         assert_eq!(out, ciphertext, "{backend}");
         let mut back = vec![0u8; plaintext.len()];
-        assert_eq!(a.open(&nonce, &aad, &ciphertext, &tag, &mut back), Ok(()), "{backend}");
+        assert_eq!(
+            a.open(&nonce, &aad, &ciphertext, &tag, &mut back),
+            Ok(()),
+            "{backend}"
+        );
         assert_eq!(back, plaintext, "{backend}");
         let mut forged = tag;
         forged[0] ^= 1;
@@ -113,7 +120,11 @@ fn a_new_key_replaces_the_old_one_in_every_backend() {
         c.set(&[0; KEY_LEN]);
         let with_zeros = seal(&*c);
         assert_ne!(with_zeros, with_secret, "{backend}");
-        assert_eq!(with_zeros, seal(&*cipher(backend, &[0; KEY_LEN])), "{backend}");
+        assert_eq!(
+            with_zeros,
+            seal(&*cipher(backend, &[0; KEY_LEN])),
+            "{backend}"
+        );
     }
 }
 
@@ -126,8 +137,15 @@ fn short_or_misfit_buffers_fail_without_panicking() {
         let mut sealed = [0u8; 48];
         let n = c.encrypt(0, &[], &[5u8; 32], &mut sealed);
         assert_eq!(n, 48);
-        assert!(c.decrypt(0, &[], &sealed, &mut [0u8; 31]).is_err(), "{backend}");
-        assert_eq!(c.encrypt(0, &[], &[5u8; 32], &mut [0u8; 47]), 0, "{backend}");
+        assert!(
+            c.decrypt(0, &[], &sealed, &mut [0u8; 31]).is_err(),
+            "{backend}"
+        );
+        assert_eq!(
+            c.encrypt(0, &[], &[5u8; 32], &mut [0u8; 47]),
+            0,
+            "{backend}"
+        );
     }
 }
 
@@ -135,7 +153,10 @@ fn short_or_misfit_buffers_fail_without_panicking() {
 fn backend_names_parse_back() {
     for backend in Backend::ALL {
         assert_eq!(backend.name().parse::<Backend>(), Ok(backend));
-        assert_eq!(backend.name().to_uppercase().parse::<Backend>(), Ok(backend));
+        assert_eq!(
+            backend.name().to_uppercase().parse::<Backend>(),
+            Ok(backend)
+        );
     }
     assert_eq!(
         "chacha".parse::<Backend>(),
