@@ -719,6 +719,15 @@ pub fn render_status(r: &crate::daemon::control::StatusReport) -> String {
             r.tcp_dropped
         );
     }
+    let drops: Vec<String> = r
+        .data_drops
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{} {n}", k.replace('_', " ")))
+        .collect();
+    if !drops.is_empty() {
+        let _ = writeln!(out, "\ndata plane drops: {}", drops.join(", "));
+    }
     if let Some(svc) = &r.relay_service {
         let tcp = svc
             .tcp_port
@@ -808,6 +817,7 @@ mod tests {
                         .into(),
                 endpoint: Some("198.18.4.2:14620".into()),
                 last_handshake_secs: Some(3),
+                handshakes: 2,
                 rx_bytes: 2048,
                 tx_bytes: 1024,
                 candidates: vec!["198.18.4.2:15309".into()],
@@ -819,6 +829,7 @@ mod tests {
             }],
             relay_service: None,
             tcp_dropped: 0,
+            data_drops: vec![("udp_dropped".into(), 3), ("truncated".into(), 0)],
         }
     }
 

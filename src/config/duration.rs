@@ -1,5 +1,5 @@
-//! Human durations as written in the config: `"500ms"`, `"25s"`, `"2m"`,
-//! `"1h"`, or combinations in decreasing unit order such as `"1m30s"`.
+//! Human durations as written in the config: `"50us"`, `"500ms"`, `"25s"`,
+//! `"2m"`, `"1h"`, or combinations in decreasing unit order such as `"1m30s"`.
 //!
 //! Strict on purpose: no spaces, no fractions, each unit at most once and
 //! largest first, so a value has one obvious reading. [`format`] writes the
@@ -14,13 +14,13 @@ pub enum DurationError {
     Empty,
     #[error("expected a number at {at:?}; write e.g. \"25s\", \"500ms\" or \"1m30s\"")]
     ExpectedNumber { at: String },
-    #[error("number {number} has no unit; add one of ms, s, m, h (e.g. \"{number}s\")")]
+    #[error("number {number} has no unit; add one of us, ms, s, m, h (e.g. \"{number}s\")")]
     MissingUnit { number: String },
     #[error(
         "unexpected {at:?}; use whole numbers with units, e.g. \"1s500ms\" rather than \"1.5s\""
     )]
     Unexpected { at: String },
-    #[error("unknown unit {unit:?}; use ms, s, m or h")]
+    #[error("unknown unit {unit:?}; use us, ms, s, m or h")]
     UnknownUnit { unit: String },
     #[error(
         "unit {unit:?} is repeated or out of order; write units largest first, each once (e.g. \"1h2m3s\")"
@@ -30,16 +30,22 @@ pub enum DurationError {
     Overflow,
 }
 
-/// Units largest first; the index is the order rank.
-const UNITS: [(&str, u64); 4] = [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
+/// Units largest first, in microseconds; the index is the order rank.
+const UNITS: [(&str, u64); 5] = [
+    ("h", 3_600_000_000),
+    ("m", 60_000_000),
+    ("s", 1_000_000),
+    ("ms", 1_000),
+    ("us", 1),
+];
 
-/// Parse a duration such as `"1m30s"` (millisecond resolution).
+/// Parse a duration such as `"1m30s"` (microsecond resolution).
 pub fn parse(text: &str) -> Result<Duration, DurationError> {
     if text.is_empty() {
         return Err(DurationError::Empty);
     }
     let mut rest = text;
-    let mut total_ms: u64 = 0;
+    let mut total_us: u64 = 0;
     // Rank of the last unit seen; the next must have a strictly larger rank.
     let mut last_rank: Option<usize> = None;
     while !rest.is_empty() {
@@ -78,28 +84,28 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
         }
         last_rank = Some(rank);
         let n: u64 = number.parse().map_err(|_| DurationError::Overflow)?;
-        total_ms = n
+        total_us = n
             .checked_mul(scale)
-            .and_then(|ms| total_ms.checked_add(ms))
+            .and_then(|us| total_us.checked_add(us))
             .ok_or(DurationError::Overflow)?;
         rest = after;
     }
-    Ok(Duration::from_millis(total_ms))
+    Ok(Duration::from_micros(total_us))
 }
 
-/// The canonical text of `d` (truncated to milliseconds): `"1m30s"`, `"0s"`.
+/// The canonical text of `d` (truncated to microseconds): `"1m30s"`, `"0s"`.
 pub fn format(d: Duration) -> String {
-    let mut ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    if ms == 0 {
+    let mut us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    if us == 0 {
         return "0s".to_string();
     }
     let mut out = String::new();
     for (name, scale) in UNITS {
-        let n = ms / scale;
+        let n = us / scale;
         if n > 0 {
             out.push_str(&n.to_string());
             out.push_str(name);
-            ms -= n * scale;
+            us -= n * scale;
         }
     }
     out
@@ -125,6 +131,8 @@ mod tests {
         for (text, ms) in cases {
             assert_eq!(parse(text), Ok(Duration::from_millis(ms)), "{text}");
         }
+        assert_eq!(parse("50us"), Ok(Duration::from_micros(50)));
+        assert_eq!(parse("1ms500us"), Ok(Duration::from_micros(1500)));
     }
 
     #[test]
@@ -156,12 +164,13 @@ mod tests {
         assert_eq!(format(Duration::from_millis(1500)), "1s500ms");
         assert_eq!(format(Duration::ZERO), "0s");
         assert_eq!(format(Duration::from_secs(3600)), "1h");
+        assert_eq!(format(Duration::from_micros(50)), "50us");
     }
 
     proptest! {
         #[test]
-        fn round_trip(ms in 0u64..=u64::MAX / 4) {
-            let d = Duration::from_millis(ms);
+        fn round_trip(us in 0u64..=u64::MAX / 4) {
+            let d = Duration::from_micros(us);
             prop_assert_eq!(parse(&format(d)), Ok(d));
         }
 

@@ -75,7 +75,15 @@ pub struct Interface {
     /// 0 = any port.
     pub listen_port: u16,
     pub mtu: u16,
+    /// How long the data plane keeps polling after I/O before it sleeps
+    /// (catches a reply without a wakeup); zero turns it off.
+    pub busy_poll: std::time::Duration,
 }
+
+/// `[interface] busy_poll` when the key is absent.
+pub const DEFAULT_BUSY_POLL: std::time::Duration = std::time::Duration::from_micros(50);
+/// Its largest value: past this, spinning burns a core for nothing.
+pub const MAX_BUSY_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// `[network]`: which rendezvous namespace this node lives in.
 #[derive(Debug, Clone, Default)]

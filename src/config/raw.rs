@@ -43,6 +43,7 @@ pub(super) struct RawInterface {
     pub private_key_file: Str,
     pub listen_port: Int,
     pub mtu: Int,
+    pub busy_poll: Str,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -27,7 +27,7 @@ use super::raw::{
 };
 use super::{ConfigError, DEFAULT_INTERFACE, DEFAULT_LISTEN_PORT, DEFAULT_MTU, Endpoint};
 use super::{DEFAULT_STATE_DIR, Discovery, Interface, Network, Peer, Relay, duration, rate};
-use super::{METRICS_LISTEN_EXAMPLE, Metrics};
+use super::{DEFAULT_BUSY_POLL, MAX_BUSY_POLL, METRICS_LISTEN_EXAMPLE, Metrics};
 use crate::identity::{KeyError, NetworkSecret, PublicKey, SecretKey};
 
 /// Linux `IFNAMSIZ` is 16 including the terminating NUL.
@@ -362,8 +362,35 @@ fn interface(
         }
     };
 
+    let busy_poll = match raw.busy_poll {
+        None => Some(DEFAULT_BUSY_POLL),
+        Some(v) => match duration::parse(v.get_ref()) {
+            Ok(d) if d > MAX_BUSY_POLL => {
+                ctx.error(
+                    v.span(),
+                    "interface.busy_poll",
+                    format!(
+                        "busy_poll {:?} is too long (at most \"10ms\"); \"50us\" suits most \
+                         machines, \"0s\" turns it off (laptops)",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                ctx.error(
+                    v.span(),
+                    "interface.busy_poll",
+                    format!("invalid busy_poll {:?}: {e}", v.get_ref()),
+                );
+                None
+            }
+        },
+    };
+
     ok &= name.is_some() && addresses.is_some() && private_key.is_some();
-    ok &= listen_port.is_some() && mtu.is_some();
+    ok &= listen_port.is_some() && mtu.is_some() && busy_poll.is_some();
     if !ok {
         return None;
     }
@@ -373,6 +400,7 @@ fn interface(
         private_key: private_key?,
         listen_port: listen_port?,
         mtu: mtu?,
+        busy_poll: busy_poll?,
     })
 }
 

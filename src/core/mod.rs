@@ -46,6 +46,7 @@
 
 pub mod aead;
 mod cookie;
+pub mod data;
 mod intro;
 mod limiter;
 mod node;
@@ -67,8 +68,13 @@ mod reload_tests;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
+mod split;
+#[cfg(test)]
+mod split_tests;
+#[cfg(test)]
 mod tests;
 
+pub use data::{Activity, DataPlane, DataTun, DataUdp, DataUpdate};
 pub use node::*;
 pub use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
 pub use timers::*;

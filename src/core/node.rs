@@ -10,29 +10,25 @@ use rand::{Rng, RngCore, SeedableRng};
 use zeroize::Zeroizing;
 
 use super::cookie::{Guard, Jar, Verdict};
+use super::data::{Activity, DataUpdate, PeerView, TxView};
 use super::intro;
 use super::limiter::Source;
 use super::noise::{self, TIMESTAMP_LEN};
 use super::paths::Paths;
 use super::routes::RouteTable;
-use super::session::{Session, SessionError};
+use super::session::{SEAL_OVERHEAD, Session, SessionError};
 use super::timers::*;
 use crate::identity::{NetworkSecret, PublicKey, SecretKey};
 use crate::relay::{Limits, RelayService, TokenBucket};
 use crate::wire::{
     self, DATA_HEADER_LEN, IpError, NOISE_INIT_LEN, NOISE_RESPONSE_LEN, Packet, RELAY_HEADER_LEN,
-    RelayKind, TAG_LEN, WireError,
+    RelayKind, WireError,
 };
 
 /// Packets held per peer while its handshake runs; the oldest is dropped first.
 pub const MAX_QUEUED_PER_PEER: usize = 64;
 /// Candidate addresses kept per peer (a DHT record carries at most this many).
 pub const MAX_CANDIDATES: usize = 16;
-/// Plaintext is padded to a multiple of this to blur packet sizes
-/// (WireGuard whitepaper §5.4.6).
-const PAD_TO: usize = 16;
-/// One data message's framing: header, tag, padding.
-const SEAL_OVERHEAD: usize = DATA_HEADER_LEN + TAG_LEN + PAD_TO;
 /// Room the caller's output buffer needs beyond the inner packet: enough
 /// for a relayed one (sealed end to end, framed, sealed again for the hop).
 pub const OVERHEAD: usize = 2 * SEAL_OVERHEAD + RELAY_HEADER_LEN;
@@ -424,6 +420,8 @@ struct Peer {
     /// simultaneous initiators would both count as responders and both
     /// rekey at once, forever doubling the handshakes.
     rekey_after: Duration,
+    /// This side is the one that rekeys early (see `rekey_after`).
+    rekeys_first: bool,
     /// A reconfigure removed it: a tombstone that keeps the ids after it
     /// (and any the shell still holds) valid. No keys, timers or routes,
     /// and in none of the lookup tables, so nothing reaches it.
@@ -473,6 +471,7 @@ impl Peer {
             } else {
                 RESPONDER_REKEY_AFTER_TIME
             },
+            rekeys_first: ours < &x25519,
             removed: false,
         }
     }
@@ -529,6 +528,13 @@ pub struct Node {
     by_key: HashMap<[u8; 32], PeerId>,
     by_index: HashMap<u32, PeerId>,
     routes: RouteTable,
+    /// The test-only rekey interval ([`Node::set_rekey_after`]).
+    rekey_override: Option<Duration>,
+    /// Bumped by every change to `routes`, for the data half.
+    routes_changed: u64,
+    routes_published: u64,
+    /// The views last published to the data half, by peer.
+    published: Vec<PeerView>,
     /// Replays, cookies under load, per-source and global DH budgets.
     guard: Guard,
     /// The last handshake timestamp we sent: the next is always later.
@@ -579,6 +585,10 @@ impl Node {
             by_key: HashMap::new(),
             by_index: HashMap::new(),
             routes: RouteTable::default(),
+            rekey_override: None,
+            routes_changed: 1,
+            routes_published: 0,
+            published: Vec::new(),
             guard: Guard::new(&our_public, now),
             last_timestamp_sent: [0; TIMESTAMP_LEN],
             handshake_stats: HandshakeStats::default(),
@@ -611,7 +621,10 @@ impl Node {
     fn add_peer(&mut self, cfg: PeerConfig) -> PeerId {
         let id = PeerId(self.peers.len());
         let ours = self.public_key.x25519();
-        let peer = Peer::new(cfg, &ours);
+        let mut peer = Peer::new(cfg, &ours);
+        if let Some(d) = self.rekey_override {
+            peer.rekey_after = rekey_after(d, peer.rekeys_first);
+        }
         self.by_x25519.insert(peer.x25519, id);
         self.by_key.insert(*peer.cfg.public_key.as_bytes(), id);
         self.peers.push(peer);
@@ -655,6 +668,17 @@ impl Node {
             }
         }
         self.routes = routes;
+        self.routes_changed += 1;
+    }
+
+    /// Rekey after `d` instead of [`REKEY_AFTER_TIME`] (the responder
+    /// keeps its 30 s lag): lets a namespace test see rekeys under load in
+    /// seconds (the daemon's hidden `KITH_TEST_REKEY_AFTER`, never for users).
+    pub fn set_rekey_after(&mut self, d: Duration) {
+        self.rekey_override = Some(d);
+        for p in &mut self.peers {
+            p.rekey_after = rekey_after(d, p.rekeys_first);
+        }
     }
 
     /// Begin handshakes with every peer whose endpoint is known, so a mesh
@@ -1172,20 +1196,9 @@ impl Node {
         payload: &[u8],
         out: &mut [u8],
     ) -> Option<Result<usize, SessionError>> {
-        let padded = payload
-            .len()
-            .next_multiple_of(PAD_TO)
-            .min(self.scratch.len());
         let p = &mut self.peers[id.0];
-        let session = p.current.as_mut().filter(|s| s.is_valid(now))?;
-        let plain: &[u8] = if padded == payload.len() {
-            payload
-        } else {
-            self.scratch[..payload.len()].copy_from_slice(payload);
-            self.scratch[payload.len()..padded].fill(0);
-            &self.scratch[..padded]
-        };
-        let sealed = session.encrypt(now, plain, out);
+        let session = p.current.as_ref().filter(|s| s.is_valid(now))?;
+        let sealed = session.seal_padded(now, payload, &mut self.scratch, out);
         if let Ok(len) = sealed {
             p.tx_bytes += len as u64;
         }
@@ -2161,7 +2174,45 @@ impl Node {
             Ok(n) => n,
             Err(e) => return UdpOutcome::Dropped(DropReason::Session(e)),
         };
-        let wire_len = (DATA_HEADER_LEN + d.ciphertext.len()) as u64;
+        let wire_len = DATA_HEADER_LEN + d.ciphertext.len();
+        self.after_open(now, id, slot, via, out, len, wire_len)
+    }
+
+    /// A data message for `id` that the data half opened (see
+    /// [`data`](super::data)): not an IP packet, so ours to act on, as if
+    /// [`handle_udp`](Self::handle_udp) had opened it; `out[..len]` is the
+    /// plaintext. The data half opens only the current and previous
+    /// sessions, from the route's address.
+    pub fn handle_opened(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        from: SocketAddr,
+        out: &mut [u8],
+        len: usize,
+        wire_len: usize,
+    ) -> UdpOutcome {
+        if !self.is_live(id) {
+            return UdpOutcome::Dropped(DropReason::UnknownIndex);
+        }
+        self.after_open(now, id, Slot::Current, Via::Direct(from), out, len, wire_len)
+    }
+
+    /// Everything an authentic data message on `slot` of `id`'s sessions
+    /// does once opened into `out[..len]`.
+    #[allow(clippy::too_many_arguments)]
+    fn after_open(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        slot: Slot,
+        via: Via,
+        out: &mut [u8],
+        len: usize,
+        wire_len: usize,
+    ) -> UdpOutcome {
+        let wire_len = wire_len as u64;
+        let p = &mut self.peers[id.0];
         p.rx_bytes += wire_len;
         if matches!(via, Via::Relay(_)) {
             p.relay_rx_bytes += wire_len;
@@ -2199,15 +2250,7 @@ impl Node {
             // nothing (see `handle_initiation`), this packet did.
             self.on_session(now, id);
         }
-        // A peer that only receives still has to rekey before the session
-        // is rejected.
-        let p = &self.peers[id.0];
-        let stale = p
-            .last_handshake
-            .is_some_and(|t| now.saturating_duration_since(t) >= RECV_REKEY_AFTER_TIME);
-        if stale && p.rekey_after == REKEY_AFTER_TIME && p.pending.is_none() {
-            self.initiate(now, id);
-        }
+        self.rekey_if_stale(now, id);
         if len == 0 {
             return UdpOutcome::Handled; // keepalive
         }
@@ -2239,6 +2282,106 @@ impl Node {
             .timers
             .set_if_unset(Timer::PassiveKeepalive, now + KEEPALIVE_TIMEOUT);
         UdpOutcome::WriteTun { len: hdr.total_len }
+    }
+
+    /// A peer that only receives still has to rekey before the session is
+    /// rejected.
+    fn rekey_if_stale(&mut self, now: Instant, id: PeerId) {
+        let p = &self.peers[id.0];
+        let stale = p
+            .last_handshake
+            .is_some_and(|t| now.saturating_duration_since(t) >= RECV_REKEY_AFTER_TIME);
+        if stale && p.rekeys_first && p.pending.is_none() {
+            self.initiate(now, id);
+        }
+    }
+
+    // ------------------------------------------------------ the data half
+
+    /// What the data half should do differently since the last call: one
+    /// peer's new view (sessions, addresses), or new routes. The shell
+    /// drains it after every call into the node.
+    pub fn poll_data_update(&mut self) -> Option<DataUpdate> {
+        if self.routes_published != self.routes_changed {
+            self.routes_published = self.routes_changed;
+            return Some(DataUpdate::Routes(self.routes.clone()));
+        }
+        if self.published.len() < self.peers.len() {
+            self.published.resize_with(self.peers.len(), PeerView::default);
+        }
+        for i in 0..self.peers.len() {
+            let view = self.data_view(PeerId(i));
+            if !view.same(&self.published[i]) {
+                self.published[i] = view.clone();
+                return Some(DataUpdate::Peer {
+                    id: PeerId(i),
+                    view,
+                });
+            }
+        }
+        None
+    }
+
+    /// What the data half may do for `id` now: send on the current session
+    /// to a direct route, open current and previous from that address.
+    /// Nothing for a relayed peer, a removed one, or one without a session.
+    fn data_view(&self, id: PeerId) -> PeerView {
+        let p = &self.peers[id.0];
+        let Some(Via::Direct(dst)) = self.route(id).filter(|_| !p.removed) else {
+            return PeerView::default();
+        };
+        let rx = [&p.current, &p.previous]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let tx = p.current.as_ref().map(|s| TxView {
+            session: s.clone(),
+            dst,
+            rekey_at: p.last_handshake.unwrap_or(s.created) + p.rekey_after,
+        });
+        PeerView {
+            from: Some(dst),
+            rx,
+            tx,
+        }
+    }
+
+    /// What the data half did for a peer (see [`Activity`]): the same
+    /// timers and counters [`handle_tun`](Self::handle_tun) and
+    /// [`handle_udp`](Self::handle_udp) move per packet, moved once per
+    /// report, in the order it happened.
+    pub fn handle_activity(&mut self, now: Instant, a: Activity) {
+        if !self.is_live(a.peer) {
+            return;
+        }
+        let id = a.peer;
+        let p = &mut self.peers[id.0];
+        p.tx_bytes += a.tx_bytes;
+        p.rx_bytes += a.rx_bytes;
+        let rx_at = a.received.map(|(t, _)| t);
+        if let Some(sent) = a.sent
+            && rx_at.is_none_or(|r| sent.first <= r)
+        {
+            self.after_send(sent.first, id, true);
+        }
+        if let Some((at, from)) = a.received {
+            self.on_authenticated(at, id, Via::Direct(from), false);
+            self.peers[id.0]
+                .timers
+                .set_if_unset(Timer::PassiveKeepalive, at + KEEPALIVE_TIMEOUT);
+            self.rekey_if_stale(now, id);
+        }
+        if let Some(sent) = a.sent {
+            for at in [sent.first_after_rx, Some(sent.last)].into_iter().flatten() {
+                if rx_at.is_none_or(|r| at > r) {
+                    self.after_send(at, id, true);
+                }
+            }
+        }
+        if a.rekey && self.peers[id.0].pending.is_none() {
+            self.initiate(now, id);
+        }
     }
 
     /// `out[..len]` is a relay frame that member `hop` sent us on its
@@ -2512,6 +2655,15 @@ impl Node {
                 }
             }
         }
+    }
+}
+
+/// `d` for the side that rekeys first, `d` plus the usual lag for the other.
+fn rekey_after(d: Duration, rekeys_first: bool) -> Duration {
+    if rekeys_first {
+        d
+    } else {
+        d + (RESPONDER_REKEY_AFTER_TIME - REKEY_AFTER_TIME)
     }
 }
 

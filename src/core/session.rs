@@ -9,12 +9,28 @@
 //! The session holds no key of its own: the two transport keys live in the
 //! ciphers snow got from `noise::Resolver`, which set them to zeros when a
 //! dropped session drops them.
+//!
+//! A [`Session`] is a handle both halves of the node hold at once (see
+//! `core::data`): the data plane seals and opens on it, the control plane
+//! seals its control messages on it and decides when it is replaced. So
+//! the send counter is an atomic (each seal reserves its own number, never
+//! one twice, whoever seals) and the replay window sits behind a mutex that
+//! is uncontended in practice: a session receives on one thread at a time
+//! except while a path moves between the data plane and the control plane.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::replay::ReplayWindow;
 use super::timers::{REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME};
 use crate::wire::{self, DATA_HEADER_LEN, TAG_LEN};
+
+/// Plaintext is padded to a multiple of this to blur packet sizes
+/// (WireGuard whitepaper §5.4.6).
+pub const PAD_TO: usize = 16;
+/// One data message's framing: header, tag, padding.
+pub const SEAL_OVERHEAD: usize = DATA_HEADER_LEN + TAG_LEN + PAD_TO;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
@@ -28,15 +44,28 @@ pub enum SessionError {
     Buffer,
 }
 
-pub struct Session {
+/// A cheap handle (an `Arc`): clones are the same session.
+#[derive(Clone)]
+pub struct Session(Arc<Inner>);
+
+pub struct Inner {
     pub local_index: u32,
     pub remote_index: u32,
     transport: snow::StatelessTransportState,
-    send_counter: u64,
-    replay: ReplayWindow,
+    /// The next counter to send; may pass REJECT_AFTER_MESSAGES, after
+    /// which nothing is sealed.
+    send_counter: AtomicU64,
+    replay: Mutex<ReplayWindow>,
     pub created: Instant,
     /// We sent the initiation that made this session.
     pub initiator: bool,
+}
+
+impl std::ops::Deref for Session {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -44,7 +73,7 @@ impl std::fmt::Debug for Session {
         f.debug_struct("Session")
             .field("local_index", &self.local_index)
             .field("remote_index", &self.remote_index)
-            .field("send_counter", &self.send_counter)
+            .field("send_counter", &self.messages_sent())
             .field("initiator", &self.initiator)
             .finish()
     }
@@ -58,15 +87,20 @@ impl Session {
         created: Instant,
         initiator: bool,
     ) -> Self {
-        Self {
+        Self(Arc::new(Inner {
             local_index,
             remote_index,
             transport,
-            send_counter: 0,
-            replay: ReplayWindow::default(),
+            send_counter: AtomicU64::new(0),
+            replay: Mutex::new(ReplayWindow::default()),
             created,
             initiator,
-        }
+        }))
+    }
+
+    /// The same session (not merely equal keys).
+    pub fn same(&self, other: &Session) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     pub fn age(&self, now: Instant) -> std::time::Duration {
@@ -75,41 +109,67 @@ impl Session {
 
     /// Usable for sending and receiving at `now`.
     pub fn is_valid(&self, now: Instant) -> bool {
-        self.age(now) < REJECT_AFTER_TIME && self.send_counter < REJECT_AFTER_MESSAGES
+        self.age(now) < REJECT_AFTER_TIME && self.messages_sent() < REJECT_AFTER_MESSAGES
     }
 
     pub fn messages_sent(&self) -> u64 {
-        self.send_counter
+        self.send_counter.load(Ordering::Relaxed)
     }
 
     /// Encrypt `payload` into a complete data message in `out`; returns its length.
     pub fn encrypt(
-        &mut self,
+        &self,
         now: Instant,
         payload: &[u8],
         out: &mut [u8],
     ) -> Result<usize, SessionError> {
-        if !self.is_valid(now) {
+        if self.age(now) >= REJECT_AFTER_TIME {
             return Err(SessionError::Expired);
         }
         let total = DATA_HEADER_LEN + payload.len() + TAG_LEN;
         if out.len() < total {
             return Err(SessionError::Buffer);
         }
-        let counter = self.send_counter;
+        // Reserved before sealing: a counter is never used twice, even by
+        // two threads sealing at once. A failed seal below wastes its
+        // number, which costs nothing (the receiver's window skips it).
+        let counter = self.send_counter.fetch_add(1, Ordering::Relaxed);
+        if counter >= REJECT_AFTER_MESSAGES {
+            return Err(SessionError::Expired);
+        }
         wire::emit_data_header(out, self.remote_index, counter)
             .map_err(|_| SessionError::Buffer)?;
         let n = self
             .transport
             .write_message(counter, payload, &mut out[DATA_HEADER_LEN..total])
             .map_err(|_| SessionError::Buffer)?;
-        self.send_counter += 1;
         Ok(DATA_HEADER_LEN + n)
+    }
+
+    /// [`encrypt`](Self::encrypt) `payload` padded with zeros to a multiple
+    /// of [`PAD_TO`]; `scratch` (at least as long as the padded payload)
+    /// holds the padded copy when padding is needed.
+    pub fn seal_padded(
+        &self,
+        now: Instant,
+        payload: &[u8],
+        scratch: &mut [u8],
+        out: &mut [u8],
+    ) -> Result<usize, SessionError> {
+        let padded = payload.len().next_multiple_of(PAD_TO).min(scratch.len());
+        let plain: &[u8] = if padded <= payload.len() {
+            payload
+        } else {
+            scratch[..payload.len()].copy_from_slice(payload);
+            scratch[payload.len()..padded].fill(0);
+            &scratch[..padded]
+        };
+        self.encrypt(now, plain, out)
     }
 
     /// Authenticate and decrypt; returns the plaintext length written to `out`.
     pub fn decrypt(
-        &mut self,
+        &self,
         now: Instant,
         counter: u64,
         ciphertext: &[u8],
@@ -118,7 +178,7 @@ impl Session {
         if self.age(now) >= REJECT_AFTER_TIME || counter >= REJECT_AFTER_MESSAGES {
             return Err(SessionError::Expired);
         }
-        if !self.replay.check(counter) {
+        if !self.window().check(counter) {
             return Err(SessionError::Replay(counter));
         }
         if out.len() + TAG_LEN < ciphertext.len() {
@@ -129,9 +189,15 @@ impl Session {
             .read_message(counter, ciphertext, out)
             .map_err(|_| SessionError::Decrypt)?;
         // Only an authentic packet may move the window.
-        if !self.replay.mark(counter) {
+        if !self.window().mark(counter) {
             return Err(SessionError::Replay(counter));
         }
         Ok(n)
+    }
+
+    /// A poisoned lock only means a thread panicked between check and
+    /// mark, which leaves the window as valid as ever.
+    fn window(&self) -> std::sync::MutexGuard<'_, ReplayWindow> {
+        self.replay.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

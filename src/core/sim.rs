@@ -15,7 +15,8 @@ use super::*;
 use crate::identity::{NetworkSecret, SecretKey};
 
 pub struct SimNode {
-    pub node: Node,
+    /// Both halves: every packet crosses the data/control seam.
+    pub node: super::split::Split,
     pub addr: SocketAddr,
     pub overlay: Ipv4Addr,
     /// Packets written to this node's TUN.
@@ -157,7 +158,7 @@ impl Sim {
     ) -> usize {
         let node = self.make_node(n, peers, relay, psk.clone());
         self.nodes.push(SimNode {
-            node,
+            node: super::split::Split::new(node),
             addr: underlay(n),
             overlay: overlay(n),
             tun: Vec::new(),
@@ -196,7 +197,7 @@ impl Sim {
         let psk = self.nodes[i].psk.clone();
         let node = self.make_node(n, peers, RelayConfig::default(), psk);
         let s = &mut self.nodes[i];
-        s.node = node;
+        s.node = super::split::Split::new(node);
         s.up = true;
     }
 
@@ -342,6 +343,8 @@ impl Sim {
 
     /// Drain node `i`'s transmits, events and records.
     fn flush(&mut self, i: usize) {
+        // Whatever the call changed reaches the data half before the next packet.
+        self.nodes[i].node.publish();
         while let Some(t) = self.nodes[i].node.poll_transmit() {
             let from = self.source_for(i, t.dst);
             self.send_raw(from, t.dst, t.payload);

@@ -46,6 +46,10 @@ pub struct StatusReport {
     /// connection yet or any more).
     #[serde(default)]
     pub tcp_dropped: u64,
+    /// The data plane's drop counters by reason (`daemon::data::Stats`),
+    /// zeros included, in a fixed order.
+    #[serde(default)]
+    pub data_drops: Vec<(String, u64)>,
 }
 
 /// What this node relays for others (`[relay] serve = true`).
@@ -110,6 +114,9 @@ pub struct PeerReport {
     pub path_reason: String,
     pub endpoint: Option<String>,
     pub last_handshake_secs: Option<u64>,
+    /// Handshakes completed with the peer: the first and every rekey.
+    #[serde(default)]
+    pub handshakes: u64,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     /// Candidate addresses being tried.

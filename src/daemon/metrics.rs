@@ -32,6 +32,8 @@ pub struct Metrics {
     /// Datagrams the relay TCP transport dropped (no connection yet, a full
     /// queue): `kith_relay_tcp_dropped_total`.
     pub tcp_dropped: u64,
+    /// The data plane's drops by reason: `kith_data_dropped_total{reason}`.
+    pub data_drops: Vec<(&'static str, u64)>,
     /// The relay service, with `[relay] serve = true`.
     pub relay_service: Option<RelayServiceMetrics>,
     /// Time from start to each peer's first direct packet, one observation
@@ -389,6 +391,14 @@ pub fn render(m: &Metrics) -> String {
         "Datagrams the relay TCP transport dropped (no connection yet, or a full queue).",
     );
     w.sample("kith_relay_tcp_dropped_total", &[], m.tcp_dropped);
+    w.family(
+        "kith_data_dropped_total",
+        "counter",
+        "Packets the data plane dropped, by reason (see docs/metrics.md).",
+    );
+    for (reason, n) in &m.data_drops {
+        w.sample("kith_data_dropped_total", &[("reason", reason)], *n);
+    }
     if let Some(r) = &m.relay_service {
         relay_service(&mut w, r);
     }
@@ -464,6 +474,7 @@ mod tests {
             handshakes_refused: 3,
             cookies_sent: 1,
             tcp_dropped: 2,
+            data_drops: vec![("udp_dropped", 6), ("stranger_queue_full", 0)],
             relay_service: Some(RelayServiceMetrics {
                 refused_unknown: 4,
                 refused_no_session: 5,
@@ -647,6 +658,20 @@ mod tests {
         let plain = render(&Metrics::default());
         assert!(!plain.contains("kith_relay_forwarded"), "{plain}");
         assert!(plain.contains("kith_relay_tcp_dropped_total 0"), "{plain}");
+        assert!(!plain.contains("kith_data_dropped_total{"), "{plain}");
+    }
+
+    #[test]
+    fn data_plane_drops_by_reason() {
+        let text = render(&example());
+        assert_eq!(
+            value(&text, "kith_data_dropped_total{reason=\"udp_dropped\"}"),
+            6.0
+        );
+        assert_eq!(
+            value(&text, "kith_data_dropped_total{reason=\"stranger_queue_full\"}"),
+            0.0
+        );
     }
 
     #[test]

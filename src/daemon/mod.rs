@@ -25,6 +25,7 @@
 mod accept;
 pub mod aead;
 pub mod control;
+mod data;
 mod discover;
 mod http;
 mod metrics;
@@ -39,8 +40,9 @@ pub mod routes;
 mod socket;
 mod tcp;
 
-use socket::{Received, Udp};
+use socket::Udp;
 use std::io;
+use std::sync::Arc;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -49,7 +51,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, ConfigSource, Endpoint};
 use crate::core::{
-    Event, Node, NodeConfig, OVERHEAD, PeerConfig, PeerId, RelayCause, RelayConfig, TunOutcome,
+    DataUpdate, Event, Node, NodeConfig, OVERHEAD, PeerConfig, PeerId, RelayCause, RelayConfig, TunOutcome,
     UdpOutcome, Via,
 };
 use crate::nat::punch::{Action, Outcome, Puncher, Role, Strategy};
@@ -89,6 +91,10 @@ pub enum StartError {
     MetricsBind { addr: SocketAddr, source: io::Error },
     #[error("{0}")]
     Routes(#[from] routes::RouteError),
+    #[error("the data plane's thread stopped (see the log above for why)")]
+    DataPlane,
+    #[error("cannot start the data plane's thread: {0}")]
+    DataThread(io::Error),
     #[error("cannot read OS randomness: {0}")]
     Random(getrandom::Error),
     #[error("{0}")]
@@ -135,7 +141,7 @@ fn relay_config(cfg: &Config) -> RelayConfig {
     }
 }
 
-fn create_tun(cfg: &Config) -> Result<tun_rs::AsyncDevice, StartError> {
+fn create_tun(cfg: &Config) -> Result<tun_rs::SyncDevice, StartError> {
     let iface = &cfg.interface;
     // Opening an existing TUN by name would attach to it (or fail with a
     // bare EBUSY): a device of that name means another daemon owns it, as
@@ -159,7 +165,7 @@ fn create_tun(cfg: &Config) -> Result<tun_rs::AsyncDevice, StartError> {
                 ipnet::IpNet::V6(n) => builder.ipv6(n.addr(), n.prefix_len()),
             };
         }
-        builder.build_async()
+        builder.build_sync()
     };
     // Offload (IFF_VNET_HDR + TSO) lets one read carry up to 64 KiB of TCP;
     // kernels without it still get a working, slower device.
@@ -177,7 +183,7 @@ fn create_tun(cfg: &Config) -> Result<tun_rs::AsyncDevice, StartError> {
 /// Route every peer's `allowed_ips` through the TUN device (removing what
 /// a crashed run of this network left first). A prefix that cannot be
 /// routed is a warning, not a reason to stay down: the others work.
-fn start_routes(cfg: &Config, tun: &tun_rs::AsyncDevice) -> Result<routes::Routes, StartError> {
+fn start_routes(cfg: &Config, tun: &tun_rs::SyncDevice) -> Result<routes::Routes, StartError> {
     let iface = &cfg.interface;
     let ifindex = tun.if_index().map_err(|source| StartError::Tun {
         name: iface.name.clone(),
@@ -252,10 +258,12 @@ pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<
         }
     };
     raise_fd_limit();
-    let udp = Udp::bind(cfg.interface.listen_port).map_err(|source| StartError::Bind {
-        port: cfg.interface.listen_port,
-        source,
-    })?;
+    let udp = Arc::new(Udp::bind(cfg.interface.listen_port).map_err(|source| {
+        StartError::Bind {
+            port: cfg.interface.listen_port,
+            source,
+        }
+    })?);
     let local = udp.local_addr()?;
     let (gso, gro) = udp.offloads();
     let routes = start_routes(&cfg, &tun)?;
@@ -307,6 +315,15 @@ pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<
     let mut punch_seed = seed;
     punch_seed[0] ^= 0x5a;
     let mut node = Node::new(node_cfg, now, unix_now, seed);
+    // Test-only, undocumented for users: rekeys every few seconds, so a
+    // namespace test sees them under load (tests/e2e_dataplane.rs).
+    if let Some(d) = std::env::var("KITH_TEST_REKEY_AFTER")
+        .ok()
+        .and_then(|v| crate::config::duration::parse(&v).ok())
+    {
+        warn!(every = ?d, "KITH_TEST_REKEY_AFTER: rekeying far more often than the protocol says");
+        node.set_rekey_after(d);
+    }
     node.start(now);
     // Discovery starts in the background: a slow or unreachable DHT never
     // holds up the tunnel to static and cached peers.
@@ -344,11 +361,20 @@ pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<
     control::serve(&control, control_tx)?;
     notify::ready();
 
+    let data = data::spawn(
+        Arc::new(tun),
+        udp.clone(),
+        data::Options {
+            busy_poll: cfg.interface.busy_poll,
+            mtu: usize::from(cfg.interface.mtu),
+        },
+    )
+    .map_err(StartError::DataThread)?;
     let mut shell = Shell {
         node,
         udp,
-        tun,
-        mtu: usize::from(cfg.interface.mtu),
+        data,
+        views: Vec::new(),
         discovery,
         found,
         control: control_rx,
@@ -364,7 +390,6 @@ pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<
         pools: punch::Pools::new(),
         tcp,
         record_seqs: Vec::new(),
-        recv_errors: RecvErrors::default(),
         started,
         metrics: metrics::Metrics::default(),
         pings: ping::Pings::default(),
@@ -395,9 +420,14 @@ pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<
 
 struct Shell {
     node: Node,
-    udp: Udp,
-    tun: tun_rs::AsyncDevice,
-    mtu: usize,
+    /// The data socket, shared with the data plane: the control plane
+    /// sends its own datagrams (handshakes, STUN) on it directly.
+    udp: Arc<Udp>,
+    /// The data plane's thread (TUN and data socket reads, per-packet work).
+    data: data::Handle,
+    /// Each peer's view as the core published it, and as last sent to the
+    /// data plane (see [`Shell::publish`]).
+    views: Vec<(crate::core::data::PeerView, crate::core::data::PeerView)>,
     discovery: discover::Discovery,
     /// Results of the DHT rendezvous (None when the DHT is off).
     found: Option<tokio::sync::mpsc::UnboundedReceiver<crate::discovery::rendezvous::Found>>,
@@ -423,7 +453,6 @@ struct Shell {
     tcp: tcp::TcpTransport,
     /// The seq of each peer's last record seen (indexed by peer).
     record_seqs: Vec<Option<i64>>,
-    recv_errors: RecvErrors,
     /// When `run` began: time to direct counts from here.
     started: Instant,
     /// The counters only the shell sees; the core's are copied in when
@@ -449,32 +478,6 @@ fn endpoint_name(p: &crate::config::Peer) -> Option<(String, u16)> {
     }
 }
 
-/// Failed reads of the data socket. One is no reason to stop (an ICMP error
-/// queued on the socket, a transient ENOMEM); a run of them is worth a
-/// warning, not one per datagram.
-#[derive(Default)]
-struct RecvErrors {
-    count: u64,
-    warned: Option<Instant>,
-}
-
-impl RecvErrors {
-    const WARN_EVERY: Duration = Duration::from_secs(10);
-
-    fn note(&mut self, now: Instant, e: &std::io::Error) {
-        self.count += 1;
-        if self
-            .warned
-            .is_some_and(|t| now.saturating_duration_since(t) < Self::WARN_EVERY)
-        {
-            debug!(error = %e, "UDP receive failed");
-            return;
-        }
-        self.warned = Some(now);
-        warn!(error = %e, total = self.count, "UDP receive failed; carrying on");
-    }
-}
-
 /// Wait for the next rendezvous result, or forever when there is none.
 async fn next_found(
     rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<crate::discovery::rendezvous::Found>>,
@@ -487,85 +490,18 @@ async fn next_found(
 
 /// The next tick of the systemd watchdog, or never when systemd does not
 /// watch us.
-async fn next_watchdog(watchdog: &mut Option<tokio::time::Interval>) {
+async fn next_watchdog(watchdog: &mut Option<(tokio::time::Interval, Duration)>) -> Duration {
     match watchdog {
-        Some(w) => {
+        Some((w, every)) => {
             w.tick().await;
+            *every
         }
         None => std::future::pending().await,
     }
 }
 
-/// Offset of the IP packet in TUN write buffers: room for the virtio-net
-/// header that offload mode prepends.
-const TUN_HDR: usize = tun_rs::VIRTIO_NET_HDR_LEN;
-/// Segments one offloaded TUN read can split into.
-const TUN_BATCH: usize = tun_rs::IDEAL_BATCH_SIZE;
-/// How many further reads to drain before giving other work a turn.
+/// Messages from the data plane handled before the next flush.
 const DRAIN: usize = 32;
-
-/// Every buffer of the data path, allocated once at start: the per-packet
-/// path allocates nothing.
-struct Buffers {
-    /// Raw offloaded TUN read (virtio header + up to 64 KiB).
-    tun_raw: Vec<u8>,
-    /// The TUN read split into IP packets.
-    tun_pkts: Vec<Vec<u8>>,
-    tun_sizes: Vec<usize>,
-    /// Encrypted datagrams waiting for one GSO send.
-    gso: Vec<u8>,
-    /// A received (possibly coalesced) UDP read.
-    udp_in: Vec<u8>,
-    /// Decrypted packets waiting for one TUN write (coalesced by GRO).
-    tun_out: Vec<Vec<u8>>,
-    gro: tun_rs::GROTable,
-}
-
-impl Buffers {
-    fn new(mtu: usize) -> Self {
-        let big = crate::wire::MAX_DATAGRAM + OVERHEAD;
-        // Split TUN segments never exceed the MTU; the slack covers a
-        // device whose MTU was raised behind our back.
-        let segment = mtu + 256 + OVERHEAD;
-        Self {
-            tun_raw: vec![0; TUN_HDR + crate::wire::MAX_DATAGRAM],
-            tun_pkts: vec![vec![0; segment]; TUN_BATCH],
-            tun_sizes: vec![0; TUN_BATCH],
-            gso: vec![0; socket::MAX_GSO_BYTES + big],
-            udp_in: vec![0; crate::wire::MAX_DATAGRAM],
-            // tun-rs coalesces a flow into its first buffer only if that
-            // buffer has room for 64 KiB: with less, GRO silently stays off
-            // and throughput halves. Untouched capacity costs no RSS.
-            tun_out: (0..socket::MAX_GSO_SEGMENTS)
-                .map(|_| Vec::with_capacity(TUN_HDR + big))
-                .collect(),
-            gro: tun_rs::GROTable::default(),
-        }
-    }
-}
-
-/// A run of encrypted datagrams in `Buffers::gso` for one destination, all
-/// `segment` bytes long except possibly the last: the shape UDP GSO sends.
-#[derive(Default)]
-struct GsoRun {
-    dst: Option<SocketAddr>,
-    segment: usize,
-    used: usize,
-    count: usize,
-    /// The last datagram was shorter than `segment`: the run is closed.
-    short: bool,
-}
-
-impl GsoRun {
-    /// Can a datagram of `len` bytes for `dst` extend this run?
-    fn fits(&self, dst: SocketAddr, len: usize) -> bool {
-        self.dst == Some(dst)
-            && !self.short
-            && len <= self.segment
-            && self.count < socket::MAX_GSO_SEGMENTS
-            && self.used + len <= socket::MAX_GSO_BYTES
-    }
-}
 
 impl Shell {
     async fn run(&mut self) -> Result<(), StartError> {
@@ -573,17 +509,18 @@ impl Shell {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
-        let mut b = Buffers::new(self.mtu);
         let mut tick = tokio::time::interval(discover::TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Fed from this loop, never from a task of its own: a loop stuck
-        // anywhere stops feeding it.
+        // Fed only while both planes turn: this loop, and the data plane's
+        // heartbeat.
         let mut watchdog = notify::watchdog_interval().map(|every| {
             debug!(every = ?every, "feeding the systemd watchdog");
             let mut w = tokio::time::interval(every);
             w.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            w
+            (w, every)
         });
+        // One buffer for everything the control plane opens or seals.
+        let mut out = vec![0u8; crate::wire::MAX_DATAGRAM + OVERHEAD];
         loop {
             let deadline = [
                 self.node.poll_timeout(),
@@ -604,39 +541,24 @@ impl Shell {
                     debug!("SIGHUP: reading the config file again");
                     self.reload(Instant::now());
                 }
-                r = self.udp.recv(&mut b.udp_in) => {
-                    let r = match r {
-                        Ok(r) => r,
-                        Err(e) => {
-                            self.recv_errors.note(Instant::now(), &e);
-                            continue;
-                        }
+                m = self.data.up.recv() => {
+                    let Some(m) = m else {
+                        return Err(StartError::DataPlane);
                     };
-                    let from = r.from;
-                    // Only an authenticated datagram proves UDP to a relay works.
-                    if self.on_udp(r, &mut b).await && self.tcp.has_links() {
-                        self.tcp.on_udp_from(from);
-                    }
+                    self.on_data(m, &mut out);
+                    // What else is waiting, up to a batch, before the flush.
                     for _ in 0..DRAIN {
-                        match self.udp.try_recv(&mut b.udp_in) {
-                            Ok(r) => {
-                                let from = r.from;
-                                if self.on_udp(r, &mut b).await && self.tcp.has_links() {
-                                    self.tcp.on_udp_from(from);
-                                }
-                            }
+                        match self.data.up.try_recv() {
+                            Ok(m) => self.on_data(m, &mut out),
                             Err(_) => break,
                         }
                     }
                 }
-                r = self.tun.recv_multiple(&mut b.tun_raw, &mut b.tun_pkts, &mut b.tun_sizes, 0) => {
-                    match r {
-                        Ok(n) => self.on_tun(n, &mut b).await,
-                        Err(e) => debug!(error = %e, "TUN read failed"),
-                    }
+                Some(m) = self.data.strangers.recv() => {
+                    self.on_data(m, &mut out);
                     for _ in 0..DRAIN {
-                        match self.tun.try_recv_multiple(&mut b.tun_raw, &mut b.tun_pkts, &mut b.tun_sizes, 0) {
-                            Ok(n) => self.on_tun(n, &mut b).await,
+                        match self.data.strangers.try_recv() {
+                            Ok(m) => self.on_data(m, &mut out),
                             Err(_) => break,
                         }
                     }
@@ -648,25 +570,24 @@ impl Shell {
                     self.puncher.handle_timeout(now);
                     self.pings.handle_timeout(now, &mut self.node);
                 }
-                _ = next_watchdog(&mut watchdog) => notify::watchdog(),
+                every = next_watchdog(&mut watchdog) => {
+                    if self.data.alive(every) {
+                        notify::watchdog();
+                    } else {
+                        warn!("the data plane has not turned for {every:?}: not feeding the watchdog");
+                    }
+                }
                 Some(d) = self.pools.recv() => {
-                    // Through the same path as the data socket's datagrams.
-                    let len = d.data.len().min(b.udp_in.len());
-                    b.udp_in[..len].copy_from_slice(&d.data[..len]);
-                    let r = Received { len, from: d.from, segment: len };
                     // Only an authenticated packet makes the socket a route,
                     // and before the answer goes out (in flush, below).
-                    if self.on_udp(r, &mut b).await {
+                    if self.on_datagram(d.from, &d.data, &mut out) {
                         self.pools.learn(&d);
                     }
                 }
                 Some(t) = self.tcp.recv() => match t {
                     tcp::TcpIn::Datagram(d) => {
                         // As if it came over UDP from the address the core knows.
-                        let len = d.data.len().min(b.udp_in.len());
-                        b.udp_in[..len].copy_from_slice(&d.data[..len]);
-                        let r = Received { len, from: d.from, segment: len };
-                        if self.on_udp(r, &mut b).await {
+                        if self.on_datagram(d.from, &d.data, &mut out) {
                             self.tcp.on_authenticated(Instant::now(), d.from);
                         }
                     }
@@ -728,143 +649,137 @@ impl Shell {
         }
     }
 
-    /// Decrypt a (possibly coalesced) read and write the packets to the TUN
-    /// in one batch, which lets the kernel merge TCP segments again.
-    /// Returns whether any datagram authenticated (data or a handshake step).
-    async fn on_udp(&mut self, r: Received, b: &mut Buffers) -> bool {
+    /// What the data plane handed over.
+    fn on_data(&mut self, m: data::Up, out: &mut [u8]) {
         let now = Instant::now();
-        let mut authenticated = false;
-        // A run can hold more datagrams than there are TUN buffers (the
-        // kernel's GSO allows 128 segments, a peer may send them in one
-        // run): write each group of `tun_out.len()` before the next.
-        let segment = r.segment.max(1);
-        let Buffers {
-            udp_in,
-            tun_out,
-            gro,
-            ..
-        } = b;
-        for run in udp_in[..r.len].chunks(segment * tun_out.len()) {
-            authenticated |= self
-                .open_group(now, r.from, run, segment, tun_out, gro)
-                .await;
+        match m {
+            data::Up::Activity(a) => {
+                if let Some((_, from)) = a.received
+                    && self.tcp.has_links()
+                {
+                    // Only an authenticated datagram proves UDP to a relay works.
+                    self.tcp.on_udp_from(from);
+                }
+                self.node.handle_activity(now, a);
+            }
+            data::Up::Tun(pkt) => match self.node.handle_tun(now, &pkt, out) {
+                TunOutcome::Send { dst, len } => self.send_datagram(now, dst, &out[..len]),
+                TunOutcome::Queued => {}
+                TunOutcome::Dropped(reason) => debug!(%reason, "TUN packet dropped"),
+            },
+            data::Up::Datagram { from, bytes } => {
+                if self.on_datagram(from, &bytes, out) && self.tcp.has_links() {
+                    self.tcp.on_udp_from(from);
+                }
+            }
+            data::Up::Opened {
+                peer,
+                from,
+                plain,
+                wire_len,
+            } => {
+                let len = plain.len().min(out.len());
+                out[..len].copy_from_slice(&plain[..len]);
+                let r = self
+                    .node
+                    .handle_opened(now, peer, from, out, len, wire_len);
+                if self.on_outcome(now, from, r, out, &[]) && self.tcp.has_links() {
+                    self.tcp.on_udp_from(from);
+                }
+            }
         }
-        authenticated
     }
 
-    /// One group of a run, at most `tun_out.len()` datagrams.
-    async fn open_group(
+    /// A datagram for the core (from the data plane, a hard-NAT pool
+    /// socket or a TCP link). Returns whether it authenticated (data or a
+    /// handshake step).
+    fn on_datagram(&mut self, from: SocketAddr, datagram: &[u8], out: &mut [u8]) -> bool {
+        let now = Instant::now();
+        if datagram.len() + OVERHEAD > out.len() {
+            return false;
+        }
+        let r = self.node.handle_udp(now, from, datagram, out);
+        self.on_outcome(now, from, r, out, datagram)
+    }
+
+    /// Act on what the core made of a datagram; `datagram` is the original
+    /// (for STUN).
+    fn on_outcome(
         &mut self,
         now: Instant,
         from: SocketAddr,
-        run: &[u8],
-        segment: usize,
-        tun_out: &mut [Vec<u8>],
-        gro: &mut tun_rs::GROTable,
+        r: UdpOutcome,
+        out: &[u8],
+        datagram: &[u8],
     ) -> bool {
-        let mut k = 0;
-        let mut authenticated = false;
-        for datagram in run.chunks(segment) {
-            let out = &mut tun_out[k];
-            out.resize(TUN_HDR + datagram.len() + OVERHEAD, 0);
-            match self
-                .node
-                .handle_udp(now, from, datagram, &mut out[TUN_HDR..])
-            {
-                UdpOutcome::WriteTun { len } => {
-                    out.truncate(TUN_HDR + len);
-                    k += 1;
-                    authenticated = true;
-                }
-                UdpOutcome::Dropped(reason) => debug!(addr = %from, %reason, "datagram dropped"),
-                UdpOutcome::Stun => self.stun.handle_datagram(now, from, datagram),
-                UdpOutcome::Handled => authenticated = true,
-                UdpOutcome::Forward { dst, len } => {
-                    // We relay: the frame goes on to the other member.
-                    self.send_datagram(now, dst, &out[TUN_HDR..TUN_HDR + len])
-                        .await;
-                    authenticated = true;
-                }
+        match r {
+            UdpOutcome::WriteTun { len } => {
+                self.data.send(data::Down::Tun(out[..len].to_vec()));
+                true
             }
-        }
-        if k > 0
-            && let Err(e) = self
-                .tun
-                .send_multiple(gro, &mut tun_out[..k], TUN_HDR)
-                .await
-        {
-            debug!(error = %e, "TUN write failed; packets dropped");
-        }
-        authenticated
-    }
-
-    /// Encrypt a batch of TUN packets straight into the GSO buffer and send
-    /// each run of same-destination, same-size datagrams with one syscall.
-    async fn on_tun(&mut self, n: usize, b: &mut Buffers) {
-        let now = Instant::now();
-        let mut run = GsoRun::default();
-        for i in 0..n.min(TUN_BATCH) {
-            let pkt = &b.tun_pkts[i][..b.tun_sizes[i]];
-            let at = run.used;
-            match self.node.handle_tun(now, pkt, &mut b.gso[at..]) {
-                TunOutcome::Send { dst, len } => {
-                    if !run.fits(dst, len) {
-                        if run.count > 0 {
-                            self.send_run(&run, &b.gso).await;
-                            b.gso.copy_within(at..at + len, 0);
-                        }
-                        run = GsoRun {
-                            dst: Some(dst),
-                            segment: len,
-                            ..GsoRun::default()
-                        };
-                    }
-                    run.short = len < run.segment;
-                    run.used += len;
-                    run.count += 1;
-                }
-                TunOutcome::Queued => {}
-                TunOutcome::Dropped(reason) => debug!(%reason, "TUN packet dropped"),
+            UdpOutcome::Dropped(reason) => {
+                debug!(addr = %from, %reason, "datagram dropped");
+                false
             }
-        }
-        if run.count > 0 {
-            self.send_run(&run, &b.gso).await;
+            UdpOutcome::Stun => {
+                self.stun.handle_datagram(now, from, datagram);
+                false
+            }
+            UdpOutcome::Handled => true,
+            UdpOutcome::Forward { dst, len } => {
+                // We relay: the frame goes on to the other member.
+                self.send_datagram(now, dst, &out[..len]);
+                true
+            }
         }
     }
 
     /// One datagram to `dst`, the way it must go: over TCP where the relay
     /// transport says so (a member's connection, a relay whose UDP gets no
     /// answer), else from the hard-NAT route's socket or the data socket.
-    async fn send_datagram(&mut self, now: Instant, dst: SocketAddr, datagram: &[u8]) {
+    fn send_datagram(&mut self, now: Instant, dst: SocketAddr, datagram: &[u8]) {
         if !self.tcp.send(now, dst, datagram) {
             return;
         }
         let sent = match self.pools.route(dst) {
-            Some(sock) => sock.send_to(datagram, dst).await.map(drop),
-            None => self.udp.send_to(datagram, dst).await,
+            Some(sock) => sock.try_send_to(datagram, dst).map(drop),
+            None => self.udp.send_to(datagram, dst),
         };
         if let Err(e) = sent {
             debug!(addr = %dst, error = %e, "UDP send failed");
         }
     }
 
-    async fn send_run(&mut self, run: &GsoRun, gso: &[u8]) {
-        let Some(dst) = run.dst else { return };
-        if self.tcp.involves(dst) || self.pools.route(dst).is_some() {
-            // One datagram per send: a hard-NAT route is a plain socket,
-            // and the TCP transport decides datagram by datagram.
-            let now = Instant::now();
-            for d in gso[..run.used].chunks(run.segment.max(1)) {
-                self.send_datagram(now, dst, d).await;
+    /// Tell the data plane what changed: the core's views, except that a
+    /// peer whose address is reached over TCP or a hard-NAT pool socket
+    /// stays with the control plane (only it has those sockets).
+    fn publish(&mut self) {
+        while let Some(u) = self.node.poll_data_update() {
+            match u {
+                DataUpdate::Peer { id, view } => {
+                    if self.views.len() <= id.0 {
+                        self.views.resize_with(id.0 + 1, Default::default);
+                    }
+                    self.views[id.0].0 = view;
+                }
+                routes @ DataUpdate::Routes(_) => self.data.send(data::Down::Update(routes)),
             }
-            return;
         }
-        if let Err(e) = self
-            .udp
-            .send_segments(dst, &gso[..run.used], run.segment)
-            .await
-        {
-            debug!(addr = %dst, error = %e, "UDP send failed");
+        let nothing = crate::core::data::PeerView::default();
+        for i in 0..self.views.len() {
+            let (view, sent) = &self.views[i];
+            let special = |a: SocketAddr| self.tcp.involves(a) || self.pools.route(a).is_some();
+            let masked = view.from.is_some_and(special)
+                || view.tx.as_ref().is_some_and(|t| special(t.dst));
+            let wanted = if masked { &nothing } else { view };
+            if !wanted.same(sent) {
+                let wanted = wanted.clone();
+                self.views[i].1 = wanted.clone();
+                self.data.send(data::Down::Update(DataUpdate::Peer {
+                    id: PeerId(i),
+                    view: wanted,
+                }));
+            }
         }
     }
 
@@ -887,10 +802,10 @@ impl Shell {
             warn!(error = %e, "cannot send our record to peers");
         }
         while let Some(t) = self.node.poll_transmit() {
-            self.send_datagram(now, t.dst, &t.payload).await;
+            self.send_datagram(now, t.dst, &t.payload);
         }
         while let Some((dst, bytes)) = self.stun.poll_transmit() {
-            if let Err(e) = self.udp.send_to(&bytes, dst).await {
+            if let Err(e) = self.udp.send_to(&bytes, dst) {
                 debug!(addr = %dst, error = %e, "STUN send failed");
             }
         }
@@ -923,6 +838,8 @@ impl Shell {
             self.tell_systemd();
         }
         self.punch_actions().await;
+        // Last: the core's calls above and the pools may have moved paths.
+        self.publish();
     }
 
     /// The metrics an event moves: path changes, the first direct packet.
@@ -1057,6 +974,7 @@ impl Shell {
         m.handshakes_refused = hs.refused;
         m.cookies_sent = hs.cookies_sent;
         m.tcp_dropped = self.tcp.dropped;
+        m.data_drops = self.data.stats.drops().to_vec();
         m.relay_service = relay_service;
         metrics::render(m)
     }
@@ -1154,7 +1072,7 @@ impl Shell {
             match action {
                 Action::Probe { peer, dst } => {
                     if let Some(msg) = self.node.probe_datagram(Instant::now(), peer)
-                        && let Err(e) = self.udp.send_to(&msg, dst).await
+                        && let Err(e) = self.udp.send_to(&msg, dst)
                     {
                         debug!(addr = %dst, error = %e, "hard NAT: probe send failed");
                     }
@@ -1353,6 +1271,7 @@ impl Shell {
                     last_handshake_secs: st
                         .last_handshake
                         .map(|t| now.saturating_duration_since(t).as_secs()),
+                    handshakes: st.handshakes,
                     rx_bytes: st.rx_bytes,
                     tx_bytes: st.tx_bytes,
                     candidates: st.candidates.iter().map(ToString::to_string).collect(),
@@ -1410,6 +1329,13 @@ impl Shell {
             },
             peers,
             tcp_dropped: self.tcp.dropped,
+            data_drops: self
+                .data
+                .stats
+                .drops()
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
             relay_service: self
                 .node
                 .relay_service()

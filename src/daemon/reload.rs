@@ -125,6 +125,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
             "the TUN device and the data path's buffers are sized at start",
         ),
         (
+            differs("[interface] busy_poll", o.busy_poll != n.busy_poll),
+            "the data plane's thread reads it once, at start",
+        ),
+        (
             differs("[network] id", old.network.id != new.network.id),
             "DHT records are published and looked up under it",
         ),

@@ -13,8 +13,6 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket as StdUdp};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 const BUFFER_BYTES: libc::c_int = 4 << 20;
 /// Linux's limit on segments per GSO send (`UDP_MAX_SEGMENTS`).
@@ -59,8 +57,13 @@ pub fn size_buffers(fd: libc::c_int) {
     }
 }
 
+/// The data socket. Non-blocking and shared: the data plane's thread
+/// receives and sends data on it, the control plane sends its own
+/// datagrams (handshakes, STUN) on it directly.
 pub struct Udp {
-    sock: UdpSocket,
+    sock: StdUdp,
+    /// Off only when the kernel has no UDP GSO at all; a destination that
+    /// refuses one send is the caller's to remember (see `daemon::data`).
     gso: AtomicBool,
     gro: bool,
 }
@@ -72,6 +75,18 @@ pub struct Received {
     pub len: usize,
     pub from: SocketAddr,
     pub segment: usize,
+    /// The kernel cut it to fit the buffer: not a datagram anyone sent.
+    pub truncated: bool,
+}
+
+/// How [`Udp::send_segments`] sent a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// One GSO send (or a run of one).
+    Whole,
+    /// One datagram per syscall; `refused` when a GSO send was refused
+    /// with an error that may be this destination's (EIO, EINVAL).
+    OneByOne { refused: bool },
 }
 
 impl Udp {
@@ -85,7 +100,7 @@ impl Udp {
         let gro = setsockopt(fd, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
         sock.set_nonblocking(true)?;
         Ok(Self {
-            sock: UdpSocket::from_std(sock)?,
+            sock,
             gso: AtomicBool::new(true),
             gro,
         })
@@ -99,44 +114,36 @@ impl Udp {
         (self.gso.load(Ordering::Relaxed), self.gro)
     }
 
-    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
-        self.sock
-            .async_io(Interest::READABLE, || recvmsg(&self.sock, buf))
-            .await
-    }
-
+    /// One read, `WouldBlock` when there is nothing.
     pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Received> {
-        self.sock
-            .try_io(Interest::READABLE, || recvmsg(&self.sock, buf))
+        recvmsg(&self.sock, buf)
     }
 
     /// Send `buf` to `dst` as datagrams of `segment` bytes (the last may be
-    /// shorter): one syscall with GSO, one per datagram without.
-    pub async fn send_segments(
+    /// shorter): one syscall with GSO (when `gso` and the kernel has it),
+    /// one per datagram without.
+    pub fn send_segments(
         &self,
         dst: SocketAddr,
         buf: &[u8],
         segment: usize,
-    ) -> io::Result<()> {
-        if buf.len() > segment && self.gso.load(Ordering::Relaxed) {
-            match self
-                .sock
-                .async_io(Interest::WRITABLE, || {
-                    sendmsg_gso(&self.sock, dst, buf, segment)
-                })
-                .await
-            {
-                Ok(()) => return Ok(()),
-                // EIO: the device cannot segment (e.g. checksum offload off);
-                // EINVAL/ENOPROTOOPT: kernel without UDP GSO.
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)
-                    ) =>
-                {
+        gso: bool,
+    ) -> io::Result<Sent> {
+        let mut refused = false;
+        if buf.len() > segment && gso && self.gso.load(Ordering::Relaxed) {
+            match sendmsg_gso(&self.sock, dst, buf, segment) {
+                Ok(()) => return Ok(Sent::Whole),
+                // The kernel has no UDP GSO: off for good.
+                Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => {
                     tracing::debug!(error = %e, "UDP GSO unavailable; sending one datagram per syscall");
                     self.gso.store(false, Ordering::Relaxed);
+                }
+                // EIO: the route's device cannot segment (e.g. checksum
+                // offload off); EINVAL: this send's shape. Either may be
+                // this destination's alone.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {
+                    tracing::debug!(addr = %dst, error = %e, "GSO send refused; this batch goes one by one");
+                    refused = true;
                 }
                 // EMSGSIZE: segments larger than the path MTU (relayed
                 // datagrams carry a second header). GSO cannot fragment;
@@ -145,15 +152,26 @@ impl Udp {
                 Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {}
                 Err(e) => return Err(e),
             }
+        } else if buf.len() <= segment {
+            self.send_to(buf, dst)?;
+            return Ok(Sent::Whole);
         }
         for chunk in buf.chunks(segment.max(1)) {
-            self.sock.send_to(chunk, dst).await?;
+            self.send_to(chunk, dst)?;
         }
-        Ok(())
+        Ok(Sent::OneByOne { refused })
     }
 
-    pub async fn send_to(&self, buf: &[u8], dst: SocketAddr) -> io::Result<()> {
-        self.sock.send_to(buf, dst).await.map(drop)
+    /// One datagram, never waiting: a full socket buffer is an error
+    /// (`WouldBlock`), and UDP may lose it like any other.
+    pub fn send_to(&self, buf: &[u8], dst: SocketAddr) -> io::Result<()> {
+        self.sock.send_to(buf, dst).map(drop)
+    }
+}
+
+impl AsRawFd for Udp {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.sock.as_raw_fd()
     }
 }
 
@@ -180,7 +198,7 @@ const CMSG_SPACE: usize = 32;
 #[repr(C, align(8))]
 struct CmsgBuf([u8; CMSG_SPACE]);
 
-fn sendmsg_gso(sock: &UdpSocket, dst: SocketAddr, buf: &[u8], segment: usize) -> io::Result<()> {
+fn sendmsg_gso(sock: &StdUdp, dst: SocketAddr, buf: &[u8], segment: usize) -> io::Result<()> {
     let mut sa = sockaddr_v4(dst)?;
     let mut iov = libc::iovec {
         iov_base: buf.as_ptr() as *mut libc::c_void,
@@ -210,7 +228,7 @@ fn sendmsg_gso(sock: &UdpSocket, dst: SocketAddr, buf: &[u8], segment: usize) ->
     Ok(())
 }
 
-fn recvmsg(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
+fn recvmsg(sock: &StdUdp, buf: &mut [u8]) -> io::Result<Received> {
     let mut sa = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -232,6 +250,7 @@ fn recvmsg(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
             return Err(io::Error::last_os_error());
         }
         let len = n as usize;
+        let truncated = msg.msg_flags & libc::MSG_TRUNC != 0;
         let mut segment = len;
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
@@ -259,6 +278,11 @@ fn recvmsg(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
                 ));
             }
         };
-        Ok(Received { len, from, segment })
+        Ok(Received {
+            len,
+            from,
+            segment,
+            truncated,
+        })
     }
 }

@@ -1,0 +1,266 @@
+//! Tests of the seam between the data half and the control half: what the
+//! data half holds after a handshake and a rekey, that it refuses expired
+//! sessions on its own, that send counters stay unique whoever seals, and
+//! that it hands over what is not its own.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::data::{DataTun, DataUdp};
+use super::sim::*;
+use super::tests::{delivered, pair};
+use super::*;
+
+/// The data half's send session and the control half's current one.
+fn tx_index(sim: &Sim, i: usize) -> Option<u32> {
+    let view = sim.nodes[i].node.data.view(PeerId(0))?;
+    view.tx.as_ref().map(|t| t.session.local_index)
+}
+
+fn rx_indices(sim: &Sim, i: usize) -> Vec<u32> {
+    sim.nodes[i]
+        .node
+        .data
+        .view(PeerId(0))
+        .map(|v| v.rx.iter().map(|s| s.local_index).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn keys_reach_the_data_half_on_handshake_and_rekey() {
+    let mut sim = pair(71);
+    assert_eq!(tx_index(&sim, 0), None, "no session, nothing to seal with");
+    sim.start_all();
+    sim.run_for(Duration::from_millis(200));
+    let [current, previous, next] = sim.nodes[0].node.session_indices(PeerId(0));
+    let first = current.expect("a session after the handshake");
+    assert_eq!(tx_index(&sim, 0), Some(first));
+    // Both sides initiated at once: the loser's session is the previous.
+    let want: Vec<u32> = [current, previous].into_iter().flatten().collect();
+    assert_eq!(rx_indices(&sim, 0), want);
+    if let Some(n) = next {
+        assert!(!rx_indices(&sim, 0).contains(&n), "an unconfirmed session");
+    }
+    let view = sim.nodes[0].node.data.view(PeerId(0)).unwrap();
+    assert_eq!(view.from, Some(underlay(2)));
+    assert_eq!(view.tx.as_ref().unwrap().dst, underlay(2));
+
+    // Traffic past the rekey point: the data half asks, the control half
+    // rekeys, and the data half seals on the new session, still opening
+    // the old one for packets in flight.
+    for _ in 0..1400 {
+        sim.send_ip(0, overlay(2), b"tick");
+        sim.send_ip(1, overlay(1), b"tock");
+        sim.run_for(Duration::from_millis(100));
+    }
+    let [current, previous, _] = sim.nodes[0].node.session_indices(PeerId(0));
+    let second = current.unwrap();
+    assert_ne!(second, first, "rekeyed after 140 s of traffic");
+    assert_eq!(tx_index(&sim, 0), Some(second));
+    let rx = rx_indices(&sim, 0);
+    assert!(rx.contains(&second), "{rx:?}");
+    assert_eq!(rx.len(), 1 + usize::from(previous.is_some()));
+    if let Some(p) = previous {
+        assert!(rx.contains(&p));
+    }
+    assert_eq!(delivered(&sim, 1, b"tick"), 1400, "nothing lost across the rekey");
+    assert_eq!(delivered(&sim, 0, b"tock"), 1400);
+}
+
+#[test]
+fn the_data_half_carries_the_traffic_and_reports_it() {
+    let mut sim = pair(72);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(200));
+    let before = sim.nodes[0].node.peer_status(PeerId(0)).unwrap();
+    let pkt = ip_packet(overlay(1), overlay(2), b"fast path");
+    let mut out = vec![0u8; pkt.len() + OVERHEAD];
+    let now = sim.now;
+    // Straight into the data half: it seals without the control half.
+    let r = sim.nodes[0].node.data.handle_tun(now, &pkt, &mut out);
+    let DataTun::Send { dst, len } = r else {
+        panic!("the data half should seal: {r:?}");
+    };
+    assert_eq!(dst, underlay(2));
+    // The control half's counters move only with the report.
+    let a = sim.nodes[0].node.data.poll_activity(now, true).expect("a report");
+    assert_eq!(a.peer, PeerId(0));
+    assert_eq!(a.tx_bytes, len as u64);
+    assert!(a.sent.is_some() && a.received.is_none());
+    sim.nodes[0].node.node.handle_activity(now, a);
+    let after = sim.nodes[0].node.peer_status(PeerId(0)).unwrap();
+    assert_eq!(after.tx_bytes, before.tx_bytes + len as u64);
+
+    // The receiver's data half opens it and writes it to the TUN.
+    let mut plain = vec![0u8; len + OVERHEAD];
+    let r = sim.nodes[1]
+        .node
+        .data
+        .handle_udp(now, underlay(1), &out[..len], &mut plain);
+    assert_eq!(r, DataUdp::WriteTun { len: pkt.len() });
+    assert_eq!(&plain[..pkt.len()], &pkt[..]);
+    // The same datagram from elsewhere is the control half's (roaming);
+    // and once opened, a second copy is a replay even there.
+    let elsewhere = "198.18.9.9:4000".parse().unwrap();
+    let r = sim.nodes[1]
+        .node
+        .data
+        .handle_udp(now, elsewhere, &out[..len], &mut plain);
+    assert_eq!(r, DataUdp::Control);
+    let r = sim.nodes[1]
+        .node
+        .node
+        .handle_udp(now, elsewhere, &out[..len], &mut plain);
+    assert!(
+        matches!(r, UdpOutcome::Dropped(DropReason::Session(_))),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn the_data_half_refuses_after_reject_after_time() {
+    let mut sim = pair(73);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(200));
+    let pkt = ip_packet(overlay(1), overlay(2), b"old");
+    let mut out = vec![0u8; pkt.len() + OVERHEAD];
+    let now = sim.now;
+    let DataTun::Send { len, .. } = sim.nodes[0].node.data.handle_tun(now, &pkt, &mut out) else {
+        panic!("no session");
+    };
+    let sealed = out[..len].to_vec();
+    // Cut the link so no rekey replaces the session, and let it age out.
+    sim.block(underlay(1), underlay(2));
+    sim.run_for(REJECT_AFTER_TIME + Duration::from_secs(1));
+    let now = sim.now;
+    // The data half's own check, whatever the control half has done since:
+    // a view still holding the old session would not seal or open with it.
+    let r = sim.nodes[0].node.data.handle_tun(now, &pkt, &mut out);
+    assert!(
+        matches!(r, DataTun::Control | DataTun::Dropped(_)),
+        "sealed on an expired session: {r:?}"
+    );
+    let mut plain = vec![0u8; len + OVERHEAD];
+    let r = sim.nodes[1]
+        .node
+        .data
+        .handle_udp(now, underlay(1), &sealed, &mut plain);
+    assert!(
+        matches!(
+            r,
+            DataUdp::Control | DataUdp::Dropped(DropReason::Session(_))
+        ),
+        "opened on an expired session: {r:?}"
+    );
+    assert_eq!(delivered(&sim, 1, b"old"), 0);
+}
+
+#[test]
+fn an_expired_session_in_the_data_half_is_refused_by_the_session_itself() {
+    // Without the control half's help: the view is frozen at the old
+    // session (the control half never publishes again).
+    let mut sim = pair(74);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(200));
+    let later = sim.now + REJECT_AFTER_TIME;
+    let pkt = ip_packet(overlay(1), overlay(2), b"late");
+    let mut out = vec![0u8; pkt.len() + OVERHEAD];
+    let now = sim.now;
+    let DataTun::Send { len, .. } = sim.nodes[0].node.data.handle_tun(now, &pkt, &mut out) else {
+        panic!("no session");
+    };
+    assert_eq!(
+        sim.nodes[0].node.data.handle_tun(later, &pkt, &mut out.clone()),
+        DataTun::Control,
+        "the control half queues it and rekeys"
+    );
+    let mut plain = vec![0u8; len + OVERHEAD];
+    let r = sim.nodes[1]
+        .node
+        .data
+        .handle_udp(later, underlay(1), &out[..len], &mut plain);
+    assert_eq!(
+        r,
+        DataUdp::Dropped(DropReason::Session(session::SessionError::Expired))
+    );
+}
+
+#[test]
+fn counters_are_never_reused_across_halves_batches_and_threads() {
+    let mut sim = pair(75);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(200));
+    let view = sim.nodes[0].node.data.view(PeerId(0)).unwrap().clone();
+    let session = view.tx.unwrap().session;
+    let counter_of = |d: &[u8]| match crate::wire::parse(d) {
+        Ok(crate::wire::Packet::Data(d)) => d.counter,
+        other => panic!("not a data message: {other:?}"),
+    };
+    let now = sim.now;
+    // Four workers sealing batches on the one session at once, while the
+    // control half seals its own messages on it too.
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let s = session.clone();
+            std::thread::spawn(move || {
+                let mut scratch = vec![0u8; 2048];
+                let mut seen = Vec::new();
+                for batch in 0..50 {
+                    for k in 0..20u8 {
+                        let payload = [w, batch, k];
+                        let mut out = vec![0u8; 128];
+                        let n = s.seal_padded(now, &payload, &mut scratch, &mut out).unwrap();
+                        match crate::wire::parse(&out[..n]) {
+                            Ok(crate::wire::Packet::Data(d)) => seen.push(d.counter),
+                            other => panic!("{other:?}"),
+                        }
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut control = Vec::new();
+    for _ in 0..100 {
+        let pkt = ip_packet(overlay(1), overlay(2), b"ctl");
+        let mut out = vec![0u8; pkt.len() + OVERHEAD];
+        let now = sim.now;
+        if let DataTun::Send { len, .. } = sim.nodes[0].node.data.handle_tun(now, &pkt, &mut out) {
+            control.push(counter_of(&out[..len]));
+        }
+        sim.act(0, |n, now| {
+            let _ = n.ping(now, PeerId(0));
+        });
+    }
+    let mut all: Vec<u64> = workers
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(all.len(), 4000);
+    all.extend(control);
+    let unique: HashSet<u64> = all.iter().copied().collect();
+    assert_eq!(unique.len(), all.len(), "a counter was used twice");
+    // The pings the control half sealed took numbers of their own.
+    assert!(session.messages_sent() >= all.len() as u64 + 100);
+}
+
+#[test]
+fn a_removed_peer_leaves_the_data_half() {
+    let mut sim = pair(76);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(200));
+    assert!(tx_index(&sim, 0).is_some());
+    // A reload that removes the peer takes it from the data half too.
+    sim.reconfigure(0, 1, Vec::new(), RelayConfig::default())
+        .expect("a valid reload");
+    sim.run_for(Duration::from_millis(10));
+    let view = sim.nodes[0].node.data.view(PeerId(0)).unwrap();
+    assert!(view.tx.is_none() && view.rx.is_empty() && view.from.is_none());
+    let pkt = ip_packet(overlay(1), overlay(2), b"gone");
+    let mut out = vec![0u8; pkt.len() + OVERHEAD];
+    let now = sim.now;
+    assert_eq!(
+        sim.nodes[0].node.data.handle_tun(now, &pkt, &mut out),
+        DataTun::Dropped(DropReason::NoRoute)
+    );
+}

@@ -1,0 +1,665 @@
+//! The data plane's thread: a minimal loop over the TUN device, the data
+//! socket and an eventfd, running the core's [`DataPlane`].
+//!
+//! It owns the per-packet work and nothing else: it reads TUN batches
+//! (offloaded, up to 64 KiB), seals them into one GSO buffer and sends each
+//! run to a peer with one syscall; it reads (GRO-coalesced) datagrams,
+//! opens them and writes the packets to the TUN in one batch. Whatever the
+//! data half hands over goes to the control plane (tokio, `daemon::Shell`)
+//! through two bounded queues: one for what is authenticated or local
+//! (activity reports, opened control messages, TUN packets for peers with
+//! no settled direct path), one for everything a stranger can send
+//! (handshakes, cookies, STUN, unknown indices). A full queue drops and
+//! counts, so a handshake flood costs this thread a parse and a `try_send`
+//! per datagram and never stalls data.
+//!
+//! The control plane talks back through a channel and the eventfd: new
+//! views (keys, addresses, routes) and packets to write to the TUN. It sends
+//! its own datagrams on the shared socket itself.
+//!
+//! Latency: after I/O the loop keeps polling without sleeping for the
+//! `[interface] busy_poll` window, so the answer to a packet just sent is
+//! caught without a wakeup; the window adapts (halves after a spin that
+//! caught nothing, back to the full window after one that did). Nothing is
+//! batched across a wait: a lone packet goes out at once.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, warn};
+
+use super::socket::{self, Received, Udp};
+use crate::core::{Activity, DataPlane, DataTun, DataUdp, DataUpdate, OVERHEAD, PeerId};
+
+pub(super) const TUN_HDR: usize = tun_rs::VIRTIO_NET_HDR_LEN;
+/// Segments one offloaded TUN read can split into.
+const TUN_BATCH: usize = tun_rs::IDEAL_BATCH_SIZE;
+/// Reads of one descriptor before the other gets a turn.
+const DRAIN: usize = 32;
+/// Authenticated or local messages waiting for the control plane.
+const CONTROL_QUEUE: usize = 1024;
+/// Unauthenticated datagrams waiting for the control plane: a handshake
+/// costs it ~200 µs of Diffie-Hellman, so this is ~50 ms of work; more
+/// would only add latency to the handshakes that matter.
+const STRANGER_QUEUE: usize = 256;
+/// The longest the loop sleeps: it stamps the heartbeat the watchdog reads.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// How long a destination that refused a GSO send gets single datagrams.
+const NO_GSO_FOR: Duration = Duration::from_secs(10);
+
+/// From the data plane to the control plane.
+#[derive(Debug)]
+pub enum Up {
+    /// A TUN packet for a peer the data half does not send to.
+    Tun(Vec<u8>),
+    /// A datagram the data half does not open.
+    Datagram { from: SocketAddr, bytes: Vec<u8> },
+    /// A data message opened on `peer`'s session that is not an IP packet.
+    Opened {
+        peer: PeerId,
+        from: SocketAddr,
+        plain: Vec<u8>,
+        wire_len: usize,
+    },
+    Activity(Activity),
+}
+
+/// From the control plane to the data plane.
+#[derive(Debug)]
+pub enum Down {
+    Update(DataUpdate),
+    /// An IP packet for the TUN device.
+    Tun(Vec<u8>),
+}
+
+/// Counters the data plane keeps and `status`/metrics read.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// TUN packets dropped: not IP, no route, a session error.
+    pub tun_dropped: AtomicU64,
+    /// Datagrams dropped: replays, failed authentication, expired
+    /// sessions, a source outside the peer's allowed_ips.
+    pub udp_dropped: AtomicU64,
+    /// Datagrams the kernel truncated (larger than the receive buffer).
+    pub truncated: AtomicU64,
+    /// TUN reads that failed (e.g. an offloaded segment too large to split).
+    pub tun_read_errors: AtomicU64,
+    /// Packets the TUN device refused.
+    pub tun_write_errors: AtomicU64,
+    /// Datagrams the socket refused.
+    pub send_errors: AtomicU64,
+    /// Handed to the control plane and dropped: its queue was full.
+    pub control_queue_full: AtomicU64,
+    /// Strangers' datagrams dropped: the control plane's handshake queue
+    /// was full (a flood).
+    pub stranger_queue_full: AtomicU64,
+    /// GSO sends a destination refused (then sent one by one).
+    pub gso_refused: AtomicU64,
+    /// Milliseconds since start at the loop's last turn (the watchdog).
+    pub heartbeat_ms: AtomicU64,
+}
+
+impl Stats {
+    fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `(name, value)` of every drop counter, for status and metrics.
+    pub fn drops(&self) -> [(&'static str, u64); 9] {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("tun_dropped", g(&self.tun_dropped)),
+            ("udp_dropped", g(&self.udp_dropped)),
+            ("truncated", g(&self.truncated)),
+            ("tun_read_errors", g(&self.tun_read_errors)),
+            ("tun_write_errors", g(&self.tun_write_errors)),
+            ("send_errors", g(&self.send_errors)),
+            ("control_queue_full", g(&self.control_queue_full)),
+            ("stranger_queue_full", g(&self.stranger_queue_full)),
+            ("gso_refused", g(&self.gso_refused)),
+        ]
+    }
+}
+
+/// The control plane's end: commands down, two queues up.
+pub struct Handle {
+    down: mpsc::Sender<Down>,
+    wake: Arc<OwnedFd>,
+    pub up: tokio::sync::mpsc::Receiver<Up>,
+    pub strangers: tokio::sync::mpsc::Receiver<Up>,
+    pub stats: Arc<Stats>,
+    started: Instant,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Handle {
+    pub fn send(&self, d: Down) {
+        if self.down.send(d).is_ok() {
+            wake(&self.wake);
+        }
+    }
+
+    /// Whether the data loop turned within `within` (the watchdog feeds
+    /// systemd only while both planes run).
+    pub fn alive(&self, within: Duration) -> bool {
+        let beat = Duration::from_millis(self.stats.heartbeat_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(beat) <= within
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // Closing the channel ends the loop at its next turn.
+        let (dead, _) = mpsc::channel();
+        self.down = dead;
+        wake(&self.wake);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// To the control plane's queue, or counted as dropped when it is full.
+fn send_up(up: &tokio::sync::mpsc::Sender<Up>, stats: &Stats, m: Up) {
+    if up.try_send(m).is_err() {
+        Stats::add(&stats.control_queue_full, 1);
+    }
+}
+
+fn wake(fd: &OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writing 8 bytes from a valid u64 to an eventfd.
+    unsafe {
+        libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8);
+    }
+}
+
+pub struct Options {
+    pub busy_poll: Duration,
+    pub mtu: usize,
+}
+
+/// Start the data plane's thread.
+pub fn spawn(
+    tun: Arc<tun_rs::SyncDevice>,
+    udp: Arc<Udp>,
+    options: Options,
+) -> std::io::Result<Handle> {
+    // SAFETY: eventfd returns a new descriptor or -1.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if efd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: efd is a fresh descriptor we own.
+    let wake_fd = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
+    let (down_tx, down_rx) = mpsc::channel();
+    let (up_tx, up_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
+    let (str_tx, str_rx) = tokio::sync::mpsc::channel(STRANGER_QUEUE);
+    let stats = Arc::new(Stats::default());
+    let started = Instant::now();
+    tun.set_nonblocking(true)?;
+    let mut l = Loop {
+        dp: DataPlane::default(),
+        tun,
+        udp,
+        down: down_rx,
+        wake: wake_fd.clone(),
+        up: up_tx,
+        strangers: str_tx,
+        stats: stats.clone(),
+        started,
+        b: Buffers::new(options.mtu),
+        busy_max: options.busy_poll,
+        busy: options.busy_poll,
+        no_gso: Vec::new(),
+        recv_errors: RecvErrors::default(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("kith-data".into())
+        .spawn(move || {
+            match l.run() {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    debug!("data plane stopped: the control plane is gone");
+                }
+                Err(e) => warn!(error = %e, "data plane stopped"),
+                Ok(()) => {}
+            }
+        })?;
+    Ok(Handle {
+        down: down_tx,
+        wake: wake_fd,
+        up: up_rx,
+        strangers: str_rx,
+        stats,
+        started,
+        thread: Some(thread),
+    })
+}
+
+/// Every buffer of the data path, allocated once at start: the per-packet
+/// path allocates nothing (what goes to the control plane is copied out).
+struct Buffers {
+    /// Raw offloaded TUN read (virtio header + up to 64 KiB).
+    tun_raw: Vec<u8>,
+    /// The TUN read split into IP packets.
+    tun_pkts: Vec<Vec<u8>>,
+    tun_sizes: Vec<usize>,
+    /// Encrypted datagrams waiting for one GSO send.
+    gso: Vec<u8>,
+    /// A received (possibly coalesced) UDP read.
+    udp_in: Vec<u8>,
+    /// Decrypted packets waiting for one TUN write (coalesced by GRO).
+    tun_out: Vec<Vec<u8>>,
+    gro: tun_rs::GROTable,
+}
+
+impl Buffers {
+    fn new(mtu: usize) -> Self {
+        let big = crate::wire::MAX_DATAGRAM + OVERHEAD;
+        // Split TUN segments never exceed the MTU; the slack covers a
+        // device whose MTU was raised behind our back.
+        let segment = mtu + 256 + OVERHEAD;
+        Self {
+            tun_raw: vec![0; TUN_HDR + crate::wire::MAX_DATAGRAM],
+            tun_pkts: vec![vec![0; segment]; TUN_BATCH],
+            tun_sizes: vec![0; TUN_BATCH],
+            gso: vec![0; socket::MAX_GSO_BYTES + big],
+            udp_in: vec![0; crate::wire::MAX_DATAGRAM],
+            // tun-rs coalesces a flow into its first buffer only if that
+            // buffer has room for 64 KiB: with less, GRO silently stays off
+            // and throughput halves. Untouched capacity costs no RSS.
+            tun_out: (0..socket::MAX_GSO_SEGMENTS)
+                .map(|_| Vec::with_capacity(TUN_HDR + big))
+                .collect(),
+            gro: tun_rs::GROTable::default(),
+        }
+    }
+}
+
+/// A run of encrypted datagrams in `Buffers::gso` for one destination, all
+/// `segment` bytes long except possibly the last: the shape UDP GSO sends.
+#[derive(Default)]
+struct GsoRun {
+    dst: Option<SocketAddr>,
+    segment: usize,
+    used: usize,
+    count: usize,
+    /// The last datagram was shorter than `segment`: the run is closed.
+    short: bool,
+}
+
+impl GsoRun {
+    /// Can a datagram of `len` bytes for `dst` extend this run?
+    fn fits(&self, dst: SocketAddr, len: usize) -> bool {
+        self.dst == Some(dst)
+            && !self.short
+            && len <= self.segment
+            && self.count < socket::MAX_GSO_SEGMENTS
+            && self.used + len <= socket::MAX_GSO_BYTES
+    }
+}
+
+struct Loop {
+    dp: DataPlane,
+    tun: Arc<tun_rs::SyncDevice>,
+    udp: Arc<Udp>,
+    down: mpsc::Receiver<Down>,
+    wake: Arc<OwnedFd>,
+    up: tokio::sync::mpsc::Sender<Up>,
+    strangers: tokio::sync::mpsc::Sender<Up>,
+    stats: Arc<Stats>,
+    started: Instant,
+    b: Buffers,
+    /// The configured busy-poll window, and the current (adaptive) one.
+    busy_max: Duration,
+    busy: Duration,
+    /// Destinations that refused a GSO send, until when.
+    no_gso: Vec<(SocketAddr, Instant)>,
+    recv_errors: RecvErrors,
+}
+
+impl Loop {
+    fn run(&mut self) -> std::io::Result<()> {
+        let ep = Epoll::new(&[
+            self.tun.as_raw_fd(),
+            self.udp.as_raw_fd(),
+            self.wake.as_raw_fd(),
+        ])?;
+        loop {
+            let mut did = self.turn()?;
+            if !did && !self.busy.is_zero() {
+                // Spin for the answer to what we just did, before sleeping.
+                let until = Instant::now() + self.busy;
+                while !did && Instant::now() < until {
+                    std::hint::spin_loop();
+                    did = self.turn()?;
+                }
+                self.busy = if did {
+                    self.busy_max
+                } else {
+                    (self.busy / 2).max(self.busy_max / 8)
+                };
+                if did {
+                    continue;
+                }
+            } else if did {
+                continue;
+            }
+            // Nothing waits for a report while we sleep.
+            self.report(true);
+            ep.wait(MAX_SLEEP)?;
+            self.drain_wake();
+        }
+    }
+
+    /// One pass over every source without blocking; whether anything came.
+    /// Errors only when the control plane is gone (time to stop).
+    fn turn(&mut self) -> std::io::Result<bool> {
+        let now = Instant::now();
+        self.stats.heartbeat_ms.store(
+            now.saturating_duration_since(self.started).as_millis() as u64,
+            Ordering::Relaxed,
+        );
+        let mut did = self.commands()?;
+        for _ in 0..DRAIN {
+            match self.udp.try_recv(&mut self.b.udp_in) {
+                Ok(r) => {
+                    did = true;
+                    self.on_udp(r);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    self.recv_errors.note(now, &e);
+                    break;
+                }
+            }
+        }
+        for _ in 0..DRAIN {
+            let b = &mut self.b;
+            match self
+                .tun
+                .recv_multiple(&mut b.tun_raw, &mut b.tun_pkts, &mut b.tun_sizes, 0)
+            {
+                Ok(n) => {
+                    did = true;
+                    self.on_tun(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    Stats::add(&self.stats.tun_read_errors, 1);
+                    debug!(error = %e, "TUN read failed");
+                    break;
+                }
+            }
+        }
+        self.report(false);
+        Ok(did)
+    }
+
+    /// Apply what the control plane sent; `Err` once it is gone.
+    fn commands(&mut self) -> std::io::Result<bool> {
+        let mut did = false;
+        let mut tun_k = 0;
+        loop {
+            match self.down.try_recv() {
+                Ok(Down::Update(u)) => self.dp.apply(u),
+                Ok(Down::Tun(pkt)) => {
+                    let out = &mut self.b.tun_out[tun_k];
+                    out.clear();
+                    out.resize(TUN_HDR, 0);
+                    out.extend_from_slice(&pkt);
+                    tun_k += 1;
+                    if tun_k == self.b.tun_out.len() {
+                        self.write_tun(tun_k);
+                        tun_k = 0;
+                    }
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::BrokenPipe,
+                        "the control plane is gone",
+                    ));
+                }
+            }
+            did = true;
+        }
+        if tun_k > 0 {
+            self.write_tun(tun_k);
+        }
+        Ok(did)
+    }
+
+    fn drain_wake(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reading 8 bytes into a valid u64 from our eventfd.
+        unsafe {
+            libc::read(self.wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8);
+        }
+    }
+
+    fn report(&mut self, all: bool) {
+        let now = Instant::now();
+        while let Some(a) = self.dp.poll_activity(now, all) {
+            self.to_control(Up::Activity(a));
+        }
+    }
+
+    fn to_control(&self, m: Up) {
+        send_up(&self.up, &self.stats, m);
+    }
+
+    fn write_tun(&mut self, k: usize) {
+        let b = &mut self.b;
+        if let Err(e) = self.tun.send_multiple(&mut b.gro, &mut b.tun_out[..k], TUN_HDR) {
+            Stats::add(&self.stats.tun_write_errors, k as u64);
+            debug!(error = %e, "TUN write failed; packets dropped");
+        }
+    }
+
+    /// Open a (possibly coalesced) read and write the packets to the TUN
+    /// in batches, which lets the kernel merge TCP segments again.
+    fn on_udp(&mut self, r: Received) {
+        if r.truncated {
+            Stats::add(&self.stats.truncated, 1);
+            return;
+        }
+        let now = Instant::now();
+        let segment = r.segment.max(1);
+        let group = segment * self.b.tun_out.len();
+        let mut at = 0;
+        while at < r.len {
+            let end = (at + group).min(r.len);
+            self.open_group(now, r.from, at, end, segment);
+            at = end;
+        }
+    }
+
+    /// The datagrams in `udp_in[at..end]`, at most `tun_out.len()`.
+    fn open_group(&mut self, now: Instant, from: SocketAddr, at: usize, end: usize, segment: usize) {
+        let mut k = 0;
+        let mut start = at;
+        while start < end {
+            let stop = (start + segment).min(end);
+            let b = &mut self.b;
+            let datagram = &b.udp_in[start..stop];
+            let out = &mut b.tun_out[k];
+            out.resize(TUN_HDR + datagram.len() + OVERHEAD, 0);
+            match self.dp.handle_udp(now, from, datagram, &mut out[TUN_HDR..]) {
+                DataUdp::WriteTun { len } => {
+                    out.truncate(TUN_HDR + len);
+                    k += 1;
+                }
+                DataUdp::Opened {
+                    peer,
+                    len,
+                    wire_len,
+                } => {
+                    let plain = out[TUN_HDR..TUN_HDR + len].to_vec();
+                    self.to_control(Up::Opened {
+                        peer,
+                        from,
+                        plain,
+                        wire_len,
+                    });
+                }
+                DataUdp::Control => {
+                    let m = Up::Datagram {
+                        from,
+                        bytes: datagram.to_vec(),
+                    };
+                    if self.strangers.try_send(m).is_err() {
+                        Stats::add(&self.stats.stranger_queue_full, 1);
+                    }
+                }
+                DataUdp::Dropped(reason) => {
+                    Stats::add(&self.stats.udp_dropped, 1);
+                    debug!(addr = %from, %reason, "datagram dropped");
+                }
+            }
+            start = stop;
+        }
+        if k > 0 {
+            self.write_tun(k);
+        }
+    }
+
+    /// Seal a batch of TUN packets straight into the GSO buffer and send
+    /// each run of same-destination, same-size datagrams with one syscall.
+    fn on_tun(&mut self, n: usize) {
+        let now = Instant::now();
+        let mut run = GsoRun::default();
+        for i in 0..n.min(TUN_BATCH) {
+            let at = run.used;
+            let b = &mut self.b;
+            let pkt = &b.tun_pkts[i][..b.tun_sizes[i]];
+            match self.dp.handle_tun(now, pkt, &mut b.gso[at..]) {
+                DataTun::Send { dst, len } => {
+                    if !run.fits(dst, len) {
+                        if run.count > 0 {
+                            self.send_run(&run);
+                            self.b.gso.copy_within(at..at + len, 0);
+                        }
+                        run = GsoRun {
+                            dst: Some(dst),
+                            segment: len,
+                            ..GsoRun::default()
+                        };
+                    }
+                    run.short = len < run.segment;
+                    run.used += len;
+                    run.count += 1;
+                }
+                DataTun::Control => send_up(&self.up, &self.stats, Up::Tun(pkt.to_vec())),
+                DataTun::Dropped(reason) => {
+                    Stats::add(&self.stats.tun_dropped, 1);
+                    debug!(%reason, "TUN packet dropped");
+                }
+            }
+        }
+        if run.count > 0 {
+            self.send_run(&run);
+        }
+    }
+
+    fn send_run(&mut self, run: &GsoRun) {
+        let Some(dst) = run.dst else { return };
+        let now = Instant::now();
+        self.no_gso.retain(|(_, until)| *until > now);
+        let gso = !self.no_gso.iter().any(|(d, _)| *d == dst);
+        let buf = &self.b.gso[..run.used];
+        match self.udp.send_segments(dst, buf, run.segment, gso) {
+            Ok(socket::Sent::Whole) => {}
+            Ok(socket::Sent::OneByOne { refused }) => {
+                if refused {
+                    // This destination (its route's device) cannot take a
+                    // GSO send: single datagrams for a while, others unchanged.
+                    Stats::add(&self.stats.gso_refused, 1);
+                    self.no_gso.push((dst, now + NO_GSO_FOR));
+                }
+            }
+            Err(e) => {
+                Stats::add(&self.stats.send_errors, run.count as u64);
+                debug!(addr = %dst, error = %e, "UDP send failed");
+            }
+        }
+    }
+}
+
+/// Failed reads of the data socket. One is no reason to stop (an ICMP error
+/// queued on the socket, a transient ENOMEM); a run of them is worth a
+/// warning, not one per datagram.
+#[derive(Default)]
+pub(super) struct RecvErrors {
+    count: u64,
+    warned: Option<Instant>,
+}
+
+impl RecvErrors {
+    const WARN_EVERY: Duration = Duration::from_secs(10);
+
+    fn note(&mut self, now: Instant, e: &std::io::Error) {
+        self.count += 1;
+        if self
+            .warned
+            .is_some_and(|t| now.saturating_duration_since(t) < Self::WARN_EVERY)
+        {
+            debug!(error = %e, "UDP receive failed");
+            return;
+        }
+        self.warned = Some(now);
+        warn!(error = %e, total = self.count, "UDP receive failed; carrying on");
+    }
+}
+
+/// Level-triggered epoll over a few descriptors: the only place the
+/// thread sleeps.
+struct Epoll(OwnedFd);
+
+impl Epoll {
+    fn new(fds: &[RawFd]) -> std::io::Result<Self> {
+        // SAFETY: epoll_create1 returns a new descriptor or -1.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: ep is a fresh descriptor we own.
+        let ep = Self(unsafe { OwnedFd::from_raw_fd(ep) });
+        for &fd in fds {
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: fd as u64,
+            };
+            // SAFETY: valid epoll and target descriptors, a valid event.
+            let rc = unsafe { libc::epoll_ctl(ep.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(ep)
+    }
+
+    fn wait(&self, timeout: Duration) -> std::io::Result<()> {
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        // SAFETY: evs is valid for 4 events.
+        let rc = unsafe {
+            libc::epoll_wait(
+                self.0.as_raw_fd(),
+                evs.as_mut_ptr(),
+                evs.len() as i32,
+                timeout.as_millis() as i32,
+            )
+        };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
