@@ -31,6 +31,7 @@
 //! Stack copies the libraries make while sealing (the Poly1305 one-time
 //! key among them) are out of reach, as for snow's own (see `noise`).
 
+#[cfg(feature = "aws-lc")]
 mod aws_lc;
 mod openssl;
 mod ring;
@@ -46,22 +47,30 @@ pub const TAG_LEN: usize = 16;
 /// RFC 8439 nonce length.
 pub const NONCE_LEN: usize = 12;
 
-/// A ChaCha20-Poly1305 implementation kith can use.
+/// A ChaCha20-Poly1305 implementation kith can use. aws-lc-rs is there
+/// when kith is built with the `aws-lc` feature (the default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Backend {
     Ring = 0,
+    #[cfg(feature = "aws-lc")]
     AwsLc = 1,
     OpenSsl = 2,
 }
 
 impl Backend {
-    pub const ALL: [Backend; 3] = [Backend::Ring, Backend::AwsLc, Backend::OpenSsl];
+    /// Every backend this build has.
+    #[cfg(feature = "aws-lc")]
+    pub const ALL: &[Backend] = &[Backend::Ring, Backend::AwsLc, Backend::OpenSsl];
+    /// Every backend this build has.
+    #[cfg(not(feature = "aws-lc"))]
+    pub const ALL: &[Backend] = &[Backend::Ring, Backend::OpenSsl];
 
     /// The name logs and `KITH_AEAD` use.
     pub fn name(self) -> &'static str {
         match self {
             Self::Ring => "ring",
+            #[cfg(feature = "aws-lc")]
             Self::AwsLc => "aws-lc-rs",
             Self::OpenSsl => "openssl",
         }
@@ -71,6 +80,7 @@ impl Backend {
     pub fn cipher(self) -> Box<dyn Cipher> {
         match self {
             Self::Ring => Box::new(SnowCipher(ring::Ring::new(&[0; KEY_LEN]))),
+            #[cfg(feature = "aws-lc")]
             Self::AwsLc => Box::new(SnowCipher(aws_lc::AwsLc::new(&[0; KEY_LEN]))),
             Self::OpenSsl => Box::new(SnowCipher(openssl::OpenSsl::new(&[0; KEY_LEN]))),
         }
@@ -78,7 +88,8 @@ impl Backend {
 
     fn from_u8(v: u8) -> Self {
         Self::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|b| *b as u8 == v)
             .unwrap_or(Self::Ring)
     }
@@ -92,7 +103,7 @@ impl std::fmt::Display for Backend {
 
 /// A backend name that is none of [`Backend::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown AEAD backend `{name}`: use ring, aws-lc-rs or openssl")]
+#[error("unknown AEAD backend `{name}`: use ring, aws-lc-rs (if built with it) or openssl")]
 pub struct UnknownBackend {
     pub name: String,
 }
@@ -102,7 +113,8 @@ impl std::str::FromStr for Backend {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|b| b.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| UnknownBackend { name: s.to_owned() })
     }

@@ -63,7 +63,11 @@ fn keys_reach_the_data_half_on_handshake_and_rekey() {
     if let Some(p) = previous {
         assert!(rx.contains(&p));
     }
-    assert_eq!(delivered(&sim, 1, b"tick"), 1400, "nothing lost across the rekey");
+    assert_eq!(
+        delivered(&sim, 1, b"tick"),
+        1400,
+        "nothing lost across the rekey"
+    );
     assert_eq!(delivered(&sim, 0, b"tock"), 1400);
 }
 
@@ -83,7 +87,11 @@ fn the_data_half_carries_the_traffic_and_reports_it() {
     };
     assert_eq!(dst, underlay(2));
     // The control half's counters move only with the report.
-    let a = sim.nodes[0].node.data.poll_activity(now, true).expect("a report");
+    let a = sim.nodes[0]
+        .node
+        .data
+        .poll_activity(now, true)
+        .expect("a report");
     assert_eq!(a.peer, PeerId(0));
     assert_eq!(a.tx_bytes, len as u64);
     assert!(a.sent.is_some() && a.received.is_none());
@@ -170,7 +178,10 @@ fn an_expired_session_in_the_data_half_is_refused_by_the_session_itself() {
         panic!("no session");
     };
     assert_eq!(
-        sim.nodes[0].node.data.handle_tun(later, &pkt, &mut out.clone()),
+        sim.nodes[0]
+            .node
+            .data
+            .handle_tun(later, &pkt, &mut out.clone()),
         DataTun::Control,
         "the control half queues it and rekeys"
     );
@@ -209,7 +220,9 @@ fn counters_are_never_reused_across_halves_batches_and_threads() {
                     for k in 0..20u8 {
                         let payload = [w, batch, k];
                         let mut out = vec![0u8; 128];
-                        let n = s.seal_padded(now, &payload, &mut scratch, &mut out).unwrap();
+                        let n = s
+                            .seal_padded(now, &payload, &mut scratch, &mut out)
+                            .unwrap();
                         match crate::wire::parse(&out[..n]) {
                             Ok(crate::wire::Packet::Data(d)) => seen.push(d.counter),
                             other => panic!("{other:?}"),

@@ -253,8 +253,8 @@ fn seal_transport(t: &snow::StatelessTransportState, plaintext: &[u8]) -> Vec<u8
 /// responder); the outputs, which must be the same for all.
 fn under_test(i: &Inputs) -> Outputs {
     let mut outputs = Backend::ALL
-        .into_iter()
-        .flat_map(|a| Backend::ALL.map(|b| (a, b)))
+        .iter()
+        .flat_map(|&a| Backend::ALL.iter().map(move |&b| (a, b)))
         .map(|(a, b)| (a, b, under_test_with(i, (a, b))));
     let (_, _, first) = outputs.next().unwrap();
     for (a, b, out) in outputs {
