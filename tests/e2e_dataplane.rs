@@ -24,12 +24,19 @@ fn hundred_megabytes_arrive_intact_across_rekeys_and_a_path_change() {
     let lab = common::lab();
     let a = lab.host("a").unwrap();
     let b = lab.host("b").unwrap();
-    let (_a_link, b_link) = lab.link(&a, "198.18.0.1/24", &b, "198.18.0.2/24").unwrap();
+    let (_a_link, b_link) = lab
+        .link(&a, "198.18.0.1/24", &b, "198.18.0.2/24")
+        .unwrap();
     // b's second address on the same link: where its traffic comes from
-    // once the first is gone.
+    // once the first is gone (promoted, not deleted with it).
+    b.exec("ip", &["addr", "add", "198.18.0.3/24", "dev", &b_link.name])
+        .unwrap();
     b.exec(
-        "ip",
-        &["addr", "add", "198.18.0.3/24", "dev", b_link.name()],
+        "sysctl",
+        &[
+            "-qw",
+            &format!("net.ipv4.conf.{}.promote_secondaries=1", b_link.name),
+        ],
     )
     .unwrap();
     let spec = |addr: &str| {
@@ -43,15 +50,10 @@ fn hundred_megabytes_arrive_intact_across_rekeys_and_a_path_change() {
         Some(format!("198.18.0.2:{}", spec_b.listen_port)),
         Some(format!("198.18.0.1:{}", spec_a.listen_port)),
     );
-    let (mut node_a, mut node_b, _) = spawn_pair(
-        &lab,
-        &common::kith_bin(),
-        (&a, spec_a),
-        (&b, spec_b),
-        endpoints,
-    )
-    .unwrap();
-    kith::lab::topology::wait_both_ways(&mut node_a, &mut node_b, Duration::from_secs(10)).unwrap();
+    let (mut node_a, mut node_b, _) =
+        spawn_pair(&lab, &common::kith_bin(), (&a, spec_a), (&b, spec_b), endpoints).unwrap();
+    kith::lab::topology::wait_both_ways(&mut node_a, &mut node_b, Duration::from_secs(10))
+        .unwrap();
     let before = node_a.peer_status("b").unwrap();
     assert_eq!(
         before.endpoint.as_deref(),
@@ -69,11 +71,8 @@ fn hundred_megabytes_arrive_intact_across_rekeys_and_a_path_change() {
     // The path changes under the stream: b's first address goes, so its
     // datagrams (the stream's ACKs) leave from the second one and a must
     // follow them there.
-    b.exec(
-        "ip",
-        &["addr", "del", "198.18.0.2/24", "dev", b_link.name()],
-    )
-    .unwrap();
+    b.exec("ip", &["addr", "del", "198.18.0.2/24", "dev", &b_link.name])
+        .unwrap();
     let report = transfer.join().unwrap().unwrap();
     eprintln!(
         "100 MB a → b across rekeys and a path change: {} bytes in {:?} ({:.0} Mbit/s)",

@@ -1,4 +1,5 @@
-//! `kith::core::Node::handle_udp` on arbitrary datagrams.
+//! `kith::core::Node::handle_udp` and the data half's
+//! `kith::core::DataPlane::handle_udp` on arbitrary datagrams.
 //!
 //! Two nodes, A and B, each with the other as its one peer, complete a real
 //! handshake; A then seals one more inner packet (`genuine`) that B has not
@@ -17,11 +18,14 @@
 //! is `datagram.len().max(64)` bytes, and happens if and only if the
 //! datagram is exactly `genuine` (nothing unauthenticated reaches the TUN),
 //! with `out[..len]` exactly A's inner packet; the same datagram a second
-//! time is never written (replay).
+//! time is never written (replay). The data half, loaded with the views B
+//! publishes, writes exactly the same (and only from A's address: from
+//! anywhere else it hands the datagram to the control half), never calls a
+//! garbage datagram an opened control message, and never writes a replay.
 
 use std::time::{Duration, Instant};
 
-use kith::core::{Node, TunOutcome, UdpOutcome};
+use kith::core::{DataPlane, DataUdp, Node, TunOutcome, UdpOutcome};
 
 use super::common::{A, B, UNIX, ip_packet, masked, node, overlay, pump, underlay};
 
@@ -73,6 +77,7 @@ pub fn run(data: &[u8]) {
     };
 
     let mut out = vec![0u8; datagram.len().max(64)];
+    data_half(&datagram, from);
     let outcome = w.b.handle_udp(w.now, from, &datagram, &mut out);
     if let UdpOutcome::WriteTun { len } = outcome {
         assert!(
@@ -99,4 +104,33 @@ pub fn run(data: &[u8]) {
     w.b.handle_timeout(w.now + Duration::from_secs(1));
     while w.b.poll_transmit().is_some() {}
     while w.b.poll_event().is_some() {}
+}
+
+/// The same datagram through B's data half, in a world of its own (the
+/// halves share sessions, so one would see the other's replay marks).
+fn data_half(datagram: &[u8], from: std::net::SocketAddr) {
+    let mut w = world();
+    let mut dp = DataPlane::default();
+    while let Some(u) = w.b.poll_data_update() {
+        dp.apply(u);
+    }
+    let mut out = vec![0u8; datagram.len().max(64)];
+    let outcome = dp.handle_udp(w.now, from, datagram, &mut out);
+    if let DataUdp::WriteTun { len } | DataUdp::Opened { len, .. } = outcome {
+        assert!(len <= out.len(), "{len} bytes from a {} byte buffer", out.len());
+    }
+    if datagram == w.genuine && from == underlay(A) {
+        assert_eq!(outcome, DataUdp::WriteTun { len: w.inner.len() });
+        assert_eq!(&out[..w.inner.len()], &w.inner[..]);
+    } else {
+        assert!(
+            !matches!(outcome, DataUdp::WriteTun { .. } | DataUdp::Opened { .. }),
+            "the data half took an unauthenticated datagram: {outcome:?} {datagram:02x?}"
+        );
+    }
+    let again = dp.handle_udp(w.now, from, datagram, &mut out);
+    assert!(
+        !matches!(again, DataUdp::WriteTun { .. } | DataUdp::Opened { .. }),
+        "replayed through the data half: {again:?}"
+    );
 }

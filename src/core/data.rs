@@ -175,6 +175,8 @@ pub struct DataPlane {
     dirty: Vec<PeerId>,
     /// Padding scratch for [`Session::seal_padded`], allocated once.
     scratch: Vec<u8>,
+    /// Padding stops at the interface MTU ([`DataPlane::set_mtu`]).
+    mtu: usize,
 }
 
 impl Default for DataPlane {
@@ -185,11 +187,17 @@ impl Default for DataPlane {
             routes: RouteTable::default(),
             dirty: Vec::new(),
             scratch: vec![0; wire::MAX_DATAGRAM],
+            mtu: usize::MAX,
         }
     }
 }
 
 impl DataPlane {
+    /// The TUN device's MTU: no padded packet grows past it.
+    pub fn set_mtu(&mut self, mtu: usize) {
+        self.mtu = mtu;
+    }
+
     pub fn apply(&mut self, update: DataUpdate) {
         match update {
             DataUpdate::Routes(routes) => self.routes = routes,
@@ -238,7 +246,8 @@ impl DataPlane {
             return DataTun::Control;
         };
         let packet = &packet[..hdr.total_len];
-        match tx.session.seal_padded(now, packet, &mut self.scratch, out) {
+        match tx.session
+            .seal_padded(now, packet, self.mtu, &mut self.scratch, out) {
             Ok(len) => {
                 let rekey = (now >= tx.rekey_at
                     || tx.session.messages_sent() >= REKEY_AFTER_MESSAGES)

@@ -528,6 +528,8 @@ pub struct Node {
     by_key: HashMap<[u8; 32], PeerId>,
     by_index: HashMap<u32, PeerId>,
     routes: RouteTable,
+    /// Padding stops here ([`Node::set_mtu`]).
+    mtu: usize,
     /// The test-only rekey interval ([`Node::set_rekey_after`]).
     rekey_override: Option<Duration>,
     /// Bumped by every change to `routes`, for the data half.
@@ -585,6 +587,7 @@ impl Node {
             by_key: HashMap::new(),
             by_index: HashMap::new(),
             routes: RouteTable::default(),
+            mtu: usize::MAX,
             rekey_override: None,
             routes_changed: 1,
             routes_published: 0,
@@ -669,6 +672,12 @@ impl Node {
         }
         self.routes = routes;
         self.routes_changed += 1;
+    }
+
+    /// The TUN device's MTU: no padded packet grows past it (a relay frame,
+    /// already larger, is not padded at all).
+    pub fn set_mtu(&mut self, mtu: usize) {
+        self.mtu = mtu;
     }
 
     /// Rekey after `d` instead of [`REKEY_AFTER_TIME`] (the responder
@@ -1198,7 +1207,7 @@ impl Node {
     ) -> Option<Result<usize, SessionError>> {
         let p = &mut self.peers[id.0];
         let session = p.current.as_ref().filter(|s| s.is_valid(now))?;
-        let sealed = session.seal_padded(now, payload, &mut self.scratch, out);
+        let sealed = session.seal_padded(now, payload, self.mtu, &mut self.scratch, out);
         if let Ok(len) = sealed {
             p.tx_bytes += len as u64;
         }

@@ -147,16 +147,22 @@ impl Session {
     }
 
     /// [`encrypt`](Self::encrypt) `payload` padded with zeros to a multiple
-    /// of [`PAD_TO`]; `scratch` (at least as long as the padded payload)
-    /// holds the padded copy when padding is needed.
+    /// of [`PAD_TO`], but never past `limit` (the interface MTU: a packet
+    /// that fills it must not grow past what the path was sized for;
+    /// WireGuard §5.4.6 does the same); `scratch` holds the padded copy.
     pub fn seal_padded(
         &self,
         now: Instant,
         payload: &[u8],
+        limit: usize,
         scratch: &mut [u8],
         out: &mut [u8],
     ) -> Result<usize, SessionError> {
-        let padded = payload.len().next_multiple_of(PAD_TO).min(scratch.len());
+        let padded = payload
+            .len()
+            .next_multiple_of(PAD_TO)
+            .min(limit)
+            .min(scratch.len());
         let plain: &[u8] = if padded <= payload.len() {
             payload
         } else {

@@ -63,11 +63,7 @@ fn keys_reach_the_data_half_on_handshake_and_rekey() {
     if let Some(p) = previous {
         assert!(rx.contains(&p));
     }
-    assert_eq!(
-        delivered(&sim, 1, b"tick"),
-        1400,
-        "nothing lost across the rekey"
-    );
+    assert_eq!(delivered(&sim, 1, b"tick"), 1400, "nothing lost across the rekey");
     assert_eq!(delivered(&sim, 0, b"tock"), 1400);
 }
 
@@ -87,11 +83,7 @@ fn the_data_half_carries_the_traffic_and_reports_it() {
     };
     assert_eq!(dst, underlay(2));
     // The control half's counters move only with the report.
-    let a = sim.nodes[0]
-        .node
-        .data
-        .poll_activity(now, true)
-        .expect("a report");
+    let a = sim.nodes[0].node.data.poll_activity(now, true).expect("a report");
     assert_eq!(a.peer, PeerId(0));
     assert_eq!(a.tx_bytes, len as u64);
     assert!(a.sent.is_some() && a.received.is_none());
@@ -178,10 +170,7 @@ fn an_expired_session_in_the_data_half_is_refused_by_the_session_itself() {
         panic!("no session");
     };
     assert_eq!(
-        sim.nodes[0]
-            .node
-            .data
-            .handle_tun(later, &pkt, &mut out.clone()),
+        sim.nodes[0].node.data.handle_tun(later, &pkt, &mut out.clone()),
         DataTun::Control,
         "the control half queues it and rekeys"
     );
@@ -220,9 +209,7 @@ fn counters_are_never_reused_across_halves_batches_and_threads() {
                     for k in 0..20u8 {
                         let payload = [w, batch, k];
                         let mut out = vec![0u8; 128];
-                        let n = s
-                            .seal_padded(now, &payload, &mut scratch, &mut out)
-                            .unwrap();
+                        let n = s.seal_padded(now, &payload, usize::MAX, &mut scratch, &mut out).unwrap();
                         match crate::wire::parse(&out[..n]) {
                             Ok(crate::wire::Packet::Data(d)) => seen.push(d.counter),
                             other => panic!("{other:?}"),
@@ -276,4 +263,31 @@ fn a_removed_peer_leaves_the_data_half() {
         sim.nodes[0].node.data.handle_tun(now, &pkt, &mut out),
         DataTun::Dropped(DropReason::NoRoute)
     );
+}
+
+#[test]
+fn padding_never_takes_a_full_packet_past_the_mtu() {
+    let mut sim = pair(77);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(200));
+    let now = sim.now;
+    let mtu = 1420;
+    sim.nodes[0].node.data.set_mtu(mtu);
+    let overhead = crate::wire::DATA_HEADER_LEN + crate::wire::TAG_LEN;
+    // A packet that fills the MTU (1420 is not a multiple of 16) is not
+    // padded; a smaller one is, to the next multiple of 16.
+    for (len, want) in [(mtu, mtu), (1000, 1008), (1417, 1420)] {
+        let pkt = ip_packet(overlay(1), overlay(2), &vec![7u8; len - 20]);
+        assert_eq!(pkt.len(), len);
+        let mut out = vec![0u8; len + OVERHEAD];
+        let r = sim.nodes[0].node.data.handle_tun(now, &pkt, &mut out);
+        assert_eq!(
+            r,
+            DataTun::Send {
+                dst: underlay(2),
+                len: want + overhead
+            },
+            "a {len}-byte packet"
+        );
+    }
 }

@@ -26,7 +26,7 @@
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -132,6 +132,9 @@ impl Stats {
 pub struct Handle {
     down: mpsc::Sender<Down>,
     wake: Arc<OwnedFd>,
+    /// Set by the data thread just before it sleeps: only then does a
+    /// command need the eventfd (a busy thread finds it at its next turn).
+    sleeping: Arc<AtomicBool>,
     pub up: tokio::sync::mpsc::Receiver<Up>,
     pub strangers: tokio::sync::mpsc::Receiver<Up>,
     pub stats: Arc<Stats>,
@@ -141,7 +144,7 @@ pub struct Handle {
 
 impl Handle {
     pub fn send(&self, d: Down) {
-        if self.down.send(d).is_ok() {
+        if self.down.send(d).is_ok() && self.sleeping.swap(false, Ordering::SeqCst) {
             wake(&self.wake);
         }
     }
@@ -159,6 +162,7 @@ impl Drop for Handle {
         // Closing the channel ends the loop at its next turn.
         let (dead, _) = mpsc::channel();
         self.down = dead;
+        self.sleeping.store(false, Ordering::SeqCst);
         wake(&self.wake);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -203,14 +207,18 @@ pub fn spawn(
     let (up_tx, up_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
     let (str_tx, str_rx) = tokio::sync::mpsc::channel(STRANGER_QUEUE);
     let stats = Arc::new(Stats::default());
+    let sleeping = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     tun.set_nonblocking(true)?;
+    let mut dp = DataPlane::default();
+    dp.set_mtu(options.mtu);
     let mut l = Loop {
-        dp: DataPlane::default(),
+        dp,
         tun,
         udp,
         down: down_rx,
         wake: wake_fd.clone(),
+        sleeping: sleeping.clone(),
         up: up_tx,
         strangers: str_tx,
         stats: stats.clone(),
@@ -233,6 +241,7 @@ pub fn spawn(
     Ok(Handle {
         down: down_tx,
         wake: wake_fd,
+        sleeping,
         up: up_rx,
         strangers: str_rx,
         stats,
@@ -310,6 +319,7 @@ struct Loop {
     udp: Arc<Udp>,
     down: mpsc::Receiver<Down>,
     wake: Arc<OwnedFd>,
+    sleeping: Arc<AtomicBool>,
     up: tokio::sync::mpsc::Sender<Up>,
     strangers: tokio::sync::mpsc::Sender<Up>,
     stats: Arc<Stats>,
@@ -352,7 +362,16 @@ impl Loop {
             }
             // Nothing waits for a report while we sleep.
             self.report(true);
+            // Announce the sleep, then look once more: a command sent
+            // before the flag was up is found here, one sent after it
+            // writes the eventfd.
+            self.sleeping.store(true, Ordering::SeqCst);
+            if self.commands()? {
+                self.sleeping.store(false, Ordering::SeqCst);
+                continue;
+            }
             ep.wait(MAX_SLEEP)?;
+            self.sleeping.store(false, Ordering::SeqCst);
             self.drain_wake();
         }
     }

@@ -194,6 +194,39 @@ fn start_routes(cfg: &Config, tun: &tun_rs::SyncDevice) -> Result<routes::Routes
     Ok(r)
 }
 
+/// What kith adds to a packet on the wire: IPv4 and UDP headers, the data
+/// message header and the tag.
+const WIRE_OVERHEAD: u32 = 20 + 8 + 16 + 16;
+
+/// The MTU of the interface the IPv4 default route leaves by (where
+/// kith's datagrams go), if there is one.
+fn underlay_mtu() -> Option<u32> {
+    let routes = std::fs::read_to_string("/proc/net/route").ok()?;
+    let dev = routes.lines().skip(1).find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (dev, dst) = (f.next()?, f.next()?);
+        (dst == "00000000").then(|| dev.to_string())
+    })?;
+    std::fs::read_to_string(format!("/sys/class/net/{dev}/mtu"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A warning when a full TUN packet, sealed, does not fit the underlay:
+/// every such datagram would be fragmented (or dropped where fragments are).
+fn mtu_warning(mtu: u16, underlay: u32) -> Option<String> {
+    let need = u32::from(mtu) + WIRE_OVERHEAD;
+    (need > underlay).then(|| {
+        format!(
+            "[interface] mtu = {mtu} needs {need}-byte datagrams, but the underlay's MTU is \
+             {underlay}: full packets will be fragmented. Set mtu to at most {}",
+            underlay.saturating_sub(WIRE_OVERHEAD)
+        )
+    })
+}
+
 /// The hard-NAT budget, with pool sockets capped to leave 256 descriptors
 /// for everything else under the open-files limit.
 fn punch_budget() -> crate::nat::punch::Budget {
@@ -268,6 +301,9 @@ pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<
     let local = udp.local_addr()?;
     let (gso, gro) = udp.offloads();
     let routes = start_routes(&cfg, &tun)?;
+    if let Some(w) = underlay_mtu().and_then(|u| mtu_warning(cfg.interface.mtu, u)) {
+        warn!("{w}");
+    }
     let addresses: Vec<String> = cfg
         .interface
         .addresses
@@ -316,6 +352,7 @@ pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<
     let mut punch_seed = seed;
     punch_seed[0] ^= 0x5a;
     let mut node = Node::new(node_cfg, now, unix_now, seed);
+    node.set_mtu(usize::from(cfg.interface.mtu));
     // Test-only, undocumented for users: rekeys every few seconds, so a
     // namespace test sees them under load (tests/e2e_dataplane.rs).
     if let Some(d) = std::env::var("KITH_TEST_REKEY_AFTER")
@@ -1448,5 +1485,19 @@ fn relay_reason(cause: RelayCause) -> &'static str {
     match cause {
         RelayCause::NoDirectPath => "no direct path answered; still probing for one",
         RelayCause::DirectPathLost => "the direct path stopped answering; still probing it",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_mtu_fits_an_ethernet_underlay_and_a_larger_one_does_not() {
+        assert_eq!(mtu_warning(1420, 1500), None);
+        assert_eq!(mtu_warning(1440, 1500), None);
+        let w = mtu_warning(1500, 1500).expect("1560-byte datagrams on a 1500 link");
+        assert!(w.contains("at most 1440"), "{w}");
+        assert!(mtu_warning(1420, 1280).is_some());
     }
 }
