@@ -26,8 +26,8 @@ use super::raw::{
     OneOrList, RawConfig, RawDiscovery, RawInterface, RawMetrics, RawNetwork, RawPeer, RawRelay,
 };
 use super::{ConfigError, DEFAULT_INTERFACE, DEFAULT_LISTEN_PORT, DEFAULT_MTU, Endpoint};
-use super::{DEFAULT_BUSY_POLL, MAX_BUSY_POLL, METRICS_LISTEN_EXAMPLE, Metrics};
 use super::{DEFAULT_STATE_DIR, Discovery, Interface, Network, Peer, Relay, duration, rate};
+use super::{DEFAULT_BUSY_POLL, MAX_BUSY_POLL, METRICS_LISTEN_EXAMPLE, Metrics};
 use crate::identity::{KeyError, NetworkSecret, PublicKey, SecretKey};
 
 /// Linux `IFNAMSIZ` is 16 including the terminating NUL.

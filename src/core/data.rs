@@ -80,10 +80,7 @@ impl PeerView {
 /// What the control half publishes for the data half.
 #[derive(Debug, Clone)]
 pub enum DataUpdate {
-    Peer {
-        id: PeerId,
-        view: PeerView,
-    },
+    Peer { id: PeerId, view: PeerView },
     /// Cryptokey routing changed (a reload).
     Routes(RouteTable),
 }
@@ -114,10 +111,7 @@ pub struct Sent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataTun {
     /// `out[..len]` is a data message for `dst`.
-    Send {
-        dst: SocketAddr,
-        len: usize,
-    },
+    Send { dst: SocketAddr, len: usize },
     /// Not the data half's to send: give the packet to the control half.
     Control,
     Dropped(DropReason),
@@ -127,9 +121,7 @@ pub enum DataTun {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataUdp {
     /// `out[..len]` is an inner IP packet for the TUN device.
-    WriteTun {
-        len: usize,
-    },
+    WriteTun { len: usize },
     /// Opened on `peer`'s session, but not an IP packet (a keepalive, a
     /// control message, a relay frame): `out[..len]` is the plaintext for
     /// the control half; `wire_len` is what it cost on the wire.
@@ -328,7 +320,9 @@ impl DataPlane {
         }
         a.rx_bytes += wire_len as u64;
         Self::mark(&mut self.dirty, id, a);
-        DataUdp::WriteTun { len: hdr.total_len }
+        DataUdp::WriteTun {
+            len: hdr.total_len,
+        }
     }
 
     fn mark(dirty: &mut Vec<PeerId>, id: PeerId, a: &mut Pending) {

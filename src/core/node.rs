@@ -2204,15 +2204,7 @@ impl Node {
         if !self.is_live(id) {
             return UdpOutcome::Dropped(DropReason::UnknownIndex);
         }
-        self.after_open(
-            now,
-            id,
-            Slot::Current,
-            Via::Direct(from),
-            out,
-            len,
-            wire_len,
-        )
+        self.after_open(now, id, Slot::Current, Via::Direct(from), out, len, wire_len)
     }
 
     /// Everything an authentic data message on `slot` of `id`'s sessions
@@ -2324,8 +2316,7 @@ impl Node {
             return Some(DataUpdate::Routes(self.routes.clone()));
         }
         if self.published.len() < self.peers.len() {
-            self.published
-                .resize_with(self.peers.len(), PeerView::default);
+            self.published.resize_with(self.peers.len(), PeerView::default);
         }
         for i in 0..self.peers.len() {
             let view = self.data_view(PeerId(i));

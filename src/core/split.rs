@@ -73,7 +73,8 @@ impl Split {
                 // The activity first: the control half sees the packets in
                 // the order they arrived.
                 self.report(now);
-                self.node.handle_opened(now, peer, from, out, len, wire_len)
+                self.node
+                    .handle_opened(now, peer, from, out, len, wire_len)
             }
             DataUdp::Control => self.node.handle_udp(now, from, datagram, out),
         };

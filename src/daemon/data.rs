@@ -57,10 +57,7 @@ pub enum Up {
     /// A TUN packet for a peer the data half does not send to.
     Tun(Vec<u8>),
     /// A datagram the data half does not open.
-    Datagram {
-        from: SocketAddr,
-        bytes: Vec<u8>,
-    },
+    Datagram { from: SocketAddr, bytes: Vec<u8> },
     /// A data message opened on `peer`'s session that is not an IP packet.
     Opened {
         peer: PeerId,
@@ -231,12 +228,14 @@ pub fn spawn(
     };
     let thread = std::thread::Builder::new()
         .name("kith-data".into())
-        .spawn(move || match l.run() {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                debug!("data plane stopped: the control plane is gone");
+        .spawn(move || {
+            match l.run() {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    debug!("data plane stopped: the control plane is gone");
+                }
+                Err(e) => warn!(error = %e, "data plane stopped"),
+                Ok(()) => {}
             }
-            Err(e) => warn!(error = %e, "data plane stopped"),
-            Ok(()) => {}
         })?;
     Ok(Handle {
         down: down_tx,
@@ -475,10 +474,7 @@ impl Loop {
 
     fn write_tun(&mut self, k: usize) {
         let b = &mut self.b;
-        if let Err(e) = self
-            .tun
-            .send_multiple(&mut b.gro, &mut b.tun_out[..k], TUN_HDR)
-        {
+        if let Err(e) = self.tun.send_multiple(&mut b.gro, &mut b.tun_out[..k], TUN_HDR) {
             Stats::add(&self.stats.tun_write_errors, k as u64);
             debug!(error = %e, "TUN write failed; packets dropped");
         }
@@ -503,14 +499,7 @@ impl Loop {
     }
 
     /// The datagrams in `udp_in[at..end]`, at most `tun_out.len()`.
-    fn open_group(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        at: usize,
-        end: usize,
-        segment: usize,
-    ) {
+    fn open_group(&mut self, now: Instant, from: SocketAddr, at: usize, end: usize, segment: usize) {
         let mut k = 0;
         let mut start = at;
         while start < end {

@@ -669,10 +669,7 @@ mod tests {
             6.0
         );
         assert_eq!(
-            value(
-                &text,
-                "kith_data_dropped_total{reason=\"stranger_queue_full\"}"
-            ),
+            value(&text, "kith_data_dropped_total{reason=\"stranger_queue_full\"}"),
             0.0
         );
     }

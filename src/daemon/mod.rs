@@ -42,17 +42,17 @@ mod tcp;
 
 use socket::Udp;
 use std::io;
+use std::sync::Arc;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, ConfigSource, Endpoint};
 use crate::core::{
-    DataUpdate, Event, Node, NodeConfig, OVERHEAD, PeerConfig, PeerId, RelayCause, RelayConfig,
-    TunOutcome, UdpOutcome, Via,
+    DataUpdate, Event, Node, NodeConfig, OVERHEAD, PeerConfig, PeerId, RelayCause, RelayConfig, TunOutcome,
+    UdpOutcome, Via,
 };
 use crate::nat::punch::{Action, Outcome, Puncher, Role, Strategy};
 use crate::relay::Limits;
@@ -291,13 +291,12 @@ pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<
         }
     };
     raise_fd_limit();
-    let udp =
-        Arc::new(
-            Udp::bind(cfg.interface.listen_port).map_err(|source| StartError::Bind {
-                port: cfg.interface.listen_port,
-                source,
-            })?,
-        );
+    let udp = Arc::new(Udp::bind(cfg.interface.listen_port).map_err(|source| {
+        StartError::Bind {
+            port: cfg.interface.listen_port,
+            source,
+        }
+    })?);
     let local = udp.local_addr()?;
     let (gso, gro) = udp.offloads();
     let routes = start_routes(&cfg, &tun)?;
@@ -718,7 +717,9 @@ impl Shell {
             } => {
                 let len = plain.len().min(out.len());
                 out[..len].copy_from_slice(&plain[..len]);
-                let r = self.node.handle_opened(now, peer, from, out, len, wire_len);
+                let r = self
+                    .node
+                    .handle_opened(now, peer, from, out, len, wire_len);
                 if self.on_outcome(now, from, r, out, &[]) && self.tcp.has_links() {
                     self.tcp.on_udp_from(from);
                 }
@@ -805,8 +806,8 @@ impl Shell {
         for i in 0..self.views.len() {
             let (view, sent) = &self.views[i];
             let special = |a: SocketAddr| self.tcp.involves(a) || self.pools.route(a).is_some();
-            let masked =
-                view.from.is_some_and(special) || view.tx.as_ref().is_some_and(|t| special(t.dst));
+            let masked = view.from.is_some_and(special)
+                || view.tx.as_ref().is_some_and(|t| special(t.dst));
             let wanted = if masked { &nothing } else { view };
             if !wanted.same(sent) {
                 let wanted = wanted.clone();
