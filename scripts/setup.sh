@@ -2,12 +2,14 @@
 # Installs the Debian packages the lab, demo, bench and end-to-end tests
 # need, and what the package test (tests/package.rs) needs: systemd for
 # systemd-analyze, dpkg-dev and binutils (strip, readelf) for building and
-# checking the .deb, adduser for its maintainer scripts, and cargo-deb.
+# checking the .deb, adduser for its maintainer scripts, and cargo-deb;
+# and what kith builds against: libssl-dev and pkg-config (the openssl
+# crate links the system's OpenSSL, one of the AEAD backends).
 # Idempotent: runs `apt-get update` (once) only if something is missing.
 set -euo pipefail
 
 packages=(iproute2 nftables iperf3 tcpdump iputils-ping procps miniupnpd-nftables coturn miniupnpc
-    systemd dpkg-dev binutils adduser passwd)
+    systemd dpkg-dev binutils adduser passwd libssl-dev pkg-config)
 # Pinned like in scripts/package.sh: it builds with our Rust (1.95).
 cargo_deb_version=3.8.0
 

@@ -6,7 +6,11 @@
 //!   throughput (iperf3) and ping RTT over the raw veth link and over kith,
 //!   then the DHT rendezvous time (daemon start → first ping reply of two
 //!   hosts with no endpoint; median of 3 fresh labs) and the time to a
-//!   direct path for each row of the NAT table (median of 3 fresh labs).
+//!   direct path for each row of the NAT table (median of 3 fresh labs);
+//!   then the peers' table (raw veth, kith, VpnCloud, boringtun on the same
+//!   link: iperf3 with 1 and 4 streams, ping, CPU per GB, peak RSS; the
+//!   peers from `$KITH_BENCH_CACHE/bin`, which `scripts/bench.sh` fills)
+//!   and each AEAD backend's speed per packet.
 //!
 //! Both find the `kith` binary next to this one, or take `--kith PATH`.
 //! Needs root. The lab machinery lives in `kith::lab`.
@@ -19,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use kith::lab::nat::{NatPair, NatPairSpec, SiteKind};
+use kith::lab::peers::{PeerTunnel, PeerVpn};
 use kith::lab::relay::{RelayPair, RelayPairSpec};
 use kith::lab::topology::{A_OVERLAY, A_UNDERLAY, B_OVERLAY, B_UNDERLAY, DHT_NODES, DhtPair, Pair};
 use kith::lab::{KithNode, Lab, iperf, transfer};
@@ -54,6 +59,17 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         pings: u32,
     },
+    /// Only the bench's peers table: raw veth, kith, VpnCloud and boringtun
+    /// on one link (the peers from `$KITH_BENCH_CACHE/bin`, default
+    /// /var/cache/kith-bench/bin, which scripts/bench.sh fills).
+    Peers {
+        /// Seconds per iperf3 run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Pings per direction and path.
+        #[arg(long, default_value_t = 20)]
+        pings: u32,
+    },
     /// Only the bench's time-to-direct rows (cone | cone: DHT only, shared
     /// relay + DHT, mutual peer without the DHT), each run `runs` times.
     TimeToDirect {
@@ -67,6 +83,7 @@ fn main() -> ExitCode {
     let result = kith_binary(cli.kith).and_then(|kith| match cli.command {
         Command::Demo { megabytes } => demo(&kith, megabytes),
         Command::Bench { seconds, pings } => bench(&kith, seconds, pings),
+        Command::Peers { seconds, pings } => peers(&kith, seconds, pings),
         Command::TimeToDirect { runs } => time_to_direct_rows(&kith, runs),
     });
     match result {
@@ -736,12 +753,213 @@ fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
             }
         );
     }
+    peer_table(lab, &mut pair, seconds, pings)?;
     relay_bench(kith, seconds, pings)?;
     println!(
         "\nkith reaches {:.1}% of the raw link's TCP throughput.",
         100.0 * tcp_kith.bits_per_second / tcp_raw.bits_per_second
     );
     Ok(())
+}
+
+/// Where `scripts/bench.sh` installs the peer VPNs (`cargo install
+/// --root`): `$KITH_BENCH_CACHE`, by default this.
+const PEER_CACHE: &str = "/var/cache/kith-bench";
+
+/// What one row of the peers' table measured.
+struct PeerFigures {
+    one: iperf::IperfReport,
+    four: iperf::IperfReport,
+    ping_ab: kith::lab::PingStats,
+    ping_ba: kith::lab::PingStats,
+    /// The daemons' CPU seconds (user + system, both sides) per GB
+    /// received over both iperf3 runs; none for the raw link.
+    cpu_per_gb: Option<f64>,
+    /// The larger of the two daemons' peak RSS (VmHWM), KiB.
+    rss_kib: Option<u64>,
+}
+
+/// Both iperf3 runs (1 stream, then 4) from a to b's `b_ip`, the daemons'
+/// CPU time over them, then pings both ways and the daemons' peak RSS.
+fn measure_peer_row(
+    (a, a_ip): (&kith::lab::Host, IpAddr),
+    (b, b_ip): (&kith::lab::Host, IpAddr),
+    pids: &[u32],
+    seconds: u32,
+    pings: u32,
+) -> Result<PeerFigures> {
+    let cpu = || -> Option<f64> { pids.iter().map(|&p| cpu_seconds(p)).sum() };
+    let cpu0 = cpu();
+    let one = iperf::tcp(b, a, b_ip, 5201, seconds)?;
+    let four = iperf::tcp_streams(b, a, b_ip, 5201, seconds, 4)?;
+    let cpu1 = cpu();
+    let interval = Duration::from_millis(100);
+    let ping_ab = a.ping(b_ip, pings, interval)?;
+    let ping_ba = b.ping(a_ip, pings, interval)?;
+    let gb = (one.bytes + four.bytes) / 1e9;
+    Ok(PeerFigures {
+        one,
+        four,
+        ping_ab,
+        ping_ba,
+        cpu_per_gb: cpu0
+            .zip(cpu1)
+            .filter(|_| !pids.is_empty() && gb > 0.0)
+            .map(|(c0, c1)| (c1 - c0) / gb),
+        rss_kib: pids.iter().filter_map(|&p| peak_rss_kib(p)).max(),
+    })
+}
+
+/// The peers' table: raw veth, kith, VpnCloud and boringtun on the bench's
+/// a ↔ b link, each with iperf3 TCP (1 and 4 streams), ping both ways, CPU
+/// per GB and peak RSS, all in this run. The peer VPNs are the binaries
+/// `scripts/bench.sh` installed into `$KITH_BENCH_CACHE/bin`; a missing or
+/// failing one is a row saying why, not a failed bench.
+fn peer_table(lab: &Lab, pair: &mut Pair, seconds: u32, pings: u32) -> Result<()> {
+    let cache = std::env::var_os("KITH_BENCH_CACHE")
+        .map_or_else(|| PathBuf::from(PEER_CACHE), PathBuf::from);
+    let (a, b) = (pair.a.clone(), pair.b.clone());
+    let mut rows: Vec<(String, Result<PeerFigures, String>)> = Vec::new();
+    println!(
+        "\npeers: raw veth, kith, then each peer VPN: iperf3 TCP a → b ({seconds} s, 1 stream, then 4), ping …"
+    );
+    let raw = (IpAddr::V4(A_UNDERLAY), IpAddr::V4(B_UNDERLAY));
+    let figures = measure_peer_row((&a, raw.0), (&b, raw.1), &[], seconds, pings)?;
+    rows.push(("raw veth".into(), Ok(figures)));
+    let pids: Vec<u32> = [&pair.node_a, &pair.node_b]
+        .iter()
+        .filter_map(|n| n.pid())
+        .collect();
+    let overlay = (IpAddr::V4(A_OVERLAY), IpAddr::V4(B_OVERLAY));
+    let figures = measure_peer_row((&a, overlay.0), (&b, overlay.1), &pids, seconds, pings)?;
+    pair.node_a.check_running()?;
+    pair.node_b.check_running()?;
+    rows.push(("kith".into(), Ok(figures)));
+    for vpn in PeerVpn::ALL {
+        let bin = cache.join("bin").join(vpn.binary());
+        let label = vpn.version(&bin).unwrap_or_else(|_| vpn.label().to_owned());
+        let figures = if bin.is_file() {
+            println!("{label} …");
+            peer_row(lab, vpn, &bin, seconds, pings, (&a, &b)).map_err(|e| format!("failed: {e:#}"))
+        } else {
+            Err(format!(
+                "skipped: {} not found (scripts/bench.sh builds it there; see its output for why it did not)",
+                bin.display()
+            ))
+        };
+        rows.push((label, figures));
+    }
+    print_peer_table(&rows, seconds, pings);
+    let speeds = kith::daemon::aead::measure(Duration::from_millis(600));
+    println!(
+        "\nChaCha20-Poly1305 per {}-byte packet, seal + open, GB/s of CPU time: {} \
+         (kith measures the same at start and uses the fastest, here {})",
+        kith::daemon::aead::PACKET,
+        kith::daemon::aead::describe(&speeds),
+        kith::daemon::aead::fastest(&speeds)
+    );
+    Ok(())
+}
+
+/// The peers table alone, in a lab of its own.
+fn peers(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
+    let lab = Lab::new()?;
+    let result = Pair::start(&lab, kith)
+        .map_err(anyhow::Error::from)
+        .and_then(|mut pair| {
+            pair.wait_tunnel(Duration::from_secs(10))?;
+            peer_table(&lab, &mut pair, seconds, pings)
+        });
+    if result.is_err() {
+        lab.keep_files();
+    }
+    result
+}
+
+/// One peer VPN's row: started on a and b, measured, stopped.
+fn peer_row(
+    lab: &Lab,
+    vpn: PeerVpn,
+    bin: &Path,
+    seconds: u32,
+    pings: u32,
+    (a, b): (&kith::lab::Host, &kith::lab::Host),
+) -> Result<PeerFigures> {
+    let mut tunnel = PeerTunnel::start(lab.dir(), vpn, bin, (a, A_UNDERLAY), (b, B_UNDERLAY))?;
+    tunnel.wait_tunnel(Duration::from_secs(20))?;
+    let (a_ip, b_ip) = vpn.overlay();
+    let figures = measure_peer_row(
+        (a, IpAddr::V4(a_ip)),
+        (b, IpAddr::V4(b_ip)),
+        &tunnel.pids(),
+        seconds,
+        pings,
+    )?;
+    tunnel.check_running()?;
+    Ok(figures)
+}
+
+fn print_peer_table(rows: &[(String, Result<PeerFigures, String>)], seconds: u32, pings: u32) {
+    println!(
+        "\nkith and its peers on one veth link, one run: iperf3 TCP a → b, {seconds} s each; \
+         ping {pings} each way; CPU s/GB: both daemons' user + system time per GB received \
+         over both iperf3 runs; RSS: the larger daemon's peak (VmHWM)"
+    );
+    println!(
+        "{:<18} {:>9} {:>9} {:>13} {:>24} {:>8} {:>7} {:>9}",
+        "",
+        "1 stream",
+        "4 streams",
+        "share of raw",
+        "ping avg (a→b / b→a)",
+        "CPU",
+        "RSS",
+        "retrans."
+    );
+    println!(
+        "{:<18} {:>9} {:>9} {:>13} {:>24} {:>8} {:>7} {:>9}",
+        "", "Mbit/s", "Mbit/s", "1 / 4", "ms", "s/GB", "MB", "1 / 4"
+    );
+    let raw = rows
+        .first()
+        .and_then(|(_, r)| r.as_ref().ok())
+        .map(|r| (r.one.bits_per_second, r.four.bits_per_second));
+    for (label, row) in rows {
+        let f = match row {
+            Ok(f) => f,
+            Err(why) => {
+                println!("{label:<18} {why}");
+                continue;
+            }
+        };
+        let ms = |s: kith::lab::PingStats| s.avg_ms().unwrap_or(f64::NAN);
+        let share = raw.map_or_else(
+            || "-".to_owned(),
+            |(r1, r4)| {
+                format!(
+                    "{:.2} / {:.2}",
+                    f.one.bits_per_second / r1,
+                    f.four.bits_per_second / r4
+                )
+            },
+        );
+        println!(
+            "{label:<18} {:>9.0} {:>9.0} {share:>13} {:>24} {:>8} {:>7} {:>9}",
+            f.one.bits_per_second / 1e6,
+            f.four.bits_per_second / 1e6,
+            format!(
+                "{:.3} ({:.3} / {:.3})",
+                (ms(f.ping_ab) + ms(f.ping_ba)) / 2.0,
+                ms(f.ping_ab),
+                ms(f.ping_ba)
+            ),
+            f.cpu_per_gb
+                .map_or_else(|| "-".into(), |c| format!("{c:.1}")),
+            f.rss_kib
+                .map_or_else(|| "-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+            format!("{:.0} / {:.0}", f.one.retransmits, f.four.retransmits),
+        );
+    }
 }
 
 /// The relay rows: one cone | cone pair with a relay; TCP and ping over

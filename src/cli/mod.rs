@@ -315,6 +315,8 @@ fn up(file: &std::path::Path, control: Option<PathBuf>, state_dir: Option<PathBu
             return Err(InvalidConfig::new(file, &errors, "; fix them and start again").into());
         }
     };
+    // Before the first handshake: every session uses the backend chosen here.
+    crate::daemon::aead::choose()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -44,6 +44,7 @@
 
 #![cfg_attr(not(test), deny(clippy::disallowed_methods))]
 
+pub mod aead;
 mod cookie;
 pub mod data;
 mod intro;

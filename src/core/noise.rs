@@ -10,7 +10,8 @@
 //! when snow drops it, so a finished or abandoned handshake and an expired
 //! session leave no key behind in freed memory: the X25519 private keys
 //! (static and ephemeral) live in [`X25519`] (zeroized), the AEAD keys of
-//! the handshake and of the session in [`WipedCipher`] (set to zeros), and
+//! the handshake and of the session in [`WipedCipher`] (set to zeros; what
+//! that reaches in each AEAD library is in `core::aead`), and
 //! the RNG that drew the ephemeral key in [`WipedRandom`] (reseeded with
 //! zeros); [`Handshake`] overwrites snow's copy of the psk once message 2 is
 //! done, or when it is dropped unfinished. Out of reach: snow 0.10 keeps
@@ -22,10 +23,11 @@ use blake2::{Blake2s256, Blake2sMac, Digest};
 use curve25519_dalek::montgomery::MontgomeryPoint;
 use rand::{RngCore, SeedableRng};
 use snow::params::{CipherChoice, DHChoice, HashChoice, NoiseParams};
-use snow::resolvers::{CryptoResolver, DefaultResolver, RingResolver};
+use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
 use zeroize::{Zeroize, Zeroizing};
 
+use super::aead;
 use crate::wire::MAC_LEN;
 
 pub const NOISE_PATTERN: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
@@ -182,12 +184,15 @@ impl Random for FixedRandom {
     }
 }
 
-/// What snow builds a handshake from: our [`X25519`], ring's
-/// ChaCha20-Poly1305 (≈3× the pure-Rust one) behind [`WipedCipher`], the
-/// default BLAKE2s, and an RNG seeded from the node's for the ephemeral key.
+/// What snow builds a handshake from: our [`X25519`], ChaCha20-Poly1305
+/// from the backend the daemon measured fastest ([`aead::default_backend`]
+/// when the resolver is made) behind [`WipedCipher`], the default BLAKE2s,
+/// and an RNG seeded from the node's for the ephemeral key.
 pub struct Resolver {
     /// Taken (and zeroized in place) by the one RNG snow asks for.
     seed: std::sync::Mutex<Option<Zeroizing<[u8; 32]>>>,
+    /// For the handshake's AEAD and the session's two.
+    aead: aead::Backend,
     #[cfg(test)]
     fixed_ephemeral: Option<[u8; KEY_LEN]>,
 }
@@ -198,6 +203,7 @@ impl Resolver {
         rng.fill_bytes(&mut *seed);
         Self {
             seed: std::sync::Mutex::new(Some(seed)),
+            aead: aead::default_backend(),
             #[cfg(test)]
             fixed_ephemeral: None,
         }
@@ -208,7 +214,17 @@ impl Resolver {
     fn fixed(ephemeral: [u8; KEY_LEN]) -> Self {
         Self {
             seed: std::sync::Mutex::new(None),
+            aead: aead::default_backend(),
             fixed_ephemeral: Some(ephemeral),
+        }
+    }
+
+    /// The same, with the AEAD from `backend`.
+    #[cfg(test)]
+    fn with_aead(self, backend: aead::Backend) -> Self {
+        Self {
+            aead: backend,
+            ..self
         }
     }
 }
@@ -237,10 +253,11 @@ impl CryptoResolver for Resolver {
         DefaultResolver.resolve_hash(choice)
     }
     fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
-        RingResolver
-            .resolve_cipher(choice)
-            .or_else(|| DefaultResolver.resolve_cipher(choice))
-            .map(|c| Box::new(WipedCipher(c)) as Box<dyn Cipher>)
+        let cipher = match choice {
+            CipherChoice::ChaChaPoly => self.aead.cipher(),
+            _ => DefaultResolver.resolve_cipher(choice)?,
+        };
+        Some(Box::new(WipedCipher(cipher)))
     }
 }
 

@@ -23,6 +23,7 @@
 //! peers' state ([`notify`]).
 
 mod accept;
+pub mod aead;
 pub mod control;
 mod data;
 mod discover;

@@ -15,6 +15,8 @@ pub struct IperfReport {
     pub bits_per_second: f64,
     /// TCP retransmissions seen by the sender.
     pub retransmits: f64,
+    /// Bytes the receiver got, all streams together.
+    pub bytes: f64,
 }
 
 impl IperfReport {
@@ -31,6 +33,19 @@ pub fn tcp(
     addr: IpAddr,
     port: u16,
     seconds: u32,
+) -> Result<IperfReport> {
+    tcp_streams(server, client, addr, port, seconds, 1)
+}
+
+/// Like [`tcp`], with `streams` parallel TCP connections (`-P`); the
+/// report sums them.
+pub fn tcp_streams(
+    server: &Host,
+    client: &Host,
+    addr: IpAddr,
+    port: u16,
+    seconds: u32,
+    streams: u32,
 ) -> Result<IperfReport> {
     sys::require_tool("iperf3")?;
     let port = port.to_string();
@@ -50,6 +65,8 @@ pub fn tcp(
         &port,
         "-t",
         &seconds.to_string(),
+        "-P",
+        &streams.max(1).to_string(),
     ]);
     // The server needs a moment to listen: retry while it refuses.
     let mut outcome = Err(String::new());
@@ -88,12 +105,14 @@ pub fn tcp(
     })
 }
 
-/// Reads `end.sum_received.bits_per_second` and `end.sum_sent.retransmits`.
+/// Reads `end.sum_received.bits_per_second` and `.bytes`, and
+/// `end.sum_sent.retransmits`.
 pub(crate) fn parse(json: &str) -> Option<IperfReport> {
     let v: Value = serde_json::from_str(json).ok()?;
     Some(IperfReport {
         bits_per_second: v["end"]["sum_received"]["bits_per_second"].as_f64()?,
         retransmits: v["end"]["sum_sent"]["retransmits"].as_f64().unwrap_or(0.0),
+        bytes: v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0),
     })
 }
 
@@ -106,10 +125,11 @@ mod tests {
         let json = r#"{"start": {"connected": []},
             "intervals": [{"streams": [{"end": 1.0, "bits_per_second": 1}]}],
             "end": {"sum_sent": {"bits_per_second": 9.5e9, "retransmits": 12},
-                    "sum_received": {"bits_per_second": 9.4e9}}}"#;
+                    "sum_received": {"bits_per_second": 9.4e9, "bytes": 11750000000}}}"#;
         let r = parse(json).unwrap();
         assert_eq!(r.bits_per_second, 9.4e9);
         assert_eq!(r.retransmits, 12.0);
+        assert_eq!(r.bytes, 11.75e9);
         assert!((r.gbit_per_s() - 9.4).abs() < 1e-9);
     }
 }

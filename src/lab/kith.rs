@@ -508,19 +508,9 @@ impl KithNode {
 
     /// SIGTERM, then SIGKILL after `grace`.
     pub fn stop(&mut self, grace: Duration) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        sys::signal(child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(mut child) = self.child.take() {
+            sys::terminate(&mut child, grace);
         }
-        let _ = child.kill();
-        let _ = child.wait();
         Ok(())
     }
 

@@ -180,16 +180,7 @@ impl Drop for UpnpRouter {
     fn drop(&mut self) {
         // SIGTERM lets miniupnpd remove its rules; the lab deletes the
         // namespace right after anyway.
-        sys::signal(self.child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        sys::terminate(&mut self.child, Duration::from_secs(2));
     }
 }
 

@@ -29,7 +29,9 @@
 //! 5. Probes: [`Host::ping`], [`Host::wait_reachable`], [`Capture`]
 //!    (tcpdump), [`transfer::tcp`] (hashed bulk TCP from threads that
 //!    [`Host::run_in`] moves into a namespace with `setns`), [`iperf`].
-//! 6. Dropping the lab kills every process in its namespaces and deletes
+//! 6. Other VPNs for the bench's comparison: [`peers::PeerTunnel`] runs
+//!    VpnCloud or boringtun between two hosts with static peers.
+//! 7. Dropping the lab kills every process in its namespaces and deletes
 //!    them (veths vanish with them). When dropped during a panic, the scratch
 //!    directory with configs and daemon logs is kept and its path printed.
 //!
@@ -46,6 +48,7 @@ mod kith;
 pub mod miniupnpd;
 pub mod nat;
 mod netns;
+pub mod peers;
 mod ping;
 pub mod relay;
 mod router;

@@ -5,6 +5,7 @@ use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::{LabError, Result};
 
@@ -115,6 +116,21 @@ pub(crate) fn signal(pid: u32, signal: libc::c_int) {
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(pid, signal) };
     }
+}
+
+/// SIGTERM to `child`, then SIGKILL if it has not exited after `grace`;
+/// reaped either way.
+pub(crate) fn terminate(child: &mut Child, grace: Duration) {
+    signal(child.id(), libc::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Whether a process with this pid exists.

@@ -3,8 +3,10 @@
 //! messages, the handshake hash and the transport keys out.
 //!
 //! The code under test is what the node runs, [`super::build`] (snow with
-//! kith's resolver: our X25519, ring's AEAD behind `WipedCipher`). Two
-//! sources of truth, neither of them snow:
+//! kith's resolver: our X25519, an AEAD backend behind `WipedCipher`), with
+//! every pair of AEAD backends on the two sides, so the bytes show that
+//! the backends a daemon may pick interoperate. Two sources of truth,
+//! neither of them snow:
 //! - the Cacophony test vector for this protocol name (the Noise test
 //!   vectors snow ships in `tests/vectors/cacophony.txt`), which also checks
 //!   the reference below;
@@ -21,6 +23,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use curve25519_dalek::montgomery::MontgomeryPoint;
 
 use super::{Handshake, KEY_LEN, PROLOGUE, Resolver, build, tai64n};
+use crate::core::aead::Backend;
 use crate::identity::SecretKey;
 
 type Key = [u8; KEY_LEN];
@@ -246,13 +249,28 @@ fn seal_transport(t: &snow::StatelessTransportState, plaintext: &[u8]) -> Vec<u8
     out
 }
 
-/// The handshake through `build`, each side with its own fixed ephemeral
-/// key, checking that each side reads what the other wrote.
+/// [`under_test_with`] for every pair of AEAD backends (initiator,
+/// responder); the outputs, which must be the same for all.
 fn under_test(i: &Inputs) -> Outputs {
+    let mut outputs = Backend::ALL
+        .iter()
+        .flat_map(|&a| Backend::ALL.iter().map(move |&b| (a, b)))
+        .map(|(a, b)| (a, b, under_test_with(i, (a, b))));
+    let (_, _, first) = outputs.next().unwrap();
+    for (a, b, out) in outputs {
+        assert_eq!(out, first, "initiator on {a}, responder on {b}");
+    }
+    first
+}
+
+/// The handshake through `build`, each side with its own fixed ephemeral
+/// key and AEAD backend, checking that each side reads what the other
+/// wrote.
+fn under_test_with(i: &Inputs, (init_aead, resp_aead): (Backend, Backend)) -> Outputs {
     let rs = public(&i.resp_static);
-    let fixed = Resolver::fixed;
+    let fixed = |e, aead| Resolver::fixed(e).with_aead(aead);
     let mut init = build(
-        fixed(i.init_ephemeral),
+        fixed(i.init_ephemeral, init_aead),
         i.prologue,
         &i.init_static,
         Some(&rs),
@@ -260,7 +278,7 @@ fn under_test(i: &Inputs) -> Outputs {
     )
     .unwrap();
     let mut resp = build(
-        fixed(i.resp_ephemeral),
+        fixed(i.resp_ephemeral, resp_aead),
         i.prologue,
         &i.resp_static,
         None,
