@@ -6,7 +6,9 @@
 //!   throughput (iperf3) and ping RTT over the raw veth link and over kith,
 //!   then the DHT rendezvous time (daemon start → first ping reply of two
 //!   hosts with no endpoint; median of 3 fresh labs) and the time to a
-//!   direct path for each row of the NAT table (median of 3 fresh labs).
+//!   direct path for each row of the NAT table (median of 3 fresh labs),
+//!   the relay rows, and TCP without and under a handshake flood with the
+//!   flooded daemon's handshake counters per second.
 //!
 //! Both find the `kith` binary next to this one, or take `--kith PATH`.
 //! Needs root. The lab machinery lives in `kith::lab`.
@@ -18,10 +20,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use kith::lab::flood::{FloodPair, SPOOFED_SOURCES};
 use kith::lab::nat::{NatPair, NatPairSpec, SiteKind};
 use kith::lab::relay::{RelayPair, RelayPairSpec};
 use kith::lab::topology::{A_OVERLAY, A_UNDERLAY, B_OVERLAY, B_UNDERLAY, DHT_NODES, DhtPair, Pair};
-use kith::lab::{KithNode, Lab, iperf, transfer};
+use kith::lab::{KithNode, Lab, cpu_seconds, iperf, transfer};
 
 #[derive(Parser)]
 #[command(
@@ -737,6 +740,7 @@ fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
         );
     }
     relay_bench(kith, seconds, pings)?;
+    flood_bench(kith, seconds)?;
     println!(
         "\nkith reaches {:.1}% of the raw link's TCP throughput.",
         100.0 * tcp_kith.bits_per_second / tcp_raw.bits_per_second
@@ -853,6 +857,86 @@ fn relay_bench(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
     Ok(())
 }
 
+/// The spoofed flood's rate in the bench, as in `tests/e2e_flood.rs`.
+const FLOOD_RATE: u32 = 25_000;
+
+/// The flood rows: TCP b → a through the tunnel without and then under a
+/// flood of b's captured initiations from 4096 spoofed sources (one lab,
+/// one run), and what a's handshake defences did meanwhile, from its own
+/// counters: initiations refused before any Diffie-Hellman and cookie
+/// replies sent, per second, and its CPU time.
+fn flood_bench(kith: &Path, seconds: u32) -> Result<()> {
+    let lab = Lab::new().context("building the flood lab")?;
+    let result = flood_rows(&lab, kith, seconds);
+    if result.is_err() {
+        lab.keep_files();
+    }
+    result
+}
+
+fn flood_rows(lab: &Lab, kith: &Path, seconds: u32) -> Result<()> {
+    let pair = FloodPair::start(lab, kith).context("building the flood lab")?;
+    let a = IpAddr::V4(pair.node_a.spec().overlay_ip()?);
+    println!(
+        "\niperf3 TCP b → a, {seconds} s, without and then under a flood of {} captured \
+         initiations from {SPOOFED_SOURCES} spoofed sources at {FLOOD_RATE}/s …",
+        pair.captured.len()
+    );
+    let quiet = iperf::tcp(&pair.a, &pair.b, a, 5201, seconds)?;
+    let counters = |node: &KithNode| -> Result<(f64, f64)> {
+        let m = node.metrics()?;
+        Ok((
+            m.value("kith_handshakes_refused_total"),
+            m.value("kith_cookies_sent_total"),
+        ))
+    };
+    let (refused0, cookies0) = counters(&pair.node_a)?;
+    let cpu0 = pair.node_a.cpu_seconds();
+    let flood = pair.flood(FLOOD_RATE)?;
+    let started = Instant::now();
+    let loaded = iperf::tcp(&pair.a, &pair.b, a, 5202, seconds);
+    let report = flood.stop()?;
+    let loaded = loaded?;
+    let took = started.elapsed().as_secs_f64();
+    let (refused1, cookies1) = counters(&pair.node_a)?;
+    let cpu1 = pair.node_a.cpu_seconds();
+    println!(
+        "{:<26} {:>12} {:>12} {:>10}",
+        "", "no flood", "flood", "flood/no"
+    );
+    println!(
+        "{:<26} {:>12.3} {:>12.3} {:>10.2}",
+        "TCP b → a (Gbit/s)",
+        quiet.gbit_per_s(),
+        loaded.gbit_per_s(),
+        loaded.bits_per_second / quiet.bits_per_second
+    );
+    let wide = |label: &str, value: String| println!("{label:<26} {value:>25}");
+    wide(
+        "flood sent",
+        format!("{:.0}/s ({} packets)", report.rate(), report.sent),
+    );
+    wide(
+        "a: initiations refused",
+        format!("{:.0}/s (no DH)", (refused1 - refused0) / took),
+    );
+    wide(
+        "a: cookie replies sent",
+        format!("{:.0}/s", (cookies1 - cookies0) / took),
+    );
+    if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
+        wide(
+            "a: CPU under the flood",
+            format!(
+                "{:.1} s in {took:.1} s ({:.0} %)",
+                c1 - c0,
+                100.0 * (c1 - c0) / took
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// The bench's time-to-direct rows: cone | cone with the DHT only, with a
 /// shared relay (and the DHT), with a mutual peer that does not relay and
 /// no DHT.
@@ -910,19 +994,6 @@ fn time_to_direct(kith: &Path, spec: RelayPairSpec) -> Result<Duration> {
 fn forwarded(relay: &kith::lab::KithNode) -> Result<u64> {
     let svc = relay.status()?.relay_service.context("no relay service")?;
     Ok(svc.members.iter().map(|m| m.forwarded_bytes).sum())
-}
-
-/// User + system CPU seconds of a process so far.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the whole line.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (hz > 0).then(|| ticks / hz as f64)
 }
 
 /// VmHWM (peak resident set) of a process, in KiB.

@@ -1154,7 +1154,7 @@ impl Node {
             .as_ref()
             .is_some_and(|s| s.messages_sent() >= REKEY_AFTER_MESSAGES)
             || p.last_handshake
-                .is_some_and(|t| now.saturating_duration_since(t) >= p.rekey_after);
+                .is_some_and(|t| now.saturating_duration_since(t) >= scaled(p.rekey_after));
         self.after_send(now, id, !payload.is_empty());
         if rekey && self.peers[id.0].pending.is_none() {
             self.initiate(now, id);
@@ -1324,7 +1324,7 @@ impl Node {
         }
         if is_data {
             p.timers
-                .set_if_unset(Timer::NoReply, now + NO_REPLY_TIMEOUT);
+                .set_if_unset(Timer::NoReply, now + scaled(NO_REPLY_TIMEOUT));
         }
         // Only a peer with somewhere else to go watches its route this
         // closely: for the rest, the no-reply handshake is the remedy.
@@ -1433,12 +1433,14 @@ impl Node {
             }
             None => (now, 0),
         };
-        let backoff = HANDSHAKE_RETRY_BASE
-            .saturating_mul(1u32 << attempts.min(8))
-            .min(HANDSHAKE_RETRY_MAX);
+        let backoff = scaled(
+            HANDSHAKE_RETRY_BASE
+                .saturating_mul(1u32 << attempts.min(8))
+                .min(HANDSHAKE_RETRY_MAX),
+        );
         // Up to a third of a second of jitter so peers restarted together
         // do not retry in lockstep.
-        let jitter = Duration::from_millis(self.rng.random_range(0..334));
+        let jitter = scaled(Duration::from_millis(self.rng.random_range(0..334)));
         let p = &mut self.peers[id.0];
         p.pending = Some(Pending {
             state,
@@ -1762,7 +1764,7 @@ impl Node {
         p.timers.set_if_unset(Timer::PathProbe, now);
         p.last_handshake = Some(now);
         p.handshakes += 1;
-        p.timers.set(Timer::ZeroKeys, now + ZERO_KEYS_AFTER);
+        p.timers.set(Timer::ZeroKeys, now + scaled(ZERO_KEYS_AFTER));
         if !p.connected {
             p.connected = true;
             if let Some(via) = self.route(id) {
@@ -2204,7 +2206,7 @@ impl Node {
         let p = &self.peers[id.0];
         let stale = p
             .last_handshake
-            .is_some_and(|t| now.saturating_duration_since(t) >= RECV_REKEY_AFTER_TIME);
+            .is_some_and(|t| now.saturating_duration_since(t) >= scaled(RECV_REKEY_AFTER_TIME));
         if stale && p.rekey_after == REKEY_AFTER_TIME && p.pending.is_none() {
             self.initiate(now, id);
         }
@@ -2237,7 +2239,7 @@ impl Node {
         }
         self.peers[id.0]
             .timers
-            .set_if_unset(Timer::PassiveKeepalive, now + KEEPALIVE_TIMEOUT);
+            .set_if_unset(Timer::PassiveKeepalive, now + scaled(KEEPALIVE_TIMEOUT));
         UdpOutcome::WriteTun { len: hdr.total_len }
     }
 
@@ -2411,7 +2413,7 @@ impl Node {
             Timer::HandshakeRetry => {
                 let p = &mut self.peers[id.0];
                 let Some(h) = &p.pending else { return };
-                if now.saturating_duration_since(h.started) >= REKEY_ATTEMPT_TIME {
+                if now.saturating_duration_since(h.started) >= scaled(REKEY_ATTEMPT_TIME) {
                     let index = h.local_index;
                     p.pending = None;
                     p.queue.clear();
@@ -2450,7 +2452,7 @@ impl Node {
                 // open, leaving both sides behind closed NATs.
                 let rekey = p
                     .last_handshake
-                    .is_some_and(|t| now.saturating_duration_since(t) >= p.rekey_after);
+                    .is_some_and(|t| now.saturating_duration_since(t) >= scaled(p.rekey_after));
                 if rekey && p.pending.is_none() {
                     self.initiate(now, id);
                 }

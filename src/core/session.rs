@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use super::replay::ReplayWindow;
-use super::timers::{REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME};
+use super::timers::{REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, scaled};
 use crate::wire::{self, DATA_HEADER_LEN, TAG_LEN};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -75,7 +75,7 @@ impl Session {
 
     /// Usable for sending and receiving at `now`.
     pub fn is_valid(&self, now: Instant) -> bool {
-        self.age(now) < REJECT_AFTER_TIME && self.send_counter < REJECT_AFTER_MESSAGES
+        self.age(now) < scaled(REJECT_AFTER_TIME) && self.send_counter < REJECT_AFTER_MESSAGES
     }
 
     pub fn messages_sent(&self) -> u64 {
@@ -115,7 +115,7 @@ impl Session {
         ciphertext: &[u8],
         out: &mut [u8],
     ) -> Result<usize, SessionError> {
-        if self.age(now) >= REJECT_AFTER_TIME || counter >= REJECT_AFTER_MESSAGES {
+        if self.age(now) >= scaled(REJECT_AFTER_TIME) || counter >= REJECT_AFTER_MESSAGES {
             return Err(SessionError::Expired);
         }
         if !self.replay.check(counter) {
