@@ -876,30 +876,15 @@ fn flood_bench(kith: &Path, seconds: u32) -> Result<()> {
 
 fn flood_rows(lab: &Lab, kith: &Path, seconds: u32) -> Result<()> {
     let pair = FloodPair::start(lab, kith).context("building the flood lab")?;
-    let a = IpAddr::V4(pair.node_a.spec().overlay_ip()?);
+    // Two runs each way, alternating, so a change in the machine's load
+    // meets both alike.
+    let (rounds, secs) = (2, (seconds / 2).max(1));
     println!(
-        "\niperf3 TCP b → a, {seconds} s, without and then under a flood of {} captured \
-         initiations from {SPOOFED_SOURCES} spoofed sources at {FLOOD_RATE}/s …",
+        "\niperf3 TCP b → a, {rounds} × {secs} s without and {rounds} × {secs} s under a flood of \
+         {} captured initiations from {SPOOFED_SOURCES} spoofed sources at {FLOOD_RATE}/s, alternating …",
         pair.captured.len()
     );
-    let quiet = iperf::tcp(&pair.a, &pair.b, a, 5201, seconds)?;
-    let counters = |node: &KithNode| -> Result<(f64, f64)> {
-        let m = node.metrics()?;
-        Ok((
-            m.value("kith_handshakes_refused_total"),
-            m.value("kith_cookies_sent_total"),
-        ))
-    };
-    let (refused0, cookies0) = counters(&pair.node_a)?;
-    let cpu0 = pair.node_a.cpu_seconds();
-    let flood = pair.flood(FLOOD_RATE)?;
-    let started = Instant::now();
-    let loaded = iperf::tcp(&pair.a, &pair.b, a, 5202, seconds);
-    let report = flood.stop()?;
-    let loaded = loaded?;
-    let took = started.elapsed().as_secs_f64();
-    let (refused1, cookies1) = counters(&pair.node_a)?;
-    let cpu1 = pair.node_a.cpu_seconds();
+    let c = pair.compare(FLOOD_RATE, rounds, secs)?;
     println!(
         "{:<26} {:>12} {:>12} {:>10}",
         "", "no flood", "flood", "flood/no"
@@ -907,33 +892,20 @@ fn flood_rows(lab: &Lab, kith: &Path, seconds: u32) -> Result<()> {
     println!(
         "{:<26} {:>12.3} {:>12.3} {:>10.2}",
         "TCP b → a (Gbit/s)",
-        quiet.gbit_per_s(),
-        loaded.gbit_per_s(),
-        loaded.bits_per_second / quiet.bits_per_second
+        c.quiet_bps() / 1e9,
+        c.flooded_bps() / 1e9,
+        c.flooded_bps() / c.quiet_bps()
     );
+    let (sent, rate) = c.flood_sent();
+    let (cpu, refused, cookies) = c.per_second();
     let wide = |label: &str, value: String| println!("{label:<26} {value:>25}");
+    wide("flood sent", format!("{rate:.0}/s ({sent} packets)"));
+    wide("a: initiations refused", format!("{refused:.0}/s (no DH)"));
+    wide("a: cookie replies sent", format!("{cookies:.0}/s"));
     wide(
-        "flood sent",
-        format!("{:.0}/s ({} packets)", report.rate(), report.sent),
+        "a: CPU under the flood",
+        format!("{:.0} % of a core", 100.0 * cpu),
     );
-    wide(
-        "a: initiations refused",
-        format!("{:.0}/s (no DH)", (refused1 - refused0) / took),
-    );
-    wide(
-        "a: cookie replies sent",
-        format!("{:.0}/s", (cookies1 - cookies0) / took),
-    );
-    if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
-        wide(
-            "a: CPU under the flood",
-            format!(
-                "{:.1} s in {took:.1} s ({:.0} %)",
-                c1 - c0,
-                100.0 * (c1 - c0) / took
-            ),
-        );
-    }
     Ok(())
 }
 
