@@ -63,6 +63,14 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: u32,
     },
+    /// Only the bench's flood rows: TCP through the tunnel without and
+    /// under a flood of captured handshake initiations from 4096 spoofed
+    /// sources, and the flooded daemon's handshake counters per second.
+    Flood {
+        /// Seconds of iperf3 without the flood, and as many under it.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +79,7 @@ fn main() -> ExitCode {
         Command::Demo { megabytes } => demo(&kith, megabytes),
         Command::Bench { seconds, pings } => bench(&kith, seconds, pings),
         Command::TimeToDirect { runs } => time_to_direct_rows(&kith, runs),
+        Command::Flood { seconds } => flood_bench(&kith, seconds),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
