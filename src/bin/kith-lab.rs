@@ -912,7 +912,7 @@ fn flood_rows(lab: &Lab, kith: &Path, seconds: u32) -> Result<()> {
     wide("a: initiations refused", format!("{refused:.0}/s (no DH)"));
     wide("a: cookie replies sent", format!("{cookies:.0}/s"));
     wide(
-        "a: CPU under the flood",
+        "a: CPU, flood + TCP",
         format!("{:.0} % of a core", 100.0 * cpu),
     );
     Ok(())
