@@ -15,9 +15,10 @@ use kith::identity::SecretKey;
 use kith::lab::topology::spawn_pair;
 use kith::lab::{KithSpec, transfer};
 
-/// The rekey interval the daemons run with (`KITH_TEST_REKEY_AFTER`), so
-/// a test of seconds sees several.
-const REKEY_AFTER: &str = "3s";
+/// The daemons' protocol timers are divided by this
+/// (`KITH_TEST_TIMER_DIVISOR`): a rekey every 4 s, so a test of seconds
+/// sees several.
+const TIMER_DIVISOR: &str = "30";
 
 #[test]
 fn hundred_megabytes_arrive_intact_across_rekeys_and_a_path_change() {
@@ -40,7 +41,7 @@ fn hundred_megabytes_arrive_intact_across_rekeys_and_a_path_change() {
     let spec = |addr: &str| {
         let mut s = KithSpec::new(addr, SecretKey::generate().unwrap());
         s.env
-            .push(("KITH_TEST_REKEY_AFTER".into(), REKEY_AFTER.into()));
+            .push(("KITH_TEST_TIMER_DIVISOR".into(), TIMER_DIVISOR.into()));
         s
     };
     let (spec_a, spec_b) = (spec("100.96.0.1/16"), spec("100.96.0.2/16"));

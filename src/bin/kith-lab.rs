@@ -10,7 +10,9 @@
 //!   then the peers' table (raw veth, kith, VpnCloud, boringtun on the same
 //!   link: iperf3 with 1 and 4 streams, ping, CPU per GB, peak RSS; the
 //!   peers from `$KITH_BENCH_CACHE/bin`, which `scripts/bench.sh` fills)
-//!   and each AEAD backend's speed per packet.
+//!   and each AEAD backend's speed per packet; the relay rows; and TCP
+//!   without and under a handshake flood with the flooded daemon's
+//!   handshake counters per second.
 //!
 //! Both find the `kith` binary next to this one, or take `--kith PATH`.
 //! Needs root. The lab machinery lives in `kith::lab`.
@@ -22,11 +24,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use kith::lab::flood::{FloodPair, SPOOFED_SOURCES};
 use kith::lab::nat::{NatPair, NatPairSpec, SiteKind};
 use kith::lab::peers::{PeerTunnel, PeerVpn};
 use kith::lab::relay::{RelayPair, RelayPairSpec};
 use kith::lab::topology::{A_OVERLAY, A_UNDERLAY, B_OVERLAY, B_UNDERLAY, DHT_NODES, DhtPair, Pair};
-use kith::lab::{KithNode, Lab, iperf, transfer};
+use kith::lab::{KithNode, Lab, cpu_seconds, iperf, transfer};
 
 #[derive(Parser)]
 #[command(
@@ -76,6 +79,14 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: u32,
     },
+    /// Only the bench's flood rows: TCP through the tunnel without and
+    /// under a flood of captured handshake initiations from 4096 spoofed
+    /// sources, and the flooded daemon's handshake counters per second.
+    Flood {
+        /// Seconds of iperf3 without the flood, and as many under it.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -85,6 +96,7 @@ fn main() -> ExitCode {
         Command::Bench { seconds, pings } => bench(&kith, seconds, pings),
         Command::Peers { seconds, pings } => peers(&kith, seconds, pings),
         Command::TimeToDirect { runs } => time_to_direct_rows(&kith, runs),
+        Command::Flood { seconds } => flood_bench(&kith, seconds),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -755,6 +767,7 @@ fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
     }
     peer_table(lab, &mut pair, seconds, pings)?;
     relay_bench(kith, seconds, pings)?;
+    flood_bench(kith, seconds)?;
     println!(
         "\nkith reaches {:.1}% of the raw link's TCP throughput.",
         100.0 * tcp_kith.bits_per_second / tcp_raw.bits_per_second
@@ -1071,6 +1084,58 @@ fn relay_bench(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
     Ok(())
 }
 
+/// The spoofed flood's rate in the bench, as in `tests/e2e_flood.rs`.
+const FLOOD_RATE: u32 = 25_000;
+
+/// The flood rows: TCP b → a through the tunnel without and then under a
+/// flood of b's captured initiations from 4096 spoofed sources (one lab,
+/// one run), and what a's handshake defences did meanwhile, from its own
+/// counters: initiations refused before any Diffie-Hellman and cookie
+/// replies sent, per second, and its CPU time.
+fn flood_bench(kith: &Path, seconds: u32) -> Result<()> {
+    let lab = Lab::new().context("building the flood lab")?;
+    let result = flood_rows(&lab, kith, seconds);
+    if result.is_err() {
+        lab.keep_files();
+    }
+    result
+}
+
+fn flood_rows(lab: &Lab, kith: &Path, seconds: u32) -> Result<()> {
+    let pair = FloodPair::start(lab, kith).context("building the flood lab")?;
+    // Two runs each way, alternating, so a change in the machine's load
+    // meets both alike.
+    let (rounds, secs) = (2, (seconds / 2).max(1));
+    println!(
+        "\niperf3 TCP b → a, {rounds} × {secs} s without and {rounds} × {secs} s under a flood of \
+         {} captured initiations from {SPOOFED_SOURCES} spoofed sources at {FLOOD_RATE}/s, alternating …",
+        pair.captured.len()
+    );
+    let c = pair.compare(FLOOD_RATE, rounds, secs)?;
+    println!(
+        "{:<26} {:>12} {:>12} {:>10}",
+        "", "no flood", "flood", "flood/no"
+    );
+    println!(
+        "{:<26} {:>12.3} {:>12.3} {:>10.2}",
+        "TCP b → a (Gbit/s)",
+        c.quiet_bps() / 1e9,
+        c.flooded_bps() / 1e9,
+        c.flooded_bps() / c.quiet_bps()
+    );
+    let (sent, rate) = c.flood_sent();
+    let (cpu, refused, cookies) = c.per_second();
+    let wide = |label: &str, value: String| println!("{label:<26} {value:>25}");
+    wide("flood sent", format!("{rate:.0}/s ({sent} packets)"));
+    wide("a: initiations refused", format!("{refused:.0}/s (no DH)"));
+    wide("a: cookie replies sent", format!("{cookies:.0}/s"));
+    wide(
+        "a: CPU, flood + TCP",
+        format!("{:.0} % of a core", 100.0 * cpu),
+    );
+    Ok(())
+}
+
 /// The bench's time-to-direct rows: cone | cone with the DHT only, with a
 /// shared relay (and the DHT), with a mutual peer that does not relay and
 /// no DHT.
@@ -1128,19 +1193,6 @@ fn time_to_direct(kith: &Path, spec: RelayPairSpec) -> Result<Duration> {
 fn forwarded(relay: &kith::lab::KithNode) -> Result<u64> {
     let svc = relay.status()?.relay_service.context("no relay service")?;
     Ok(svc.members.iter().map(|m| m.forwarded_bytes).sum())
-}
-
-/// User + system CPU seconds of a process so far.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the whole line.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (hz > 0).then(|| ticks / hz as f64)
 }
 
 /// VmHWM (peak resident set) of a process, in KiB.

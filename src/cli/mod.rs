@@ -317,6 +317,7 @@ fn up(file: &std::path::Path, control: Option<PathBuf>, state_dir: Option<PathBu
     };
     // Before the first handshake: every session uses the backend chosen here.
     crate::daemon::aead::choose()?;
+    test_timer_divisor();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -325,6 +326,28 @@ fn up(file: &std::path::Path, control: Option<PathBuf>, state_dir: Option<PathBu
     rt.block_on(crate::daemon::run(cfg, source, control))?;
     Ok(())
 }
+
+/// Test only, undocumented for operators: `KITH_TEST_TIMER_DIVISOR=N`
+/// runs every protocol timer N times faster (`core::scaled`), so an
+/// end-to-end test sees rekeys and the reject-after-time within seconds.
+fn test_timer_divisor() {
+    let Some(value) = std::env::var_os(TEST_TIMER_DIVISOR) else {
+        return;
+    };
+    match value.to_str().and_then(|v| v.parse::<u32>().ok()) {
+        Some(n) if n >= 1 => {
+            crate::core::set_test_timer_divisor(n);
+            tracing::warn!(
+                "{TEST_TIMER_DIVISOR}={n}: protocol timers divided by {n} (rekey after {:?}); for tests only",
+                crate::core::scaled(crate::core::REKEY_AFTER_TIME)
+            );
+        }
+        _ => tracing::warn!("{TEST_TIMER_DIVISOR}={value:?} is not a positive integer: ignored"),
+    }
+}
+
+/// The environment variable read by [`test_timer_divisor`].
+pub const TEST_TIMER_DIVISOR: &str = "KITH_TEST_TIMER_DIVISOR";
 
 fn generate_man(dir: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -33,6 +33,7 @@ use zeroize::Zeroizing;
 
 use super::limiter::{HandshakeLimiter, Source};
 use super::noise;
+use super::timers::scaled;
 use crate::wire::{self, COOKIE_NONCE_LEN, MAC_LEN};
 
 /// Label for the cookie-reply key, as WireGuard's `LABEL_COOKIE`.
@@ -209,7 +210,7 @@ impl Guard {
     fn cookie(&mut self, now: Instant, rng: &mut impl RngCore, from: SocketAddr) -> [u8; MAC_LEN] {
         if self
             .secret_born
-            .is_none_or(|t| now.saturating_duration_since(t) >= COOKIE_LIFETIME)
+            .is_none_or(|t| now.saturating_duration_since(t) >= scaled(COOKIE_LIFETIME))
         {
             rng.fill_bytes(&mut *self.secret);
             self.secret_born = Some(now);
@@ -305,7 +306,7 @@ impl Jar {
         let fresh = self
             .cookie
             .as_ref()
-            .filter(|(_, at)| now.saturating_duration_since(*at) < COOKIE_LIFETIME);
+            .filter(|(_, at)| now.saturating_duration_since(*at) < scaled(COOKIE_LIFETIME));
         let mac2 = match fresh {
             Some((cookie, _)) => mac2_with(cookie, &msg[..mac2_at]),
             None => [0; MAC_LEN],

@@ -530,8 +530,6 @@ pub struct Node {
     routes: RouteTable,
     /// Padding stops here ([`Node::set_mtu`]).
     mtu: usize,
-    /// The test-only rekey interval ([`Node::set_rekey_after`]).
-    rekey_override: Option<Duration>,
     /// Bumped by every change to `routes`, for the data half.
     routes_changed: u64,
     routes_published: u64,
@@ -588,7 +586,6 @@ impl Node {
             by_index: HashMap::new(),
             routes: RouteTable::default(),
             mtu: usize::MAX,
-            rekey_override: None,
             routes_changed: 1,
             routes_published: 0,
             published: Vec::new(),
@@ -624,10 +621,7 @@ impl Node {
     fn add_peer(&mut self, cfg: PeerConfig) -> PeerId {
         let id = PeerId(self.peers.len());
         let ours = self.public_key.x25519();
-        let mut peer = Peer::new(cfg, &ours);
-        if let Some(d) = self.rekey_override {
-            peer.rekey_after = rekey_after(d, peer.rekeys_first);
-        }
+        let peer = Peer::new(cfg, &ours);
         self.by_x25519.insert(peer.x25519, id);
         self.by_key.insert(*peer.cfg.public_key.as_bytes(), id);
         self.peers.push(peer);
@@ -678,16 +672,6 @@ impl Node {
     /// already larger, is not padded at all).
     pub fn set_mtu(&mut self, mtu: usize) {
         self.mtu = mtu;
-    }
-
-    /// Rekey after `d` instead of [`REKEY_AFTER_TIME`] (the responder
-    /// keeps its 30 s lag): lets a namespace test see rekeys under load in
-    /// seconds (the daemon's hidden `KITH_TEST_REKEY_AFTER`, never for users).
-    pub fn set_rekey_after(&mut self, d: Duration) {
-        self.rekey_override = Some(d);
-        for p in &mut self.peers {
-            p.rekey_after = rekey_after(d, p.rekeys_first);
-        }
     }
 
     /// Begin handshakes with every peer whose endpoint is known, so a mesh
@@ -1187,7 +1171,7 @@ impl Node {
             .as_ref()
             .is_some_and(|s| s.messages_sent() >= REKEY_AFTER_MESSAGES)
             || p.last_handshake
-                .is_some_and(|t| now.saturating_duration_since(t) >= p.rekey_after);
+                .is_some_and(|t| now.saturating_duration_since(t) >= scaled(p.rekey_after));
         self.after_send(now, id, !payload.is_empty());
         if rekey && self.peers[id.0].pending.is_none() {
             self.initiate(now, id);
@@ -1346,7 +1330,7 @@ impl Node {
         }
         if is_data {
             p.timers
-                .set_if_unset(Timer::NoReply, now + NO_REPLY_TIMEOUT);
+                .set_if_unset(Timer::NoReply, now + scaled(NO_REPLY_TIMEOUT));
         }
         // Only a peer with somewhere else to go watches its route this
         // closely: for the rest, the no-reply handshake is the remedy.
@@ -1455,12 +1439,14 @@ impl Node {
             }
             None => (now, 0),
         };
-        let backoff = HANDSHAKE_RETRY_BASE
-            .saturating_mul(1u32 << attempts.min(8))
-            .min(HANDSHAKE_RETRY_MAX);
+        let backoff = scaled(
+            HANDSHAKE_RETRY_BASE
+                .saturating_mul(1u32 << attempts.min(8))
+                .min(HANDSHAKE_RETRY_MAX),
+        );
         // Up to a third of a second of jitter so peers restarted together
         // do not retry in lockstep.
-        let jitter = Duration::from_millis(self.rng.random_range(0..334));
+        let jitter = scaled(Duration::from_millis(self.rng.random_range(0..334)));
         let p = &mut self.peers[id.0];
         p.pending = Some(Pending {
             state,
@@ -1784,7 +1770,7 @@ impl Node {
         p.timers.set_if_unset(Timer::PathProbe, now);
         p.last_handshake = Some(now);
         p.handshakes += 1;
-        p.timers.set(Timer::ZeroKeys, now + ZERO_KEYS_AFTER);
+        p.timers.set(Timer::ZeroKeys, now + scaled(ZERO_KEYS_AFTER));
         if !p.connected {
             p.connected = true;
             if let Some(via) = self.route(id) {
@@ -2297,7 +2283,7 @@ impl Node {
         }
         self.peers[id.0]
             .timers
-            .set_if_unset(Timer::PassiveKeepalive, now + KEEPALIVE_TIMEOUT);
+            .set_if_unset(Timer::PassiveKeepalive, now + scaled(KEEPALIVE_TIMEOUT));
         UdpOutcome::WriteTun { len: hdr.total_len }
     }
 
@@ -2307,7 +2293,7 @@ impl Node {
         let p = &self.peers[id.0];
         let stale = p
             .last_handshake
-            .is_some_and(|t| now.saturating_duration_since(t) >= RECV_REKEY_AFTER_TIME);
+            .is_some_and(|t| now.saturating_duration_since(t) >= scaled(RECV_REKEY_AFTER_TIME));
         if stale && p.rekeys_first && p.pending.is_none() {
             self.initiate(now, id);
         }
@@ -2356,7 +2342,7 @@ impl Node {
         let tx = p.current.as_ref().map(|s| TxView {
             session: s.clone(),
             dst,
-            rekey_at: p.last_handshake.unwrap_or(s.created) + p.rekey_after,
+            rekey_at: p.last_handshake.unwrap_or(s.created) + scaled(p.rekey_after),
         });
         PeerView {
             from: Some(dst),
@@ -2387,7 +2373,7 @@ impl Node {
             self.on_authenticated(at, id, Via::Direct(from), false);
             self.peers[id.0]
                 .timers
-                .set_if_unset(Timer::PassiveKeepalive, at + KEEPALIVE_TIMEOUT);
+                .set_if_unset(Timer::PassiveKeepalive, at + scaled(KEEPALIVE_TIMEOUT));
             self.rekey_if_stale(now, id);
         }
         if let Some(sent) = a.sent {
@@ -2572,7 +2558,7 @@ impl Node {
             Timer::HandshakeRetry => {
                 let p = &mut self.peers[id.0];
                 let Some(h) = &p.pending else { return };
-                if now.saturating_duration_since(h.started) >= REKEY_ATTEMPT_TIME {
+                if now.saturating_duration_since(h.started) >= scaled(REKEY_ATTEMPT_TIME) {
                     let index = h.local_index;
                     p.pending = None;
                     p.queue.clear();
@@ -2611,7 +2597,7 @@ impl Node {
                 // open, leaving both sides behind closed NATs.
                 let rekey = p
                     .last_handshake
-                    .is_some_and(|t| now.saturating_duration_since(t) >= p.rekey_after);
+                    .is_some_and(|t| now.saturating_duration_since(t) >= scaled(p.rekey_after));
                 if rekey && p.pending.is_none() {
                     self.initiate(now, id);
                 }
@@ -2673,15 +2659,6 @@ impl Node {
                 }
             }
         }
-    }
-}
-
-/// `d` for the side that rekeys first, `d` plus the usual lag for the other.
-fn rekey_after(d: Duration, rekeys_first: bool) -> Duration {
-    if rekeys_first {
-        d
-    } else {
-        d + (RESPONDER_REKEY_AFTER_TIME - REKEY_AFTER_TIME)
     }
 }
 

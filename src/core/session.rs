@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::replay::ReplayWindow;
-use super::timers::{REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME};
+use super::timers::{REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, scaled};
 use crate::wire::{self, DATA_HEADER_LEN, TAG_LEN};
 
 /// Plaintext is padded to a multiple of this to blur packet sizes
@@ -109,7 +109,7 @@ impl Session {
 
     /// Usable for sending and receiving at `now`.
     pub fn is_valid(&self, now: Instant) -> bool {
-        self.age(now) < REJECT_AFTER_TIME && self.messages_sent() < REJECT_AFTER_MESSAGES
+        self.age(now) < scaled(REJECT_AFTER_TIME) && self.messages_sent() < REJECT_AFTER_MESSAGES
     }
 
     pub fn messages_sent(&self) -> u64 {
@@ -123,7 +123,7 @@ impl Session {
         payload: &[u8],
         out: &mut [u8],
     ) -> Result<usize, SessionError> {
-        if self.age(now) >= REJECT_AFTER_TIME {
+        if self.age(now) >= scaled(REJECT_AFTER_TIME) {
             return Err(SessionError::Expired);
         }
         let total = DATA_HEADER_LEN + payload.len() + TAG_LEN;
@@ -181,7 +181,7 @@ impl Session {
         ciphertext: &[u8],
         out: &mut [u8],
     ) -> Result<usize, SessionError> {
-        if self.age(now) >= REJECT_AFTER_TIME || counter >= REJECT_AFTER_MESSAGES {
+        if self.age(now) >= scaled(REJECT_AFTER_TIME) || counter >= REJECT_AFTER_MESSAGES {
             return Err(SessionError::Expired);
         }
         if !self.window().check(counter) {

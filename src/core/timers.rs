@@ -1,6 +1,7 @@
 //! Per-peer deadlines. The shell sleeps until the earliest one; nothing here
 //! ticks on a fixed period.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Protocol timing, in the spirit of WireGuard's (whitepaper §6.1).
@@ -29,6 +30,32 @@ pub const NO_REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 pub const ZERO_KEYS_AFTER: Duration = Duration::from_secs(540);
 /// Minimum gap between accepted initiations from one peer.
 pub const MIN_INITIATION_GAP: Duration = Duration::from_millis(50);
+
+/// Test only: what the protocol timers above (and the cookie lifetime)
+/// are divided by in this process; 1, as specified, unless the daemon
+/// was started with `KITH_TEST_TIMER_DIVISOR` (read by `kith up`), which
+/// lets an end-to-end test live through several rekeys and
+/// reject-after-times in seconds (`tests/e2e_flood.rs`). Rates are not
+/// timers and are never divided: the handshake limiter, the global
+/// budget, the under-load threshold, [`MIN_INITIATION_GAP`]. Global
+/// rather than an argument so that it touches no signature: nothing but
+/// `kith up` ever sets it, and the simulator runs at 1.
+static TEST_DIVISOR: AtomicU32 = AtomicU32::new(1);
+
+/// Divide every protocol timer by `divisor` (at least 1) from now on;
+/// test only (see [`TEST_DIVISOR`]).
+pub fn set_test_timer_divisor(divisor: u32) {
+    TEST_DIVISOR.store(divisor.max(1), Ordering::Relaxed);
+}
+
+/// A protocol timer as this process runs it: `d`, divided by the test
+/// divisor when one is set.
+pub fn scaled(d: Duration) -> Duration {
+    match TEST_DIVISOR.load(Ordering::Relaxed) {
+        1 => d,
+        n => d / n,
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timer {

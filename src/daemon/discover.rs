@@ -40,8 +40,10 @@ const LOOKUP_CONNECTED: Duration = Duration::from_secs(600);
 pub fn has_session(node: &Node, id: PeerId, now: Instant) -> bool {
     node.peer_status(id).is_some_and(|s| {
         s.connected
-            && s.last_handshake
-                .is_some_and(|t| now.saturating_duration_since(t) < crate::core::REJECT_AFTER_TIME)
+            && s.last_handshake.is_some_and(|t| {
+                now.saturating_duration_since(t)
+                    < crate::core::scaled(crate::core::REJECT_AFTER_TIME)
+            })
     })
 }
 

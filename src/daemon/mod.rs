@@ -353,15 +353,6 @@ pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<
     punch_seed[0] ^= 0x5a;
     let mut node = Node::new(node_cfg, now, unix_now, seed);
     node.set_mtu(usize::from(cfg.interface.mtu));
-    // Test-only, undocumented for users: rekeys every few seconds, so a
-    // namespace test sees them under load (tests/e2e_dataplane.rs).
-    if let Some(d) = std::env::var("KITH_TEST_REKEY_AFTER")
-        .ok()
-        .and_then(|v| crate::config::duration::parse(&v).ok())
-    {
-        warn!(every = ?d, "KITH_TEST_REKEY_AFTER: rekeying far more often than the protocol says");
-        node.set_rekey_after(d);
-    }
     node.start(now);
     // Discovery starts in the background: a slow or unreachable DHT never
     // holds up the tunnel to static and cached peers.

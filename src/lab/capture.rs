@@ -21,6 +21,12 @@ impl Capture {
     /// Starts capturing every packet on `dev` in `host` into `path`, and
     /// returns once tcpdump reports that it is listening.
     pub fn start(host: &Host, dev: &str, path: &Path) -> Result<Self> {
+        Self::start_filtered(host, dev, path, "")
+    }
+
+    /// Like [`Capture::start`], keeping only the packets that match the
+    /// pcap-filter(7) expression `filter` (empty: all).
+    pub fn start_filtered(host: &Host, dev: &str, path: &Path, filter: &str) -> Result<Self> {
         sys::require_tool("tcpdump")?;
         let what = format!("tcpdump on {dev} in {}", host.netns());
         let mut cmd = host.command("tcpdump");
@@ -30,6 +36,7 @@ impl Capture {
         cmd.args(["-n", "--immediate-mode", "-U", "-Z", "root", "-s", "0"])
             .args(["-i", dev, "-w"])
             .arg(path)
+            .args(filter.split_whitespace())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd
@@ -83,6 +90,12 @@ impl Capture {
         }
     }
 
+    /// The file tcpdump writes (readable while it runs: each packet is
+    /// written as it comes).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Stops tcpdump (SIGINT, so it flushes) and reads the capture.
     pub fn stop(mut self) -> Result<Pcap> {
         // Let packets already in flight reach the capture.
@@ -113,8 +126,15 @@ impl Drop for Capture {
 /// The packets of a pcap file (link-layer frames as captured).
 #[derive(Debug, Clone, Default)]
 pub struct Pcap {
+    /// The file's link type: 1 Ethernet (a veth), 101 raw IP (a TUN).
+    pub linktype: u32,
     pub packets: Vec<Vec<u8>>,
 }
+
+/// Pcap link type of Ethernet frames.
+pub const LINKTYPE_ETHERNET: u32 = 1;
+/// Pcap link type of bare IP packets.
+pub const LINKTYPE_RAW: u32 = 101;
 
 impl Pcap {
     pub fn read(path: &Path) -> Result<Self> {
@@ -143,6 +163,7 @@ impl Pcap {
                 u32::from_le_bytes(b)
             })
         };
+        let linktype = u32_at(20)?;
         let mut packets = Vec::new();
         let mut at = 24;
         while at + 16 <= bytes.len() {
@@ -154,7 +175,7 @@ impl Pcap {
             packets.push(data.to_vec());
             at = start + caplen;
         }
-        Some(Self { packets })
+        Some(Self { linktype, packets })
     }
 
     pub fn count(&self) -> usize {
@@ -185,11 +206,13 @@ mod tests {
     #[test]
     fn reads_records_and_searches_them() {
         let mut file = vec![0xd4, 0xc3, 0xb2, 0xa1];
-        file.extend([0u8; 20]);
+        file.extend([0u8; 16]);
+        file.extend(LINKTYPE_ETHERNET.to_le_bytes());
         file.extend(record(b"hello MARKER world"));
         file.extend(record(b"nothing here"));
         file.extend(&record(b"cut short")[..20]);
         let pcap = Pcap::parse(&file).unwrap();
+        assert_eq!(pcap.linktype, LINKTYPE_ETHERNET);
         assert_eq!(pcap.count(), 2);
         assert_eq!(pcap.count_containing(b"MARKER"), 1);
         assert_eq!(pcap.count_containing(b"absent"), 0);

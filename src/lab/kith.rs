@@ -251,6 +251,29 @@ impl KithSpec {
     }
 }
 
+/// The Prometheus text of `kith metrics` (every metric in
+/// `docs/metrics.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of the sample `series`, its name and labels exactly as
+    /// printed (e.g. `kith_peer_handshakes_total{peer="b"}`).
+    pub fn get(&self, series: &str) -> Option<f64> {
+        self.0
+            .lines()
+            .filter_map(|l| l.rsplit_once(' '))
+            .find(|(s, _)| *s == series)
+            .and_then(|(_, v)| v.parse().ok())
+    }
+
+    /// Like [`Metrics::get`], 0 for a sample that is absent (a counter
+    /// that never moved, e.g. one a daemon does not export yet).
+    pub fn value(&self, series: &str) -> f64 {
+        self.get(series).unwrap_or(0.0)
+    }
+}
+
 /// A kith daemon running (or stopped) in a lab host. Dropping it kills the
 /// daemon; during a panic the tail of its log is printed.
 pub struct KithNode {
@@ -343,6 +366,18 @@ impl KithNode {
             cmd: sys::describe(&cmd),
             detail: format!("{e}: {out}"),
         })
+    }
+
+    /// `kith metrics --control PATH`: the daemon's counters.
+    pub fn metrics(&self) -> Result<Metrics> {
+        let mut cmd = std::process::Command::new(&self.bin);
+        cmd.arg("metrics").arg("--control").arg(self.control_path());
+        Ok(Metrics(sys::run(&mut cmd)?))
+    }
+
+    /// User + system CPU seconds the running daemon has used.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        self.pid().and_then(sys::cpu_seconds)
     }
 
     /// The status line of peer `name`.
@@ -599,6 +634,20 @@ fn write_file(path: &Path, text: &str, mode: u32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_samples_by_series() {
+        let m = Metrics(
+            "# HELP kith_peers Peers.\n# TYPE kith_peers gauge\nkith_peers 2\n\
+             kith_peer_handshakes_total{peer=\"b\"} 7\nkith_cookies_sent_total 1.5e3\n"
+                .into(),
+        );
+        assert_eq!(m.get("kith_peers"), Some(2.0));
+        assert_eq!(m.get("kith_peer_handshakes_total{peer=\"b\"}"), Some(7.0));
+        assert_eq!(m.value("kith_cookies_sent_total"), 1500.0);
+        assert_eq!(m.get("kith_peer_handshakes_total"), None);
+        assert_eq!(m.value("kith_absent"), 0.0);
+    }
 
     #[test]
     fn renders_the_daemon_contract() {

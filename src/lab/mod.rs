@@ -28,9 +28,12 @@
 //!    and a forwarder thread per direction; the kernel has no netem).
 //! 5. Probes: [`Host::ping`], [`Host::wait_reachable`], [`Capture`]
 //!    (tcpdump), [`transfer::tcp`] (hashed bulk TCP from threads that
-//!    [`Host::run_in`] moves into a namespace with `setns`), [`iperf`].
+//!    [`Host::run_in`] moves into a namespace with `setns`), [`iperf`],
+//!    a daemon's counters ([`KithNode::metrics`], [`cpu_seconds`]).
 //! 6. Other VPNs for the bench's comparison: [`peers::PeerTunnel`] runs
 //!    VpnCloud or boringtun between two hosts with static peers.
+//! 7. Attacks: [`flood`] replays captured handshake initiations at a set
+//!    rate from spoofed sources or from the peers' own addresses.
 //! 7. Dropping the lab kills every process in its namespaces and deletes
 //!    them (veths vanish with them). When dropped during a panic, the scratch
 //!    directory with configs and daemon logs is kept and its path printed.
@@ -41,6 +44,7 @@
 mod capture;
 mod delay;
 mod dht;
+pub mod flood;
 mod host;
 mod internet;
 pub mod iperf;
@@ -67,10 +71,13 @@ pub use delay::DelayLink;
 pub use dht::{DHT_PORT, LabDht};
 pub use host::{Host, Iface};
 pub use internet::{Internet, Subnet, UdpCut, Uplink};
-pub use kith::{DiscoverySpec, KithNode, KithSpec, MetricsSpec, NetworkSpec, PeerSpec, RelaySpec};
+pub use kith::{
+    DiscoverySpec, KithNode, KithSpec, Metrics, MetricsSpec, NetworkSpec, PeerSpec, RelaySpec,
+};
 pub use ping::{PingStats, PingStream};
 pub use router::{NatKind, Router, RouterSpec};
 pub use switch::Switch;
+pub use sys::cpu_seconds;
 
 /// Everything that can go wrong while building or probing a lab.
 #[derive(Debug, thiserror::Error)]
