@@ -25,6 +25,9 @@ impl IperfReport {
     }
 }
 
+/// How long either end waits for a stalled stream before the run fails.
+const IDLE_TIMEOUT_MS: &str = "10000";
+
 /// Runs a `seconds`-long single-stream TCP test from `client` to `server`'s
 /// address `addr` on `port`.
 pub fn tcp(
@@ -52,6 +55,8 @@ pub fn tcp_streams(
     let mut srv = server
         .command("iperf3")
         .args(["-s", "-1", "-B", &addr.to_string(), "-p", &port])
+        // A tunnel that dies mid-test fails the run in 10 s, not 120.
+        .args(["--rcv-timeout", IDLE_TIMEOUT_MS])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -67,6 +72,8 @@ pub fn tcp_streams(
         &seconds.to_string(),
         "-P",
         &streams.max(1).to_string(),
+        "--snd-timeout",
+        IDLE_TIMEOUT_MS,
     ]);
     // The server needs a moment to listen: retry while it refuses.
     let mut outcome = Err(String::new());
