@@ -8,8 +8,9 @@
 //! (drained with `Node::poll_data_update`) whenever a session is installed,
 //! rotated or dropped, a route moves or the allowed IPs change, and the
 //! data half reports back what the control half's timers need as
-//! [`Activity`] (coalesced, at most one report per peer per
-//! [`REPORT_EVERY`] while traffic flows). Everything it does not handle
+//! [`Activity`] (coalesced: a peer's activity waits up to [`REPORT_EVERY`]
+//! for its report, so a lone packet's round trip never waits on a wakeup
+//! of the control half). Everything it does not handle
 //! itself — handshakes, cookies, STUN, control messages, relay frames,
 //! packets for peers with no settled direct path, a peer's data from an
 //! address that is not its route (roaming) — it hands back untouched
@@ -31,8 +32,8 @@ use super::session::{Session, SessionError};
 use super::timers::REKEY_AFTER_MESSAGES;
 use crate::wire::{self, DATA_HEADER_LEN, Packet};
 
-/// Longest a peer's activity waits for its report while packets flow. The
-/// control half's shortest timer that reads it (path failover) is 1 s.
+/// Longest a peer's activity waits for its report. The control half's
+/// shortest timer that reads it (path failover) is 1 s.
 pub const REPORT_EVERY: Duration = Duration::from_millis(20);
 
 /// How often a send session past its rekey point asks again.
@@ -147,7 +148,6 @@ pub enum DataUdp {
 struct DataPeer {
     view: PeerView,
     pending: Pending,
-    last_report: Option<Instant>,
     /// When this view's send session last asked for a rekey: once a
     /// second is plenty (the control half may be mid-handshake already).
     rekey_asked: Option<Instant>,
@@ -161,8 +161,8 @@ struct Pending {
     tx_bytes: u64,
     rx_bytes: u64,
     rekey: bool,
-    /// Queued in `DataPlane::dirty`.
-    dirty: bool,
+    /// Queued in `DataPlane::dirty`: since when.
+    since: Option<Instant>,
 }
 
 /// The data half. See the module docs.
@@ -274,7 +274,7 @@ impl DataPlane {
                 });
                 a.tx_bytes += len as u64;
                 a.rekey |= rekey;
-                Self::mark(&mut self.dirty, id, a);
+                Self::mark(&mut self.dirty, id, a, now);
                 DataTun::Send { dst, len }
             }
             // Expired: the control half queues it and starts a handshake.
@@ -329,31 +329,29 @@ impl DataPlane {
             s.first_after_rx = None;
         }
         a.rx_bytes += wire_len as u64;
-        Self::mark(&mut self.dirty, id, a);
+        Self::mark(&mut self.dirty, id, a, now);
         DataUdp::WriteTun { len: hdr.total_len }
     }
 
-    fn mark(dirty: &mut Vec<PeerId>, id: PeerId, a: &mut Pending) {
-        if !a.dirty {
-            a.dirty = true;
+    fn mark(dirty: &mut Vec<PeerId>, id: PeerId, a: &mut Pending, now: Instant) {
+        if a.since.is_none() {
+            a.since = Some(now);
             dirty.push(id);
         }
     }
 
-    /// The next report due at `now`: a peer's activity once its last report
-    /// is [`REPORT_EVERY`] old (or at once when `all`, which the shell asks
-    /// for before it sleeps, so nothing waits for the next packet).
+    /// The next report due at `now`: a peer's activity once it is
+    /// [`REPORT_EVERY`] old, a rekey request at once, everything when `all`.
     pub fn poll_activity(&mut self, now: Instant, all: bool) -> Option<Activity> {
         let at = self.dirty.iter().position(|id| {
-            let p = &self.peers[id.0];
-            all || p.pending.rekey
-                || p.last_report
-                    .is_none_or(|t| now.saturating_duration_since(t) >= REPORT_EVERY)
+            let p = &self.peers[id.0].pending;
+            all || p.rekey
+                || p.since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= REPORT_EVERY)
         })?;
         let id = self.dirty.swap_remove(at);
         let p = &mut self.peers[id.0];
         let a = std::mem::take(&mut p.pending);
-        p.last_report = Some(now);
         Some(Activity {
             peer: id,
             sent: a.sent,
@@ -364,8 +362,12 @@ impl DataPlane {
         })
     }
 
-    /// Whether any activity waits for a report.
-    pub fn has_activity(&self) -> bool {
-        !self.dirty.is_empty()
+    /// When the next report falls due, if any activity waits for one.
+    pub fn next_report(&self) -> Option<Instant> {
+        self.dirty
+            .iter()
+            .filter_map(|id| self.peers[id.0].pending.since)
+            .min()
+            .map(|t| t + REPORT_EVERY)
     }
 }

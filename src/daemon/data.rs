@@ -363,8 +363,13 @@ impl Loop {
             } else if did {
                 continue;
             }
-            // Nothing waits for a report while we sleep.
-            self.report(true);
+            // Reports wait (at most REPORT_EVERY) rather than wake the
+            // control plane in the middle of a round trip.
+            let sleep = self
+                .dp
+                .next_report()
+                .map_or(MAX_SLEEP, |t| t.saturating_duration_since(Instant::now()))
+                .min(MAX_SLEEP);
             // Announce the sleep, then look once more: a command sent
             // before the flag was up is found here, one sent after it
             // writes the eventfd.
@@ -373,7 +378,7 @@ impl Loop {
                 self.sleeping.store(false, Ordering::SeqCst);
                 continue;
             }
-            ep.wait(MAX_SLEEP)?;
+            ep.wait(sleep)?;
             self.sleeping.store(false, Ordering::SeqCst);
             self.drain_wake();
         }
@@ -420,7 +425,7 @@ impl Loop {
             }
         }
         self.flush_run();
-        self.report(false);
+        self.report();
         Ok(did)
     }
 
@@ -466,9 +471,9 @@ impl Loop {
         }
     }
 
-    fn report(&mut self, all: bool) {
+    fn report(&mut self) {
         let now = Instant::now();
-        while let Some(a) = self.dp.poll_activity(now, all) {
+        while let Some(a) = self.dp.poll_activity(now, false) {
             self.to_control(Up::Activity(a));
         }
     }
@@ -695,7 +700,8 @@ impl Epoll {
                 self.0.as_raw_fd(),
                 evs.as_mut_ptr(),
                 evs.len() as i32,
-                timeout.as_millis() as i32,
+                // Rounded up: waking before a report is due would spin.
+                timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
             )
         };
         if rc < 0 {
