@@ -121,19 +121,9 @@ fn a_relayed_pair_goes_direct_when_punching_opens() {
     // Relayed: the data half hands the peer's packets to the control half
     // (only it frames them for the relay), while it carries the hop to the
     // relay itself.
-    let view = sim.nodes[A]
-        .node
-        .data
-        .view(PeerId(0))
-        .cloned()
-        .unwrap_or_default();
+    let view = sim.data_view(A, PeerId(0));
     assert!(view.tx.is_none() && view.from.is_none(), "{view:?}");
-    let hop = sim.nodes[A]
-        .node
-        .data
-        .view(PeerId(1))
-        .cloned()
-        .unwrap_or_default();
+    let hop = sim.data_view(A, PeerId(1));
     assert_eq!(hop.tx.map(|t| t.dst), Some(underlay(3)));
     sim.unblock(underlay(1), underlay(2));
     let lifted = sim.now;
@@ -157,12 +147,7 @@ fn a_relayed_pair_goes_direct_when_punching_opens() {
     assert_eq!(count(&sim, B, "after", 'a', 10), 10);
     assert_eq!(count(&sim, A, "after", 'b', 10), 10);
     // Direct again: the data half sends to the peer itself.
-    let view = sim.nodes[A]
-        .node
-        .data
-        .view(PeerId(0))
-        .cloned()
-        .unwrap_or_default();
+    let view = sim.data_view(A, PeerId(0));
     assert_eq!(view.tx.map(|t| t.dst), Some(underlay(2)));
 }
 

@@ -459,6 +459,16 @@ impl Sim {
         self.now = until;
     }
 
+    /// What node `i`'s data half does for `peer` (nothing, if it never heard of it).
+    pub fn data_view(&self, i: usize, peer: PeerId) -> super::data::PeerView {
+        self.nodes[i]
+            .node
+            .data
+            .view(peer)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub fn connected(&self, i: usize) -> usize {
         self.nodes[i]
             .events

@@ -13,17 +13,14 @@ use super::*;
 
 /// The data half's send session and the control half's current one.
 fn tx_index(sim: &Sim, i: usize) -> Option<u32> {
-    let view = sim.nodes[i].node.data.view(PeerId(0))?;
-    view.tx.as_ref().map(|t| t.session.local_index)
+    sim.data_view(i, PeerId(0))
+        .tx
+        .map(|t| t.session.local_index)
 }
 
 fn rx_indices(sim: &Sim, i: usize) -> Vec<u32> {
-    sim.nodes[i]
-        .node
-        .data
-        .view(PeerId(0))
-        .map(|v| v.rx.iter().map(|s| s.local_index).collect())
-        .unwrap_or_default()
+    let view = sim.data_view(i, PeerId(0));
+    view.rx.iter().map(|s| s.local_index).collect()
 }
 
 #[test]
