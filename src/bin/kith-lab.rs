@@ -79,6 +79,16 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: u32,
     },
+    /// Only the bench's relay rows: TCP and ping a → b direct, then through
+    /// relay1 over UDP and over TCP, with the relay's CPU per GB.
+    Relay {
+        /// Seconds per iperf3 run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Pings per path.
+        #[arg(long, default_value_t = 20)]
+        pings: u32,
+    },
     /// Only the bench's flood rows: TCP through the tunnel without and
     /// under a flood of captured handshake initiations from 4096 spoofed
     /// sources, and the flooded daemon's handshake counters per second.
@@ -97,6 +107,7 @@ fn main() -> ExitCode {
         Command::Peers { seconds, pings } => peers(&kith, seconds, pings),
         Command::TimeToDirect { runs } => time_to_direct_rows(&kith, runs),
         Command::Flood { seconds } => flood_bench(&kith, seconds),
+        Command::Relay { seconds, pings } => relay_bench(&kith, seconds, pings),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,12 +10,18 @@
 //! data half reports back what the control half's timers need as
 //! [`Activity`] (coalesced: a peer's activity waits up to [`REPORT_EVERY`]
 //! for its report, so a lone packet's round trip never waits on a wakeup
-//! of the control half). Everything it does not handle
-//! itself — handshakes, cookies, STUN, control messages, relay frames,
-//! packets for peers with no settled direct path, a peer's data from an
-//! address that is not its route (roaming) — it hands back untouched
-//! ([`DataTun::Control`], [`DataUdp::Control`]) or, for control messages it
-//! already opened, as plaintext ([`DataUdp::Opened`]).
+//! of the control half).
+//!
+//! It carries the steady relayed flow as well: packets for a peer routed
+//! through a relay are framed and sealed for the hop, deliveries from that
+//! relay opened, and, when we relay, Forward frames between members it
+//! sends to directly re-sealed as Deliveries within the shared service's
+//! limits. Everything it does not handle itself — handshakes, cookies,
+//! STUN, control messages, introductions, packets for peers with no
+//! settled path, a peer's data from an address or relay that is not its
+//! route (roaming) — it hands back untouched ([`DataTun::Control`],
+//! [`DataUdp::Control`]) or, for messages it already opened, as plaintext
+//! ([`DataUdp::Opened`]).
 //!
 //! So the thread that runs it never does a Diffie-Hellman, never waits on a
 //! timer and never allocates: the shell runs it on a thread of its own
@@ -26,11 +32,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::node::{DropReason, PeerId};
+use super::node::{DropReason, PeerId, Via};
 use super::routes::RouteTable;
-use super::session::{Session, SessionError};
+use super::session::{SEAL_OVERHEAD, Session, SessionError};
 use super::timers::REKEY_AFTER_MESSAGES;
-use crate::wire::{self, DATA_HEADER_LEN, Packet};
+use crate::relay::{Refusal, SharedService};
+use crate::wire::{self, DATA_HEADER_LEN, Packet, RELAY_HEADER_LEN, RelayKind};
 
 /// Longest a peer's activity waits for its report. The control half's
 /// shortest timer that reads it (path failover) is 1 s.
@@ -43,38 +50,49 @@ const REKEY_ASK_EVERY: Duration = Duration::from_secs(1);
 /// all to the control half".
 #[derive(Debug, Clone, Default)]
 pub struct PeerView {
-    /// The direct address the peer's route uses. Data messages from any
-    /// other address go to the control half (the peer may have moved).
-    pub from: Option<SocketAddr>,
+    /// The peer's route: data messages from any other address (or, for a
+    /// relayed peer, through any other member) go to the control half (the
+    /// peer may have moved). A relayed peer's traffic is framed for the
+    /// relay and sealed on the relay's own view, so it needs one.
+    pub path: Option<Via>,
+    /// Its Ed25519 public key, which names it in relay frames; zero for a
+    /// peer the data half must not forward to or take deliveries from.
+    pub key: [u8; 32],
     /// The sessions the data half opens (current and previous). A
     /// responder's unconfirmed session is not among them: its first data
     /// message confirms it, and that is the control half's business.
     pub rx: Vec<Session>,
-    /// Where and on what to seal TUN packets; `None` hands them over.
+    /// What to seal TUN packets on; `None` hands them over.
     pub tx: Option<TxView>,
 }
 
 #[derive(Debug, Clone)]
 pub struct TxView {
     pub session: Session,
-    pub dst: SocketAddr,
     /// Past this, each seal asks the control half for a rekey.
     pub rekey_at: Instant,
 }
 
 impl PeerView {
-    /// Equal for the data half's purposes: same sessions, same addresses.
+    /// Equal for the data half's purposes: same sessions, same route.
     pub fn same(&self, other: &PeerView) -> bool {
-        self.from == other.from
+        self.path == other.path
+            && self.key == other.key
             && self.rx.len() == other.rx.len()
             && self.rx.iter().zip(&other.rx).all(|(a, b)| a.same(b))
             && match (&self.tx, &other.tx) {
                 (None, None) => true,
-                (Some(a), Some(b)) => {
-                    a.session.same(&b.session) && a.dst == b.dst && a.rekey_at == b.rekey_at
-                }
+                (Some(a), Some(b)) => a.session.same(&b.session) && a.rekey_at == b.rekey_at,
                 _ => false,
             }
+    }
+
+    /// The address data goes to and comes from, for a direct route.
+    pub fn direct(&self) -> Option<SocketAddr> {
+        match self.path {
+            Some(Via::Direct(a)) => Some(a),
+            _ => None,
+        }
     }
 }
 
@@ -87,19 +105,30 @@ pub enum DataUpdate {
     },
     /// Cryptokey routing changed (a reload).
     Routes(RouteTable),
+    /// We relay for other members (`[relay] serve`), or no longer.
+    Relay(Option<SharedService>),
 }
 
 /// What a peer did on the data half since its last report, for the
 /// control half's timers and counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Activity {
     pub peer: PeerId,
     /// Data sent: first, first after the last receive, last.
     pub sent: Option<Sent>,
-    /// Last data received, and from where.
-    pub received: Option<(Instant, SocketAddr)>,
+    /// Last data received, and on which path.
+    pub received: Option<(Instant, Via)>,
+    /// Last relay frame opened on this peer's session (it relays for us,
+    /// or we for it): proof of the direct path to it, but no data of its.
+    pub heard: Option<(Instant, SocketAddr)>,
+    /// Last relay frame sealed on this peer's session.
+    pub framed: Option<Instant>,
+    /// Bytes on the wire, this peer's sessions (relay frames included).
     pub tx_bytes: u64,
     pub rx_bytes: u64,
+    /// Of those, this peer's end-to-end datagrams through a relay.
+    pub relay_tx_bytes: u64,
+    pub relay_rx_bytes: u64,
     /// A seal passed the rekey point.
     pub rekey: bool,
 }
@@ -114,7 +143,7 @@ pub struct Sent {
 /// Result of [`DataPlane::handle_tun`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataTun {
-    /// `out[..len]` is a data message for `dst`.
+    /// `out[..len]` is a data message for `dst` (the peer, or its relay).
     Send {
         dst: SocketAddr,
         len: usize,
@@ -131,11 +160,18 @@ pub enum DataUdp {
     WriteTun {
         len: usize,
     },
-    /// Opened on `peer`'s session, but not an IP packet (a keepalive, a
-    /// control message, a relay frame): `out[..len]` is the plaintext for
-    /// the control half; `wire_len` is what it cost on the wire.
+    /// We relay: `out[..len]` is the frame, sealed for the member at `dst`.
+    Forward {
+        dst: SocketAddr,
+        len: usize,
+    },
+    /// Opened on `peer`'s session, which came `via` there, but not an IP
+    /// packet (a keepalive, a control message, a relay frame that is not
+    /// steady traffic): `out[..len]` is the plaintext for the control
+    /// half; `wire_len` is what it cost on the wire.
     Opened {
         peer: PeerId,
+        via: Via,
         len: usize,
         wire_len: usize,
     },
@@ -147,22 +183,21 @@ pub enum DataUdp {
 #[derive(Debug, Default)]
 struct DataPeer {
     view: PeerView,
-    pending: Pending,
+    pending: Activity,
+    /// Queued in `DataPlane::dirty`: since when.
+    since: Option<Instant>,
     /// When this view's send session last asked for a rekey: once a
     /// second is plenty (the control half may be mid-handshake already).
     rekey_asked: Option<Instant>,
 }
 
-/// Activity not yet reported.
-#[derive(Debug, Default, Clone, Copy)]
-struct Pending {
-    sent: Option<Sent>,
-    received: Option<(Instant, SocketAddr)>,
-    tx_bytes: u64,
-    rx_bytes: u64,
-    rekey: bool,
-    /// Queued in `DataPlane::dirty`: since when.
-    since: Option<Instant>,
+/// What a seal is for, as the control half's timers count it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seal {
+    /// A TUN packet (keeps the peer's data timers running).
+    Data { relayed: bool },
+    /// A relay frame on a hop's session.
+    Frame,
 }
 
 /// The data half. See the module docs.
@@ -170,11 +205,16 @@ struct Pending {
 pub struct DataPlane {
     peers: Vec<DataPeer>,
     by_index: HashMap<u32, (PeerId, Session)>,
+    /// Peers by Ed25519 key, as relay frames name them.
+    by_key: HashMap<[u8; 32], PeerId>,
     routes: RouteTable,
+    relay: Option<SharedService>,
     /// Peers with pending activity, in the order it began.
     dirty: Vec<PeerId>,
     /// Padding scratch for [`Session::seal_padded`], allocated once.
     scratch: Vec<u8>,
+    /// A relay frame being built or taken apart, allocated once.
+    frame: Vec<u8>,
     /// Padding stops at the interface MTU ([`DataPlane::set_mtu`]).
     mtu: usize,
 }
@@ -184,9 +224,12 @@ impl Default for DataPlane {
         Self {
             peers: Vec::new(),
             by_index: HashMap::new(),
+            by_key: HashMap::new(),
             routes: RouteTable::default(),
+            relay: None,
             dirty: Vec::new(),
             scratch: vec![0; wire::MAX_DATAGRAM],
+            frame: vec![0; RELAY_HEADER_LEN + wire::MAX_DATAGRAM + SEAL_OVERHEAD],
             mtu: usize::MAX,
         }
     }
@@ -201,6 +244,7 @@ impl DataPlane {
     pub fn apply(&mut self, update: DataUpdate) {
         match update {
             DataUpdate::Routes(routes) => self.routes = routes,
+            DataUpdate::Relay(service) => self.relay = service,
             DataUpdate::Peer { id, view } => {
                 if self.peers.len() <= id.0 {
                     self.peers.resize_with(id.0 + 1, DataPeer::default);
@@ -218,6 +262,12 @@ impl DataPlane {
                 }
                 for s in &view.rx {
                     self.by_index.insert(s.local_index, (id, s.clone()));
+                }
+                if self.by_key.get(&p.view.key) == Some(&id) {
+                    self.by_key.remove(&p.view.key);
+                }
+                if view.key != [0; 32] {
+                    self.by_key.insert(view.key, id);
                 }
                 p.view = view;
             }
@@ -239,27 +289,90 @@ impl DataPlane {
         let Some(id) = self.routes.lookup(hdr.dst) else {
             return DataTun::Dropped(DropReason::NoRoute);
         };
-        let Some(p) = self.peers.get_mut(id.0) else {
-            return DataTun::Control;
-        };
-        let Some(tx) = &p.view.tx else {
-            return DataTun::Control;
-        };
         let packet = &packet[..hdr.total_len];
-        match tx
-            .session
-            .seal_padded(now, packet, self.mtu, &mut self.scratch, out)
-        {
-            Ok(len) => {
-                let rekey = (now >= tx.rekey_at
-                    || tx.session.messages_sent() >= REKEY_AFTER_MESSAGES)
-                    && p.rekey_asked
-                        .is_none_or(|t| now.saturating_duration_since(t) >= REKEY_ASK_EVERY);
-                if rekey {
-                    p.rekey_asked = Some(now);
+        let Some(path) = self.peers.get(id.0).and_then(|p| p.view.path) else {
+            return DataTun::Control;
+        };
+        match path {
+            Via::Direct(dst) => {
+                match self.seal(now, id, packet, out, Seal::Data { relayed: false }) {
+                    Ok(len) => DataTun::Send { dst, len },
+                    Err(other) => other,
                 }
-                let dst = tx.dst;
-                let a = &mut p.pending;
+            }
+            Via::Relay(r) => {
+                // Check the hop first: a packet sealed end to end and then
+                // handed over would cost a counter and a report for nothing.
+                let Some(dst) = self.hop(now, r) else {
+                    return DataTun::Control;
+                };
+                // Sealed end to end straight into the frame, then the frame
+                // sealed for the hop.
+                let mut frame = std::mem::take(&mut self.frame);
+                let sealed = self
+                    .seal(
+                        now,
+                        id,
+                        packet,
+                        &mut frame[RELAY_HEADER_LEN..],
+                        Seal::Data { relayed: true },
+                    )
+                    .and_then(|n| {
+                        let key = self.peers[id.0].view.key;
+                        wire::emit_relay_header(RelayKind::Forward, &key, n, &mut frame)
+                            .map_err(|e| DataTun::Dropped(DropReason::RelayFrame(e)))
+                    })
+                    .and_then(|total| self.seal(now, r, &frame[..total], out, Seal::Frame));
+                self.frame = frame;
+                match sealed {
+                    Ok(len) => DataTun::Send { dst, len },
+                    Err(other) => other,
+                }
+            }
+        }
+    }
+
+    /// Where frames through member `r` go, if the data half can seal them
+    /// on its session now.
+    fn hop(&self, now: Instant, r: PeerId) -> Option<SocketAddr> {
+        let h = &self.peers.get(r.0)?.view;
+        h.tx.as_ref().filter(|t| t.session.is_valid(now))?;
+        h.direct()
+    }
+
+    /// Seal `payload` on `id`'s send session into `out` and note it for
+    /// the control half's timers: the sealed length, or the outcome for a
+    /// packet the data half cannot send (no session, expired, an error).
+    fn seal(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        payload: &[u8],
+        out: &mut [u8],
+        what: Seal,
+    ) -> Result<usize, DataTun> {
+        let p = &mut self.peers[id.0];
+        let Some(tx) = &p.view.tx else {
+            return Err(DataTun::Control);
+        };
+        let len = match tx
+            .session
+            .seal_padded(now, payload, self.mtu, &mut self.scratch, out)
+        {
+            Ok(len) => len,
+            // Expired: the control half queues it and starts a handshake.
+            Err(SessionError::Expired) => return Err(DataTun::Control),
+            Err(e) => return Err(DataTun::Dropped(DropReason::Session(e))),
+        };
+        let rekey = (now >= tx.rekey_at || tx.session.messages_sent() >= REKEY_AFTER_MESSAGES)
+            && p.rekey_asked
+                .is_none_or(|t| now.saturating_duration_since(t) >= REKEY_ASK_EVERY);
+        if rekey {
+            p.rekey_asked = Some(now);
+        }
+        let a = &mut p.pending;
+        match what {
+            Seal::Data { relayed } => {
                 a.sent = Some(match a.sent {
                     None => Sent {
                         first: now,
@@ -272,15 +385,16 @@ impl DataPlane {
                         ..s
                     },
                 });
-                a.tx_bytes += len as u64;
-                a.rekey |= rekey;
-                Self::mark(&mut self.dirty, id, a, now);
-                DataTun::Send { dst, len }
+                if relayed {
+                    a.relay_tx_bytes += len as u64;
+                }
             }
-            // Expired: the control half queues it and starts a handshake.
-            Err(SessionError::Expired) => DataTun::Control,
-            Err(e) => DataTun::Dropped(DropReason::Session(e)),
+            Seal::Frame => a.framed = Some(now),
         }
+        a.tx_bytes += len as u64;
+        a.rekey |= rekey;
+        Self::mark(&mut self.dirty, id, &mut p.since, now);
+        Ok(len)
     }
 
     /// A datagram from `from`; `out` as for
@@ -299,8 +413,8 @@ impl DataPlane {
             return DataUdp::Control;
         };
         let id = *id;
-        let p = &mut self.peers[id.0];
-        if p.view.from != Some(from) {
+        let via = Via::Direct(from);
+        if self.peers[id.0].view.path != Some(via) {
             return DataUdp::Control;
         }
         let len = match session.decrypt(now, d.counter, d.ciphertext, out) {
@@ -308,34 +422,157 @@ impl DataPlane {
             Err(e) => return DataUdp::Dropped(DropReason::Session(e)),
         };
         let wire_len = DATA_HEADER_LEN + d.ciphertext.len();
-        if len == 0 || !matches!(out[0] >> 4, 4 | 6) {
-            return DataUdp::Opened {
-                peer: id,
-                len,
-                wire_len,
-            };
+        if len > 0 && matches!(out[0] >> 4, 4 | 6) {
+            return self.deliver_ip(now, id, via, len, wire_len, out);
         }
+        if wire::is_relay_frame(&out[..len])
+            && let Some(done) = self.relay_frame(now, id, len, out)
+        {
+            let a = &mut self.peers[id.0].pending;
+            a.heard = Some((now, from));
+            a.rx_bytes += wire_len as u64;
+            Self::mark(&mut self.dirty, id, &mut self.peers[id.0].since, now);
+            return done;
+        }
+        DataUdp::Opened {
+            peer: id,
+            via,
+            len,
+            wire_len,
+        }
+    }
+
+    /// `out[..len]` is an IP packet `id` sent us `via`: checked against
+    /// cryptokey routing (the peer may only speak for its allowed_ips).
+    fn deliver_ip(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        via: Via,
+        len: usize,
+        wire_len: usize,
+        out: &[u8],
+    ) -> DataUdp {
         let hdr = match wire::parse_ip(&out[..len]) {
             Ok(h) => h,
             Err(e) => return DataUdp::Dropped(DropReason::NotIp(e)),
         };
-        // Cryptokey routing: the peer may only speak for its allowed_ips.
         if self.routes.lookup(hdr.src) != Some(id) {
             return DataUdp::Dropped(DropReason::SourceNotAllowed);
         }
+        let p = &mut self.peers[id.0];
         let a = &mut p.pending;
-        a.received = Some((now, from));
+        a.received = Some((now, via));
         if let Some(s) = &mut a.sent {
             s.first_after_rx = None;
         }
         a.rx_bytes += wire_len as u64;
-        Self::mark(&mut self.dirty, id, a, now);
+        if matches!(via, Via::Relay(_)) {
+            a.relay_rx_bytes += wire_len as u64;
+        }
+        Self::mark(&mut self.dirty, id, &mut p.since, now);
         DataUdp::WriteTun { len: hdr.total_len }
     }
 
-    fn mark(dirty: &mut Vec<PeerId>, id: PeerId, a: &mut Pending, now: Instant) {
-        if a.since.is_none() {
-            a.since = Some(now);
+    /// `out[..len]` is a relay frame member `hop` sent us: the
+    /// steady flow (a data message delivered from a peer whose route is
+    /// `hop`; a Forward between members we both reach directly, when we
+    /// relay) is handled here; `None` leaves it to the control half, with
+    /// `out` untouched.
+    fn relay_frame(
+        &mut self,
+        now: Instant,
+        hop: PeerId,
+        len: usize,
+        out: &mut [u8],
+    ) -> Option<DataUdp> {
+        let (kind, key, n) = match wire::parse_relay(&out[..len]) {
+            Ok(f) => (f.kind, f.key, f.datagram.len()),
+            Err(_) => return None,
+        };
+        let peer = self.by_key.get(&key).copied().filter(|p| *p != hop)?;
+        let end = RELAY_HEADER_LEN + n;
+        match kind {
+            RelayKind::Deliver => {
+                if self.peers[peer.0].view.path != Some(Via::Relay(hop)) {
+                    return None;
+                }
+                // Out of `out`, which the datagram opens into.
+                let mut frame = std::mem::take(&mut self.frame);
+                frame[..n].copy_from_slice(&out[RELAY_HEADER_LEN..end]);
+                let done = self.open_delivered(now, hop, peer, &frame[..n], out);
+                self.frame = frame;
+                done
+            }
+            RelayKind::Forward => {
+                let service = self.relay.as_ref()?;
+                let dst = self.hop(now, peer)?;
+                if let Err(why) = service.lock().admit(now, hop.0, n) {
+                    return Some(DataUdp::Dropped(DropReason::Relay(why)));
+                }
+                let src = self.peers[hop.0].view.key;
+                let mut frame = std::mem::take(&mut self.frame);
+                frame[RELAY_HEADER_LEN..end].copy_from_slice(&out[RELAY_HEADER_LEN..end]);
+                let sealed = wire::emit_relay_header(RelayKind::Deliver, &src, n, &mut frame)
+                    .map_err(|e| DataTun::Dropped(DropReason::RelayFrame(e)))
+                    .and_then(|total| self.seal(now, peer, &frame[..total], out, Seal::Frame));
+                self.frame = frame;
+                Some(match sealed {
+                    Ok(len) => {
+                        if let Some(s) = &self.relay {
+                            s.lock().delivered(peer.0, n);
+                        }
+                        DataUdp::Forward { dst, len }
+                    }
+                    Err(DataTun::Dropped(reason)) => DataUdp::Dropped(reason),
+                    Err(_) => DataUdp::Dropped(DropReason::Relay(Refusal::NoSession)),
+                })
+            }
+            RelayKind::Introduce | RelayKind::Introduced => None,
+        }
+    }
+
+    /// `datagram` came from `peer` through relay `hop`: a data message on
+    /// one of `peer`'s sessions is opened here; anything else (handshakes)
+    /// is the control half's, with `out` untouched.
+    fn open_delivered(
+        &mut self,
+        now: Instant,
+        hop: PeerId,
+        peer: PeerId,
+        datagram: &[u8],
+        out: &mut [u8],
+    ) -> Option<DataUdp> {
+        let Ok(Packet::Data(d)) = wire::parse(datagram) else {
+            return None;
+        };
+        // A relay may only speak for the member it names: the index must
+        // be one of that member's.
+        let (owner, session) = self.by_index.get(&d.receiver)?;
+        if *owner != peer {
+            return Some(DataUdp::Dropped(DropReason::RelayMismatch));
+        }
+        let len = match session.decrypt(now, d.counter, d.ciphertext, out) {
+            Ok(n) => n,
+            Err(e) => return Some(DataUdp::Dropped(DropReason::Session(e))),
+        };
+        let via = Via::Relay(hop);
+        let wire_len = datagram.len();
+        Some(if len > 0 && matches!(out[0] >> 4, 4 | 6) {
+            self.deliver_ip(now, peer, via, len, wire_len, out)
+        } else {
+            DataUdp::Opened {
+                peer,
+                via,
+                len,
+                wire_len,
+            }
+        })
+    }
+
+    fn mark(dirty: &mut Vec<PeerId>, id: PeerId, since: &mut Option<Instant>, now: Instant) {
+        if since.is_none() {
+            *since = Some(now);
             dirty.push(id);
         }
     }
@@ -344,21 +581,17 @@ impl DataPlane {
     /// [`REPORT_EVERY`] old, a rekey request at once, everything when `all`.
     pub fn poll_activity(&mut self, now: Instant, all: bool) -> Option<Activity> {
         let at = self.dirty.iter().position(|id| {
-            let p = &self.peers[id.0].pending;
-            all || p.rekey
+            let p = &self.peers[id.0];
+            all || p.pending.rekey
                 || p.since
                     .is_some_and(|t| now.saturating_duration_since(t) >= REPORT_EVERY)
         })?;
         let id = self.dirty.swap_remove(at);
         let p = &mut self.peers[id.0];
-        let a = std::mem::take(&mut p.pending);
+        p.since = None;
         Some(Activity {
             peer: id,
-            sent: a.sent,
-            received: a.received,
-            tx_bytes: a.tx_bytes,
-            rx_bytes: a.rx_bytes,
-            rekey: a.rekey,
+            ..std::mem::take(&mut p.pending)
         })
     }
 
@@ -366,7 +599,7 @@ impl DataPlane {
     pub fn next_report(&self) -> Option<Instant> {
         self.dirty
             .iter()
-            .filter_map(|id| self.peers[id.0].pending.since)
+            .filter_map(|id| self.peers[id.0].since)
             .min()
             .map(|t| t + REPORT_EVERY)
     }

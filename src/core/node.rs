@@ -19,7 +19,7 @@ use super::routes::RouteTable;
 use super::session::{SEAL_OVERHEAD, Session, SessionError};
 use super::timers::*;
 use crate::identity::{NetworkSecret, PublicKey, SecretKey};
-use crate::relay::{Limits, RelayService, TokenBucket};
+use crate::relay::{Limits, RelayService, SharedService, TokenBucket};
 use crate::wire::{
     self, DATA_HEADER_LEN, IpError, NOISE_INIT_LEN, NOISE_RESPONSE_LEN, Packet, RELAY_HEADER_LEN,
     RelayKind, WireError,
@@ -38,7 +38,7 @@ pub const OVERHEAD: usize = 2 * SEAL_OVERHEAD + RELAY_HEADER_LEN;
 /// [`Node::reconfigure`] adds. A removed peer's id is never reused, so an id
 /// the shell still holds (a table, an event in flight) names nothing live
 /// rather than another peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub usize);
 
 #[derive(Debug, Clone)]
@@ -535,6 +535,8 @@ pub struct Node {
     routes_published: u64,
     /// The views last published to the data half, by peer.
     published: Vec<PeerView>,
+    /// The relay service last published to the data half.
+    service_published: Option<SharedService>,
     /// Replays, cookies under load, per-source and global DH budgets.
     guard: Guard,
     /// The last handshake timestamp we sent: the next is always later.
@@ -560,7 +562,7 @@ pub struct Node {
     /// opening it may send (a handshake response, a record) through a relay.
     relay_in: Vec<u8>,
     /// Relaying for others, when `[relay] serve = true`.
-    service: Option<RelayService>,
+    service: Option<SharedService>,
     /// Our `[relay] via`.
     via: Vec<PeerId>,
     /// Pings the operator asked for (`kith ping`), oldest first, and the
@@ -589,6 +591,7 @@ impl Node {
             routes_changed: 1,
             routes_published: 0,
             published: Vec::new(),
+            service_published: None,
             guard: Guard::new(&our_public, now),
             last_timestamp_sent: [0; TIMESTAMP_LEN],
             handshake_stats: HandshakeStats::default(),
@@ -639,11 +642,11 @@ impl Node {
         let members = self.peers.len();
         self.service = match (relay.serve, self.service.take()) {
             (None, _) => None,
-            (Some(limits), Some(mut s)) => {
-                s.reconfigure(limits, members);
+            (Some(limits), Some(s)) => {
+                s.lock().reconfigure(limits, members);
                 Some(s)
             }
-            (Some(limits), None) => Some(RelayService::new(limits, members)),
+            (Some(limits), None) => Some(SharedService::new(RelayService::new(limits, members))),
         };
         // Peers must find us through our relays at any time, so the
         // sessions with them (and the NAT mappings under those) stay up
@@ -792,8 +795,8 @@ impl Node {
         tombstone.removed = true;
         *p = tombstone;
         self.peer_records.retain(|r| r.peer != id);
-        if let Some(s) = self.service.as_mut() {
-            s.forget(id.0);
+        if let Some(s) = &self.service {
+            s.lock().forget(id.0);
         }
         self.via.retain(|r| *r != id);
         let mut rerouted = Vec::new();
@@ -874,9 +877,10 @@ impl Node {
         })
     }
 
-    /// What we relay for others, when serving.
-    pub fn relay_service(&self) -> Option<&RelayService> {
-        self.service.as_ref()
+    /// What we relay for others, when serving: a snapshot (the data half
+    /// counts into the same service).
+    pub fn relay_service(&self) -> Option<RelayService> {
+        self.service.as_ref().map(|s| s.lock().clone())
     }
 
     /// The relays a peer says (in its record) it can be reached through,
@@ -2177,12 +2181,13 @@ impl Node {
     /// [`data`](super::data)): not an IP packet, so ours to act on, as if
     /// [`handle_udp`](Self::handle_udp) had opened it; `out[..len]` is the
     /// plaintext. The data half opens only the current and previous
-    /// sessions, from the route's address.
+    /// sessions, arriving along the route (`via`: from its address, or
+    /// delivered by its relay).
     pub fn handle_opened(
         &mut self,
         now: Instant,
         id: PeerId,
-        from: SocketAddr,
+        via: Via,
         out: &mut [u8],
         len: usize,
         wire_len: usize,
@@ -2190,15 +2195,7 @@ impl Node {
         if !self.is_live(id) {
             return UdpOutcome::Dropped(DropReason::UnknownIndex);
         }
-        self.after_open(
-            now,
-            id,
-            Slot::Current,
-            Via::Direct(from),
-            out,
-            len,
-            wire_len,
-        )
+        self.after_open(now, id, Slot::Current, via, out, len, wire_len)
     }
 
     /// Everything an authentic data message on `slot` of `id`'s sessions
@@ -2309,6 +2306,14 @@ impl Node {
             self.routes_published = self.routes_changed;
             return Some(DataUpdate::Routes(self.routes.clone()));
         }
+        let same_service = match (&self.service, &self.service_published) {
+            (Some(a), Some(b)) => a.same(b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        if !same_service {
+            self.service_published = self.service.clone();
+            return Some(DataUpdate::Relay(self.service.clone()));
+        }
         if self.published.len() < self.peers.len() {
             self.published
                 .resize_with(self.peers.len(), PeerView::default);
@@ -2327,12 +2332,20 @@ impl Node {
     }
 
     /// What the data half may do for `id` now: send on the current session
-    /// to a direct route, open current and previous from that address.
-    /// Nothing for a relayed peer, a removed one, or one without a session.
+    /// along its route (direct, or framed for its relay), open current and
+    /// previous arriving that way. Nothing for a removed peer; only its key
+    /// (relays forward to it) for one without a route.
     fn data_view(&self, id: PeerId) -> PeerView {
         let p = &self.peers[id.0];
-        let Some(Via::Direct(dst)) = self.route(id).filter(|_| !p.removed) else {
+        if p.removed {
             return PeerView::default();
+        }
+        let key = *p.cfg.public_key.as_bytes();
+        let Some(path) = self.route(id) else {
+            return PeerView {
+                key,
+                ..PeerView::default()
+            };
         };
         let rx = [&p.current, &p.previous]
             .into_iter()
@@ -2341,11 +2354,11 @@ impl Node {
             .collect();
         let tx = p.current.as_ref().map(|s| TxView {
             session: s.clone(),
-            dst,
             rekey_at: p.last_handshake.unwrap_or(s.created) + scaled(p.rekey_after),
         });
         PeerView {
-            from: Some(dst),
+            path: Some(path),
+            key,
             rx,
             tx,
         }
@@ -2363,14 +2376,17 @@ impl Node {
         let p = &mut self.peers[id.0];
         p.tx_bytes += a.tx_bytes;
         p.rx_bytes += a.rx_bytes;
+        p.relay_tx_bytes += a.relay_tx_bytes;
+        p.relay_rx_bytes += a.relay_rx_bytes;
         let rx_at = a.received.map(|(t, _)| t);
         if let Some(sent) = a.sent
             && rx_at.is_none_or(|r| sent.first <= r)
         {
             self.after_send(sent.first, id, true);
         }
-        if let Some((at, from)) = a.received {
-            self.on_authenticated(at, id, Via::Direct(from), false);
+        if let Some((at, via)) = a.received {
+            // Not a roam: the data half takes data only along the route.
+            self.on_authenticated(at, id, via, false);
             self.peers[id.0]
                 .timers
                 .set_if_unset(Timer::PassiveKeepalive, at + scaled(KEEPALIVE_TIMEOUT));
@@ -2382,6 +2398,15 @@ impl Node {
                     self.after_send(at, id, true);
                 }
             }
+        }
+        // Relay frames on this peer's own session: they prove the direct
+        // path and keep the session's timers, as control messages do.
+        if let Some((at, from)) = a.heard {
+            self.on_authenticated(at, id, Via::Direct(from), false);
+            self.rekey_if_stale(now, id);
+        }
+        if let Some(at) = a.framed {
+            self.after_send(at, id, false);
         }
         if a.rekey && self.peers[id.0].pending.is_none() {
             self.initiate(now, id);
@@ -2454,8 +2479,8 @@ impl Node {
         use crate::relay::Refusal;
         let relaying = kind == RelayKind::Forward;
         let refuse = |node: &mut Self, why: Refusal| {
-            if let Some(s) = node.service.as_mut().filter(|_| relaying) {
-                s.refused(why);
+            if let Some(s) = node.service.as_ref().filter(|_| relaying) {
+                s.lock().refused(why);
             }
             tracing::debug!(peer = %node.peer_name(from), reason = %why, ?kind, "relay frame refused");
             UdpOutcome::Dropped(DropReason::Relay(why))
@@ -2479,7 +2504,11 @@ impl Node {
             return refuse(self, Refusal::NoSession);
         }
         if relaying {
-            if let Some(Err(why)) = self.service.as_mut().map(|s| s.admit(now, from.0, n)) {
+            if let Some(Err(why)) = self
+                .service
+                .as_ref()
+                .map(|s| s.lock().admit(now, from.0, n))
+            {
                 return UdpOutcome::Dropped(DropReason::Relay(why));
             }
         } else {
@@ -2498,8 +2527,8 @@ impl Node {
         };
         match self.seal(now, dst, &frame[..total], out) {
             Some(Ok(len)) => {
-                if let Some(s) = self.service.as_mut().filter(|_| relaying) {
-                    s.delivered(dst.0, n);
+                if let Some(s) = self.service.as_ref().filter(|_| relaying) {
+                    s.lock().delivered(dst.0, n);
                 }
                 self.after_send(now, dst, false);
                 UdpOutcome::Forward { dst: addr, len }

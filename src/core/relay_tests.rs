@@ -118,13 +118,13 @@ fn a_relayed_pair_goes_direct_when_punching_opens() {
     assert_eq!(relay_of(&sim, A, 0), Some(PeerId(1)));
     exchange(&mut sim, 10, "before");
     assert_eq!(count(&sim, B, "before", 'a', 10), 10);
-    // Relayed: the data half hands the peer's packets to the control half
-    // (only it frames them for the relay), while it carries the hop to the
-    // relay itself.
+    // Relayed: the data half frames the peer's packets for the relay
+    // and seals them on the hop, which it sends to directly.
     let view = sim.data_view(A, PeerId(0));
-    assert!(view.tx.is_none() && view.from.is_none(), "{view:?}");
+    assert_eq!(view.path, Some(Via::Relay(PeerId(1))), "{view:?}");
+    assert!(view.tx.is_some());
     let hop = sim.data_view(A, PeerId(1));
-    assert_eq!(hop.tx.map(|t| t.dst), Some(underlay(3)));
+    assert_eq!(hop.path, Some(Via::Direct(underlay(3))));
     sim.unblock(underlay(1), underlay(2));
     let lifted = sim.now;
     while relay_of(&sim, A, 0).is_some() || relay_of(&sim, B, 0).is_some() {
@@ -148,7 +148,7 @@ fn a_relayed_pair_goes_direct_when_punching_opens() {
     assert_eq!(count(&sim, A, "after", 'b', 10), 10);
     // Direct again: the data half sends to the peer itself.
     let view = sim.data_view(A, PeerId(0));
-    assert_eq!(view.tx.map(|t| t.dst), Some(underlay(2)));
+    assert_eq!(view.path, Some(Via::Direct(underlay(2))));
 }
 
 /// Both members behind port-restricted NATs learn each other's address a
@@ -689,4 +689,124 @@ fn an_introduction_older_than_the_last_acted_on_is_refused() {
         sim.nodes[B].drops
     );
     assert_eq!(introductions(&sim, B).len(), acted, "not acted on");
+}
+
+/// The steady relayed flow never leaves the data halves: the sender's
+/// frames and seals for the relay, the relay's forwards (and counts) within
+/// its limits, the receiver's opens; only activity reaches the control
+/// halves, which still count the relayed bytes.
+#[test]
+fn relayed_traffic_stays_in_the_data_halves() {
+    use super::data::{DataTun, DataUdp};
+    let mut sim = relayed(5, false, Limits::default());
+    sim.start_all();
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(relay_of(&sim, A, 0), Some(PeerId(1)));
+    assert_eq!(relay_of(&sim, B, 0), Some(PeerId(1)));
+    exchange(&mut sim, 3, "warm");
+    let forwarded = |sim: &Sim| {
+        let svc = sim.nodes[R1].node.relay_service().unwrap();
+        svc.member(0).unwrap().forwarded_packets
+    };
+    let relay_tx = |sim: &Sim| {
+        sim.nodes[A]
+            .node
+            .peer_status(PeerId(0))
+            .unwrap()
+            .relay_tx_bytes
+    };
+    let (fwd_before, tx_before) = (forwarded(&sim), relay_tx(&sim));
+
+    let now = sim.now;
+    let pkt = ip_packet(overlay(1), overlay(2), b"steady");
+    let mut sealed = vec![0u8; pkt.len() + OVERHEAD];
+    let r = sim.nodes[A].node.data.handle_tun(now, &pkt, &mut sealed);
+    let DataTun::Send { dst, len } = r else {
+        panic!("the sender's data half handed a relayed packet over: {r:?}");
+    };
+    assert_eq!(dst, underlay(3), "framed for the relay");
+    let mut passed = vec![0u8; len + OVERHEAD];
+    let r = sim.nodes[R1]
+        .node
+        .data
+        .handle_udp(now, underlay(1), &sealed[..len], &mut passed);
+    let DataUdp::Forward { dst, len } = r else {
+        panic!("the relay's data half did not forward: {r:?}");
+    };
+    assert_eq!(dst, underlay(2), "passed on to the destination");
+    let mut plain = vec![0u8; len + OVERHEAD];
+    let r = sim.nodes[B]
+        .node
+        .data
+        .handle_udp(now, underlay(3), &passed[..len], &mut plain);
+    let DataUdp::WriteTun { len: n } = r else {
+        panic!("the receiver's data half did not open the delivery: {r:?}");
+    };
+    assert_eq!(plain[..n], pkt[..], "arrives as sent");
+    // The same delivery again: refused by the hop session's replay window.
+    let r = sim.nodes[B]
+        .node
+        .data
+        .handle_udp(now, underlay(3), &passed[..len], &mut plain);
+    assert!(matches!(r, DataUdp::Dropped(_)), "{r:?}");
+    // The same datagram from another address: the control half's to judge
+    // (the relay may have moved).
+    let r = sim.nodes[B]
+        .node
+        .data
+        .handle_udp(now, underlay(4), &passed[..len], &mut plain);
+    assert_eq!(r, DataUdp::Control);
+
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(forwarded(&sim), fwd_before + 1, "the relay counted it");
+    assert!(
+        relay_tx(&sim) > tx_before,
+        "the sender's control half counted it"
+    );
+    // Still relayed, still working both ways through the simulator.
+    exchange(&mut sim, 5, "after");
+    assert_eq!(count(&sim, B, "after", 'a', 5), 5);
+    assert_eq!(count(&sim, A, "after", 'b', 5), 5);
+}
+
+/// The relay's data half enforces the same limit as its control half: one
+/// bucket, whichever half forwards.
+#[test]
+fn the_relays_data_half_keeps_to_the_rate_limit() {
+    use super::data::DataUdp;
+    let limits = Limits {
+        per_member: Some(2_000),
+        total: None,
+    };
+    let mut sim = relayed(6, false, limits);
+    sim.start_all();
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(relay_of(&sim, A, 0), Some(PeerId(1)));
+    let now = sim.now + Duration::from_secs(2); // a full bucket
+    let (mut passed, mut refused) = (0, 0);
+    for k in 0..100 {
+        let pkt = ip_packet(overlay(1), overlay(2), &[k as u8; 1300]);
+        let mut sealed = vec![0u8; pkt.len() + OVERHEAD];
+        let super::data::DataTun::Send { len, .. } =
+            sim.nodes[A].node.data.handle_tun(now, &pkt, &mut sealed)
+        else {
+            panic!("not sent");
+        };
+        let mut out = vec![0u8; len + OVERHEAD];
+        match sim.nodes[R1]
+            .node
+            .data
+            .handle_udp(now, underlay(1), &sealed[..len], &mut out)
+        {
+            DataUdp::Forward { .. } => passed += 1,
+            DataUdp::Dropped(DropReason::Relay(crate::relay::Refusal::Rate)) => refused += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    // A bucket holds at least 64 KiB: some 48 frames of 1360 bytes pass at
+    // once, then the rate (2000 B/s) refuses the rest of the burst.
+    assert!((40..=55).contains(&passed), "passed {passed}");
+    assert_eq!(passed + refused, 100);
+    let s = sim.nodes[R1].node.relay_service().unwrap();
+    assert_eq!(s.member(0).unwrap().dropped_rate, refused as u64);
 }

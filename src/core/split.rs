@@ -64,21 +64,33 @@ impl Split {
         self.publish();
         let r = match self.data.handle_udp(now, from, datagram, out) {
             DataUdp::WriteTun { len } => UdpOutcome::WriteTun { len },
+            DataUdp::Forward { dst, len } => UdpOutcome::Forward { dst, len },
             DataUdp::Dropped(reason) => UdpOutcome::Dropped(reason),
             DataUdp::Opened {
                 peer,
+                via,
                 len,
                 wire_len,
             } => {
                 // The activity first: the control half sees the packets in
                 // the order they arrived.
                 self.report(now);
-                self.node.handle_opened(now, peer, from, out, len, wire_len)
+                self.node.handle_opened(now, peer, via, out, len, wire_len)
             }
             DataUdp::Control => self.node.handle_udp(now, from, datagram, out),
         };
         self.report(now);
         r
+    }
+
+    /// The control half's next timer, or the data half's next report if
+    /// sooner (a half driven from outside the simulator, as a test does,
+    /// still reports on time).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.node.poll_timeout(), self.data.next_report()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -39,8 +39,8 @@ fn keys_reach_the_data_half_on_handshake_and_rekey() {
         assert!(!rx_indices(&sim, 0).contains(&n), "an unconfirmed session");
     }
     let view = sim.nodes[0].node.data.view(PeerId(0)).unwrap();
-    assert_eq!(view.from, Some(underlay(2)));
-    assert_eq!(view.tx.as_ref().unwrap().dst, underlay(2));
+    assert_eq!(view.path, Some(Via::Direct(underlay(2))));
+    assert!(view.tx.is_some());
 
     // Traffic past the rekey point: the data half asks, the control half
     // rekeys, and the data half seals on the new session, still opening
@@ -265,7 +265,7 @@ fn a_removed_peer_leaves_the_data_half() {
         .expect("a valid reload");
     sim.run_for(Duration::from_millis(10));
     let view = sim.nodes[0].node.data.view(PeerId(0)).unwrap();
-    assert!(view.tx.is_none() && view.rx.is_empty() && view.from.is_none());
+    assert!(view.tx.is_none() && view.rx.is_empty() && view.path.is_none());
     let pkt = ip_packet(overlay(1), overlay(2), b"gone");
     let mut out = vec![0u8; pkt.len() + OVERHEAD];
     let now = sim.now;

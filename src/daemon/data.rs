@@ -3,8 +3,9 @@
 //!
 //! It owns the per-packet work and nothing else: it reads TUN batches
 //! (offloaded, up to 64 KiB), seals them into one GSO buffer and sends each
-//! run to a peer with one syscall; it reads (GRO-coalesced) datagrams,
-//! opens them and writes the packets to the TUN in one batch. Whatever the
+//! run to a peer (or its relay) with one syscall; it reads (GRO-coalesced)
+//! datagrams, opens them and writes the packets to the TUN in one batch;
+//! frames it relays for other members join the same send runs. Whatever the
 //! data half hands over goes to the control plane (tokio, `daemon::Shell`)
 //! through two bounded queues: one for what is authenticated or local
 //! (activity reports, opened control messages, TUN packets for peers with
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use super::socket::{self, Received, Udp};
-use crate::core::{Activity, DataPlane, DataTun, DataUdp, DataUpdate, OVERHEAD, PeerId};
+use crate::core::{Activity, DataPlane, DataTun, DataUdp, DataUpdate, OVERHEAD, PeerId, Via};
 
 pub(super) const TUN_HDR: usize = tun_rs::VIRTIO_NET_HDR_LEN;
 /// Segments one offloaded TUN read can split into.
@@ -61,10 +62,13 @@ pub enum Up {
         from: SocketAddr,
         bytes: Vec<u8>,
     },
-    /// A data message opened on `peer`'s session that is not an IP packet.
+    /// A data message opened on `peer`'s session that is not an IP packet:
+    /// the datagram came from `from`, the message `via` (direct from
+    /// there, or delivered by a relay).
     Opened {
         peer: PeerId,
         from: SocketAddr,
+        via: Via,
         plain: Vec<u8>,
         wire_len: usize,
     },
@@ -535,6 +539,7 @@ impl Loop {
                 }
                 DataUdp::Opened {
                     peer,
+                    via,
                     len,
                     wire_len,
                 } => {
@@ -542,9 +547,21 @@ impl Loop {
                     self.to_control(Up::Opened {
                         peer,
                         from,
+                        via,
                         plain,
                         wire_len,
                     });
+                }
+                DataUdp::Forward { dst, len } => {
+                    // We relay: the frame joins the send run, so a member's
+                    // burst goes on as one GSO send (sent at the end of
+                    // the turn at the latest).
+                    let at = self.run.used;
+                    let b = &mut self.b;
+                    b.gso[at..at + len].copy_from_slice(&b.tun_out[k][TUN_HDR..TUN_HDR + len]);
+                    let mut run = std::mem::take(&mut self.run);
+                    self.extend_run(&mut run, dst, len);
+                    self.run = run;
                 }
                 DataUdp::Control => {
                     let m = Up::Datagram {
@@ -581,22 +598,7 @@ impl Loop {
             let b = &mut self.b;
             let pkt = &b.tun_pkts[i][..b.tun_sizes[i]];
             match self.dp.handle_tun(now, pkt, &mut b.gso[at..]) {
-                DataTun::Send { dst, len } => {
-                    if !run.fits(dst, len) {
-                        if run.count > 0 {
-                            self.send_run(&run);
-                            self.b.gso.copy_within(at..at + len, 0);
-                        }
-                        run = GsoRun {
-                            dst: Some(dst),
-                            segment: len,
-                            ..GsoRun::default()
-                        };
-                    }
-                    run.short = len < run.segment;
-                    run.used += len;
-                    run.count += 1;
-                }
+                DataTun::Send { dst, len } => self.extend_run(&mut run, dst, len),
                 DataTun::Control => send_up(&self.up, &self.stats, Up::Tun(pkt.to_vec())),
                 DataTun::Dropped(reason) => {
                     Stats::add(&self.stats.tun_dropped, 1);
@@ -605,6 +607,26 @@ impl Loop {
             }
         }
         self.run = run;
+    }
+
+    /// `b.gso[run.used..][..len]` is a sealed datagram for `dst`: it joins
+    /// the run, or the run goes out and it starts the next.
+    fn extend_run(&mut self, run: &mut GsoRun, dst: SocketAddr, len: usize) {
+        if !run.fits(dst, len) {
+            if run.count > 0 {
+                self.send_run(run);
+                let at = run.used;
+                self.b.gso.copy_within(at..at + len, 0);
+            }
+            *run = GsoRun {
+                dst: Some(dst),
+                segment: len,
+                ..GsoRun::default()
+            };
+        }
+        run.short = len < run.segment;
+        run.used += len;
+        run.count += 1;
     }
 
     /// Send the open run, if any.

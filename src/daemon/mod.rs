@@ -683,11 +683,16 @@ impl Shell {
         let now = Instant::now();
         match m {
             data::Up::Activity(a) => {
-                if let Some((_, from)) = a.received
-                    && self.tcp.has_links()
-                {
-                    // Only an authenticated datagram proves UDP to a relay works.
-                    self.tcp.on_udp_from(from);
+                if self.tcp.has_links() {
+                    // Only an authenticated datagram proves UDP to a relay
+                    // works (a relayed peer's data: its relay was heard).
+                    let direct = match a.received {
+                        Some((_, Via::Direct(from))) => Some(from),
+                        _ => None,
+                    };
+                    for from in direct.into_iter().chain(a.heard.map(|(_, f)| f)) {
+                        self.tcp.on_udp_from(from);
+                    }
                 }
                 self.node.handle_activity(now, a);
             }
@@ -704,12 +709,13 @@ impl Shell {
             data::Up::Opened {
                 peer,
                 from,
+                via,
                 plain,
                 wire_len,
             } => {
                 let len = plain.len().min(out.len());
                 out[..len].copy_from_slice(&plain[..len]);
-                let r = self.node.handle_opened(now, peer, from, out, len, wire_len);
+                let r = self.node.handle_opened(now, peer, via, out, len, wire_len);
                 if self.on_outcome(now, from, r, out, &[]) && self.tcp.has_links() {
                     self.tcp.on_udp_from(from);
                 }
@@ -789,15 +795,18 @@ impl Shell {
                     }
                     self.views[id.0].0 = view;
                 }
-                routes @ DataUpdate::Routes(_) => self.data.send(data::Down::Update(routes)),
+                u @ (DataUpdate::Routes(_) | DataUpdate::Relay(_)) => {
+                    self.data.send(data::Down::Update(u))
+                }
             }
         }
         let nothing = crate::core::data::PeerView::default();
         for i in 0..self.views.len() {
             let (view, sent) = &self.views[i];
             let special = |a: SocketAddr| self.tcp.involves(a) || self.pools.route(a).is_some();
-            let masked =
-                view.from.is_some_and(special) || view.tx.as_ref().is_some_and(|t| special(t.dst));
+            // A relayed peer whose relay is masked is masked with it: the
+            // data half finds no hop to seal on.
+            let masked = view.direct().is_some_and(special);
             let wanted = if masked { &nothing } else { view };
             if !wanted.same(sent) {
                 let wanted = wanted.clone();
@@ -977,7 +986,7 @@ impl Shell {
                 refused_unknown: s.refused_unknown,
                 refused_no_session: s.refused_no_session,
                 members: self
-                    .relay_members(s)
+                    .relay_members(&s)
                     .map(|(id, c)| metrics::RelayMemberMetrics {
                         name: self.node.peer_name(id).to_string(),
                         forwarded_bytes: c.forwarded_bytes,
@@ -1371,7 +1380,7 @@ impl Shell {
                     refused_unknown: s.refused_unknown,
                     refused_no_session: s.refused_no_session,
                     members: self
-                        .relay_members(s)
+                        .relay_members(&s)
                         .map(|(id, m)| control::RelayMemberReport {
                             name: self.node.peer_name(id).to_string(),
                             forwarded_bytes: m.forwarded_bytes,

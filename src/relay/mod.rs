@@ -206,6 +206,33 @@ impl RelayService {
     }
 }
 
+/// The service both halves of a node use: the data half admits and counts
+/// the steady flow of frames between members it sends to directly, the
+/// control half configures it, reads it for `status` and handles the rest
+/// (members reached over TCP or a hard-NAT pool, frames on a path being
+/// set up). One set of buckets, so a limit holds whichever half forwards;
+/// the lock is held for an admission's arithmetic only and is uncontended
+/// but for a status read or a reload.
+#[derive(Debug, Clone)]
+pub struct SharedService(std::sync::Arc<std::sync::Mutex<RelayService>>);
+
+impl SharedService {
+    pub fn new(s: RelayService) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(s)))
+    }
+
+    /// A poisoned lock only means a thread panicked mid-admission, which
+    /// leaves buckets and counters as valid as ever.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, RelayService> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The same service (not merely equal state).
+    pub fn same(&self, other: &SharedService) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
