@@ -59,16 +59,7 @@ pub fn node(us: u8, peers: &[u8], now: Instant, unix: Duration, seed: u8) -> Nod
 
 /// A minimal IPv4 packet from `src` to `dst`.
 pub fn ip_packet(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
-    let total = 20 + payload.len();
-    let mut p = vec![0u8; total];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&dst.octets());
-    p[20..].copy_from_slice(payload);
-    p
+    kith::wire::ipv4_packet(src, dst, 17, payload)
 }
 
 /// Carry every queued datagram between A (`a`) and B (`b`) until both

@@ -37,11 +37,15 @@ use super::routes::RouteTable;
 use super::session::{SEAL_OVERHEAD, Session, SessionError};
 use super::timers::REKEY_AFTER_MESSAGES;
 use crate::relay::{Refusal, SharedService};
-use crate::wire::{self, DATA_HEADER_LEN, Packet, RELAY_HEADER_LEN, RelayKind};
+use crate::wire::{self, DATA_HEADER_LEN, Packet, RELAY_HEADER_LEN, RelayKind, TAG_LEN};
 
 /// Longest a peer's activity waits for its report. The control half's
 /// shortest timer that reads it (path failover) is 1 s.
 pub const REPORT_EVERY: Duration = Duration::from_millis(20);
+
+/// What relaying adds to a datagram: the frame's header and the hop's
+/// data message framing (its padding is capped at the MTU).
+const RELAY_COST: usize = RELAY_HEADER_LEN + DATA_HEADER_LEN + TAG_LEN;
 
 /// How often a send session past its rekey point asks again.
 const REKEY_ASK_EVERY: Duration = Duration::from_secs(1);
@@ -146,6 +150,11 @@ pub enum DataTun {
     /// `out[..len]` is a data message for `dst` (the peer, or its relay).
     Send {
         dst: SocketAddr,
+        len: usize,
+    },
+    /// `out[..len]` is an IP packet for the TUN device: an ICMP error
+    /// telling the sender the packet is too big for the relayed path.
+    Reply {
         len: usize,
     },
     /// Not the data half's to send: give the packet to the control half.
@@ -295,7 +304,8 @@ impl DataPlane {
         };
         match path {
             Via::Direct(dst) => {
-                match self.seal(now, id, packet, out, Seal::Data { relayed: false }) {
+                let data = Seal::Data { relayed: false };
+                match self.seal(now, id, packet, self.mtu, out, data) {
                     Ok(len) => DataTun::Send { dst, len },
                     Err(other) => other,
                 }
@@ -306,23 +316,37 @@ impl DataPlane {
                 let Some(dst) = self.hop(now, r) else {
                     return DataTun::Control;
                 };
+                // The frame and the hop's seal must fit where a direct
+                // datagram does: a packet that does not would leave in
+                // fragments (and fail every GSO send), so its sender hears
+                // the relayed path's size instead, as from a router.
+                let budget = self.mtu.saturating_sub(RELAY_COST);
+                if packet.len() > budget
+                    && let Some(len) = wire::too_big(packet, &hdr, budget, out)
+                {
+                    return DataTun::Reply { len };
+                }
                 // Sealed end to end straight into the frame, then the frame
                 // sealed for the hop.
                 let mut frame = std::mem::take(&mut self.frame);
+                let data = Seal::Data { relayed: true };
                 let sealed = self
                     .seal(
                         now,
                         id,
                         packet,
+                        budget,
                         &mut frame[RELAY_HEADER_LEN..],
-                        Seal::Data { relayed: true },
+                        data,
                     )
                     .and_then(|n| {
                         let key = self.peers[id.0].view.key;
                         wire::emit_relay_header(RelayKind::Forward, &key, n, &mut frame)
                             .map_err(|e| DataTun::Dropped(DropReason::RelayFrame(e)))
                     })
-                    .and_then(|total| self.seal(now, r, &frame[..total], out, Seal::Frame));
+                    .and_then(|total| {
+                        self.seal(now, r, &frame[..total], self.mtu, out, Seal::Frame)
+                    });
                 self.frame = frame;
                 match sealed {
                     Ok(len) => DataTun::Send { dst, len },
@@ -340,14 +364,16 @@ impl DataPlane {
         h.direct()
     }
 
-    /// Seal `payload` on `id`'s send session into `out` and note it for
-    /// the control half's timers: the sealed length, or the outcome for a
-    /// packet the data half cannot send (no session, expired, an error).
+    /// Seal `payload` (padded, up to `limit`) on `id`'s send session into
+    /// `out` and note it for the control half's timers: the sealed length,
+    /// or the outcome for a packet the data half cannot send (no session,
+    /// expired, an error).
     fn seal(
         &mut self,
         now: Instant,
         id: PeerId,
         payload: &[u8],
+        limit: usize,
         out: &mut [u8],
         what: Seal,
     ) -> Result<usize, DataTun> {
@@ -357,7 +383,7 @@ impl DataPlane {
         };
         let len = match tx
             .session
-            .seal_padded(now, payload, self.mtu, &mut self.scratch, out)
+            .seal_padded(now, payload, limit, &mut self.scratch, out)
         {
             Ok(len) => len,
             // Expired: the control half queues it and starts a handshake.
@@ -515,7 +541,9 @@ impl DataPlane {
                 frame[RELAY_HEADER_LEN..end].copy_from_slice(&out[RELAY_HEADER_LEN..end]);
                 let sealed = wire::emit_relay_header(RelayKind::Deliver, &src, n, &mut frame)
                     .map_err(|e| DataTun::Dropped(DropReason::RelayFrame(e)))
-                    .and_then(|total| self.seal(now, peer, &frame[..total], out, Seal::Frame));
+                    .and_then(|total| {
+                        self.seal(now, peer, &frame[..total], self.mtu, out, Seal::Frame)
+                    });
                 self.frame = frame;
                 Some(match sealed {
                     Ok(len) => {

@@ -232,6 +232,12 @@ pub enum TunOutcome {
     },
     /// Held until a handshake completes (it may have started one).
     Queued,
+    /// `out[..len]` is an IP packet for the TUN device: the data half's
+    /// ICMP error telling the sender its packet is too big for the
+    /// relayed path ([`DataTun::Reply`](super::DataTun::Reply)).
+    Reply {
+        len: usize,
+    },
     Dropped(DropReason),
 }
 

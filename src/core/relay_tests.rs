@@ -810,3 +810,69 @@ fn the_relays_data_half_keeps_to_the_rate_limit() {
     let s = sim.nodes[R1].node.relay_service().unwrap();
     assert_eq!(s.member(0).unwrap().dropped_rate, refused as u64);
 }
+
+/// A relayed packet that would not fit where a direct one does (the frame
+/// and the hop's seal add 67 bytes) is answered with ICMP "fragmentation
+/// needed" for its sender's kernel, as a router would; one that fits, or
+/// that may be fragmented, goes through the relay no larger than a full
+/// direct datagram.
+#[test]
+fn a_relayed_packet_too_big_for_the_path_gets_an_icmp_error() {
+    use super::data::DataTun;
+    const MTU: usize = 1420;
+    let mut sim = relayed(7, false, Limits::default());
+    for i in [A, B, R1] {
+        sim.nodes[i].node.data.set_mtu(MTU);
+    }
+    sim.start_all();
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(relay_of(&sim, A, 0), Some(PeerId(1)));
+    let budget = MTU - 67;
+    let packet = |len: usize, df: bool| {
+        let mut p = ip_packet(overlay(1), overlay(2), &vec![7u8; len - 20]);
+        if df {
+            p[6] = 0x40;
+        }
+        p
+    };
+    let now = sim.now;
+    let mut out = vec![0u8; 2048];
+    let big = packet(MTU, true);
+    let r = sim.nodes[A].node.data.handle_tun(now, &big, &mut out);
+    let DataTun::Reply { len } = r else {
+        panic!("a DF packet too big for the relay was sent: {r:?}");
+    };
+    let icmp = &out[..len];
+    let h = crate::wire::parse_ip(icmp).unwrap();
+    assert_eq!(
+        h.dst,
+        std::net::IpAddr::V4(overlay(1)),
+        "back to the sender"
+    );
+    assert_eq!((icmp[20], icmp[21]), (3, 4));
+    assert_eq!(
+        usize::from(u16::from_be_bytes([icmp[26], icmp[27]])),
+        budget
+    );
+    // At the budget it goes, no larger than a direct datagram can be.
+    for (p, what) in [
+        (packet(budget, true), "at the budget"),
+        (packet(MTU, false), "without DF"),
+    ] {
+        let r = sim.nodes[A].node.data.handle_tun(now, &p, &mut out);
+        let DataTun::Send { len, .. } = r else {
+            panic!("{what}: {r:?}");
+        };
+        if what == "at the budget" {
+            assert!(len <= MTU + 32, "{len} bytes on the wire");
+        }
+    }
+    // The daemon-free path through the simulator: the ICMP error lands on
+    // the sender's TUN, the fitting packet at the receiver.
+    sim.send_packet(A, &big);
+    assert!(sim.nodes[A].tun.iter().any(|p| p.get(20) == Some(&3)));
+    let fits = packet(budget, true);
+    sim.send_packet(A, &fits);
+    sim.run_for(Duration::from_millis(100));
+    assert!(sim.nodes[B].tun.contains(&fits));
+}

@@ -83,19 +83,10 @@ pub fn overlay(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(100, 96, 0, n)
 }
 
-/// A minimal IPv4 packet (UDP protocol number, no checksum: the core does
-/// not look past addresses and length).
+/// A minimal IPv4 packet (UDP protocol number, the payload as it is: the
+/// core does not look past addresses and length).
 pub fn ip_packet(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
-    let total = 20 + payload.len();
-    let mut p = vec![0u8; total];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&dst.octets());
-    p[20..].copy_from_slice(payload);
-    p
+    crate::wire::ipv4_packet(src, dst, 17, payload)
 }
 
 /// Peer entry for node `n` as seen by others.
@@ -367,10 +358,14 @@ impl Sim {
         let mut out = vec![0u8; pkt.len() + OVERHEAD];
         let now = self.now;
         let r = self.nodes[i].node.handle_tun(now, pkt, &mut out);
-        if let TunOutcome::Send { dst, len } = r {
-            let from = self.source_for(i, dst);
-            out.truncate(len);
-            self.send_raw(from, dst, out);
+        match r {
+            TunOutcome::Send { dst, len } => {
+                let from = self.source_for(i, dst);
+                out.truncate(len);
+                self.send_raw(from, dst, out);
+            }
+            TunOutcome::Reply { len } => self.nodes[i].tun.push(out[..len].to_vec()),
+            TunOutcome::Queued | TunOutcome::Dropped(_) => {}
         }
         self.flush(i);
         r

@@ -47,6 +47,7 @@ impl Split {
         self.publish();
         let r = match self.data.handle_tun(now, packet, out) {
             DataTun::Send { dst, len } => TunOutcome::Send { dst, len },
+            DataTun::Reply { len } => TunOutcome::Reply { len },
             DataTun::Dropped(reason) => TunOutcome::Dropped(reason),
             DataTun::Control => self.node.handle_tun(now, packet, out),
         };

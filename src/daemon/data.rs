@@ -599,6 +599,14 @@ impl Loop {
             let pkt = &b.tun_pkts[i][..b.tun_sizes[i]];
             match self.dp.handle_tun(now, pkt, &mut b.gso[at..]) {
                 DataTun::Send { dst, len } => self.extend_run(&mut run, dst, len),
+                DataTun::Reply { len } => {
+                    let b = &mut self.b;
+                    let reply = &mut b.tun_out[0];
+                    reply.clear();
+                    reply.resize(TUN_HDR, 0);
+                    reply.extend_from_slice(&b.gso[at..at + len]);
+                    self.write_tun(1);
+                }
                 DataTun::Control => send_up(&self.up, &self.stats, Up::Tun(pkt.to_vec())),
                 DataTun::Dropped(reason) => {
                     Stats::add(&self.stats.tun_dropped, 1);

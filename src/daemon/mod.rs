@@ -698,6 +698,7 @@ impl Shell {
             }
             data::Up::Tun(pkt) => match self.node.handle_tun(now, &pkt, out) {
                 TunOutcome::Send { dst, len } => self.send_datagram(now, dst, &out[..len]),
+                TunOutcome::Reply { len } => self.data.send(data::Down::Tun(out[..len].to_vec())),
                 TunOutcome::Queued => {}
                 TunOutcome::Dropped(reason) => debug!(%reason, "TUN packet dropped"),
             },

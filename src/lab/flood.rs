@@ -43,7 +43,7 @@ use super::capture::{LINKTYPE_ETHERNET, LINKTYPE_RAW};
 use super::topology::wait_both_ways;
 use super::{Capture, Host, Internet, KithNode, KithSpec, Lab, LabError, Pcap, Result, Uplink};
 use crate::identity::SecretKey;
-use crate::wire;
+use crate::wire::{self, IPV4_HEADER_LEN, checksum, emit_ipv4_header, sum_words};
 
 /// The IPv4 identification every flood packet carries, so a capture on
 /// the attacker's own path can leave its copies out ([`INITIATIONS`]).
@@ -113,16 +113,10 @@ fn udp_in(ip: &[u8]) -> Option<Captured> {
 /// `dst`, both checksums filled in.
 fn udp_packet(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8], out: &mut Vec<u8>) {
     let udp_len = 8 + payload.len();
-    let total = 20 + udp_len;
     out.clear();
-    out.extend_from_slice(&[0x45, 0]);
-    out.extend_from_slice(&(total as u16).to_be_bytes());
-    out.extend_from_slice(&FLOOD_IP_ID.to_be_bytes());
-    out.extend_from_slice(&[0x40, 0, 64, libc::IPPROTO_UDP as u8, 0, 0]);
-    out.extend_from_slice(&src.ip().octets());
-    out.extend_from_slice(&dst.ip().octets());
-    let ip_sum = checksum(&out[..20], 0);
-    out[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    out.resize(IPV4_HEADER_LEN, 0);
+    let proto = libc::IPPROTO_UDP as u8;
+    emit_ipv4_header(out, *src.ip(), *dst.ip(), proto, udp_len, FLOOD_IP_ID, true);
     out.extend_from_slice(&src.port().to_be_bytes());
     out.extend_from_slice(&dst.port().to_be_bytes());
     out.extend_from_slice(&(udp_len as u16).to_be_bytes());
@@ -140,23 +134,6 @@ fn udp_packet(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8], out: &mut Ve
         s => s,
     };
     out[26..28].copy_from_slice(&udp_sum.to_be_bytes());
-}
-
-/// The Internet checksum (RFC 1071) of `data`, continuing from `sum`.
-fn checksum(data: &[u8], sum: u32) -> u16 {
-    let mut sum = sum_words(data, sum);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-fn sum_words(data: &[u8], mut sum: u32) -> u32 {
-    for pair in data.chunks(2) {
-        let word = u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]);
-        sum += u32::from(word);
-    }
-    sum
 }
 
 /// Whose address a flood packet claims to come from.

@@ -1,5 +1,8 @@
 //! Just enough of the inner IP header for cryptokey routing: version,
-//! source, destination and total length (to strip transport padding).
+//! source, destination and total length (to strip transport padding); and
+//! the one IP packet kith writes itself, the ICMP "too big" error that
+//! tells a sender its packets do not fit a relayed path ([`too_big`]),
+//! with the header builder and checksum the lab and tests use too.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -74,6 +77,146 @@ pub fn parse_ip(p: &[u8]) -> Result<IpHeader, IpError> {
     }
 }
 
+pub const IPV4_HEADER_LEN: usize = 20;
+pub const IPV6_HEADER_LEN: usize = 40;
+const ICMP_HEADER_LEN: usize = 8;
+const PROTO_ICMP: u8 = 1;
+const PROTO_ICMPV6: u8 = 58;
+/// An ICMPv4 error quotes at most this much of the packet (RFC 1812
+/// §4.3.2.3: the error is at most 576 bytes).
+const ICMPV4_MAX_ERROR: usize = 576;
+/// An ICMPv6 error fits the minimum IPv6 MTU (RFC 4443 §2.4).
+const ICMPV6_MAX_ERROR: usize = 1280;
+
+/// The Internet checksum (RFC 1071) of `data`, continuing from `sum` (a
+/// pseudo-header's [`sum_words`]).
+pub fn checksum(data: &[u8], sum: u32) -> u16 {
+    let mut sum = sum_words(data, sum);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// `data`'s 16-bit big-endian words added to `sum` (an odd last byte is
+/// padded with zero), not yet folded.
+pub fn sum_words(data: &[u8], mut sum: u32) -> u32 {
+    for pair in data.chunks(2) {
+        let word = u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]);
+        sum += u32::from(word);
+    }
+    sum
+}
+
+/// Writes into `out[..20]` an IPv4 header (no options, TTL 64, checksum
+/// filled in) for `payload_len` bytes of `protocol`. `out` must hold 20.
+pub fn emit_ipv4_header(
+    out: &mut [u8],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    payload_len: usize,
+    id: u16,
+    dont_fragment: bool,
+) {
+    let h = &mut out[..IPV4_HEADER_LEN];
+    h.fill(0);
+    h[0] = 0x45;
+    h[2..4].copy_from_slice(&((IPV4_HEADER_LEN + payload_len) as u16).to_be_bytes());
+    h[4..6].copy_from_slice(&id.to_be_bytes());
+    if dont_fragment {
+        h[6] = 0x40;
+    }
+    h[8] = 64;
+    h[9] = protocol;
+    h[12..16].copy_from_slice(&src.octets());
+    h[16..20].copy_from_slice(&dst.octets());
+    let sum = checksum(h, 0);
+    h[10..12].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// A whole IPv4 packet of `protocol` around `payload` (as is: no
+/// transport header is added), for tests, fuzz checks and the lab.
+pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8; IPV4_HEADER_LEN];
+    emit_ipv4_header(&mut p, src, dst, protocol, payload.len(), 0, false);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// The ICMP error that tells the sender of `packet` (a valid IP packet,
+/// its header `hdr`) that the path takes at most `mtu` bytes: IPv4
+/// "fragmentation needed" or ICMPv6 "packet too big", from the packet's
+/// destination to its source, quoting its start; written into `out`,
+/// whose length it returns. `None` when the packet must not get one: an
+/// IPv4 packet without Don't Fragment (the underlay may fragment it), a
+/// fragment past the first, an ICMP error itself (never an error about an
+/// error), or too little room in `out`. The sender's kernel lowers its
+/// path MTU to that peer, and TCP its segment size, as for any router.
+pub fn too_big(packet: &[u8], hdr: &IpHeader, mtu: usize, out: &mut [u8]) -> Option<usize> {
+    let packet = packet.get(..hdr.total_len)?;
+    let mtu = u16::try_from(mtu).ok()?;
+    match (hdr.src, hdr.dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            let flags = u16::from_be_bytes([*packet.get(6)?, *packet.get(7)?]);
+            let (df, offset) = (flags & 0x4000 != 0, flags & 0x1fff);
+            let ihl = usize::from(packet.first()? & 0x0f) * 4;
+            let is_icmp_error = packet.get(9) == Some(&PROTO_ICMP)
+                && !matches!(packet.get(ihl), Some(0 | 8 | 13 | 14 | 15 | 16));
+            if !df || offset != 0 || is_icmp_error {
+                return None;
+            }
+            let quote = packet
+                .len()
+                .min(ICMPV4_MAX_ERROR - IPV4_HEADER_LEN - ICMP_HEADER_LEN);
+            let icmp_len = ICMP_HEADER_LEN + quote;
+            let out = out.get_mut(..IPV4_HEADER_LEN + icmp_len)?;
+            emit_ipv4_header(out, dst, src, PROTO_ICMP, icmp_len, 0, false);
+            let icmp = &mut out[IPV4_HEADER_LEN..];
+            icmp[..ICMP_HEADER_LEN].copy_from_slice(&[3, 4, 0, 0, 0, 0, 0, 0]);
+            icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
+            icmp[ICMP_HEADER_LEN..].copy_from_slice(&packet[..quote]);
+            let sum = checksum(icmp, 0);
+            icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+            Some(IPV4_HEADER_LEN + icmp_len)
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            // Only the first header is looked at: an error behind extension
+            // headers is rare enough to answer (the sender's stack drops an
+            // error about an error).
+            let is_icmp_error = packet.get(6) == Some(&PROTO_ICMPV6)
+                && packet.get(IPV6_HEADER_LEN).is_some_and(|t| *t < 128);
+            if is_icmp_error {
+                return None;
+            }
+            let quote = packet
+                .len()
+                .min(ICMPV6_MAX_ERROR - IPV6_HEADER_LEN - ICMP_HEADER_LEN);
+            let icmp_len = ICMP_HEADER_LEN + quote;
+            let out = out.get_mut(..IPV6_HEADER_LEN + icmp_len)?;
+            out[..IPV6_HEADER_LEN].fill(0);
+            out[0] = 0x60;
+            out[4..6].copy_from_slice(&(icmp_len as u16).to_be_bytes());
+            out[6] = PROTO_ICMPV6;
+            out[7] = 64;
+            out[8..24].copy_from_slice(&dst.octets());
+            out[24..40].copy_from_slice(&src.octets());
+            let (head, icmp) = out.split_at_mut(IPV6_HEADER_LEN);
+            icmp[..ICMP_HEADER_LEN].copy_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]);
+            icmp[4..8].copy_from_slice(&u32::from(mtu).to_be_bytes());
+            icmp[ICMP_HEADER_LEN..].copy_from_slice(&packet[..quote]);
+            // RFC 4443 §2.3: over the pseudo-header (addresses, length,
+            // next header) and the message.
+            let mut pseudo = sum_words(&head[8..40], 0);
+            pseudo += icmp_len as u32 + u32::from(PROTO_ICMPV6);
+            let sum = checksum(icmp, pseudo);
+            icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+            Some(IPV6_HEADER_LEN + icmp_len)
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +264,108 @@ mod tests {
                 have: 40
             })
         );
+    }
+
+    fn tcp_v4(df: bool, len: usize) -> Vec<u8> {
+        let mut p = vec![0xab; len];
+        emit_ipv4_header(
+            &mut p,
+            Ipv4Addr::new(100, 64, 0, 1),
+            Ipv4Addr::new(100, 64, 0, 2),
+            6,
+            len - IPV4_HEADER_LEN,
+            7,
+            df,
+        );
+        p
+    }
+
+    #[test]
+    fn too_big_answers_a_df_packet_with_fragmentation_needed() {
+        let p = tcp_v4(true, 1420);
+        assert_eq!(checksum(&p[..20], 0), 0, "the header builder's checksum");
+        let hdr = parse_ip(&p).unwrap();
+        let mut out = vec![0u8; 2000];
+        let n = too_big(&p, &hdr, 1353, &mut out).expect("an error for a DF packet");
+        let r = &out[..n];
+        assert_eq!(n, 576, "at most 576 bytes (RFC 1812)");
+        let h = parse_ip(r).unwrap();
+        assert_eq!((h.src, h.dst, h.total_len), (hdr.dst, hdr.src, n));
+        assert_eq!(r[9], PROTO_ICMP);
+        assert_eq!(checksum(&r[..20], 0), 0);
+        let icmp = &r[20..];
+        assert_eq!(
+            (icmp[0], icmp[1]),
+            (3, 4),
+            "destination unreachable, fragmentation needed"
+        );
+        assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1353);
+        assert_eq!(checksum(icmp, 0), 0);
+        assert_eq!(icmp[8..], p[..n - 28], "quotes the packet's start");
+    }
+
+    #[test]
+    fn too_big_leaves_fragmentable_packets_and_errors_alone() {
+        let mut out = vec![0u8; 2000];
+        let p = tcp_v4(false, 1420);
+        assert_eq!(too_big(&p, &parse_ip(&p).unwrap(), 1353, &mut out), None);
+        // An ICMP error (destination unreachable) with DF: no error about it.
+        let mut e = tcp_v4(true, 100);
+        e[9] = PROTO_ICMP;
+        e[20] = 3;
+        assert_eq!(too_big(&e, &parse_ip(&e).unwrap(), 1353, &mut out), None);
+        // An echo request is a query, not an error: it gets one.
+        e[20] = 8;
+        assert!(too_big(&e, &parse_ip(&e).unwrap(), 1353, &mut out).is_some());
+        // No room: no reply, no panic.
+        let p = tcp_v4(true, 1420);
+        assert_eq!(
+            too_big(&p, &parse_ip(&p).unwrap(), 1353, &mut out[..100]),
+            None
+        );
+    }
+
+    #[test]
+    fn too_big_answers_ipv6_with_packet_too_big() {
+        let (src, dst) = (
+            "fd00::1".parse::<Ipv6Addr>().unwrap(),
+            "fd00::2".parse::<Ipv6Addr>().unwrap(),
+        );
+        let mut p = vec![0x5a; 1400];
+        p[..40].fill(0);
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&1360u16.to_be_bytes());
+        p[6] = 6;
+        p[8..24].copy_from_slice(&src.octets());
+        p[24..40].copy_from_slice(&dst.octets());
+        let hdr = parse_ip(&p).unwrap();
+        let mut out = vec![0u8; 2000];
+        let n = too_big(&p, &hdr, 1333, &mut out).unwrap();
+        assert_eq!(n, 1280, "fits the minimum IPv6 MTU");
+        let r = &out[..n];
+        let h = parse_ip(r).unwrap();
+        assert_eq!((h.src, h.dst, h.total_len), (hdr.dst, hdr.src, n));
+        let icmp = &r[40..];
+        assert_eq!((icmp[0], icmp[1]), (2, 0), "packet too big");
+        assert_eq!(
+            u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]),
+            1333
+        );
+        let pseudo = sum_words(&r[8..40], 0) + icmp.len() as u32 + 58;
+        assert_eq!(checksum(icmp, pseudo), 0, "checksum over the pseudo-header");
+        // An ICMPv6 error is never answered.
+        p[6] = PROTO_ICMPV6;
+        p[40] = 1;
+        assert_eq!(too_big(&p, &parse_ip(&p).unwrap(), 1333, &mut out), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn too_big_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..1600), mtu in 0usize..70_000) {
+            if let Ok(hdr) = parse_ip(&bytes) {
+                let mut out = vec![0u8; 1600];
+                let _ = too_big(&bytes, &hdr, mtu, &mut out);
+            }
+        }
     }
 }
