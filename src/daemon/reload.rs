@@ -129,6 +129,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
             "the data plane's thread reads it once, at start",
         ),
         (
+            differs("[interface] queues", o.queues != n.queues),
+            "the TUN device's queues and the data plane's workers are made at start",
+        ),
+        (
             differs("[network] id", old.network.id != new.network.id),
             "DHT records are published and looked up under it",
         ),
