@@ -113,3 +113,92 @@ fn hundred_megabytes_arrive_intact_across_rekeys_and_a_path_change() {
     node_a.check_running().unwrap();
     node_b.check_running().unwrap();
 }
+
+/// The names of process `pid`'s data-plane threads (`kith-data-N`).
+fn data_threads(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .filter(|c| c.starts_with("kith-data"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Both daemons with `[interface] queues = 2`: two workers each, and
+/// sixteen TCP streams at once (100 MB in all) arrive intact, sealed by
+/// both of the sender's workers (sixteen flows all hashed to one of two
+/// queues: one run in 32768).
+#[test]
+fn two_queues_carry_parallel_streams_intact_on_both_workers() {
+    let lab = common::lab();
+    let a = lab.host("a").unwrap();
+    let b = lab.host("b").unwrap();
+    lab.link(&a, "198.18.0.1/24", &b, "198.18.0.2/24").unwrap();
+    let spec = |addr: &str| {
+        let mut s = KithSpec::new(addr, SecretKey::generate().unwrap());
+        s.queues = Some(2);
+        s
+    };
+    let (spec_a, spec_b) = (spec("100.96.0.1/16"), spec("100.96.0.2/16"));
+    let endpoints = (
+        Some(format!("198.18.0.2:{}", spec_b.listen_port)),
+        Some(format!("198.18.0.1:{}", spec_a.listen_port)),
+    );
+    let (mut node_a, mut node_b, _) = spawn_pair(
+        &lab,
+        &common::kith_bin(),
+        (&a, spec_a),
+        (&b, spec_b),
+        endpoints,
+    )
+    .unwrap();
+    kith::lab::topology::wait_both_ways(&mut node_a, &mut node_b, Duration::from_secs(10)).unwrap();
+    for node in [&node_a, &node_b] {
+        assert_eq!(node.status().unwrap().data_workers.len(), 2);
+        assert_eq!(
+            data_threads(node.pid().unwrap()),
+            ["kith-data-0", "kith-data-1"]
+        );
+    }
+
+    let before = node_a.status().unwrap().data_workers;
+    let streams: Vec<_> = (0..STREAMS)
+        .map(|i| {
+            let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(100, 96, 0, 2)), 5001 + i);
+            let (bh, ah) = (b.clone(), a.clone());
+            std::thread::spawn(move || {
+                transfer::tcp(&bh, listen, &ah, 100 * 1000 * 1000 / u64::from(STREAMS))
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for (i, s) in streams.into_iter().enumerate() {
+        let report = s.join().unwrap().unwrap();
+        assert_eq!(
+            report.received_bytes, report.sent_bytes,
+            "stream {i}: length differs"
+        );
+        assert!(report.intact(), "stream {i}: content differs");
+        total += report.received_bytes;
+    }
+    assert_eq!(total, 100 * 1000 * 1000);
+    let after = node_a.status().unwrap().data_workers;
+    eprintln!("datagrams a's workers sealed: before {before:?}, after {after:?}");
+    for (w, (s0, s1)) in before.iter().zip(&after).enumerate() {
+        // A 6.25 MB stream is ~4400 full datagrams.
+        assert!(
+            s1 - s0 > 1000,
+            "worker {w} sealed {} datagrams: the flows did not spread over the queues\n{}",
+            s1 - s0,
+            node_a.log_tail(30)
+        );
+    }
+    node_a.check_running().unwrap();
+    node_b.check_running().unwrap();
+}
+
+/// Parallel streams in the two-queue test.
+const STREAMS: u16 = 16;

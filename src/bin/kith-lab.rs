@@ -61,6 +61,11 @@ enum Command {
         /// Pings per direction and path.
         #[arg(long, default_value_t = 20)]
         pings: u32,
+        /// Extra kith rows in the peers' table, each with both daemons
+        /// restarted with `[interface] queues = N` (comma-separated; the
+        /// first kith row is the default, "auto").
+        #[arg(long, value_delimiter = ',', default_value = "2")]
+        queues: Vec<u8>,
     },
     /// Only the bench's peers table: raw veth, kith, VpnCloud and boringtun
     /// on one link (the peers from `$KITH_BENCH_CACHE/bin`, default
@@ -72,6 +77,14 @@ enum Command {
         /// Pings per direction and path.
         #[arg(long, default_value_t = 20)]
         pings: u32,
+        /// Extra kith rows in the peers' table, each with both daemons
+        /// restarted with `[interface] queues = N` (comma-separated; the
+        /// first kith row is the default, "auto").
+        #[arg(long, value_delimiter = ',', default_value = "2")]
+        queues: Vec<u8>,
+        /// Only raw veth and kith's rows: leave out VpnCloud and boringtun.
+        #[arg(long)]
+        no_peers: bool,
     },
     /// Only the bench's time-to-direct rows (cone | cone: DHT only, shared
     /// relay + DHT, mutual peer without the DHT), each run `runs` times.
@@ -103,8 +116,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = kith_binary(cli.kith).and_then(|kith| match cli.command {
         Command::Demo { megabytes } => demo(&kith, megabytes),
-        Command::Bench { seconds, pings } => bench(&kith, seconds, pings),
-        Command::Peers { seconds, pings } => peers(&kith, seconds, pings),
+        Command::Bench {
+            seconds,
+            pings,
+            queues,
+        } => bench(&kith, seconds, pings, &queues),
+        Command::Peers {
+            seconds,
+            pings,
+            queues,
+            no_peers,
+        } => peers(&kith, seconds, pings, &queues, !no_peers),
         Command::TimeToDirect { runs } => time_to_direct_rows(&kith, runs),
         Command::Flood { seconds } => flood_bench(&kith, seconds),
         Command::Relay { seconds, pings } => relay_bench(&kith, seconds, pings),
@@ -640,16 +662,16 @@ fn dht_rendezvous(kith: &Path) -> Result<Vec<Duration>> {
     Ok(times)
 }
 
-fn bench(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
+fn bench(kith: &Path, seconds: u32, pings: u32, queues: &[u8]) -> Result<()> {
     let lab = Lab::new()?;
-    let result = bench_in(&lab, kith, seconds, pings);
+    let result = bench_in(&lab, kith, seconds, pings, queues);
     if result.is_err() {
         lab.keep_files();
     }
     result
 }
 
-fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
+fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32, queues: &[u8]) -> Result<()> {
     println!(
         "kith bench — lab {}: a ({A_UNDERLAY}) ↔ b ({B_UNDERLAY}) on one veth link",
         lab.prefix()
@@ -776,7 +798,7 @@ fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32) -> Result<()> {
             }
         );
     }
-    peer_table(lab, &mut pair, seconds, pings)?;
+    peer_table(lab, &mut pair, seconds, pings, queues, true)?;
     relay_bench(kith, seconds, pings)?;
     flood_bench(kith, seconds)?;
     println!(
@@ -839,7 +861,14 @@ fn measure_peer_row(
 /// per GB and peak RSS, all in this run. The peer VPNs are the binaries
 /// `scripts/bench.sh` installed into `$KITH_BENCH_CACHE/bin`; a missing or
 /// failing one is a row saying why, not a failed bench.
-fn peer_table(lab: &Lab, pair: &mut Pair, seconds: u32, pings: u32) -> Result<()> {
+fn peer_table(
+    lab: &Lab,
+    pair: &mut Pair,
+    seconds: u32,
+    pings: u32,
+    queues: &[u8],
+    with_peers: bool,
+) -> Result<()> {
     let cache = std::env::var_os("KITH_BENCH_CACHE")
         .map_or_else(|| PathBuf::from(PEER_CACHE), PathBuf::from);
     let (a, b) = (pair.a.clone(), pair.b.clone());
@@ -850,16 +879,38 @@ fn peer_table(lab: &Lab, pair: &mut Pair, seconds: u32, pings: u32) -> Result<()
     let raw = (IpAddr::V4(A_UNDERLAY), IpAddr::V4(B_UNDERLAY));
     let figures = measure_peer_row((&a, raw.0), (&b, raw.1), &[], seconds, pings)?;
     rows.push(("raw veth".into(), Ok(figures)));
-    let pids: Vec<u32> = [&pair.node_a, &pair.node_b]
-        .iter()
-        .filter_map(|n| n.pid())
-        .collect();
     let overlay = (IpAddr::V4(A_OVERLAY), IpAddr::V4(B_OVERLAY));
-    let figures = measure_peer_row((&a, overlay.0), (&b, overlay.1), &pids, seconds, pings)?;
-    pair.node_a.check_running()?;
-    pair.node_b.check_running()?;
-    rows.push(("kith".into(), Ok(figures)));
-    for vpn in PeerVpn::ALL {
+    let default = (pair.node_a.spec().clone(), pair.node_b.spec().clone());
+    for q in std::iter::once(None).chain(queues.iter().copied().map(Some)) {
+        let label = match q {
+            None => "kith".to_owned(),
+            Some(n) => {
+                println!("kith with queues = {n} …");
+                for (node, spec) in [
+                    (&mut pair.node_a, &default.0),
+                    (&mut pair.node_b, &default.1),
+                ] {
+                    node.rewrite_config(kith::lab::KithSpec {
+                        queues: Some(n),
+                        ..spec.clone()
+                    })?;
+                    node.restart()?;
+                    node.wait_ready(Duration::from_secs(10))?;
+                }
+                pair.wait_tunnel(Duration::from_secs(10))?;
+                format!("kith, queues = {n}")
+            }
+        };
+        let pids: Vec<u32> = [&pair.node_a, &pair.node_b]
+            .iter()
+            .filter_map(|n| n.pid())
+            .collect();
+        let figures = measure_peer_row((&a, overlay.0), (&b, overlay.1), &pids, seconds, pings)?;
+        pair.node_a.check_running()?;
+        pair.node_b.check_running()?;
+        rows.push((label, Ok(figures)));
+    }
+    for vpn in PeerVpn::ALL.into_iter().filter(|_| with_peers) {
         let bin = cache.join("bin").join(vpn.binary());
         let label = vpn.version(&bin).unwrap_or_else(|_| vpn.label().to_owned());
         let figures = if bin.is_file() {
@@ -886,13 +937,13 @@ fn peer_table(lab: &Lab, pair: &mut Pair, seconds: u32, pings: u32) -> Result<()
 }
 
 /// The peers table alone, in a lab of its own.
-fn peers(kith: &Path, seconds: u32, pings: u32) -> Result<()> {
+fn peers(kith: &Path, seconds: u32, pings: u32, queues: &[u8], with_peers: bool) -> Result<()> {
     let lab = Lab::new()?;
     let result = Pair::start(&lab, kith)
         .map_err(anyhow::Error::from)
         .and_then(|mut pair| {
             pair.wait_tunnel(Duration::from_secs(10))?;
-            peer_table(&lab, &mut pair, seconds, pings)
+            peer_table(&lab, &mut pair, seconds, pings, queues, with_peers)
         });
     if result.is_err() {
         lab.keep_files();

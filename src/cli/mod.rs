@@ -644,6 +644,21 @@ pub fn render_status(r: &crate::daemon::control::StatusReport) -> String {
     if !r.addresses.is_empty() {
         let _ = writeln!(out, "address {}", r.addresses.join(", "));
     }
+    match r.data_workers.as_slice() {
+        [] => {}
+        [_] => {
+            let _ = writeln!(out, "data plane: 1 worker");
+        }
+        w => {
+            let sealed: Vec<String> = w.iter().map(u64::to_string).collect();
+            let _ = writeln!(
+                out,
+                "data plane: {} workers, datagrams sealed {}",
+                w.len(),
+                sealed.join(" / ")
+            );
+        }
+    }
     match &r.dht {
         Some(d) => {
             let published = d
@@ -853,6 +868,7 @@ mod tests {
             relay_service: None,
             tcp_dropped: 0,
             data_drops: vec![("udp_dropped".into(), 3), ("truncated".into(), 0)],
+            data_workers: vec![40, 2],
         }
     }
 
@@ -861,6 +877,10 @@ mod tests {
         let plain = render_status(&report(None));
         assert!(plain.contains("path         direct via 198.18.4.2:14620: direct through the peer's endpoint-dependent NAT"), "{plain}");
         assert!(!plain.contains("hard NAT"), "{plain}");
+        assert!(
+            plain.contains("data plane: 2 workers, datagrams sealed 40 / 2"),
+            "{plain}"
+        );
         let punched = render_status(&report(Some(PunchReport {
             role: "easy".into(),
             probes: 311,

@@ -78,6 +78,48 @@ pub struct Interface {
     /// How long the data plane keeps polling after I/O before it sleeps
     /// (catches a reply without a wakeup); zero turns it off.
     pub busy_poll: std::time::Duration,
+    /// How many data-plane workers, each with a TUN queue of its own.
+    pub queues: Queues,
+}
+
+/// `[interface] queues`: a number of data-plane workers, or `Auto`, which
+/// picks by the machine's CPU count ([`Queues::count`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Queues {
+    #[default]
+    Auto,
+    Fixed(u8),
+}
+
+/// The most `[interface] queues` takes: past a few workers the shared
+/// socket's receive side and the control plane are the limit, not sealing.
+pub const MAX_QUEUES: u8 = 16;
+/// Below this many CPUs `"auto"` runs one worker. Measured on 2 cores
+/// (README, "The data plane"): a second worker competes with the receive
+/// side and the peer daemon for the same two cores and gains nothing.
+pub const AUTO_QUEUES_MIN_CPUS: usize = 4;
+/// The most workers `"auto"` picks: one per two CPUs leaves the other
+/// half to the kernel's share of the path (TUN, UDP, the receive side).
+pub const AUTO_QUEUES_MAX: usize = 4;
+
+impl Queues {
+    /// How many workers to run on a machine with `cpus` CPUs.
+    pub fn count(self, cpus: usize) -> usize {
+        match self {
+            Queues::Fixed(n) => usize::from(n.max(1)),
+            Queues::Auto if cpus < AUTO_QUEUES_MIN_CPUS => 1,
+            Queues::Auto => (cpus / 2).clamp(1, AUTO_QUEUES_MAX),
+        }
+    }
+}
+
+impl std::fmt::Display for Queues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Queues::Auto => f.write_str("\"auto\""),
+            Queues::Fixed(n) => write!(f, "{n}"),
+        }
+    }
 }
 
 /// `[interface] busy_poll` when the key is absent.
@@ -418,6 +460,55 @@ mod tests {
         c.discovery
             .default_state_dir(PathBuf::from("/var/lib/kith/home"));
         assert_eq!(c.discovery.state_dir, Path::new("/var/lib/kith/home"));
+    }
+
+    #[test]
+    fn queues_take_auto_or_1_to_16() {
+        let with = |v: &str| VALID.replace("mtu = 1280\n", &format!("mtu = 1280\nqueues = {v}\n"));
+        assert_eq!(
+            parse(Path::new("t.toml"), VALID).unwrap().interface.queues,
+            Queues::Auto
+        );
+        for (v, want) in [
+            ("\"auto\"", Queues::Auto),
+            ("1", Queues::Fixed(1)),
+            ("16", Queues::Fixed(16)),
+        ] {
+            assert_eq!(
+                parse(Path::new("t.toml"), &with(v))
+                    .unwrap()
+                    .interface
+                    .queues,
+                want,
+                "{v}"
+            );
+        }
+        for (v, says) in [
+            ("0", "queues must be between 1 and 16, got 0"),
+            ("17", "queues must be between 1 and 16, got 17"),
+            ("-1", "queues must be between 1 and 16, got -1"),
+            ("\"many\"", "invalid queues \"many\": write \"auto\""),
+            ("\"2\"", "invalid queues \"2\""),
+            ("true", "expected a number or a string, got boolean `true`"),
+        ] {
+            let ConfigErrors(errors) = parse(Path::new("t.toml"), &with(v)).unwrap_err();
+            assert_eq!(errors.len(), 1, "{v}: {errors:?}");
+            let e = &errors[0];
+            assert_eq!(
+                (e.line, e.column, e.key.as_str()),
+                (7, 10, "interface.queues"),
+                "{v}"
+            );
+            assert!(e.message.contains(says), "{v}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn auto_queues_by_cpu_count() {
+        let auto = |cpus| Queues::Auto.count(cpus);
+        assert_eq!([auto(1), auto(2), auto(3)], [1, 1, 1]);
+        assert_eq!([auto(4), auto(6), auto(8), auto(64)], [2, 3, 4, 4]);
+        assert_eq!(Queues::Fixed(3).count(1), 3);
     }
 
     proptest! {

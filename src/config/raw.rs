@@ -44,6 +44,7 @@ pub(super) struct RawInterface {
     pub listen_port: Int,
     pub mtu: Int,
     pub busy_poll: Str,
+    pub queues: Option<Spanned<IntOrStr>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +127,40 @@ impl<'de> Deserialize<'de> for OneOrList {
                     items.push(item);
                 }
                 Ok(OneOrList::List(items))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// A key that takes a number or a word (`[interface] queues = 2` or
+/// `"auto"`); validation decides which words and numbers are meant.
+#[derive(Debug)]
+pub(super) enum IntOrStr {
+    Int(i64),
+    Str(String),
+}
+
+impl<'de> Deserialize<'de> for IntOrStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = IntOrStr;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number or a string")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<IntOrStr, E> {
+                Ok(IntOrStr::Int(v))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<IntOrStr, E> {
+                Ok(IntOrStr::Int(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<IntOrStr, E> {
+                Ok(IntOrStr::Str(v.to_owned()))
             }
         }
         d.deserialize_any(Visitor)

@@ -23,8 +23,10 @@ use zeroize::Zeroizing;
 
 use super::endpoint::EndpointError;
 use super::raw::{
-    OneOrList, RawConfig, RawDiscovery, RawInterface, RawMetrics, RawNetwork, RawPeer, RawRelay,
+    IntOrStr, OneOrList, RawConfig, RawDiscovery, RawInterface, RawMetrics, RawNetwork, RawPeer,
+    RawRelay,
 };
+use super::{AUTO_QUEUES_MIN_CPUS, MAX_QUEUES, Queues};
 use super::{ConfigError, DEFAULT_INTERFACE, DEFAULT_LISTEN_PORT, DEFAULT_MTU, Endpoint};
 use super::{DEFAULT_BUSY_POLL, MAX_BUSY_POLL, METRICS_LISTEN_EXAMPLE, Metrics};
 use super::{DEFAULT_STATE_DIR, Discovery, Interface, Network, Peer, Relay, duration, rate};
@@ -389,8 +391,38 @@ fn interface(
         },
     };
 
+    let queues = match raw.queues {
+        None => Some(Queues::Auto),
+        Some(v) => {
+            let queues = match v.get_ref() {
+                IntOrStr::Str(s) if s == "auto" => Ok(Queues::Auto),
+                IntOrStr::Str(s) => Err(format!("invalid queues {s:?}")),
+                IntOrStr::Int(n) => u8::try_from(*n)
+                    .ok()
+                    .filter(|n| (1..=MAX_QUEUES).contains(n))
+                    .map(Queues::Fixed)
+                    .ok_or_else(|| format!("queues must be between 1 and {MAX_QUEUES}, got {n}")),
+            };
+            match queues {
+                Ok(q) => Some(q),
+                Err(e) => {
+                    ctx.error(
+                        v.span(),
+                        "interface.queues",
+                        format!(
+                            "{e}: write \"auto\" (one worker below \
+                             {AUTO_QUEUES_MIN_CPUS} CPUs) or a number of data-plane workers \
+                             from 1 to {MAX_QUEUES}"
+                        ),
+                    );
+                    None
+                }
+            }
+        }
+    };
+
     ok &= name.is_some() && addresses.is_some() && private_key.is_some();
-    ok &= listen_port.is_some() && mtu.is_some() && busy_poll.is_some();
+    ok &= listen_port.is_some() && mtu.is_some() && busy_poll.is_some() && queues.is_some();
     if !ok {
         return None;
     }
@@ -401,6 +433,7 @@ fn interface(
         listen_port: listen_port?,
         mtu: mtu?,
         busy_poll: busy_poll?,
+        queues: queues?,
     })
 }
 

@@ -50,6 +50,10 @@ pub struct StatusReport {
     /// zeros included, in a fixed order.
     #[serde(default)]
     pub data_drops: Vec<(String, u64)>,
+    /// One entry per data-plane worker (TUN queue, `[interface] queues`):
+    /// the datagrams it sealed. Empty from a daemon older than the field.
+    #[serde(default)]
+    pub data_workers: Vec<u64>,
 }
 
 /// What this node relays for others (`[relay] serve = true`).

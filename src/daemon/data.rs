@@ -18,6 +18,24 @@
 //! views (keys, addresses, routes) and packets to write to the TUN. It sends
 //! its own datagrams on the shared socket itself.
 //!
+//! Workers: `[interface] queues = N` runs N copies of the loop, one per
+//! queue of a multi-queue TUN device, each on its own thread with its own
+//! [`DataPlane`] (so nothing of the per-packet state is shared but the
+//! sessions, whose counters and replay windows are safe across threads).
+//! The kernel puts each flow's outgoing packets on one TUN queue, so one
+//! flow is sealed by one worker, in order. Only worker 0 reads the data
+//! socket: the receive side stays one reader (per-worker sockets with
+//! SO_REUSEPORT would let a second daemon on the same port join the group
+//! silently instead of failing with "address in use", and a peer's
+//! traffic is one UDP flow, which the kernel would hand to one socket
+//! anyway); the others seal and send on the shared socket, which is safe
+//! from several threads. Worker 0 writes each opened packet to the queue
+//! of its flow ([`flow_queue`]), because the kernel steers a flow's
+//! outgoing packets to the queue its incoming ones were last written to:
+//! written all through queue 0, every TCP flow would be sealed by worker
+//! 0. Every view the control plane publishes goes to every worker; packets
+//! for the TUN go to worker 0. With one queue it is the same code, N = 1.
+//!
 //! Latency: after I/O the loop keeps polling without sleeping for the
 //! `[interface] busy_poll` window, so the answer to a packet just sent is
 //! caught without a wakeup; the window adapts (halves after a spin that
@@ -106,8 +124,6 @@ pub struct Stats {
     pub stranger_queue_full: AtomicU64,
     /// GSO sends a destination refused (then sent one by one).
     pub gso_refused: AtomicU64,
-    /// Milliseconds since start at the loop's last turn (the watchdog).
-    pub heartbeat_ms: AtomicU64,
 }
 
 impl Stats {
@@ -132,44 +148,98 @@ impl Stats {
     }
 }
 
-/// The control plane's end: commands down, two queues up.
+/// The control plane's end: commands down (to every worker), two queues
+/// up (shared by all workers).
 pub struct Handle {
-    down: mpsc::Sender<Down>,
-    wake: Arc<OwnedFd>,
-    /// Set by the data thread just before it sleeps: only then does a
-    /// command need the eventfd (a busy thread finds it at its next turn).
-    sleeping: Arc<AtomicBool>,
+    workers: Vec<Worker>,
     pub up: tokio::sync::mpsc::Receiver<Up>,
     pub strangers: tokio::sync::mpsc::Receiver<Up>,
     pub stats: Arc<Stats>,
     started: Instant,
+}
+
+/// The control plane's end of one worker thread.
+struct Worker {
+    down: mpsc::Sender<Down>,
+    wake: Arc<OwnedFd>,
+    /// Set by the worker just before it sleeps: only then does a command
+    /// need the eventfd (a busy thread finds it at its next turn).
+    sleeping: Arc<AtomicBool>,
+    gauges: Arc<WorkerGauges>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Handle {
-    pub fn send(&self, d: Down) {
+/// What one worker publishes about itself.
+#[derive(Default)]
+struct WorkerGauges {
+    /// Milliseconds since start at the loop's last turn (the watchdog).
+    heartbeat_ms: AtomicU64,
+    /// Datagrams sealed: how the kernel spread the flows over the queues.
+    sealed: AtomicU64,
+}
+
+impl Worker {
+    fn send(&self, d: Down) {
         if self.down.send(d).is_ok() && self.sleeping.swap(false, Ordering::SeqCst) {
             wake(&self.wake);
         }
     }
+}
 
-    /// Whether the data loop turned within `within` (the watchdog feeds
-    /// systemd only while both planes run).
+impl Handle {
+    /// A view goes to every worker (each seals and opens on its own copy);
+    /// a packet for the TUN to one (any queue writes to the same device).
+    pub fn send(&self, d: Down) {
+        match d {
+            Down::Update(u) => {
+                if let Some((last, rest)) = self.workers.split_last() {
+                    for w in rest {
+                        w.send(Down::Update(u.clone()));
+                    }
+                    last.send(Down::Update(u));
+                }
+            }
+            tun @ Down::Tun(_) => {
+                if let Some(w) = self.workers.first() {
+                    w.send(tun);
+                }
+            }
+        }
+    }
+
+    /// Datagrams each worker (TUN queue) sealed, in worker order.
+    pub fn sealed(&self) -> Vec<u64> {
+        self.workers
+            .iter()
+            .map(|w| w.gauges.sealed.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Whether every worker turned within `within` (the watchdog feeds
+    /// systemd only while both planes run: one stuck worker strands the
+    /// flows the kernel hashes to its queue).
     pub fn alive(&self, within: Duration) -> bool {
-        let beat = Duration::from_millis(self.stats.heartbeat_ms.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(beat) <= within
+        let elapsed = self.started.elapsed();
+        self.workers.iter().all(|w| {
+            let beat = Duration::from_millis(w.gauges.heartbeat_ms.load(Ordering::Relaxed));
+            elapsed.saturating_sub(beat) <= within
+        })
     }
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        // Closing the channel ends the loop at its next turn.
-        let (dead, _) = mpsc::channel();
-        self.down = dead;
-        self.sleeping.store(false, Ordering::SeqCst);
-        wake(&self.wake);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        // Closing the channels ends the loops at their next turn.
+        for w in &mut self.workers {
+            let (dead, _) = mpsc::channel();
+            w.down = dead;
+            w.sleeping.store(false, Ordering::SeqCst);
+            wake(&w.wake);
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -194,65 +264,77 @@ pub struct Options {
     pub mtu: usize,
 }
 
-/// Start the data plane's thread.
+/// Start the data plane: one worker thread per TUN queue in `queues`
+/// (at least one); worker 0 also reads the data socket.
 pub fn spawn(
-    tun: Arc<tun_rs::SyncDevice>,
+    queues: Vec<tun_rs::SyncDevice>,
     udp: Arc<Udp>,
     options: Options,
 ) -> std::io::Result<Handle> {
-    // SAFETY: eventfd returns a new descriptor or -1.
-    let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if efd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: efd is a fresh descriptor we own.
-    let wake_fd = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
-    let (down_tx, down_rx) = mpsc::channel();
     let (up_tx, up_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
     let (str_tx, str_rx) = tokio::sync::mpsc::channel(STRANGER_QUEUE);
-    let stats = Arc::new(Stats::default());
-    let sleeping = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    tun.set_nonblocking(true)?;
-    let mut dp = DataPlane::default();
-    dp.set_mtu(options.mtu);
-    let mut l = Loop {
-        dp,
-        tun,
-        udp,
-        down: down_rx,
-        wake: wake_fd.clone(),
-        sleeping: sleeping.clone(),
-        up: up_tx,
-        strangers: str_tx,
-        stats: stats.clone(),
-        started,
-        b: Buffers::new(options.mtu),
-        busy_max: options.busy_poll,
-        busy: options.busy_poll,
-        no_gso: Vec::new(),
-        run: GsoRun::default(),
-        recv_errors: RecvErrors::default(),
-    };
-    let thread = std::thread::Builder::new()
-        .name("kith-data".into())
-        .spawn(move || match l.run() {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                debug!("data plane stopped: the control plane is gone");
-            }
-            Err(e) => warn!(error = %e, "data plane stopped"),
-            Ok(()) => {}
-        })?;
-    Ok(Handle {
-        down: down_tx,
-        wake: wake_fd,
-        sleeping,
+    let n = queues.len();
+    let queues: Arc<[tun_rs::SyncDevice]> = queues.into();
+    let mut handle = Handle {
+        workers: Vec::with_capacity(n),
         up: up_rx,
         strangers: str_rx,
-        stats,
-        started,
-        thread: Some(thread),
-    })
+        stats: Arc::new(Stats::default()),
+        started: Instant::now(),
+    };
+    // On an error the workers started so far stop with `handle`'s drop.
+    for (i, tun) in queues.iter().enumerate() {
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if efd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: efd is a fresh descriptor we own.
+        let wake_fd = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
+        let (down_tx, down_rx) = mpsc::channel();
+        let sleeping = Arc::new(AtomicBool::new(false));
+        let gauges = Arc::new(WorkerGauges::default());
+        tun.set_nonblocking(true)?;
+        let mut dp = DataPlane::default();
+        dp.set_mtu(options.mtu);
+        let mut l = Loop {
+            dp,
+            queues: queues.clone(),
+            queue: i,
+            udp: udp.clone(),
+            down: down_rx,
+            wake: wake_fd.clone(),
+            sleeping: sleeping.clone(),
+            gauges: gauges.clone(),
+            up: up_tx.clone(),
+            strangers: str_tx.clone(),
+            stats: handle.stats.clone(),
+            started: handle.started,
+            b: Buffers::new(options.mtu, n),
+            busy_max: options.busy_poll,
+            busy: options.busy_poll,
+            no_gso: Vec::new(),
+            run: GsoRun::default(),
+            recv_errors: RecvErrors::default(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("kith-data-{i}"))
+            .spawn(move || match l.run() {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    debug!(worker = i, "data plane stopped: the control plane is gone");
+                }
+                Err(e) => warn!(worker = i, error = %e, "data plane stopped"),
+                Ok(()) => {}
+            })?;
+        handle.workers.push(Worker {
+            down: down_tx,
+            wake: wake_fd,
+            sleeping,
+            gauges,
+            thread: Some(thread),
+        });
+    }
+    Ok(handle)
 }
 
 /// Every buffer of the data path, allocated once at start: the per-packet
@@ -269,11 +351,14 @@ struct Buffers {
     udp_in: Vec<u8>,
     /// Decrypted packets waiting for one TUN write (coalesced by GRO).
     tun_out: Vec<Vec<u8>>,
+    /// The packets of `tun_out` for one queue (with several queues): their
+    /// buffers are swapped in, so these are as many and as large.
+    tun_queue: Vec<Vec<u8>>,
     gro: tun_rs::GROTable,
 }
 
 impl Buffers {
-    fn new(mtu: usize) -> Self {
+    fn new(mtu: usize, queues: usize) -> Self {
         let big = crate::wire::MAX_DATAGRAM + OVERHEAD;
         // Split TUN segments never exceed the MTU; the slack covers a
         // device whose MTU was raised behind our back.
@@ -288,6 +373,13 @@ impl Buffers {
             // buffer has room for 64 KiB: with less, GRO silently stays off
             // and throughput halves. Untouched capacity costs no RSS.
             tun_out: (0..socket::MAX_GSO_SEGMENTS)
+                .map(|_| Vec::with_capacity(TUN_HDR + big))
+                .collect(),
+            tun_queue: (0..if queues > 1 {
+                socket::MAX_GSO_SEGMENTS
+            } else {
+                0
+            })
                 .map(|_| Vec::with_capacity(TUN_HDR + big))
                 .collect(),
             gro: tun_rs::GROTable::default(),
@@ -320,11 +412,16 @@ impl GsoRun {
 
 struct Loop {
     dp: DataPlane,
-    tun: Arc<tun_rs::SyncDevice>,
+    /// Every queue of the TUN device (one descriptor each), and the one
+    /// this worker reads; worker 0 also reads the data socket and writes
+    /// to all of them.
+    queues: Arc<[tun_rs::SyncDevice]>,
+    queue: usize,
     udp: Arc<Udp>,
     down: mpsc::Receiver<Down>,
     wake: Arc<OwnedFd>,
     sleeping: Arc<AtomicBool>,
+    gauges: Arc<WorkerGauges>,
     up: tokio::sync::mpsc::Sender<Up>,
     strangers: tokio::sync::mpsc::Sender<Up>,
     stats: Arc<Stats>,
@@ -341,12 +438,17 @@ struct Loop {
 }
 
 impl Loop {
+    /// Worker 0 reads the data socket; the others only send on it.
+    fn reads_udp(&self) -> bool {
+        self.queue == 0
+    }
+
     fn run(&mut self) -> std::io::Result<()> {
-        let ep = Epoll::new(&[
-            self.tun.as_raw_fd(),
-            self.udp.as_raw_fd(),
-            self.wake.as_raw_fd(),
-        ])?;
+        let mut fds = vec![self.queues[self.queue].as_raw_fd(), self.wake.as_raw_fd()];
+        if self.reads_udp() {
+            fds.push(self.udp.as_raw_fd());
+        }
+        let ep = Epoll::new(&fds)?;
         loop {
             let mut did = self.turn()?;
             if !did && !self.busy.is_zero() {
@@ -392,12 +494,12 @@ impl Loop {
     /// Errors only when the control plane is gone (time to stop).
     fn turn(&mut self) -> std::io::Result<bool> {
         let now = Instant::now();
-        self.stats.heartbeat_ms.store(
+        self.gauges.heartbeat_ms.store(
             now.saturating_duration_since(self.started).as_millis() as u64,
             Ordering::Relaxed,
         );
         let mut did = self.commands()?;
-        for _ in 0..DRAIN {
+        for _ in 0..if self.reads_udp() { DRAIN } else { 0 } {
             match self.udp.try_recv(&mut self.b.udp_in) {
                 Ok(r) => {
                     did = true;
@@ -412,10 +514,12 @@ impl Loop {
         }
         for _ in 0..DRAIN {
             let b = &mut self.b;
-            match self
-                .tun
-                .recv_multiple(&mut b.tun_raw, &mut b.tun_pkts, &mut b.tun_sizes, 0)
-            {
+            match self.queues[self.queue].recv_multiple(
+                &mut b.tun_raw,
+                &mut b.tun_pkts,
+                &mut b.tun_sizes,
+                0,
+            ) {
                 Ok(n) => {
                     did = true;
                     self.on_tun(n);
@@ -486,12 +590,39 @@ impl Loop {
         send_up(&self.up, &self.stats, m);
     }
 
+    /// Write `tun_out[..k]` to the TUN device: each packet to the queue of
+    /// its flow, so the kernel steers the flow's answers to that queue's
+    /// worker (see the module docs).
     fn write_tun(&mut self, k: usize) {
+        let n = self.queues.len();
         let b = &mut self.b;
-        if let Err(e) = self
-            .tun
-            .send_multiple(&mut b.gro, &mut b.tun_out[..k], TUN_HDR)
-        {
+        if n == 1 {
+            let r = self.queues[0].send_multiple(&mut b.gro, &mut b.tun_out[..k], TUN_HDR);
+            self.tun_written(r, k);
+            return;
+        }
+        let mut of = [0u8; socket::MAX_GSO_SEGMENTS];
+        for (q, out) in of.iter_mut().zip(&b.tun_out[..k]) {
+            *q = flow_queue(&out[TUN_HDR..], n) as u8;
+        }
+        for q in 0..n {
+            let b = &mut self.b;
+            let mut m = 0;
+            for i in (0..k).filter(|&i| usize::from(of[i]) == q) {
+                // Buffers trade places: the one left in `tun_out` is
+                // written over before it is read again.
+                std::mem::swap(&mut b.tun_out[i], &mut b.tun_queue[m]);
+                m += 1;
+            }
+            if m > 0 {
+                let r = self.queues[q].send_multiple(&mut b.gro, &mut b.tun_queue[..m], TUN_HDR);
+                self.tun_written(r, m);
+            }
+        }
+    }
+
+    fn tun_written(&self, r: std::io::Result<usize>, k: usize) {
+        if let Err(e) = r {
             Stats::add(&self.stats.tun_write_errors, k as u64);
             debug!(error = %e, "TUN write failed; packets dropped");
         }
@@ -593,12 +724,16 @@ impl Loop {
     fn on_tun(&mut self, n: usize) {
         let now = Instant::now();
         let mut run = std::mem::take(&mut self.run);
+        let mut sealed = 0;
         for i in 0..n.min(TUN_BATCH) {
             let at = run.used;
             let b = &mut self.b;
             let pkt = &b.tun_pkts[i][..b.tun_sizes[i]];
             match self.dp.handle_tun(now, pkt, &mut b.gso[at..]) {
-                DataTun::Send { dst, len } => self.extend_run(&mut run, dst, len),
+                DataTun::Send { dst, len } => {
+                    self.extend_run(&mut run, dst, len);
+                    sealed += 1;
+                }
                 DataTun::Reply { len } => {
                     let b = &mut self.b;
                     let reply = &mut b.tun_out[0];
@@ -615,6 +750,7 @@ impl Loop {
             }
         }
         self.run = run;
+        self.gauges.sealed.fetch_add(sealed, Ordering::Relaxed);
     }
 
     /// `b.gso[run.used..][..len]` is a sealed datagram for `dst`: it joins
@@ -667,6 +803,45 @@ impl Loop {
             }
         }
     }
+}
+
+/// The TUN queue (of `n`) for the flow of IP packet `pkt`: a hash of its
+/// addresses, protocol and ports that is the same in both directions (the
+/// kernel matches a flow's answers to it), so a flow always goes to one
+/// queue. Packets it cannot read, fragments and protocols without ports
+/// hash on what they have.
+fn flow_queue(pkt: &[u8], n: usize) -> usize {
+    let (src, dst, proto, l4) = match pkt.first().map(|b| b >> 4) {
+        Some(4) if pkt.len() >= 20 => {
+            let fragment = pkt[6] & 0x3f != 0 || pkt[7] != 0;
+            let l4 = usize::from(pkt[0] & 0x0f) * 4;
+            (
+                &pkt[12..16],
+                &pkt[16..20],
+                pkt[9],
+                (!fragment).then_some(l4),
+            )
+        }
+        Some(6) if pkt.len() >= 40 => (&pkt[8..24], &pkt[24..40], pkt[6], Some(40)),
+        _ => return 0,
+    };
+    let ports = match proto {
+        6 | 17 => l4.and_then(|at| pkt.get(at..at + 4)),
+        _ => None,
+    };
+    let (sport, dport) = ports.map_or((&[][..], &[][..]), |p| p.split_at(2));
+    // FNV-1a of each end; xor makes the pair the same either way round.
+    let end = |addr: &[u8], port: &[u8]| {
+        addr.iter()
+            .chain(port)
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+    };
+    let h =
+        (end(src, sport) ^ end(dst, dport) ^ u64::from(proto)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    // The top 32 bits scaled to 0..n (no division).
+    (((h >> 32) * n as u64) >> 32) as usize
 }
 
 /// Failed reads of the data socket. One is no reason to stop (an ICMP error
@@ -741,5 +916,58 @@ impl Epoll {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4 TCP header pair (no options) from `src:sport` to `dst:dport`.
+    fn tcp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x45;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        p[20..22].copy_from_slice(&sport.to_be_bytes());
+        p[22..24].copy_from_slice(&dport.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn a_flow_has_one_queue_both_ways_and_flows_spread() {
+        let (a, b) = ([100, 96, 0, 1], [100, 96, 0, 2]);
+        let mut used = [0usize; 4];
+        for port in 40000..40400 {
+            let q = flow_queue(&tcp4(a, port, b, 5201), 4);
+            assert_eq!(q, flow_queue(&tcp4(b, 5201, a, port), 4), "port {port}");
+            used[q] += 1;
+        }
+        // 400 flows over 4 queues: each gets a fair share.
+        assert!(used.iter().all(|&n| n > 60), "{used:?}");
+        // One queue, or nothing to read: queue 0.
+        assert_eq!(flow_queue(&tcp4(a, 1, b, 2), 1), 0);
+        assert_eq!(flow_queue(&[], 4), 0);
+        assert_eq!(flow_queue(&[0x45, 0, 0], 4), 0);
+        // A fragment hashes without ports: every fragment of it alike.
+        let mut frag = tcp4(a, 1, b, 2);
+        frag[6] = 0x20;
+        let mut other = tcp4(a, 3, b, 4);
+        other[6] = 0x20;
+        assert_eq!(flow_queue(&frag, 4), flow_queue(&other, 4));
+        // IPv6 too.
+        let mut v6 = vec![0u8; 44];
+        v6[0] = 0x60;
+        v6[6] = 17;
+        v6[8] = 1;
+        v6[24] = 2;
+        v6[40..42].copy_from_slice(&7u16.to_be_bytes());
+        let mut back = v6.clone();
+        back[8..24].copy_from_slice(&v6[24..40]);
+        back[24..40].copy_from_slice(&v6[8..24]);
+        back[40..42].copy_from_slice(&v6[42..44]);
+        back[42..44].copy_from_slice(&v6[40..42]);
+        assert_eq!(flow_queue(&v6, 16), flow_queue(&back, 16));
     }
 }

@@ -23,6 +23,7 @@
 //! peers' state ([`notify`]).
 
 mod accept;
+mod activity;
 pub mod aead;
 pub mod control;
 mod data;
@@ -141,7 +142,9 @@ fn relay_config(cfg: &Config) -> RelayConfig {
     }
 }
 
-fn create_tun(cfg: &Config) -> Result<tun_rs::SyncDevice, StartError> {
+/// The TUN device with `queues` queues (one descriptor each, for one
+/// data-plane worker each); the first is the one the device was made with.
+fn create_tun(cfg: &Config, queues: usize) -> Result<Vec<tun_rs::SyncDevice>, StartError> {
     let iface = &cfg.interface;
     // Opening an existing TUN by name would attach to it (or fail with a
     // bare EBUSY): a device of that name means another daemon owns it, as
@@ -158,7 +161,8 @@ fn create_tun(cfg: &Config) -> Result<tun_rs::SyncDevice, StartError> {
         let mut builder = tun_rs::DeviceBuilder::new()
             .name(&iface.name)
             .mtu(iface.mtu)
-            .offload(offload);
+            .offload(offload)
+            .multi_queue(queues > 1);
         for address in &iface.addresses {
             builder = match *address {
                 ipnet::IpNet::V4(n) => builder.ipv4(n.addr(), n.prefix_len(), None),
@@ -167,17 +171,26 @@ fn create_tun(cfg: &Config) -> Result<tun_rs::SyncDevice, StartError> {
         }
         builder.build_sync()
     };
+    let tun_error = |source| StartError::Tun {
+        name: iface.name.clone(),
+        source,
+    };
     // Offload (IFF_VNET_HDR + TSO) lets one read carry up to 64 KiB of TCP;
     // kernels without it still get a working, slower device.
-    build(true)
+    let first = build(true)
         .or_else(|e| {
             debug!(error = %e, "TUN offload unavailable; using plain TUN");
             build(false)
         })
-        .map_err(|source| StartError::Tun {
-            name: iface.name.clone(),
-            source,
-        })
+        .map_err(tun_error)?;
+    // Each further queue is another descriptor attached to the same device,
+    // with the first one's offload settings.
+    let mut all = Vec::with_capacity(queues);
+    for _ in 1..queues {
+        all.push(first.try_clone().map_err(tun_error)?);
+    }
+    all.insert(0, first);
+    Ok(all)
 }
 
 /// Route every peer's `allowed_ips` through the TUN device (removing what
@@ -277,7 +290,9 @@ pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<
     if let Some(note) = cfg.static_only_note() {
         info!("{note}");
     }
-    let tun = create_tun(&cfg)?;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let queues = create_tun(&cfg, cfg.interface.queues.count(cpus))?;
+    let tun = &queues[0];
     // Held until we exit: a second network sharing the directory would
     // overwrite our peer cache and DHT sequence.
     let _state_lock = match crate::discovery::cache::lock_state_dir(&cfg.discovery.state_dir) {
@@ -300,7 +315,7 @@ pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<
         );
     let local = udp.local_addr()?;
     let (gso, gro) = udp.offloads();
-    let routes = start_routes(&cfg, &tun)?;
+    let routes = start_routes(&cfg, tun)?;
     if let Some(w) = underlay_mtu().and_then(|u| mtu_warning(cfg.interface.mtu, u)) {
         warn!("{w}");
     }
@@ -320,6 +335,7 @@ pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<
     );
     debug!(
         tun_offload = tun.tcp_gso(),
+        workers = queues.len(),
         udp_gso = gso,
         udp_gro = gro,
         "data path offloads"
@@ -391,7 +407,7 @@ pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<
     notify::ready();
 
     let data = data::spawn(
-        Arc::new(tun),
+        queues,
         udp.clone(),
         data::Options {
             busy_poll: cfg.interface.busy_poll,
@@ -403,6 +419,7 @@ pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<
         node,
         udp,
         data,
+        order: activity::Order::default(),
         views: Vec::new(),
         discovery,
         found,
@@ -454,6 +471,8 @@ struct Shell {
     udp: Arc<Udp>,
     /// The data plane's thread (TUN and data socket reads, per-packet work).
     data: data::Handle,
+    /// The workers' activity reports, in an order the core can read.
+    order: activity::Order,
     /// Each peer's view as the core published it, and as last sent to the
     /// data plane (see [`Shell::publish`]).
     views: Vec<(crate::core::data::PeerView, crate::core::data::PeerView)>,
@@ -694,7 +713,11 @@ impl Shell {
                         self.tcp.on_udp_from(from);
                     }
                 }
+                let (a, again) = self.order.fix(a);
                 self.node.handle_activity(now, a);
+                if let Some(again) = again {
+                    self.node.handle_activity(now, again);
+                }
             }
             data::Up::Tun(pkt) => match self.node.handle_tun(now, &pkt, out) {
                 TunOutcome::Send { dst, len } => self.send_datagram(now, dst, &out[..len]),
@@ -1373,6 +1396,7 @@ impl Shell {
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
+            data_workers: self.data.sealed(),
             relay_service: self
                 .node
                 .relay_service()

@@ -129,6 +129,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
             "the data plane's thread reads it once, at start",
         ),
         (
+            moved("[interface] queues", &o.queues, &n.queues),
+            "the TUN device's queues and the data plane's workers are made at start",
+        ),
+        (
             differs("[network] id", old.network.id != new.network.id),
             "DHT records are published and looked up under it",
         ),
@@ -468,6 +472,15 @@ mod tests {
         assert!(reasons[1].contains("listen_port (51871 → 4000)"));
         assert!(reasons[1].contains("UDP socket"));
         assert!(reasons[2].contains("TCP listener"));
+        let queues = config("queues = 2", &[B], "");
+        assert_eq!(
+            plan(&old, &queues),
+            Err(vec![
+                "[interface] queues (\"auto\" → 2) changed: the TUN device's queues and the \
+                 data plane's workers are made at start"
+                    .to_string()
+            ])
+        );
         // Serving without a TCP port is a live change.
         let live = config("", &[B], "[relay]\nserve = true\n");
         assert_eq!(

@@ -28,6 +28,8 @@ pub struct KithSpec {
     /// any, `address` is written as a list.
     pub extra_addresses: Vec<String>,
     pub listen_port: u16,
+    /// `[interface] queues` (data-plane workers); left out (`"auto"`) when `None`.
+    pub queues: Option<u8>,
     pub key: SecretKey,
     pub peers: Vec<PeerSpec>,
     /// `[network]`; empty (no keys) by default.
@@ -140,6 +142,7 @@ impl KithSpec {
             address: address.into(),
             extra_addresses: Vec::new(),
             listen_port: 51871,
+            queues: None,
             key,
             peers: Vec::new(),
             network: NetworkSpec::default(),
@@ -213,6 +216,8 @@ impl KithSpec {
             address: Address<'a>,
             private_key_file: String,
             listen_port: u16,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            queues: Option<u8>,
         }
         let file = File {
             interface: Interface {
@@ -228,6 +233,7 @@ impl KithSpec {
                 },
                 private_key_file: key_file.display().to_string(),
                 listen_port: self.listen_port,
+                queues: self.queues,
             },
             network: &self.network,
             discovery: &self.discovery,
