@@ -61,11 +61,8 @@ enum Command {
         /// Pings per direction and path.
         #[arg(long, default_value_t = 20)]
         pings: u32,
-        /// Extra kith rows in the peers' table, each with both daemons
-        /// restarted with `[interface] queues = N` (comma-separated; the
-        /// first kith row is the default, "auto").
-        #[arg(long, value_delimiter = ',', default_value = "2")]
-        queues: Vec<u8>,
+        #[command(flatten)]
+        rows: Rows,
     },
     /// Only the bench's peers table: raw veth, kith, VpnCloud and boringtun
     /// on one link (the peers from `$KITH_BENCH_CACHE/bin`, default
@@ -77,11 +74,8 @@ enum Command {
         /// Pings per direction and path.
         #[arg(long, default_value_t = 20)]
         pings: u32,
-        /// Extra kith rows in the peers' table, each with both daemons
-        /// restarted with `[interface] queues = N` (comma-separated; the
-        /// first kith row is the default, "auto").
-        #[arg(long, value_delimiter = ',', default_value = "2")]
-        queues: Vec<u8>,
+        #[command(flatten)]
+        rows: Rows,
         /// Only raw veth and kith's rows: leave out VpnCloud and boringtun.
         #[arg(long)]
         no_peers: bool,
@@ -112,6 +106,52 @@ enum Command {
     },
 }
 
+/// Extra kith rows of the peers' table: the first kith row runs the
+/// defaults, each extra one both daemons restarted with one setting changed.
+#[derive(clap::Args, Debug)]
+struct Rows {
+    /// A row per `[interface] queues = N` (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "2")]
+    queues: Vec<u8>,
+    /// A row per `[interface] busy_poll = D` (comma-separated, e.g. "0s").
+    #[arg(long, value_delimiter = ',')]
+    busy_poll: Vec<String>,
+}
+
+impl Rows {
+    fn variants(&self) -> Vec<Variant> {
+        let queues = self.queues.iter().map(|&n| Variant {
+            queues: Some(n),
+            ..Variant::default()
+        });
+        let busy = self.busy_poll.iter().map(|d| Variant {
+            busy_poll: Some(d.clone()),
+            ..Variant::default()
+        });
+        queues.chain(busy).collect()
+    }
+}
+
+/// One kith row's settings; `Default` is the daemon's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Variant {
+    queues: Option<u8>,
+    busy_poll: Option<String>,
+}
+
+impl Variant {
+    fn label(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = self.queues {
+            parts.push(format!("queues = {n}"));
+        }
+        if let Some(d) = &self.busy_poll {
+            parts.push(format!("busy_poll = {d}"));
+        }
+        format!("kith, {}", parts.join(", "))
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = kith_binary(cli.kith).and_then(|kith| match cli.command {
@@ -119,14 +159,14 @@ fn main() -> ExitCode {
         Command::Bench {
             seconds,
             pings,
-            queues,
-        } => bench(&kith, seconds, pings, &queues),
+            rows,
+        } => bench(&kith, seconds, pings, &rows.variants()),
         Command::Peers {
             seconds,
             pings,
-            queues,
+            rows,
             no_peers,
-        } => peers(&kith, seconds, pings, &queues, !no_peers),
+        } => peers(&kith, seconds, pings, &rows.variants(), !no_peers),
         Command::TimeToDirect { runs } => time_to_direct_rows(&kith, runs),
         Command::Flood { seconds } => flood_bench(&kith, seconds),
         Command::Relay { seconds, pings } => relay_bench(&kith, seconds, pings),
@@ -662,16 +702,16 @@ fn dht_rendezvous(kith: &Path) -> Result<Vec<Duration>> {
     Ok(times)
 }
 
-fn bench(kith: &Path, seconds: u32, pings: u32, queues: &[u8]) -> Result<()> {
+fn bench(kith: &Path, seconds: u32, pings: u32, variants: &[Variant]) -> Result<()> {
     let lab = Lab::new()?;
-    let result = bench_in(&lab, kith, seconds, pings, queues);
+    let result = bench_in(&lab, kith, seconds, pings, variants);
     if result.is_err() {
         lab.keep_files();
     }
     result
 }
 
-fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32, queues: &[u8]) -> Result<()> {
+fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32, variants: &[Variant]) -> Result<()> {
     println!(
         "kith bench — lab {}: a ({A_UNDERLAY}) ↔ b ({B_UNDERLAY}) on one veth link",
         lab.prefix()
@@ -798,7 +838,7 @@ fn bench_in(lab: &Lab, kith: &Path, seconds: u32, pings: u32, queues: &[u8]) -> 
             }
         );
     }
-    peer_table(lab, &mut pair, seconds, pings, queues, true)?;
+    peer_table(lab, &mut pair, seconds, pings, variants, true)?;
     relay_bench(kith, seconds, pings)?;
     flood_bench(kith, seconds)?;
     println!(
@@ -866,7 +906,7 @@ fn peer_table(
     pair: &mut Pair,
     seconds: u32,
     pings: u32,
-    queues: &[u8],
+    variants: &[Variant],
     with_peers: bool,
 ) -> Result<()> {
     let cache = std::env::var_os("KITH_BENCH_CACHE")
@@ -881,25 +921,26 @@ fn peer_table(
     rows.push(("raw veth".into(), Ok(figures)));
     let overlay = (IpAddr::V4(A_OVERLAY), IpAddr::V4(B_OVERLAY));
     let default = (pair.node_a.spec().clone(), pair.node_b.spec().clone());
-    for q in std::iter::once(None).chain(queues.iter().copied().map(Some)) {
-        let label = match q {
-            None => "kith".to_owned(),
-            Some(n) => {
-                println!("kith with queues = {n} …");
-                for (node, spec) in [
-                    (&mut pair.node_a, &default.0),
-                    (&mut pair.node_b, &default.1),
-                ] {
-                    node.rewrite_config(kith::lab::KithSpec {
-                        queues: Some(n),
-                        ..spec.clone()
-                    })?;
-                    node.restart()?;
-                    node.wait_ready(Duration::from_secs(10))?;
-                }
-                pair.wait_tunnel(Duration::from_secs(10))?;
-                format!("kith, queues = {n}")
+    for v in std::iter::once(&Variant::default()).chain(variants) {
+        let label = if *v == Variant::default() {
+            "kith".to_owned()
+        } else {
+            let label = v.label();
+            println!("{label} …");
+            for (node, spec) in [
+                (&mut pair.node_a, &default.0),
+                (&mut pair.node_b, &default.1),
+            ] {
+                node.rewrite_config(kith::lab::KithSpec {
+                    queues: v.queues.or(spec.queues),
+                    busy_poll: v.busy_poll.clone().or(spec.busy_poll.clone()),
+                    ..spec.clone()
+                })?;
+                node.restart()?;
+                node.wait_ready(Duration::from_secs(10))?;
             }
+            pair.wait_tunnel(Duration::from_secs(10))?;
+            label
         };
         let pids: Vec<u32> = [&pair.node_a, &pair.node_b]
             .iter()
@@ -937,13 +978,19 @@ fn peer_table(
 }
 
 /// The peers table alone, in a lab of its own.
-fn peers(kith: &Path, seconds: u32, pings: u32, queues: &[u8], with_peers: bool) -> Result<()> {
+fn peers(
+    kith: &Path,
+    seconds: u32,
+    pings: u32,
+    variants: &[Variant],
+    with_peers: bool,
+) -> Result<()> {
     let lab = Lab::new()?;
     let result = Pair::start(&lab, kith)
         .map_err(anyhow::Error::from)
         .and_then(|mut pair| {
             pair.wait_tunnel(Duration::from_secs(10))?;
-            peer_table(&lab, &mut pair, seconds, pings, queues, with_peers)
+            peer_table(&lab, &mut pair, seconds, pings, variants, with_peers)
         });
     if result.is_err() {
         lab.keep_files();

@@ -30,6 +30,8 @@ pub struct KithSpec {
     pub listen_port: u16,
     /// `[interface] queues` (data-plane workers); left out (`"auto"`) when `None`.
     pub queues: Option<u8>,
+    /// `[interface] busy_poll`, e.g. `"0s"`; left out (the default) when `None`.
+    pub busy_poll: Option<String>,
     pub key: SecretKey,
     pub peers: Vec<PeerSpec>,
     /// `[network]`; empty (no keys) by default.
@@ -143,6 +145,7 @@ impl KithSpec {
             extra_addresses: Vec::new(),
             listen_port: 51871,
             queues: None,
+            busy_poll: None,
             key,
             peers: Vec::new(),
             network: NetworkSpec::default(),
@@ -218,6 +221,8 @@ impl KithSpec {
             listen_port: u16,
             #[serde(skip_serializing_if = "Option::is_none")]
             queues: Option<u8>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            busy_poll: Option<&'a str>,
         }
         let file = File {
             interface: Interface {
@@ -234,6 +239,7 @@ impl KithSpec {
                 private_key_file: key_file.display().to_string(),
                 listen_port: self.listen_port,
                 queues: self.queues,
+                busy_poll: self.busy_poll.as_deref(),
             },
             network: &self.network,
             discovery: &self.discovery,
