@@ -172,7 +172,12 @@ fn two_symmetric_nats_talk_through_the_relay() {
     let counted = |p: &PeerReport| p.relay.as_ref().is_some_and(|r| r.tx_bytes > TWENTY_MB);
     let ab = pair
         .node_a
-        .wait_peer("b", "a's relayed bytes counted", Duration::from_secs(2), counted)
+        .wait_peer(
+            "b",
+            "a's relayed bytes counted",
+            Duration::from_secs(2),
+            counted,
+        )
         .unwrap_or_else(|e| panic!("{row}: {e:#}"));
     assert_eq!(
         ab.path, "relayed",

@@ -1,5 +1,6 @@
 //! The data half of a node: sealing TUN packets and opening data messages
-//! for peers with a settled direct path, and nothing else.
+//! for peers with a settled path (direct, or through a relay), passing
+//! relay frames on when we relay, and nothing else.
 //!
 //! [`DataPlane`] owns the per-packet hot state: which session each peer
 //! sends on and to which address, the sessions it may open, and a snapshot

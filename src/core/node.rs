@@ -2384,35 +2384,47 @@ impl Node {
         p.rx_bytes += a.rx_bytes;
         p.relay_tx_bytes += a.relay_tx_bytes;
         p.relay_rx_bytes += a.relay_rx_bytes;
-        let rx_at = a.received.map(|(t, _)| t);
-        if let Some(sent) = a.sent
-            && rx_at.is_none_or(|r| sent.first <= r)
-        {
-            self.after_send(sent.first, id, true);
+        // The report's events in the order they happened (a send before a
+        // receive at the same instant: the receive may answer it), so a
+        // send the receive answered arms nothing after it, and one after
+        // the receive is still waiting for its answer.
+        #[derive(Clone, Copy)]
+        enum Step {
+            Sent {
+                data: bool,
+            },
+            Received(Via),
+            /// A relay frame opened on this peer's own session: proof of the
+            /// direct path, as a control message is, but not data.
+            Heard(SocketAddr),
         }
-        if let Some((at, via)) = a.received {
-            // Not a roam: the data half takes data only along the route.
-            self.on_authenticated(at, id, via, false);
-            self.peers[id.0]
-                .timers
-                .set_if_unset(Timer::PassiveKeepalive, at + scaled(KEEPALIVE_TIMEOUT));
-            self.rekey_if_stale(now, id);
-        }
-        if let Some(sent) = a.sent {
-            for at in [sent.first_after_rx, Some(sent.last)].into_iter().flatten() {
-                if rx_at.is_none_or(|r| at > r) {
-                    self.after_send(at, id, true);
+        let sent = a.sent.map_or([None; 3], |s| {
+            [Some(s.first), s.first_after_rx, Some(s.last)]
+        });
+        let mut steps = [
+            sent[0].map(|t| (t, 0, Step::Sent { data: true })),
+            sent[1].map(|t| (t, 0, Step::Sent { data: true })),
+            sent[2].map(|t| (t, 0, Step::Sent { data: true })),
+            a.framed.map(|t| (t, 0, Step::Sent { data: false })),
+            a.received.map(|(t, via)| (t, 1, Step::Received(via))),
+            a.heard.map(|(t, from)| (t, 1, Step::Heard(from))),
+        ];
+        steps.sort_by_key(|s| s.map(|(t, rank, _)| (t, rank)));
+        for (at, _, step) in steps.into_iter().flatten() {
+            match step {
+                Step::Sent { data } => self.after_send(at, id, data),
+                Step::Received(via) => {
+                    // Not a roam: the data half takes data only along the route.
+                    self.on_authenticated(at, id, via, false);
+                    self.peers[id.0]
+                        .timers
+                        .set_if_unset(Timer::PassiveKeepalive, at + scaled(KEEPALIVE_TIMEOUT));
                 }
+                Step::Heard(from) => self.on_authenticated(at, id, Via::Direct(from), false),
             }
         }
-        // Relay frames on this peer's own session: they prove the direct
-        // path and keep the session's timers, as control messages do.
-        if let Some((at, from)) = a.heard {
-            self.on_authenticated(at, id, Via::Direct(from), false);
+        if a.received.is_some() || a.heard.is_some() {
             self.rekey_if_stale(now, id);
-        }
-        if let Some(at) = a.framed {
-            self.after_send(at, id, false);
         }
         if a.rekey && self.peers[id.0].pending.is_none() {
             self.initiate(now, id);

@@ -15,6 +15,11 @@
 //! - a receive older than a send already handed over must not leave that
 //!   send unanswered: the send is handed over again after it.
 //!
+//! Relay frames count as the same: one opened on the peer's session
+//! (`heard`) as a receive, one sealed on it (`framed`) as a send, dropped
+//! when older than a receive already handed over (it would cancel the
+//! passive keepalive that receive owes).
+//!
 //! Counters pass unchanged. With one worker, reports come in time order
 //! and nothing here changes them.
 
@@ -42,7 +47,14 @@ impl Order {
             self.peers.resize_with(a.peer.0 + 1, Marks::default);
         }
         let m = self.peers[a.peer.0];
-        let rx = a.received.map(|(t, _)| t);
+        // A relay frame opened on the peer's session is a receive too (it
+        // proves the path), and one sealed on it a send.
+        let rx = a.received.map(|(t, _)| t).max(a.heard.map(|(t, _)| t));
+        if let (Some(f), None, Some(seen)) = (a.framed, rx, m.rx)
+            && f <= seen
+        {
+            a.framed = None;
+        }
         if let (Some(s), None, Some(seen)) = (a.sent, rx, m.rx) {
             a.sent = if s.last <= seen {
                 None
@@ -169,5 +181,37 @@ mod tests {
         assert_eq!((again.tx_bytes, again.rx_bytes), (0, 0));
         // A receive after every send: nothing to hand over again.
         assert_eq!(o.fix(received(0, at(t, 25))).1, None);
+    }
+
+    #[test]
+    fn relay_frames_are_sends_and_receives_too() {
+        let t = Instant::now();
+        let mut o = Order::default();
+        let from: SocketAddr = "192.0.2.3:5".parse().unwrap();
+        // A frame opened on the peer's session at 10 ms...
+        let heard = Activity {
+            peer: PeerId(0),
+            heard: Some((at(t, 10), from)),
+            ..Activity::default()
+        };
+        assert_eq!(o.fix(heard), (heard, None));
+        // ...makes a frame sealed at 5 ms, reported late, old news.
+        let framed = Activity {
+            peer: PeerId(0),
+            framed: Some(at(t, 5)),
+            tx_bytes: 80,
+            ..Activity::default()
+        };
+        let (a, again) = o.fix(framed);
+        assert_eq!((a.framed, a.tx_bytes, again), (None, 80, None));
+        // A data send at 20 ms, then a late frame heard at 15 ms: the
+        // send is handed over again after it.
+        o.fix(sent(0, at(t, 20), at(t, 20)));
+        let late = Activity {
+            heard: Some((at(t, 15), from)),
+            ..heard
+        };
+        let (_, again) = o.fix(late);
+        assert_eq!(again.and_then(|a| a.sent).map(|s| s.last), Some(at(t, 20)));
     }
 }

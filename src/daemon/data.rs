@@ -9,7 +9,7 @@
 //! data half hands over goes to the control plane (tokio, `daemon::Shell`)
 //! through two bounded queues: one for what is authenticated or local
 //! (activity reports, opened control messages, TUN packets for peers with
-//! no settled direct path), one for everything a stranger can send
+//! no settled path), one for everything a stranger can send
 //! (handshakes, cookies, STUN, unknown indices). A full queue drops and
 //! counts, so a handshake flood costs this thread a parse and a `try_send`
 //! per datagram and never stalls data.
@@ -124,6 +124,9 @@ pub struct Stats {
     pub stranger_queue_full: AtomicU64,
     /// GSO sends a destination refused (then sent one by one).
     pub gso_refused: AtomicU64,
+    /// TUN packets too big for a relayed path, answered with an ICMP
+    /// "too big" error so the sender sends smaller ones.
+    pub too_big: AtomicU64,
 }
 
 impl Stats {
@@ -132,7 +135,7 @@ impl Stats {
     }
 
     /// `(name, value)` of every drop counter, for status and metrics.
-    pub fn drops(&self) -> [(&'static str, u64); 9] {
+    pub fn drops(&self) -> [(&'static str, u64); 10] {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("tun_dropped", g(&self.tun_dropped)),
@@ -144,6 +147,7 @@ impl Stats {
             ("control_queue_full", g(&self.control_queue_full)),
             ("stranger_queue_full", g(&self.stranger_queue_full)),
             ("gso_refused", g(&self.gso_refused)),
+            ("too_big", g(&self.too_big)),
         ]
     }
 }
@@ -311,6 +315,7 @@ pub fn spawn(
             stats: handle.stats.clone(),
             started: handle.started,
             b: Buffers::new(options.mtu, n),
+            max_wire: options.mtu + crate::wire::DATA_HEADER_LEN + crate::wire::TAG_LEN,
             busy_max: options.busy_poll,
             busy: options.busy_poll,
             no_gso: Vec::new(),
@@ -428,6 +433,8 @@ struct Loop {
     started: Instant,
     b: Buffers,
     /// The configured busy-poll window, and the current (adaptive) one.
+    /// The largest datagram a direct path carries (a full packet sealed).
+    max_wire: usize,
     busy_max: Duration,
     busy: Duration,
     /// Destinations that refused a GSO send, until when.
@@ -735,6 +742,7 @@ impl Loop {
                     sealed += 1;
                 }
                 DataTun::Reply { len } => {
+                    Stats::add(&self.stats.too_big, 1);
                     let b = &mut self.b;
                     let reply = &mut b.tun_out[0];
                     reply.clear();
@@ -756,6 +764,25 @@ impl Loop {
     /// `b.gso[run.used..][..len]` is a sealed datagram for `dst`: it joins
     /// the run, or the run goes out and it starts the next.
     fn extend_run(&mut self, run: &mut GsoRun, dst: SocketAddr, len: usize) {
+        if len > self.max_wire {
+            // Larger than any direct datagram (relayed, and its sender let
+            // it be fragmented): GSO cannot fragment, so it goes alone.
+            let at = run.used;
+            if run.count > 0 {
+                self.send_run(run);
+                self.b.gso.copy_within(at..at + len, 0);
+            }
+            let alone = GsoRun {
+                dst: Some(dst),
+                segment: len,
+                used: len,
+                count: 1,
+                short: false,
+            };
+            self.send_run(&alone);
+            *run = GsoRun::default();
+            return;
+        }
         if !run.fits(dst, len) {
             if run.count > 0 {
                 self.send_run(run);

@@ -142,6 +142,11 @@ fn relay_config(cfg: &Config) -> RelayConfig {
     }
 }
 
+/// CPUs this process may run on (what `[interface] queues = "auto"` reads).
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// The TUN device with `queues` queues (one descriptor each, for one
 /// data-plane worker each); the first is the one the device was made with.
 fn create_tun(cfg: &Config, queues: usize) -> Result<Vec<tun_rs::SyncDevice>, StartError> {
@@ -290,8 +295,7 @@ pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<
     if let Some(note) = cfg.static_only_note() {
         info!("{note}");
     }
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    let queues = create_tun(&cfg, cfg.interface.queues.count(cpus))?;
+    let queues = create_tun(&cfg, cfg.interface.queues.count(cpus()))?;
     let tun = &queues[0];
     // Held until we exit: a second network sharing the directory would
     // overwrite our peer cache and DHT sequence.

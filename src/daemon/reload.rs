@@ -37,7 +37,13 @@ use crate::nat::portmap::{Options, PortMapper};
 /// peer nas", "peer vps: keepalive 25s"); `Err` with the changes that only
 /// a restart applies, each saying why.
 pub(super) fn plan(old: &Config, new: &Config) -> Result<Vec<String>, Vec<String>> {
-    let restart = needs_restart(old, new);
+    plan_on(old, new, super::cpus())
+}
+
+/// [`plan`] on a machine with `cpus` CPUs (`[interface] queues = "auto"`
+/// depends on it).
+fn plan_on(old: &Config, new: &Config, cpus: usize) -> Result<Vec<String>, Vec<String>> {
+    let restart = needs_restart(old, new, cpus);
     if !restart.is_empty() {
         return Err(restart);
     }
@@ -84,7 +90,7 @@ pub(super) fn plan(old: &Config, new: &Config) -> Result<Vec<String>, Vec<String
 
 /// The changes in `new` that only a restart applies: what is set up once
 /// at start and cannot change under live sessions without losing them.
-fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+fn needs_restart(old: &Config, new: &Config, cpus: usize) -> Vec<String> {
     let (o, n) = (&old.interface, &new.interface);
     let dht = |d: &crate::config::Discovery| {
         (
@@ -129,7 +135,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
             "the data plane's thread reads it once, at start",
         ),
         (
-            moved("[interface] queues", &o.queues, &n.queues),
+            // Only a different worker count needs a restart ("auto" and
+            // the number it means here are the same).
+            moved("[interface] queues", &o.queues, &n.queues)
+                .filter(|_| o.queues.count(cpus) != n.queues.count(cpus)),
             "the TUN device's queues and the data plane's workers are made at start",
         ),
         (
@@ -474,12 +483,19 @@ mod tests {
         assert!(reasons[2].contains("TCP listener"));
         let queues = config("queues = 2", &[B], "");
         assert_eq!(
-            plan(&old, &queues),
+            plan_on(&old, &queues, 2),
             Err(vec![
                 "[interface] queues (\"auto\" → 2) changed: the TUN device's queues and the \
                  data plane's workers are made at start"
                     .to_string()
             ])
+        );
+        // "auto" is one worker on 2 CPUs: writing it down changes nothing.
+        let one = config("queues = 1", &[B], "");
+        assert_eq!(plan_on(&old, &one, 2), Ok(Vec::new()));
+        assert!(
+            plan_on(&old, &one, 8).is_err(),
+            "auto is 4 workers on 8 CPUs"
         );
         // Serving without a TCP port is a live change.
         let live = config("", &[B], "[relay]\nserve = true\n");

@@ -61,7 +61,9 @@ impl TokenBucket {
             let dt = now.saturating_duration_since(last).as_secs_f64();
             self.tokens = (self.tokens + dt * self.rate as f64).min(Self::cap(self.rate));
         }
-        self.last = Some(now);
+        // Never backwards: the node's two halves admit with clocks read a
+        // moment apart, and a step back would grant that moment twice.
+        self.last = self.last.max(Some(now));
     }
 
     /// Is there room for `bytes` now? Takes nothing.

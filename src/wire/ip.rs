@@ -151,7 +151,8 @@ pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: &[u8]) -
 /// whose length it returns. `None` when the packet must not get one: an
 /// IPv4 packet without Don't Fragment (the underlay may fragment it), a
 /// fragment past the first, an ICMP error itself (never an error about an
-/// error), or too little room in `out`. The sender's kernel lowers its
+/// error), an IPv6 `mtu` below 1280 (the minimum: the sender would ignore
+/// it), or too little room in `out`. The sender's kernel lowers its
 /// path MTU to that peer, and TCP its segment size, as for any router.
 pub fn too_big(packet: &[u8], hdr: &IpHeader, mtu: usize, out: &mut [u8]) -> Option<usize> {
     let packet = packet.get(..hdr.total_len)?;
@@ -186,7 +187,10 @@ pub fn too_big(packet: &[u8], hdr: &IpHeader, mtu: usize, out: &mut [u8]) -> Opt
             // error about an error).
             let is_icmp_error = packet.get(6) == Some(&PROTO_ICMPV6)
                 && packet.get(IPV6_HEADER_LEN).is_some_and(|t| *t < 128);
-            if is_icmp_error {
+            // IPv6 paths never go below 1280 (RFC 8200 §5): a smaller
+            // "too big" would be ignored and the packet lost for good, so
+            // it goes as it is and the underlay fragments it.
+            if is_icmp_error || usize::from(mtu) < ICMPV6_MAX_ERROR {
                 return None;
             }
             let quote = packet
@@ -353,6 +357,8 @@ mod tests {
         );
         let pseudo = sum_words(&r[8..40], 0) + icmp.len() as u32 + 58;
         assert_eq!(checksum(icmp, pseudo), 0, "checksum over the pseudo-header");
+        // Below the IPv6 minimum MTU there is nothing a sender could do.
+        assert_eq!(too_big(&p, &hdr, 1279, &mut out), None);
         // An ICMPv6 error is never answered.
         p[6] = PROTO_ICMPV6;
         p[40] = 1;
