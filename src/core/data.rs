@@ -48,6 +48,13 @@ pub const REPORT_EVERY: Duration = Duration::from_millis(20);
 /// data message framing (its padding is capped at the MTU).
 const RELAY_COST: usize = RELAY_HEADER_LEN + DATA_HEADER_LEN + TAG_LEN;
 
+/// The largest packet a relayed path takes on an interface of `mtu`: a
+/// relayed datagram must fit where a direct one does (past it, it would
+/// leave in fragments and fail every GSO send).
+pub(super) fn relay_budget(mtu: usize) -> usize {
+    mtu.saturating_sub(RELAY_COST)
+}
+
 /// How often a send session past its rekey point asks again.
 const REKEY_ASK_EVERY: Duration = Duration::from_secs(1);
 
@@ -321,7 +328,7 @@ impl DataPlane {
                 // datagram does: a packet that does not would leave in
                 // fragments (and fail every GSO send), so its sender hears
                 // the relayed path's size instead, as from a router.
-                let budget = self.mtu.saturating_sub(RELAY_COST);
+                let budget = relay_budget(self.mtu);
                 if packet.len() > budget
                     && let Some(len) = wire::too_big(packet, &hdr, budget, out)
                 {

@@ -10,7 +10,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use zeroize::Zeroizing;
 
 use super::cookie::{Guard, Jar, Verdict};
-use super::data::{Activity, DataUpdate, PeerView, TxView};
+use super::data::{Activity, DataUpdate, PeerView, TxView, relay_budget};
 use super::intro;
 use super::limiter::Source;
 use super::noise::{self, TIMESTAMP_LEN};
@@ -1121,6 +1121,16 @@ impl Node {
         if !self.reachable(now, id) {
             return TunOutcome::Dropped(DropReason::NoEndpoint);
         }
+        // Too big for the relay, as the data half answers it (packets come
+        // here for a relay reached over TCP or a pool socket, or before
+        // the data half has the view).
+        let budget = relay_budget(self.mtu);
+        if matches!(self.route(id), Some(Via::Relay(_)))
+            && packet.len() > budget
+            && let Some(len) = wire::too_big(packet, &hdr, budget, out)
+        {
+            return TunOutcome::Reply { len };
+        }
         match self.encrypt_to(now, id, packet, out) {
             Some(outcome) => outcome,
             None => {
@@ -1146,7 +1156,7 @@ impl Node {
         out: &mut [u8],
     ) -> Option<TunOutcome> {
         let (dst, len) = match self.route(id)? {
-            Via::Direct(dst) => match self.seal(now, id, payload, out)? {
+            Via::Direct(dst) => match self.seal(now, id, payload, self.mtu, out)? {
                 Ok(len) => (dst, len),
                 Err(e) => return Some(TunOutcome::Dropped(DropReason::Session(e))),
             },
@@ -1154,7 +1164,8 @@ impl Node {
                 // Sealed end to end straight into the frame, then the frame
                 // sealed for the hop: one copy fewer than framing a sealed packet.
                 let mut frame = std::mem::take(&mut self.relay_buf);
-                let sealed = self.seal(now, id, payload, &mut frame[RELAY_HEADER_LEN..]);
+                let limit = relay_budget(self.mtu);
+                let sealed = self.seal(now, id, payload, limit, &mut frame[RELAY_HEADER_LEN..]);
                 let hop = match sealed {
                     None => {
                         self.relay_buf = frame;
@@ -1189,19 +1200,20 @@ impl Node {
         Some(TunOutcome::Send { dst, len })
     }
 
-    /// Pad `payload` to a multiple of [`PAD_TO`] and encrypt it on the
-    /// current session into a data message in `out`; `None` when there is
-    /// no usable session. Counts the bytes sent.
+    /// Pad `payload` to a multiple of [`PAD_TO`] (never past `limit`) and
+    /// encrypt it on the current session into a data message in `out`;
+    /// `None` when there is no usable session. Counts the bytes sent.
     fn seal(
         &mut self,
         now: Instant,
         id: PeerId,
         payload: &[u8],
+        limit: usize,
         out: &mut [u8],
     ) -> Option<Result<usize, SessionError>> {
         let p = &mut self.peers[id.0];
         let session = p.current.as_ref().filter(|s| s.is_valid(now))?;
-        let sealed = session.seal_padded(now, payload, self.mtu, &mut self.scratch, out);
+        let sealed = session.seal_padded(now, payload, limit, &mut self.scratch, out);
         if let Ok(len) = sealed {
             p.tx_bytes += len as u64;
         }
@@ -1228,7 +1240,7 @@ impl Node {
         let dst = self.peers[r.0].endpoint.ok_or(DropReason::NoRelay)?;
         let key = *self.peers[to.0].cfg.public_key.as_bytes();
         let n = wire::emit_relay_header(kind, &key, len, frame).map_err(DropReason::RelayFrame)?;
-        match self.seal(now, r, &frame[..n], out) {
+        match self.seal(now, r, &frame[..n], self.mtu, out) {
             Some(Ok(sealed)) => {
                 if kind == RelayKind::Forward {
                     self.peers[to.0].relay_tx_bytes += len as u64;
@@ -1967,7 +1979,7 @@ impl Node {
     fn seal_plain(&mut self, now: Instant, id: PeerId, plain: &[u8]) -> Option<Vec<u8>> {
         // Room for the padding too: `seal` pads to a multiple of PAD_TO.
         let mut buf = vec![0u8; plain.len() + SEAL_OVERHEAD];
-        let len = self.seal(now, id, plain, &mut buf)?.ok()?;
+        let len = self.seal(now, id, plain, self.mtu, &mut buf)?.ok()?;
         buf.truncate(len);
         Some(buf)
     }
@@ -2543,7 +2555,7 @@ impl Node {
         let Ok(total) = wire::emit_relay_header(passed_on, &src, n, frame) else {
             return UdpOutcome::Dropped(DropReason::NoRelay);
         };
-        match self.seal(now, dst, &frame[..total], out) {
+        match self.seal(now, dst, &frame[..total], self.mtu, out) {
             Some(Ok(len)) => {
                 if let Some(s) = self.service.as_ref().filter(|_| relaying) {
                     s.lock().delivered(dst.0, n);

@@ -876,3 +876,32 @@ fn a_relayed_packet_too_big_for_the_path_gets_an_icmp_error() {
     sim.run_for(Duration::from_millis(100));
     assert!(sim.nodes[B].tun.contains(&fits));
 }
+
+/// The control half answers a relayed packet too big for the path as the
+/// data half does (it sees them while the data half has no view yet, or
+/// when the relay is reached over TCP or a pool socket).
+#[test]
+fn the_control_half_answers_too_big_relayed_packets_too() {
+    const MTU: usize = 1420;
+    let mut sim = relayed(8, false, Limits::default());
+    for i in [A, B, R1] {
+        sim.nodes[i].node.node.set_mtu(MTU);
+    }
+    sim.start_all();
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(relay_of(&sim, A, 0), Some(PeerId(1)));
+    let mut big = ip_packet(overlay(1), overlay(2), &[7u8; MTU - 20]);
+    big[6] = 0x40; // Don't Fragment
+    let mut out = vec![0u8; 2048];
+    let now = sim.now;
+    let r = sim.nodes[A].node.node.handle_tun(now, &big, &mut out);
+    let TunOutcome::Reply { len } = r else {
+        panic!("the control half sent a DF packet too big for the relay: {r:?}");
+    };
+    assert_eq!((out[20], out[21]), (3, 4), "fragmentation needed");
+    assert_eq!(
+        usize::from(u16::from_be_bytes([out[26], out[27]])),
+        MTU - 67
+    );
+    assert!(len <= 576);
+}

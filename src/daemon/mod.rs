@@ -725,7 +725,12 @@ impl Shell {
             }
             data::Up::Tun(pkt) => match self.node.handle_tun(now, &pkt, out) {
                 TunOutcome::Send { dst, len } => self.send_datagram(now, dst, &out[..len]),
-                TunOutcome::Reply { len } => self.data.send(data::Down::Tun(out[..len].to_vec())),
+                TunOutcome::Reply { len } => {
+                    // Counted with the data plane's own (one figure for both).
+                    let too_big = &self.data.stats.too_big;
+                    too_big.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.data.send(data::Down::Tun(out[..len].to_vec()));
+                }
                 TunOutcome::Queued => {}
                 TunOutcome::Dropped(reason) => debug!(%reason, "TUN packet dropped"),
             },
