@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use kith::core::aead::Backend;
 use kith::identity::SecretKey;
-use kith::lab::topology::{
-    A_OVERLAY, A_UNDERLAY, B_OVERLAY, B_UNDERLAY, spawn_pair, wait_both_ways,
-};
+use kith::lab::topology::{A_OVERLAY, B_OVERLAY, Pair, wait_both_ways};
 use kith::lab::{KithSpec, transfer};
 
 fn spec(address: &str, aead: Option<&str>) -> KithSpec {
@@ -27,9 +25,6 @@ fn spec(address: &str, aead: Option<&str>) -> KithSpec {
 #[test]
 fn daemons_on_different_aead_backends_talk() {
     let lab = common::lab();
-    let a = lab.host("a").unwrap();
-    let b = lab.host("b").unwrap();
-    lab.link(&a, "198.18.0.1/24", &b, "198.18.0.2/24").unwrap();
     // Neither is the default (ring): both overrides must take.
     let b_aead = Backend::ALL
         .iter()
@@ -40,18 +35,13 @@ fn daemons_on_different_aead_backends_talk() {
         spec("100.96.0.1/16", Some("openssl")),
         spec("100.96.0.2/16", Some(b_aead.name())),
     );
-    let endpoints = (
-        Some(format!("{B_UNDERLAY}:{}", spec_b.listen_port)),
-        Some(format!("{A_UNDERLAY}:{}", spec_a.listen_port)),
-    );
-    let (mut node_a, mut node_b, _) = spawn_pair(
-        &lab,
-        &common::kith_bin(),
-        (&a, spec_a),
-        (&b, spec_b),
-        endpoints,
-    )
-    .unwrap();
+    let Pair {
+        mut node_a,
+        mut node_b,
+        a,
+        b,
+        ..
+    } = Pair::start_with(&lab, &common::kith_bin(), spec_a, spec_b).unwrap();
     let wait = Duration::from_secs(10);
     node_a
         .wait_log(&["AEAD: openssl (set by KITH_AEAD)"], wait)

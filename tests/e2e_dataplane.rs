@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use kith::identity::SecretKey;
-use kith::lab::topology::spawn_pair;
+use kith::lab::topology::Pair;
 use kith::lab::{KithSpec, transfer};
 
 /// The daemons' protocol timers are divided by this
@@ -23,9 +23,27 @@ const TIMER_DIVISOR: &str = "30";
 #[test]
 fn hundred_megabytes_arrive_intact_across_rekeys_and_a_path_change() {
     let lab = common::lab();
-    let a = lab.host("a").unwrap();
-    let b = lab.host("b").unwrap();
-    let (_a_link, b_link) = lab.link(&a, "198.18.0.1/24", &b, "198.18.0.2/24").unwrap();
+    let spec = |addr: &str| {
+        let mut s = KithSpec::new(addr, SecretKey::generate().unwrap());
+        s.env
+            .push(("KITH_TEST_TIMER_DIVISOR".into(), TIMER_DIVISOR.into()));
+        s
+    };
+    let pair = Pair::start_with(
+        &lab,
+        &common::kith_bin(),
+        spec("100.96.0.1/16"),
+        spec("100.96.0.2/16"),
+    )
+    .unwrap();
+    let Pair {
+        mut node_a,
+        mut node_b,
+        a,
+        b,
+        b_link,
+        ..
+    } = pair;
     // b's second address on the same link: where its traffic comes from
     // once the first is gone (promoted, not deleted with it).
     b.exec("ip", &["addr", "add", "198.18.0.3/24", "dev", &b_link.name])
@@ -36,25 +54,6 @@ fn hundred_megabytes_arrive_intact_across_rekeys_and_a_path_change() {
             "-qw",
             &format!("net.ipv4.conf.{}.promote_secondaries=1", b_link.name),
         ],
-    )
-    .unwrap();
-    let spec = |addr: &str| {
-        let mut s = KithSpec::new(addr, SecretKey::generate().unwrap());
-        s.env
-            .push(("KITH_TEST_TIMER_DIVISOR".into(), TIMER_DIVISOR.into()));
-        s
-    };
-    let (spec_a, spec_b) = (spec("100.96.0.1/16"), spec("100.96.0.2/16"));
-    let endpoints = (
-        Some(format!("198.18.0.2:{}", spec_b.listen_port)),
-        Some(format!("198.18.0.1:{}", spec_a.listen_port)),
-    );
-    let (mut node_a, mut node_b, _) = spawn_pair(
-        &lab,
-        &common::kith_bin(),
-        (&a, spec_a),
-        (&b, spec_b),
-        endpoints,
     )
     .unwrap();
     kith::lab::topology::wait_both_ways(&mut node_a, &mut node_b, Duration::from_secs(10)).unwrap();
@@ -134,27 +133,25 @@ fn data_threads(pid: u32) -> Vec<String> {
 #[test]
 fn two_queues_carry_parallel_streams_intact_on_both_workers() {
     let lab = common::lab();
-    let a = lab.host("a").unwrap();
-    let b = lab.host("b").unwrap();
-    lab.link(&a, "198.18.0.1/24", &b, "198.18.0.2/24").unwrap();
     let spec = |addr: &str| {
         let mut s = KithSpec::new(addr, SecretKey::generate().unwrap());
         s.queues = Some(2);
         s
     };
-    let (spec_a, spec_b) = (spec("100.96.0.1/16"), spec("100.96.0.2/16"));
-    let endpoints = (
-        Some(format!("198.18.0.2:{}", spec_b.listen_port)),
-        Some(format!("198.18.0.1:{}", spec_a.listen_port)),
-    );
-    let (mut node_a, mut node_b, _) = spawn_pair(
+    let pair = Pair::start_with(
         &lab,
         &common::kith_bin(),
-        (&a, spec_a),
-        (&b, spec_b),
-        endpoints,
+        spec("100.96.0.1/16"),
+        spec("100.96.0.2/16"),
     )
     .unwrap();
+    let Pair {
+        mut node_a,
+        mut node_b,
+        a,
+        b,
+        ..
+    } = pair;
     kith::lab::topology::wait_both_ways(&mut node_a, &mut node_b, Duration::from_secs(10)).unwrap();
     for node in [&node_a, &node_b] {
         assert_eq!(node.status().unwrap().data_workers.len(), 2);

@@ -31,13 +31,20 @@ impl Pair {
     /// daemons and waits until both TUN interfaces are up (not for the
     /// tunnel: see [`Pair::wait_tunnel`]).
     pub fn start(lab: &Lab, kith: &Path) -> Result<Self> {
-        let a = lab.host("a")?;
-        let b = lab.host("b")?;
-        let (a_link, b_link) = lab.link(&a, "198.18.0.1/24", &b, "198.18.0.2/24")?;
         let key_a = SecretKey::generate().map_err(|e| LabError::io("key", e.into()))?;
         let key_b = SecretKey::generate().map_err(|e| LabError::io("key", e.into()))?;
         let spec_a = KithSpec::new("100.96.0.1/16", key_a);
         let spec_b = KithSpec::new("100.96.0.2/16", key_b);
+        Self::start_with(lab, kith, spec_a, spec_b)
+    }
+
+    /// [`Pair::start`] with the caller's specs (e.g. environment, queues)
+    /// for a (100.96.0.1) and b (100.96.0.2); each gets the other's
+    /// underlay address as its peer's endpoint.
+    pub fn start_with(lab: &Lab, kith: &Path, spec_a: KithSpec, spec_b: KithSpec) -> Result<Self> {
+        let a = lab.host("a")?;
+        let b = lab.host("b")?;
+        let (a_link, b_link) = lab.link(&a, "198.18.0.1/24", &b, "198.18.0.2/24")?;
         let endpoint = |ip: Ipv4Addr, spec: &KithSpec| Some(format!("{ip}:{}", spec.listen_port));
         let endpoints = (endpoint(B_UNDERLAY, &spec_b), endpoint(A_UNDERLAY, &spec_a));
         let (node_a, node_b, _) = spawn_pair(lab, kith, (&a, spec_a), (&b, spec_b), endpoints)?;
