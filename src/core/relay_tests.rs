@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::data::REPORT_EVERY;
 use super::sim::*;
 use super::tests::delivered;
 use super::*;
@@ -757,7 +758,7 @@ fn relayed_traffic_stays_in_the_data_halves() {
         .handle_udp(now, underlay(4), &passed[..len], &mut plain);
     assert_eq!(r, DataUdp::Control);
 
-    sim.run_for(Duration::from_millis(50));
+    sim.run_for(REPORT_EVERY + Duration::from_millis(30));
     assert_eq!(forwarded(&sim), fwd_before + 1, "the relay counted it");
     assert!(
         relay_tx(&sim) > tx_before,

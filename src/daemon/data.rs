@@ -38,8 +38,9 @@
 //!
 //! Latency: after I/O the loop keeps polling without sleeping for the
 //! `[interface] busy_poll` window, so the answer to a packet just sent is
-//! caught without a wakeup; the window adapts (halves after a spin that
-//! caught nothing, back to the full window after one that did). Nothing is
+//! caught without a wakeup; the window adapts ([`BusyPoll`]: halved after
+//! a spin that caught nothing, down to no spin at all; the full window
+//! again once a sleep shows the next packet came within it). Nothing is
 //! batched across a wait: a lone packet goes out at once.
 
 use std::net::SocketAddr;
@@ -316,8 +317,7 @@ pub fn spawn(
             started: handle.started,
             b: Buffers::new(options.mtu, n),
             max_wire: options.mtu + crate::wire::DATA_HEADER_LEN + crate::wire::TAG_LEN,
-            busy_max: options.busy_poll,
-            busy: options.busy_poll,
+            busy: BusyPoll::new(options.busy_poll),
             no_gso: Vec::new(),
             run: GsoRun::default(),
             recv_errors: RecvErrors::default(),
@@ -432,11 +432,9 @@ struct Loop {
     stats: Arc<Stats>,
     started: Instant,
     b: Buffers,
-    /// The configured busy-poll window, and the current (adaptive) one.
     /// The largest datagram a direct path carries (a full packet sealed).
     max_wire: usize,
-    busy_max: Duration,
-    busy: Duration,
+    busy: BusyPoll,
     /// Destinations that refused a GSO send, until when.
     no_gso: Vec<(SocketAddr, Instant)>,
     /// Sealed datagrams in `b.gso` not sent yet.
@@ -456,25 +454,33 @@ impl Loop {
             fds.push(self.udp.as_raw_fd());
         }
         let ep = Epoll::new(&fds)?;
+        // When the last pass that found work ended, and, after a sleep, how
+        // long after it the sleep ended: what the busy-poll window learns.
+        let mut last_work = Instant::now();
+        let mut woke_after: Option<Duration> = None;
         loop {
             let mut did = self.turn()?;
-            if !did && !self.busy.is_zero() {
-                // Spin for the answer to what we just did, before sleeping.
-                let until = Instant::now() + self.busy;
+            if did {
+                if let Some(gap) = woke_after.take() {
+                    self.busy.slept(gap);
+                }
+                last_work = Instant::now();
+                continue;
+            }
+            // Spin only for the answer to work just done, not after a
+            // wakeup that found none (a report falling due).
+            let window = self.busy.window();
+            if woke_after.take().is_none() && !window.is_zero() {
+                let until = Instant::now() + window;
                 while !did && Instant::now() < until {
                     std::hint::spin_loop();
                     did = self.turn()?;
                 }
-                self.busy = if did {
-                    self.busy_max
-                } else {
-                    (self.busy / 2).max(self.busy_max / 8)
-                };
+                self.busy.spun(did);
                 if did {
+                    last_work = Instant::now();
                     continue;
                 }
-            } else if did {
-                continue;
             }
             // Reports wait (at most REPORT_EVERY) rather than wake the
             // control plane in the middle of a round trip.
@@ -491,9 +497,14 @@ impl Loop {
                 self.sleeping.store(false, Ordering::SeqCst);
                 continue;
             }
-            ep.wait(sleep)?;
+            let woken = ep.wait(sleep, self.wake.as_raw_fd())?;
             self.sleeping.store(false, Ordering::SeqCst);
-            self.drain_wake();
+            if woken {
+                // Only then: a read of an unsignalled eventfd is a wasted
+                // system call on every wakeup by a packet.
+                self.drain_wake();
+            }
+            woke_after = Some(last_work.elapsed());
         }
     }
 
@@ -897,6 +908,51 @@ impl RecvErrors {
     }
 }
 
+/// The adaptive busy-poll window (`[interface] busy_poll` is its largest):
+/// spinning pays only when the next packet comes within the window, so
+/// the window follows what the spins and the sleeps found. A spin that
+/// caught nothing halves it, down to nothing (a ping every second over a
+/// path slower than the window, or a laptop's idle tunnel, never spins);
+/// a sleep that ended with work no later than the full window after the
+/// last work shows a spin would have caught it, and restores it.
+#[derive(Debug, Clone, Copy)]
+struct BusyPoll {
+    max: Duration,
+    window: Duration,
+}
+
+impl BusyPoll {
+    /// Below this share of the largest window, a window is not worth a spin.
+    const FLOOR_DIVISOR: u32 = 16;
+
+    fn new(max: Duration) -> Self {
+        Self { max, window: max }
+    }
+
+    /// How long to spin now.
+    fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// A spin ended; whether it found work.
+    fn spun(&mut self, caught: bool) {
+        if caught {
+            return;
+        }
+        self.window /= 2;
+        if self.window < self.max / Self::FLOOR_DIVISOR {
+            self.window = Duration::ZERO;
+        }
+    }
+
+    /// A sleep ended with work `gap` after the last work.
+    fn slept(&mut self, gap: Duration) {
+        if gap <= self.max {
+            self.window = self.max;
+        }
+    }
+}
+
 /// Level-triggered epoll over a few descriptors: the only place the
 /// thread sleeps.
 struct Epoll(OwnedFd);
@@ -924,7 +980,9 @@ impl Epoll {
         Ok(ep)
     }
 
-    fn wait(&self, timeout: Duration) -> std::io::Result<()> {
+    /// Sleep until a descriptor is readable or `timeout` passes; whether
+    /// `watch` is among the readable ones.
+    fn wait(&self, timeout: Duration, watch: RawFd) -> std::io::Result<bool> {
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
         // SAFETY: evs is valid for 4 events.
         let rc = unsafe {
@@ -941,14 +999,44 @@ impl Epoll {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 return Err(e);
             }
+            return Ok(false);
         }
-        Ok(())
+        Ok(evs[..rc as usize].iter().any(|ev| ev.u64 == watch as u64))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_poll_stops_spinning_when_spins_never_pay_and_resumes_when_they_would() {
+        let max = Duration::from_micros(50);
+        let mut b = BusyPoll::new(max);
+        assert_eq!(b.window(), max);
+        b.spun(true);
+        assert_eq!(b.window(), max, "a spin that caught work keeps the window");
+        // Pings a second apart over a 0.3 ms path: every spin misses, and
+        // every sleep ends long after the window.
+        let mut spins = 0;
+        while !b.window().is_zero() {
+            b.spun(false);
+            b.slept(Duration::from_micros(300));
+            spins += 1;
+            assert!(spins < 10, "the window never reached zero");
+        }
+        assert_eq!(spins, 5, "50 → 25 → 12.5 → 6.25 → 3.125 µs, then off");
+        b.slept(Duration::from_millis(1));
+        assert!(b.window().is_zero(), "a late packet does not restore it");
+        // The answers start coming within the window: spinning would have
+        // caught them, so it resumes at the full window.
+        b.slept(Duration::from_micros(40));
+        assert_eq!(b.window(), max);
+        // Off stays off.
+        let mut off = BusyPoll::new(Duration::ZERO);
+        off.slept(Duration::ZERO);
+        assert!(off.window().is_zero());
+    }
 
     /// An IPv4 TCP header pair (no options) from `src:sport` to `dst:dport`.
     fn tcp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
