@@ -4,6 +4,9 @@
 # both systemd units; the man pages and bash/zsh/fish completions, written by
 # `kith generate` from the CLI itself so they cannot drift from it; the
 # example config. Installs cargo-deb first if it is missing.
+#
+# KITH_PROFILE: the Cargo profile to build and package (default release;
+# the package test passes the test suite's own, so CI builds kith once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,18 +26,19 @@ for tool in dpkg-deb strip; do
 done
 
 target_dir=${CARGO_TARGET_DIR:-target}
-cargo build --release --bin kith
+profile=${KITH_PROFILE:-release}
+cargo build --profile "$profile" --bin kith
 
 # The paths Cargo.toml's [package.metadata.deb] assets name, relative to
 # the checkout whatever CARGO_TARGET_DIR says.
 assets=target/deb-assets
 rm -rf "$assets"
-"$target_dir/release/kith" generate man "$assets/man"
-"$target_dir/release/kith" generate completions "$assets/completions"
+"$target_dir/$profile/kith" generate man "$assets/man"
+"$target_dir/$profile/kith" generate completions "$assets/completions"
 
 # --strip: the release profile keeps line tables (debug = 1) for
 # backtraces; the installed binary carries none.
-deb=$(cargo deb --no-build --strip --no-separate-debug-symbols --output target/debian | tail -n 1)
+deb=$(cargo deb --no-build --profile "$profile" --strip --no-separate-debug-symbols --output target/debian | tail -n 1)
 if [[ ! -f $deb ]]; then
     echo "package.sh: cargo deb did not print a .deb path (got \"$deb\")" >&2
     exit 1

@@ -132,6 +132,19 @@ fn deb_installs_a_hardened_daemon_and_purges_cleanly() {
             package.env_remove(&*key);
         }
     }
+    // Package the binary this suite was built with (its profile is the
+    // name of the directory cargo put it in, `debug` for `dev`), rather
+    // than building kith a second time in another profile.
+    let profile = match Path::new(env!("CARGO_BIN_EXE_kith"))
+        .parent()
+        .and_then(Path::file_name)
+        .and_then(|p| p.to_str())
+        .expect("the kith binary lies in target/<profile>/")
+    {
+        "debug" => "dev",
+        other => other,
+    };
+    package.env("KITH_PROFILE", profile);
     let out = package
         .current_dir(ROOT)
         .output()
