@@ -145,6 +145,9 @@ pub struct Activity {
     /// Of those, this peer's end-to-end datagrams through a relay.
     pub relay_tx_bytes: u64,
     pub relay_rx_bytes: u64,
+    /// Packets for this peer dropped on the way to its relay (the frame
+    /// or the hop's seal failed), as the control half counts its own.
+    pub relay_drops: u64,
     /// A seal passed the rekey point.
     pub rekey: bool,
 }
@@ -303,14 +306,10 @@ impl DataPlane {
     /// An IP packet read from the TUN device; `out` as for
     /// [`Node::handle_tun`](super::Node::handle_tun).
     pub fn handle_tun(&mut self, now: Instant, packet: &[u8], out: &mut [u8]) -> DataTun {
-        let hdr = match wire::parse_ip(packet) {
-            Ok(h) => h,
-            Err(e) => return DataTun::Dropped(DropReason::NotIp(e)),
+        let (id, hdr, packet) = match self.routes.outbound(packet) {
+            Ok(routed) => routed,
+            Err(reason) => return DataTun::Dropped(reason),
         };
-        let Some(id) = self.routes.lookup(hdr.dst) else {
-            return DataTun::Dropped(DropReason::NoRoute);
-        };
-        let packet = &packet[..hdr.total_len];
         let Some(path) = self.peers.get(id.0).and_then(|p| p.view.path) else {
             return DataTun::Control;
         };
@@ -362,6 +361,12 @@ impl DataPlane {
                 self.frame = frame;
                 match sealed {
                     Ok(len) => DataTun::Send { dst, len },
+                    Err(DataTun::Dropped(reason)) => {
+                        let p = &mut self.peers[id.0];
+                        p.pending.relay_drops += 1;
+                        Self::mark(&mut self.dirty, id, &mut p.since, now);
+                        DataTun::Dropped(reason)
+                    }
                     Err(other) => other,
                 }
             }
@@ -491,13 +496,10 @@ impl DataPlane {
         wire_len: usize,
         out: &[u8],
     ) -> DataUdp {
-        let hdr = match wire::parse_ip(&out[..len]) {
+        let hdr = match self.routes.inbound(id, &out[..len]) {
             Ok(h) => h,
-            Err(e) => return DataUdp::Dropped(DropReason::NotIp(e)),
+            Err(reason) => return DataUdp::Dropped(reason),
         };
-        if self.routes.lookup(hdr.src) != Some(id) {
-            return DataUdp::Dropped(DropReason::SourceNotAllowed);
-        }
         let p = &mut self.peers[id.0];
         let a = &mut p.pending;
         a.received = Some((now, via));

@@ -1110,14 +1110,10 @@ impl Node {
     /// An IP packet read from the TUN device. On `Send`, `out[..len]` holds
     /// the data message; `out` must be at least `packet.len() + OVERHEAD`.
     pub fn handle_tun(&mut self, now: Instant, packet: &[u8], out: &mut [u8]) -> TunOutcome {
-        let hdr = match wire::parse_ip(packet) {
-            Ok(h) => h,
-            Err(e) => return TunOutcome::Dropped(DropReason::NotIp(e)),
+        let (id, hdr, packet) = match self.routes.outbound(packet) {
+            Ok(routed) => routed,
+            Err(reason) => return TunOutcome::Dropped(reason),
         };
-        let Some(id) = self.routes.lookup(hdr.dst) else {
-            return TunOutcome::Dropped(DropReason::NoRoute);
-        };
-        let packet = &packet[..hdr.total_len];
         if !self.reachable(now, id) {
             return TunOutcome::Dropped(DropReason::NoEndpoint);
         }
@@ -2288,14 +2284,11 @@ impl Node {
                 Err(e) => UdpOutcome::Dropped(DropReason::Control(e)),
             };
         }
-        let hdr = match wire::parse_ip(&out[..len]) {
-            Ok(h) => h,
-            Err(e) => return UdpOutcome::Dropped(DropReason::NotIp(e)),
-        };
         // Cryptokey routing: the peer may only speak for its allowed_ips.
-        if self.routes.lookup(hdr.src) != Some(id) {
-            return UdpOutcome::Dropped(DropReason::SourceNotAllowed);
-        }
+        let hdr = match self.routes.inbound(id, &out[..len]) {
+            Ok(h) => h,
+            Err(reason) => return UdpOutcome::Dropped(reason),
+        };
         self.peers[id.0]
             .timers
             .set_if_unset(Timer::PassiveKeepalive, now + scaled(KEEPALIVE_TIMEOUT));
@@ -2396,6 +2389,7 @@ impl Node {
         p.rx_bytes += a.rx_bytes;
         p.relay_tx_bytes += a.relay_tx_bytes;
         p.relay_rx_bytes += a.relay_rx_bytes;
+        p.relay_drops += a.relay_drops;
         // The report's events in the order they happened (a send before a
         // receive at the same instant: the receive may answer it), so a
         // send the receive answered arms nothing after it, and one after

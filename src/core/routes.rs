@@ -10,7 +10,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::PeerId;
+use super::{DropReason, PeerId};
+use crate::wire::{self, IpHeader};
 
 #[derive(Debug, Default, Clone)]
 pub struct RouteTable {
@@ -32,11 +33,59 @@ impl RouteTable {
             .find(|(n, _)| n.contains(&addr))
             .map(|&(_, p)| p)
     }
+
+    /// An IP packet read from the TUN device: the peer it goes to, its
+    /// header, and the packet without any bytes past its total length.
+    /// Both halves of the node route with this.
+    pub fn outbound<'p>(
+        &self,
+        packet: &'p [u8],
+    ) -> Result<(PeerId, IpHeader, &'p [u8]), DropReason> {
+        let hdr = wire::parse_ip(packet).map_err(DropReason::NotIp)?;
+        let id = self.lookup(hdr.dst).ok_or(DropReason::NoRoute)?;
+        Ok((id, hdr, &packet[..hdr.total_len]))
+    }
+
+    /// An IP packet `from` sent us, opened: its header, if the peer may
+    /// speak for its source (its allowed_ips).
+    pub fn inbound(&self, from: PeerId, packet: &[u8]) -> Result<IpHeader, DropReason> {
+        let hdr = wire::parse_ip(packet).map_err(DropReason::NotIp)?;
+        if self.lookup(hdr.src) != Some(from) {
+            return Err(DropReason::SourceNotAllowed);
+        }
+        Ok(hdr)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packets_are_routed_by_destination_and_accepted_by_source() {
+        let mut t = RouteTable::default();
+        t.insert("10.1.0.0/16".parse().unwrap(), PeerId(1));
+        t.insert("10.2.0.0/16".parse().unwrap(), PeerId(2));
+        let pkt = |src: [u8; 4], dst: [u8; 4]| {
+            let mut p = vec![0u8; 28];
+            wire::emit_ipv4_header(&mut p, src.into(), dst.into(), 17, 8, 1, false);
+            p.extend_from_slice(&[0xee; 4]); // bytes past the total length
+            p
+        };
+        let p = pkt([10, 1, 0, 5], [10, 2, 0, 7]);
+        let (id, hdr, trimmed) = t.outbound(&p).unwrap();
+        assert_eq!((id, hdr.total_len, trimmed.len()), (PeerId(2), 28, 28));
+        assert!(matches!(
+            t.outbound(&pkt([10, 1, 0, 5], [10, 3, 0, 7])),
+            Err(DropReason::NoRoute)
+        ));
+        assert!(matches!(t.outbound(&[0x45, 0]), Err(DropReason::NotIp(_))));
+        assert!(t.inbound(PeerId(1), &p).is_ok());
+        assert!(matches!(
+            t.inbound(PeerId(2), &p),
+            Err(DropReason::SourceNotAllowed)
+        ));
+    }
 
     #[test]
     fn longest_prefix_wins() {
