@@ -9,7 +9,8 @@
 //!
 //! How a lab is used:
 //! 1. [`Lab::new`] picks a unique prefix (`k` + 5 hex digits), sweeps
-//!    namespaces that dead labs left behind, and makes a scratch directory.
+//!    the namespaces and scratch directories that dead (killed) labs left
+//!    behind, and makes a scratch directory.
 //! 2. [`Lab::host`] creates a namespace `<prefix>-<name>`; [`Lab::link`]
 //!    joins two with a veth pair; [`Lab::nat_router`] builds a router
 //!    namespace with an nftables NAT between a WAN link and a LAN bridge.
@@ -158,7 +159,7 @@ impl Lab {
         sys::require_tool("ip")?;
         netns::sweep_stale();
         netns::claim_prefix(prefix)?;
-        let dir = std::env::temp_dir().join(format!("kith-lab-{prefix}"));
+        let dir = netns::scratch_dir(prefix);
         std::fs::create_dir_all(&dir)
             .map_err(|e| LabError::io(format!("creating {}", dir.display()), e))?;
         Ok(Self {

@@ -1,10 +1,12 @@
-//! Network namespaces: create, delete, enter from a thread, and sweep the
-//! ones that labs of dead processes left behind.
+//! Network namespaces: create, delete, enter from a thread, and sweep what
+//! labs of dead processes left behind.
 //!
 //! Each live lab claims its prefix with a file `/run/kith-lab/<prefix>.pid`
 //! holding its process id, written before any namespace exists. The sweep
 //! deletes namespaces named like a lab's (`k` + 5 hex digits + `-`) whose
-//! claim is missing or whose process is gone.
+//! claim is missing or whose process is gone, and the scratch directory of
+//! a lab whose claim outlived its process (killed: it never cleaned up; a
+//! lab that ended released its claim, and may keep its files on purpose).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -16,6 +18,11 @@ const CLAIMS: &str = "/run/kith-lab";
 
 fn claim_path(prefix: &str) -> PathBuf {
     PathBuf::from(CLAIMS).join(format!("{prefix}.pid"))
+}
+
+/// A lab's scratch directory: configs, keys, logs, captures.
+pub(crate) fn scratch_dir(prefix: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("kith-lab-{prefix}"))
 }
 
 pub(crate) fn claim_prefix(prefix: &str) -> Result<()> {
@@ -86,18 +93,40 @@ fn claim_is_live(prefix: &str) -> bool {
         .is_some_and(sys::alive)
 }
 
-/// Deletes lab namespaces whose owning process is gone.
+/// Forgets a dead lab: its scratch directory if its claim outlived it,
+/// then the claim.
+fn reap(prefix: &str) {
+    if claim_path(prefix).exists() {
+        let _ = std::fs::remove_dir_all(scratch_dir(prefix));
+    }
+    release_prefix(prefix);
+}
+
+/// Deletes lab namespaces whose owning process is gone, and what else a
+/// killed lab left (see the module docs).
 pub(crate) fn sweep_stale() {
-    let Ok(list) = sys::run(sys::ip("").args(["netns", "list"])) else {
+    if let Ok(list) = sys::run(sys::ip("").args(["netns", "list"])) {
+        for line in list.lines() {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            if let Some(prefix) = lab_prefix_of(name)
+                && !claim_is_live(prefix)
+            {
+                destroy(name);
+                reap(prefix);
+            }
+        }
+    }
+    // Claims of killed labs whose namespaces are gone already.
+    let Ok(claims) = std::fs::read_dir(CLAIMS) else {
         return;
     };
-    for line in list.lines() {
-        let name = line.split_whitespace().next().unwrap_or_default();
-        if let Some(prefix) = lab_prefix_of(name)
-            && !claim_is_live(prefix)
-        {
-            destroy(name);
-            release_prefix(prefix);
+    for entry in claims.flatten() {
+        let name = entry.file_name();
+        let Some(prefix) = name.to_str().and_then(|n| n.strip_suffix(".pid")) else {
+            continue;
+        };
+        if lab_prefix_of(&format!("{prefix}-x")).is_some() && !claim_is_live(prefix) {
+            reap(prefix);
         }
     }
 }
@@ -105,6 +134,47 @@ pub(crate) fn sweep_stale() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lab killed before it cleaned up leaves its claim and scratch
+    /// directory; the next sweep removes both, and leaves a live lab's.
+    #[test]
+    fn the_sweep_reaps_what_a_killed_lab_left() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: writing lab claims under {CLAIMS} needs root");
+            return;
+        }
+        // A process that has exited: its pid names no live lab.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        let dead = child.id();
+        let mut bytes = [0u8; 3];
+        getrandom::fill(&mut bytes).unwrap();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let killed = format!("k{}", &hex[..5]);
+        std::fs::create_dir_all(CLAIMS).unwrap();
+        std::fs::write(claim_path(&killed), dead.to_string()).unwrap();
+        std::fs::create_dir_all(scratch_dir(&killed).join("sub")).unwrap();
+        std::fs::write(scratch_dir(&killed).join("sub/a.log"), "x").unwrap();
+        // A live lab (this process) with a claim and a directory.
+        let live = if killed.ends_with('0') {
+            format!("{}1", &killed[..5])
+        } else {
+            format!("{}0", &killed[..5])
+        };
+        claim_prefix(&live).unwrap();
+        std::fs::create_dir_all(scratch_dir(&live)).unwrap();
+
+        sweep_stale();
+        let reaped = !scratch_dir(&killed).exists() && !claim_path(&killed).exists();
+        let kept = scratch_dir(&live).exists() && claim_path(&live).exists();
+        let _ = std::fs::remove_dir_all(scratch_dir(&killed));
+        let _ = std::fs::remove_dir_all(scratch_dir(&live));
+        release_prefix(&killed);
+        release_prefix(&live);
+        assert!(reaped, "the killed lab's claim and directory are gone");
+        assert!(kept, "a live lab's claim and directory stay");
+    }
 
     #[test]
     fn recognises_lab_namespaces() {
