@@ -20,22 +20,29 @@ use kith::lab::{KithSpec, transfer};
 /// sees several.
 const TIMER_DIVISOR: &str = "30";
 
-#[test]
-fn hundred_megabytes_arrive_intact_across_rekeys_and_a_path_change() {
-    let lab = common::lab();
+/// The lab's two-host pair, both daemons' specs changed by `tweak`.
+fn pair_with(lab: &kith::lab::Lab, tweak: impl Fn(&mut KithSpec)) -> Pair {
     let spec = |addr: &str| {
         let mut s = KithSpec::new(addr, SecretKey::generate().unwrap());
-        s.env
-            .push(("KITH_TEST_TIMER_DIVISOR".into(), TIMER_DIVISOR.into()));
+        tweak(&mut s);
         s
     };
-    let pair = Pair::start_with(
-        &lab,
+    Pair::start_with(
+        lab,
         &common::kith_bin(),
         spec("100.96.0.1/16"),
         spec("100.96.0.2/16"),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn hundred_megabytes_arrive_intact_across_rekeys_and_a_path_change() {
+    let lab = common::lab();
+    let pair = pair_with(&lab, |s| {
+        s.env
+            .push(("KITH_TEST_TIMER_DIVISOR".into(), TIMER_DIVISOR.into()))
+    });
     let Pair {
         mut node_a,
         mut node_b,
@@ -133,18 +140,7 @@ fn data_threads(pid: u32) -> Vec<String> {
 #[test]
 fn two_queues_carry_parallel_streams_intact_on_both_workers() {
     let lab = common::lab();
-    let spec = |addr: &str| {
-        let mut s = KithSpec::new(addr, SecretKey::generate().unwrap());
-        s.queues = Some(2);
-        s
-    };
-    let pair = Pair::start_with(
-        &lab,
-        &common::kith_bin(),
-        spec("100.96.0.1/16"),
-        spec("100.96.0.2/16"),
-    )
-    .unwrap();
+    let pair = pair_with(&lab, |s| s.queues = Some(2));
     let Pair {
         mut node_a,
         mut node_b,

@@ -2404,13 +2404,16 @@ impl Node {
             /// direct path, as a control message is, but not data.
             Heard(SocketAddr),
         }
-        let sent = a.sent.map_or([None; 3], |s| {
-            [Some(s.first), s.first_after_rx, Some(s.last)]
-        });
+        let [first, first_after_rx, last] = a
+            .sent
+            .map_or([None; 3], |s| {
+                [Some(s.first), s.first_after_rx, Some(s.last)]
+            })
+            .map(|t| t.map(|t| (t, 0, Step::Sent { data: true })));
         let mut steps = [
-            sent[0].map(|t| (t, 0, Step::Sent { data: true })),
-            sent[1].map(|t| (t, 0, Step::Sent { data: true })),
-            sent[2].map(|t| (t, 0, Step::Sent { data: true })),
+            first,
+            first_after_rx,
+            last,
             a.framed.map(|t| (t, 0, Step::Sent { data: false })),
             a.received.map(|(t, via)| (t, 1, Step::Received(via))),
             a.heard.map(|(t, from)| (t, 1, Step::Heard(from))),

@@ -131,7 +131,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn add(c: &AtomicU64, n: u64) {
+    pub(super) fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
     }
 

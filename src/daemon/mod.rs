@@ -727,8 +727,7 @@ impl Shell {
                 TunOutcome::Send { dst, len } => self.send_datagram(now, dst, &out[..len]),
                 TunOutcome::Reply { len } => {
                     // Counted with the data plane's own (one figure for both).
-                    let too_big = &self.data.stats.too_big;
-                    too_big.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    data::Stats::add(&self.data.stats.too_big, 1);
                     self.data.send(data::Down::Tun(out[..len].to_vec()));
                 }
                 TunOutcome::Queued => {}

@@ -146,11 +146,7 @@ pub struct Lab {
 impl Lab {
     /// A lab with a fresh random prefix (`k` + 5 hex digits).
     pub fn new() -> Result<Self> {
-        let mut bytes = [0u8; 3];
-        getrandom::fill(&mut bytes)
-            .map_err(|e| LabError::io("reading random bytes for the lab prefix", e.into()))?;
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        Self::with_prefix(&format!("k{}", &hex[..5]))
+        Self::with_prefix(&netns::random_prefix()?)
     }
 
     /// A lab with the given prefix. Its namespaces are `<prefix>-<host>`.

@@ -78,12 +78,26 @@ pub(crate) fn enter(netns: &str) -> Result<()> {
     }
 }
 
-/// Whether `name` looks like a lab namespace: `k` + 5 hex digits + `-`.
+/// A fresh random lab prefix: `k` + 5 hex digits.
+pub(crate) fn random_prefix() -> Result<String> {
+    let mut bytes = [0u8; 3];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| LabError::io("reading random bytes for the lab prefix", e.into()))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("k{}", &hex[..5]))
+}
+
+/// Whether `prefix` is a lab's: `k` + 5 hex digits.
+fn is_lab_prefix(prefix: &str) -> bool {
+    prefix
+        .strip_prefix('k')
+        .is_some_and(|hex| hex.len() == 5 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Whether `name` looks like a lab namespace: a lab prefix + `-` + a name.
 pub(crate) fn lab_prefix_of(name: &str) -> Option<&str> {
     let (prefix, rest) = name.split_once('-')?;
-    let hex = prefix.strip_prefix('k')?;
-    (hex.len() == 5 && hex.bytes().all(|b| b.is_ascii_hexdigit()) && !rest.is_empty())
-        .then_some(prefix)
+    (is_lab_prefix(prefix) && !rest.is_empty()).then_some(prefix)
 }
 
 fn claim_is_live(prefix: &str) -> bool {
@@ -125,7 +139,7 @@ pub(crate) fn sweep_stale() {
         let Some(prefix) = name.to_str().and_then(|n| n.strip_suffix(".pid")) else {
             continue;
         };
-        if lab_prefix_of(&format!("{prefix}-x")).is_some() && !claim_is_live(prefix) {
+        if is_lab_prefix(prefix) && !claim_is_live(prefix) {
             reap(prefix);
         }
     }
@@ -148,10 +162,7 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         child.wait().unwrap();
         let dead = child.id();
-        let mut bytes = [0u8; 3];
-        getrandom::fill(&mut bytes).unwrap();
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let killed = format!("k{}", &hex[..5]);
+        let killed = random_prefix().unwrap();
         std::fs::create_dir_all(CLAIMS).unwrap();
         std::fs::write(claim_path(&killed), dead.to_string()).unwrap();
         std::fs::create_dir_all(scratch_dir(&killed).join("sub")).unwrap();
