@@ -158,3 +158,18 @@ for name, text in [
         + route("eth0", "00000000", "+101A8C0", "0003", 0, "00000000")),
 ]:
     write("route", name, text)
+
+# gro: batches of segments (see fuzz/checks/gro.rs for the record layout).
+def seg(kind, length, skew=0):
+    return bytes([kind]) + struct.pack(">H", length) + bytes([skew])
+
+
+for name, batch in [
+    ("tcp4_run", b"\x00" + seg(0x00, 1000) * 3 + seg(0x00, 400)),
+    ("tcp6_two_flows", b"\x00" + (seg(0x01, 1200) + seg(0x05, 1200)) * 3),
+    ("udp_uso", b"\x01" + seg(0x02, 1200) * 3 + seg(0x03, 1200) * 2),
+    ("psh_gap_damage", b"\x00" + seg(0x00, 900) + seg(0x10, 900) + seg(0x00, 900, 7)
+        + seg(0x40, 900, 33) + seg(0x00, 900)),
+    ("raw_and_fin", b"\x00" + b"\x80\x03\x45\x00\x00" + seg(0x20, 100) + b"\x80\x00"),
+]:
+    write("gro", name, batch)

@@ -14,12 +14,13 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use kith::daemon::control::PunchReport;
 use kith::lab::Lab;
 use kith::lab::nat::{NatLab, NatPair, NatPairSpec, SiteKind};
+use kith::lab::transfer;
 
 /// Daemon start → first ping over a direct path; seconds in practice, the
 /// margin is for a loaded machine (and 5% loss).
@@ -332,6 +333,58 @@ fn cone_and_symmetric_connect_by_birthday_probing() {
     connect(&mut pair, row);
     // A random port can only land on one of b's extra sockets.
     assert_hard_nat_row(&pair, row, &["extra sockets"]);
+    assert_data_plane_carries_b(&pair, row);
+    let (_, ba) = pair.reports().expect("status");
+    assert!(
+        ba.path_reason.contains("extra sockets"),
+        "{row}: b's path moved off its extra socket: {ba:?}"
+    );
+}
+
+/// Bulk TCP each way over the overlay arrives intact, and b's data-plane
+/// threads carried it, not its control plane: b's workers sealed at least
+/// a datagram per 2000 bytes b sent, and the control plane's slow path
+/// (`control_data`) saw no more than the few packets of a path settling.
+/// For a hard-NAT route this shows the route's own socket is the data
+/// plane's, read and sent on by its threads.
+fn assert_data_plane_carries_b(pair: &NatPair, row: &str) {
+    const BYTES: u64 = 8 * 1024 * 1024;
+    let overlay =
+        |node: &kith::lab::KithNode| IpAddr::V4(node.spec().overlay_ip().expect("overlay address"));
+    let before = pair.node_b.status().expect("b's status");
+    let to_b = transfer::tcp(
+        &pair.b,
+        SocketAddr::new(overlay(&pair.node_b), 5001),
+        &pair.a,
+        BYTES,
+    )
+    .expect("a → b transfer");
+    let to_a = transfer::tcp(
+        &pair.a,
+        SocketAddr::new(overlay(&pair.node_a), 5002),
+        &pair.b,
+        BYTES,
+    )
+    .expect("b → a transfer");
+    assert!(to_b.intact(), "{row}: a → b arrived damaged: {to_b:?}");
+    assert!(to_a.intact(), "{row}: b → a arrived damaged: {to_a:?}");
+    let after = pair.node_b.status().expect("b's status");
+    let sum = |w: &[u64]| w.iter().sum::<u64>();
+    let sealed = sum(&after.data_workers) - sum(&before.data_workers);
+    let slow = after.control_data - before.control_data;
+    eprintln!(
+        "{row}: b's data plane sealed {sealed} datagrams, its control plane carried {slow} data packets; {:.0} / {:.0} Mbit/s",
+        to_b.mbit_per_s(),
+        to_a.mbit_per_s()
+    );
+    assert!(
+        sealed >= BYTES / 2000,
+        "{row}: b's data plane sealed only {sealed} datagrams for {BYTES} bytes"
+    );
+    assert!(
+        slow < 100,
+        "{row}: b's control plane carried {slow} data packets: the slow path, not the data plane"
+    );
 }
 
 /// How many predicted ports the easy side's daemon had for its peer: the

@@ -24,6 +24,7 @@ type Check = fn(&[u8]);
 const TARGETS: &[(&str, Check)] = &[
     ("config", checks::config::run),
     ("control", checks::control::run),
+    ("gro", checks::gro::run),
     ("handshake", |data| {
         checks::handshake::run(data);
     }),

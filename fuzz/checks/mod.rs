@@ -10,6 +10,7 @@
 pub mod common;
 pub mod config;
 pub mod control;
+pub mod gro;
 pub mod handshake;
 pub mod node_udp;
 pub mod record;

@@ -867,6 +867,7 @@ mod tests {
             }],
             relay_service: None,
             tcp_dropped: 0,
+            control_data: 0,
             data_drops: vec![("udp_dropped".into(), 3), ("truncated".into(), 0)],
             data_workers: vec![40, 2],
         }

@@ -46,6 +46,12 @@ pub struct StatusReport {
     /// connection yet or any more).
     #[serde(default)]
     pub tcp_dropped: u64,
+    /// Data packets the control plane sealed or opened itself instead of
+    /// the data plane: relays reached over TCP and peers without a
+    /// settled path (a handful while a path settles). 0 from a daemon
+    /// older than the field.
+    #[serde(default)]
+    pub control_data: u64,
     /// The data plane's drop counters by reason (`daemon::data::Stats`),
     /// zeros included, in a fixed order.
     #[serde(default)]

@@ -24,7 +24,8 @@
 //! sessions, whose counters and replay windows are safe across threads).
 //! The kernel puts each flow's outgoing packets on one TUN queue, so one
 //! flow is sealed by one worker, in order. Only worker 0 reads the data
-//! socket: the receive side stays one reader (per-worker sockets with
+//! socket (and the hard-NAT routes' sockets, `Down::Sockets`, which every
+//! worker sends on for their addresses): the receive side stays one reader (per-worker sockets with
 //! SO_REUSEPORT would let a second daemon on the same port join the group
 //! silently instead of failing with "address in use", and a peer's
 //! traffic is one UDP flow, which the kernel would hand to one socket
@@ -54,8 +55,10 @@ use tracing::{debug, warn};
 
 use super::socket::{self, Received, Udp};
 use crate::core::{Activity, DataPlane, DataTun, DataUdp, DataUpdate, OVERHEAD, PeerId, Via};
+use crate::wire::gro::Gro;
 
-pub(super) const TUN_HDR: usize = tun_rs::VIRTIO_NET_HDR_LEN;
+pub(super) const TUN_HDR: usize = crate::wire::gro::VNET_HDR_LEN;
+const _: () = assert!(TUN_HDR == tun_rs::VIRTIO_NET_HDR_LEN);
 /// Segments one offloaded TUN read can split into.
 const TUN_BATCH: usize = tun_rs::IDEAL_BATCH_SIZE;
 /// Reads of one descriptor before the other gets a turn.
@@ -100,6 +103,9 @@ pub enum Down {
     Update(DataUpdate),
     /// An IP packet for the TUN device.
     Tun(Vec<u8>),
+    /// Hard-NAT routes (`daemon::punch`), all of them: data to and from
+    /// each address goes through its socket, not the data socket.
+    Sockets(Vec<(SocketAddr, Arc<Udp>)>),
 }
 
 /// Counters the data plane keeps and `status`/metrics read.
@@ -114,7 +120,7 @@ pub struct Stats {
     pub truncated: AtomicU64,
     /// TUN reads that failed (e.g. an offloaded segment too large to split).
     pub tun_read_errors: AtomicU64,
-    /// Packets the TUN device refused.
+    /// Writes the TUN device refused (a merged run counts once).
     pub tun_write_errors: AtomicU64,
     /// Datagrams the socket refused.
     pub send_errors: AtomicU64,
@@ -192,8 +198,9 @@ impl Worker {
 }
 
 impl Handle {
-    /// A view goes to every worker (each seals and opens on its own copy);
-    /// a packet for the TUN to one (any queue writes to the same device).
+    /// A view or route sockets go to every worker (each seals and opens on
+    /// its own copy); a packet for the TUN to one (any queue writes to the
+    /// same device).
     pub fn send(&self, d: Down) {
         match d {
             Down::Update(u) => {
@@ -202,6 +209,11 @@ impl Handle {
                         w.send(Down::Update(u.clone()));
                     }
                     last.send(Down::Update(u));
+                }
+            }
+            Down::Sockets(s) => {
+                for w in &self.workers {
+                    w.send(Down::Sockets(s.clone()));
                 }
             }
             tun @ Down::Tun(_) => {
@@ -302,11 +314,17 @@ pub fn spawn(
         tun.set_nonblocking(true)?;
         let mut dp = DataPlane::default();
         dp.set_mtu(options.mtu);
+        let mut fds = vec![tun.as_raw_fd(), wake_fd.as_raw_fd()];
+        if i == 0 {
+            fds.push(udp.as_raw_fd());
+        }
         let mut l = Loop {
             dp,
             queues: queues.clone(),
             queue: i,
             udp: udp.clone(),
+            routes: Vec::new(),
+            ep: Epoll::new(&fds)?,
             down: down_rx,
             wake: wake_fd.clone(),
             sleeping: sleeping.clone(),
@@ -359,7 +377,7 @@ struct Buffers {
     /// The packets of `tun_out` for one queue (with several queues): their
     /// buffers are swapped in, so these are as many and as large.
     tun_queue: Vec<Vec<u8>>,
-    gro: tun_rs::GROTable,
+    gro: Gro,
 }
 
 impl Buffers {
@@ -374,9 +392,9 @@ impl Buffers {
             tun_sizes: vec![0; TUN_BATCH],
             gso: vec![0; socket::MAX_GSO_BYTES + big],
             udp_in: vec![0; crate::wire::MAX_DATAGRAM],
-            // tun-rs coalesces a flow into its first buffer only if that
-            // buffer has room for 64 KiB: with less, GRO silently stays off
-            // and throughput halves. Untouched capacity costs no RSS.
+            // GRO merges a flow into its first buffer only within that
+            // buffer's capacity: with less than 64 KiB, runs stay short and
+            // throughput halves. Untouched capacity costs no RSS.
             tun_out: (0..socket::MAX_GSO_SEGMENTS)
                 .map(|_| Vec::with_capacity(TUN_HDR + big))
                 .collect(),
@@ -387,7 +405,7 @@ impl Buffers {
             })
                 .map(|_| Vec::with_capacity(TUN_HDR + big))
                 .collect(),
-            gro: tun_rs::GROTable::default(),
+            gro: Gro::with_capacity(socket::MAX_GSO_SEGMENTS),
         }
     }
 }
@@ -423,6 +441,12 @@ struct Loop {
     queues: Arc<[tun_rs::SyncDevice]>,
     queue: usize,
     udp: Arc<Udp>,
+    /// Hard-NAT routes: data to and from these addresses uses their own
+    /// socket (a handful at most; usually none).
+    routes: Vec<(SocketAddr, Arc<Udp>)>,
+    /// What the loop sleeps on: its TUN queue, the eventfd and, on worker
+    /// 0, the data socket and the routes' sockets.
+    ep: Epoll,
     down: mpsc::Receiver<Down>,
     wake: Arc<OwnedFd>,
     sleeping: Arc<AtomicBool>,
@@ -449,11 +473,6 @@ impl Loop {
     }
 
     fn run(&mut self) -> std::io::Result<()> {
-        let mut fds = vec![self.queues[self.queue].as_raw_fd(), self.wake.as_raw_fd()];
-        if self.reads_udp() {
-            fds.push(self.udp.as_raw_fd());
-        }
-        let ep = Epoll::new(&fds)?;
         // When the last pass that found work ended, and, after a sleep, how
         // long after it the sleep ended: what the busy-poll window learns.
         let mut last_work = Instant::now();
@@ -497,7 +516,7 @@ impl Loop {
                 self.sleeping.store(false, Ordering::SeqCst);
                 continue;
             }
-            let woken = ep.wait(sleep, self.wake.as_raw_fd())?;
+            let woken = self.ep.wait(sleep, self.wake.as_raw_fd())?;
             self.sleeping.store(false, Ordering::SeqCst);
             if woken {
                 // Only then: a read of an unsignalled eventfd is a wasted
@@ -517,17 +536,10 @@ impl Loop {
             Ordering::Relaxed,
         );
         let mut did = self.commands()?;
-        for _ in 0..if self.reads_udp() { DRAIN } else { 0 } {
-            match self.udp.try_recv(&mut self.b.udp_in) {
-                Ok(r) => {
-                    did = true;
-                    self.on_udp(r);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    self.recv_errors.note(now, &e);
-                    break;
-                }
+        if self.reads_udp() {
+            did |= self.drain_udp(now, None);
+            for i in 0..self.routes.len() {
+                did |= self.drain_udp(now, Some(i));
             }
         }
         for _ in 0..DRAIN {
@@ -555,6 +567,56 @@ impl Loop {
         Ok(did)
     }
 
+    /// Read the data socket (`None`) or route `i`'s, up to [`DRAIN`]
+    /// reads; whether anything came.
+    fn drain_udp(&mut self, now: Instant, route: Option<usize>) -> bool {
+        let mut did = false;
+        for _ in 0..DRAIN {
+            let sock = match route {
+                None => &self.udp,
+                Some(i) => &self.routes[i].1,
+            };
+            match sock.try_recv(&mut self.b.udp_in) {
+                Ok(r) => {
+                    did = true;
+                    self.on_udp(r);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    self.recv_errors.note(now, &e);
+                    break;
+                }
+            }
+        }
+        did
+    }
+
+    /// The hard-NAT routes' sockets, replacing the last set: every worker
+    /// sends on them, worker 0 also reads them.
+    fn set_sockets(&mut self, new: Vec<(SocketAddr, Arc<Udp>)>) {
+        if self.reads_udp() {
+            let has = |set: &[(SocketAddr, Arc<Udp>)], s: &Arc<Udp>| {
+                set.iter().any(|(_, o)| Arc::ptr_eq(o, s))
+            };
+            // Gone ones first: a socket the control plane still holds
+            // would stay readable here with nobody to read it.
+            for (_, s) in &self.routes {
+                if !has(&new, s) {
+                    self.ep.remove(s.as_raw_fd());
+                }
+            }
+            for (addr, s) in &new {
+                if !has(&self.routes, s)
+                    && let Err(e) = self.ep.add(s.as_raw_fd())
+                {
+                    // Its datagrams wait until a turn finds them.
+                    warn!(%addr, error = %e, "data plane: cannot watch a hard-NAT route's socket");
+                }
+            }
+        }
+        self.routes = new;
+    }
+
     /// Apply what the control plane sent; `Err` once it is gone.
     fn commands(&mut self) -> std::io::Result<bool> {
         let mut did = false;
@@ -562,6 +624,7 @@ impl Loop {
         loop {
             match self.down.try_recv() {
                 Ok(Down::Update(u)) => self.dp.apply(u),
+                Ok(Down::Sockets(s)) => self.set_sockets(s),
                 Ok(Down::Tun(pkt)) => {
                     let out = &mut self.b.tun_out[tun_k];
                     out.clear();
@@ -613,14 +676,18 @@ impl Loop {
     /// worker (see the module docs).
     fn write_tun(&mut self, k: usize) {
         let n = self.queues.len();
-        let b = &mut self.b;
         if n == 1 {
-            let r = self.queues[0].send_multiple(&mut b.gro, &mut b.tun_out[..k], TUN_HDR);
-            self.tun_written(r, k);
+            let b = &mut self.b;
+            write_merged(
+                &mut b.gro,
+                &self.queues[0],
+                &mut b.tun_out[..k],
+                &self.stats,
+            );
             return;
         }
         let mut of = [0u8; socket::MAX_GSO_SEGMENTS];
-        for (q, out) in of.iter_mut().zip(&b.tun_out[..k]) {
+        for (q, out) in of.iter_mut().zip(&self.b.tun_out[..k]) {
             *q = flow_queue(&out[TUN_HDR..], n) as u8;
         }
         for q in 0..n {
@@ -632,17 +699,12 @@ impl Loop {
                 std::mem::swap(&mut b.tun_out[i], &mut b.tun_queue[m]);
                 m += 1;
             }
-            if m > 0 {
-                let r = self.queues[q].send_multiple(&mut b.gro, &mut b.tun_queue[..m], TUN_HDR);
-                self.tun_written(r, m);
-            }
-        }
-    }
-
-    fn tun_written(&self, r: std::io::Result<usize>, k: usize) {
-        if let Err(e) = r {
-            Stats::add(&self.stats.tun_write_errors, k as u64);
-            debug!(error = %e, "TUN write failed; packets dropped");
+            write_merged(
+                &mut b.gro,
+                &self.queues[q],
+                &mut b.tun_queue[..m],
+                &self.stats,
+            );
         }
     }
 
@@ -825,7 +887,11 @@ impl Loop {
         self.no_gso.retain(|(_, until)| *until > now);
         let gso = !self.no_gso.iter().any(|(d, _)| *d == dst);
         let buf = &self.b.gso[..run.used];
-        match self.udp.send_segments(dst, buf, run.segment, gso) {
+        let sock = match self.routes.iter().find(|(a, _)| *a == dst) {
+            Some((_, route)) => route,
+            None => &self.udp,
+        };
+        match sock.send_segments(dst, buf, run.segment, gso) {
             Ok(socket::Sent::Whole) => {}
             Ok(socket::Sent::OneByOne { refused }) => {
                 if refused {
@@ -839,6 +905,17 @@ impl Loop {
                 Stats::add(&self.stats.send_errors, run.count as u64);
                 debug!(addr = %dst, error = %e, "UDP send failed");
             }
+        }
+    }
+}
+
+/// Merge what GRO may of `bufs` and write the result to `tun`, one
+/// packet (or merged run) per write.
+fn write_merged(gro: &mut Gro, tun: &tun_rs::SyncDevice, bufs: &mut [Vec<u8>], stats: &Stats) {
+    for &i in gro.coalesce(bufs, tun.udp_gso()) {
+        if let Err(e) = tun.send(&bufs[i]) {
+            Stats::add(&stats.tun_write_errors, 1);
+            debug!(error = %e, "TUN write failed; packet (or merged run) dropped");
         }
     }
 }
@@ -967,17 +1044,35 @@ impl Epoll {
         // SAFETY: ep is a fresh descriptor we own.
         let ep = Self(unsafe { OwnedFd::from_raw_fd(ep) });
         for &fd in fds {
-            let mut ev = libc::epoll_event {
-                events: libc::EPOLLIN as u32,
-                u64: fd as u64,
-            };
-            // SAFETY: valid epoll and target descriptors, a valid event.
-            let rc = unsafe { libc::epoll_ctl(ep.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            ep.add(fd)?;
         }
         Ok(ep)
+    }
+
+    fn add(&self, fd: RawFd) -> std::io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: fd as u64,
+        };
+        // SAFETY: valid epoll and target descriptors, a valid event.
+        let rc = unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Stop watching `fd` (nothing to do if it was not watched).
+    fn remove(&self, fd: RawFd) {
+        // SAFETY: valid epoll descriptor; the event is ignored for DEL.
+        unsafe {
+            libc::epoll_ctl(
+                self.0.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            );
+        }
     }
 
     /// Sleep until a descriptor is readable or `timeout` passes; whether

@@ -32,6 +32,9 @@ pub struct Metrics {
     /// Datagrams the relay TCP transport dropped (no connection yet, a full
     /// queue): `kith_relay_tcp_dropped_total`.
     pub tcp_dropped: u64,
+    /// Data packets the control plane carried itself (relays over TCP,
+    /// peers without a settled path): `kith_control_data_packets_total`.
+    pub control_data: u64,
     /// The data plane's drops by reason: `kith_data_dropped_total{reason}`.
     pub data_drops: Vec<(&'static str, u64)>,
     /// The relay service, with `[relay] serve = true`.
@@ -392,6 +395,12 @@ pub fn render(m: &Metrics) -> String {
     );
     w.sample("kith_relay_tcp_dropped_total", &[], m.tcp_dropped);
     w.family(
+        "kith_control_data_packets_total",
+        "counter",
+        "Data packets the control plane sealed or opened instead of the data plane (relays over TCP, peers without a settled path).",
+    );
+    w.sample("kith_control_data_packets_total", &[], m.control_data);
+    w.family(
         "kith_data_dropped_total",
         "counter",
         "Packets the data plane dropped, by reason (see docs/metrics.md).",
@@ -658,6 +667,10 @@ mod tests {
         let plain = render(&Metrics::default());
         assert!(!plain.contains("kith_relay_forwarded"), "{plain}");
         assert!(plain.contains("kith_relay_tcp_dropped_total 0"), "{plain}");
+        assert!(
+            plain.contains("kith_control_data_packets_total 0"),
+            "{plain}"
+        );
         assert!(!plain.contains("kith_data_dropped_total{"), "{plain}");
     }
 

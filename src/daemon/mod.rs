@@ -438,6 +438,8 @@ pub async fn run(cfg: Config, source: ConfigSource, control: PathBuf) -> Result<
         portmap,
         puncher: Puncher::new(punch_budget(), now, punch_seed),
         pools: punch::Pools::new(),
+        pool_routes_sent: 0,
+        control_data: 0,
         tcp,
         record_seqs: Vec::new(),
         started,
@@ -501,6 +503,11 @@ struct Shell {
     /// Hard-NAT traversal: the plan, and the extra sockets it opens.
     puncher: Puncher<PeerId>,
     pools: punch::Pools,
+    /// The generation of the hard-NAT routes the data plane last got.
+    pool_routes_sent: u64,
+    /// Data packets this plane sealed or opened itself (the slow path:
+    /// relays reached over TCP, peers without a settled path).
+    control_data: u64,
     /// The relay's TCP transport (serving, and reaching relays over TCP).
     tcp: tcp::TcpTransport,
     /// The seq of each peer's last record seen (indexed by peer).
@@ -724,7 +731,10 @@ impl Shell {
                 }
             }
             data::Up::Tun(pkt) => match self.node.handle_tun(now, &pkt, out) {
-                TunOutcome::Send { dst, len } => self.send_datagram(now, dst, &out[..len]),
+                TunOutcome::Send { dst, len } => {
+                    self.control_data += 1;
+                    self.send_datagram(now, dst, &out[..len]);
+                }
                 TunOutcome::Reply { len } => {
                     // Counted with the data plane's own (one figure for both).
                     data::Stats::add(&self.data.stats.too_big, 1);
@@ -779,6 +789,7 @@ impl Shell {
     ) -> bool {
         match r {
             UdpOutcome::WriteTun { len } => {
+                self.control_data += 1;
                 self.data.send(data::Down::Tun(out[..len].to_vec()));
                 true
             }
@@ -807,7 +818,7 @@ impl Shell {
             return;
         }
         let sent = match self.pools.route(dst) {
-            Some(sock) => sock.try_send_to(datagram, dst).map(drop),
+            Some(sock) => sock.send_to(datagram, dst),
             None => self.udp.send_to(datagram, dst),
         };
         if let Err(e) = sent {
@@ -815,10 +826,16 @@ impl Shell {
         }
     }
 
-    /// Tell the data plane what changed: the core's views, except that a
-    /// peer whose address is reached over TCP or a hard-NAT pool socket
-    /// stays with the control plane (only it has those sockets).
+    /// Tell the data plane what changed: the hard-NAT routes' sockets
+    /// (before any view that needs them), then the core's views, except
+    /// that a peer whose address is reached over TCP stays with the control
+    /// plane (only it has those connections).
     fn publish(&mut self) {
+        let (generation, sockets) = self.pools.sockets();
+        if generation != self.pool_routes_sent {
+            self.pool_routes_sent = generation;
+            self.data.send(data::Down::Sockets(sockets));
+        }
         while let Some(u) = self.node.poll_data_update() {
             match u {
                 DataUpdate::Peer { id, view } => {
@@ -835,10 +852,9 @@ impl Shell {
         let nothing = crate::core::data::PeerView::default();
         for i in 0..self.views.len() {
             let (view, sent) = &self.views[i];
-            let special = |a: SocketAddr| self.tcp.involves(a) || self.pools.route(a).is_some();
             // A relayed peer whose relay is masked is masked with it: the
             // data half finds no hop to seal on.
-            let masked = view.direct().is_some_and(special);
+            let masked = view.direct().is_some_and(|a| self.tcp.involves(a));
             let wanted = if masked { &nothing } else { view };
             if !wanted.same(sent) {
                 let wanted = wanted.clone();
@@ -1042,6 +1058,7 @@ impl Shell {
         m.handshakes_refused = hs.refused;
         m.cookies_sent = hs.cookies_sent;
         m.tcp_dropped = self.tcp.dropped;
+        m.control_data = self.control_data;
         m.data_drops = self.data.stats.drops().to_vec();
         m.relay_service = relay_service;
         metrics::render(m)
@@ -1397,6 +1414,7 @@ impl Shell {
             },
             peers,
             tcp_dropped: self.tcp.dropped,
+            control_data: self.control_data,
             data_drops: self
                 .data
                 .stats

@@ -10,6 +10,12 @@
 //! address leaves from it, so the peer keeps seeing the one mapping that got
 //! through. The rest of the pool closes when the attempt ends; a route goes
 //! when the peer's endpoint moves elsewhere or a new attempt starts.
+//!
+//! A route's socket carries the tunnel, so it leaves tokio: its reader
+//! stops and the data plane reads and sends on it (`daemon::data`, handed
+//! over with [`Pools::sockets`]) like the data socket, with GSO, GRO and
+//! nothing allocated per packet. The control plane keeps a handle to send
+//! its own datagrams (handshakes, keepalives) from the same port.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -18,8 +24,9 @@ use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
+use super::socket::Udp;
 use crate::core::PeerId;
 
 /// A datagram that arrived on a pool socket.
@@ -54,7 +61,7 @@ struct Pool {
 struct Route {
     peer: PeerId,
     addr: SocketAddr,
-    member: Member,
+    sock: Arc<Udp>,
 }
 
 /// Datagrams the readers may queue before they wait for the shell (the
@@ -66,6 +73,8 @@ pub struct Pools {
     routes: Vec<Route>,
     tx: mpsc::Sender<PoolDatagram>,
     rx: mpsc::Receiver<PoolDatagram>,
+    /// Bumped whenever `routes` changes: the data plane needs the new set.
+    generation: u64,
 }
 
 impl Pools {
@@ -76,6 +85,7 @@ impl Pools {
             routes: Vec::new(),
             tx,
             rx,
+            generation: 0,
         }
     }
 
@@ -150,23 +160,46 @@ impl Pools {
         let Some(member) = pool.members.get_mut(d.socket).and_then(Option::take) else {
             return;
         };
+        // Its reader stops with `member` (the data plane reads it from
+        // now on; two readers would split the peer's datagrams), and the
+        // port lives on in a descriptor of its own.
+        let sock = data_socket(&member.sock).or_else(|e| {
+            // The pool may hold every descriptor we may open: the rest of
+            // it makes room (this attempt has found its path).
+            debug!(error = %e, "hard NAT: closing the rest of the pool to take the route's socket");
+            pool.members.iter_mut().for_each(|m| *m = None);
+            data_socket(&member.sock)
+        });
+        let sock = match sock {
+            Ok(sock) => Arc::new(sock),
+            Err(e) => {
+                warn!(peer = d.peer.0, error = %e, "hard NAT: a probe got through, but its socket cannot be kept; trying again later");
+                return;
+            }
+        };
         info!(peer = d.peer.0, addr = %d.from, socket = d.socket, "hard NAT: a probe got through; this socket now carries the peer's traffic");
-        // It carries a tunnel now: the data socket's buffer sizes.
-        super::socket::size_buffers(std::os::fd::AsRawFd::as_raw_fd(member.sock.as_ref()));
         self.routes.retain(|r| r.addr != d.from);
         self.routes.push(Route {
             peer: d.peer,
             addr: d.from,
-            member,
+            sock,
         });
+        self.generation += 1;
     }
 
     /// The socket to send to `dst` from, when it is not the data socket.
-    pub fn route(&self, dst: SocketAddr) -> Option<&UdpSocket> {
+    pub fn route(&self, dst: SocketAddr) -> Option<&Udp> {
         self.routes
             .iter()
             .find(|r| r.addr == dst)
-            .map(|r| r.member.sock.as_ref())
+            .map(|r| r.sock.as_ref())
+    }
+
+    /// Every route's address and socket, for the data plane, and a number
+    /// that changes whenever they do.
+    pub fn sockets(&self) -> (u64, Vec<(SocketAddr, Arc<Udp>)>) {
+        let routes = self.routes.iter().map(|r| (r.addr, r.sock.clone()));
+        (self.generation, routes.collect())
     }
 
     /// End the attempt: close the peer's pool sockets that are not routes.
@@ -177,13 +210,17 @@ impl Pools {
     /// The peer is gone or starts over: drop its pool and routes.
     pub fn forget(&mut self, peer: PeerId) {
         self.close(peer);
-        self.routes.retain(|r| r.peer != peer);
+        self.retain_routes(|p, _| p != peer);
     }
 
     /// Keep only the routes `keep(peer, addr)` still wants (the peer's
     /// current endpoint): a peer that moved on leaves no socket behind.
     pub fn retain_routes(&mut self, mut keep: impl FnMut(PeerId, SocketAddr) -> bool) {
+        let before = self.routes.len();
         self.routes.retain(|r| keep(r.peer, r.addr));
+        if self.routes.len() != before {
+            self.generation += 1;
+        }
     }
 
     /// Addresses a pool socket routes to for `peer`.
@@ -197,6 +234,13 @@ impl Pools {
     pub async fn recv(&mut self) -> Option<PoolDatagram> {
         self.rx.recv().await
     }
+}
+
+/// A second descriptor for `sock`, set up as a data socket.
+fn data_socket(sock: &UdpSocket) -> io::Result<Udp> {
+    use std::os::fd::AsFd;
+    let fd = sock.as_fd().try_clone_to_owned()?;
+    Udp::adopt(std::net::UdpSocket::from(fd))
 }
 
 async fn read(

@@ -59,6 +59,7 @@ pub fn size_buffers(fd: libc::c_int) {
 /// The data socket. Non-blocking and shared: the data plane's thread
 /// receives and sends data on it, the control plane sends its own
 /// datagrams (handshakes, STUN) on it directly.
+#[derive(Debug)]
 pub struct Udp {
     sock: StdUdp,
     /// Off only when the kernel has no UDP GSO at all; a destination that
@@ -91,11 +92,18 @@ pub enum Sent {
 impl Udp {
     pub fn bind(port: u16) -> io::Result<Self> {
         let sock = StdUdp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))?;
-        let fd = sock.as_raw_fd();
-        size_buffers(fd);
         // Tunnel and STUN traffic must not follow a default route into
         // the tunnel itself.
-        super::routes::mark_or_log(fd, "data");
+        super::routes::mark_or_log(sock.as_raw_fd(), "data");
+        Self::adopt(sock)
+    }
+
+    /// A socket opened elsewhere (a hard-NAT route's, already marked) made
+    /// a data socket: large buffers, GRO where the kernel has it,
+    /// non-blocking.
+    pub fn adopt(sock: StdUdp) -> io::Result<Self> {
+        let fd = sock.as_raw_fd();
+        size_buffers(fd);
         let gro = setsockopt(fd, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
         sock.set_nonblocking(true)?;
         Ok(Self {

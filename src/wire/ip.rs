@@ -99,13 +99,27 @@ pub fn checksum(data: &[u8], sum: u32) -> u16 {
 }
 
 /// `data`'s 16-bit big-endian words added to `sum` (an odd last byte is
-/// padded with zero), not yet folded.
-pub fn sum_words(data: &[u8], mut sum: u32) -> u32 {
-    for pair in data.chunks(2) {
-        let word = u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]);
-        sum += u32::from(word);
+/// padded with zero), in one's complement: the result is at most 0xffff,
+/// so callers may add small terms (a length, a protocol) before folding.
+pub fn sum_words(data: &[u8], sum: u32) -> u32 {
+    // Four bytes at a time into 64 bits: 2^16 ≡ 1 (mod 2^16 − 1), so a
+    // 32-bit word counts as its two 16-bit halves, and the carries fold in
+    // at the end. The GRO path sums every merged segment this way.
+    let mut acc = u64::from(sum);
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
     }
-    sum
+    for pair in words.remainder().chunks(2) {
+        acc += u64::from(u16::from_be_bytes([
+            pair[0],
+            pair.get(1).copied().unwrap_or(0),
+        ]));
+    }
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u32
 }
 
 /// Writes into `out[..20]` an IPv4 header (no options, TTL 64, checksum
@@ -141,6 +155,57 @@ pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: &[u8]) -
     let mut p = vec![0u8; IPV4_HEADER_LEN];
     emit_ipv4_header(&mut p, src, dst, protocol, payload.len(), 0, false);
     p.extend_from_slice(payload);
+    p
+}
+
+/// A whole TCP or UDP packet (`proto` 6 or 17) around `payload`, IPv4
+/// from 100.64.0.1 to 100.64.0.2 (TTL 64, DF) or IPv6 from fd6b::1 to
+/// fd6b::2 (hop limit 64), from port `sport` to 49153; TCP with `seq`,
+/// ACK number 7777, `flags` and window 512. Checksums filled in. For
+/// tests and fuzz checks.
+pub fn transport_packet(
+    v6: bool,
+    proto: u8,
+    sport: u16,
+    seq: u32,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let (src, dst) = (Ipv4Addr::new(100, 64, 0, 1), Ipv4Addr::new(100, 64, 0, 2));
+    let addrs: Vec<u8> = if v6 {
+        let ula = |n: u8| [0xfd, 0x6b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n];
+        [ula(1), ula(2)].concat()
+    } else {
+        [src.octets(), dst.octets()].concat()
+    };
+    let mut t = vec![0u8; if proto == 6 { 20 } else { 8 }];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&49153u16.to_be_bytes());
+    let at = if proto == 6 {
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[8..12].copy_from_slice(&7777u32.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = flags;
+        t[14..16].copy_from_slice(&512u16.to_be_bytes());
+        16
+    } else {
+        t[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        6
+    };
+    t.extend_from_slice(payload);
+    let sum = checksum(&t, sum_words(&addrs, u32::from(proto) + t.len() as u32));
+    t[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    if !v6 {
+        let mut p = vec![0u8; IPV4_HEADER_LEN];
+        emit_ipv4_header(&mut p, src, dst, proto, t.len(), 1, true);
+        p.extend_from_slice(&t);
+        return p;
+    }
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&(t.len() as u16).to_be_bytes());
+    p.extend_from_slice(&[proto, 64]);
+    p.extend_from_slice(&addrs);
+    p.extend_from_slice(&t);
     p
 }
 

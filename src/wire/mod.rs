@@ -37,6 +37,7 @@
 #![cfg_attr(not(test), deny(clippy::disallowed_methods))]
 
 mod control;
+pub mod gro;
 mod ip;
 mod packet;
 mod record;
