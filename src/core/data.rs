@@ -241,6 +241,12 @@ pub struct DataPlane {
     frame: Vec<u8>,
     /// Padding stops at the interface MTU ([`DataPlane::set_mtu`]).
     mtu: usize,
+    /// TUN packets left in the batch being sealed ([`DataPlane::begin_batch`]);
+    /// 0 outside one.
+    batch_left: u64,
+    /// Send counters reserved for the batch: per session, the next one
+    /// and the end of the block.
+    reserved: Vec<(Session, u64, u64)>,
 }
 
 impl Default for DataPlane {
@@ -255,6 +261,8 @@ impl Default for DataPlane {
             scratch: vec![0; wire::MAX_DATAGRAM],
             frame: vec![0; RELAY_HEADER_LEN + wire::MAX_DATAGRAM + SEAL_OVERHEAD],
             mtu: usize::MAX,
+            batch_left: 0,
+            reserved: Vec::new(),
         }
     }
 }
@@ -298,14 +306,63 @@ impl DataPlane {
         }
     }
 
+    /// The cryptokey routes it works from (tests: a second worker's copy).
+    #[cfg(test)]
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
     /// The view the data half works from for `id` (tests, status).
     pub fn view(&self, id: PeerId) -> Option<&PeerView> {
         self.peers.get(id.0).map(|p| &p.view)
     }
 
+    /// The next `n` calls of [`handle_tun`](Self::handle_tun) are one
+    /// batch (one TUN read): each session they seal on reserves its
+    /// counters once, for the rest of the batch, instead of once per
+    /// packet. Another worker's batch on the same session takes numbers
+    /// after the block, so the receiver sees at most a batch out of order.
+    pub fn begin_batch(&mut self, n: usize) {
+        self.reserved.clear();
+        self.batch_left = n as u64;
+    }
+
+    /// The batch is over: counters reserved and not used are let go (a
+    /// block kept past its batch would send old numbers later, behind
+    /// other workers', and risk falling out of the receiver's window).
+    pub fn end_batch(&mut self) {
+        self.reserved.clear();
+        self.batch_left = 0;
+    }
+
+    /// The next send counter on `session`: from the batch's block
+    /// (`reserved`), reserving one for the rest of the batch (`left`
+    /// packets) first if it has none; outside a batch, one on its own.
+    fn counter(reserved: &mut Vec<(Session, u64, u64)>, left: u64, session: &Session) -> u64 {
+        if left == 0 {
+            return session.reserve(1);
+        }
+        if let Some((_, next, end)) = reserved.iter_mut().find(|(s, ..)| s.same(session))
+            && next < end
+        {
+            *next += 1;
+            return *next - 1;
+        }
+        let first = session.reserve(left);
+        reserved.retain(|(s, ..)| !s.same(session));
+        reserved.push((session.clone(), first + 1, first + left));
+        first
+    }
+
     /// An IP packet read from the TUN device; `out` as for
     /// [`Node::handle_tun`](super::Node::handle_tun).
     pub fn handle_tun(&mut self, now: Instant, packet: &[u8], out: &mut [u8]) -> DataTun {
+        let outcome = self.route_and_seal(now, packet, out);
+        self.batch_left = self.batch_left.saturating_sub(1);
+        outcome
+    }
+
+    fn route_and_seal(&mut self, now: Instant, packet: &[u8], out: &mut [u8]) -> DataTun {
         let (id, hdr, packet) = match self.routes.outbound(packet) {
             Ok(routed) => routed,
             Err(reason) => return DataTun::Dropped(reason),
@@ -398,9 +455,10 @@ impl DataPlane {
         let Some(tx) = &p.view.tx else {
             return Err(DataTun::Control);
         };
+        let counter = Self::counter(&mut self.reserved, self.batch_left, &tx.session);
         let len = match tx
             .session
-            .seal_padded(now, payload, limit, &mut self.scratch, out)
+            .seal_padded(now, counter, payload, limit, &mut self.scratch, out)
         {
             Ok(len) => len,
             // Expired: the control half queues it and starts a handshake.

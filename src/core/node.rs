@@ -1209,7 +1209,8 @@ impl Node {
     ) -> Option<Result<usize, SessionError>> {
         let p = &mut self.peers[id.0];
         let session = p.current.as_ref().filter(|s| s.is_valid(now))?;
-        let sealed = session.seal_padded(now, payload, limit, &mut self.scratch, out);
+        let counter = session.reserve(1);
+        let sealed = session.seal_padded(now, counter, payload, limit, &mut self.scratch, out);
         if let Ok(len) = sealed {
             p.tx_bytes += len as u64;
         }

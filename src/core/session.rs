@@ -13,10 +13,12 @@
 //! A [`Session`] is a handle both halves of the node hold at once (see
 //! `core::data`): the data plane seals and opens on it, the control plane
 //! seals its control messages on it and decides when it is replaced. So
-//! the send counter is an atomic (each seal reserves its own number, never
-//! one twice, whoever seals) and the replay window sits behind a mutex that
-//! is uncontended in practice: a session receives on one thread at a time
-//! except while a path moves between the data plane and the control plane.
+//! the send counter is an atomic from which every sealer reserves numbers
+//! ([`Session::reserve`]: a data-plane worker a block per TUN batch, the
+//! control plane one per message), never one twice, and the replay window
+//! sits behind a mutex that is uncontended in practice: a session receives
+//! on one thread at a time except while a path moves between the data
+//! plane and the control plane.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -116,10 +118,21 @@ impl Session {
         self.send_counter.load(Ordering::Relaxed)
     }
 
-    /// Encrypt `payload` into a complete data message in `out`; returns its length.
-    pub fn encrypt(
+    /// Reserves `n` consecutive send counters in one atomic step; the
+    /// first. Numbers are never handed out twice, whichever threads
+    /// reserve; one reserved and not used (a batch that ended early, a
+    /// failed seal) costs nothing: the receiver's window skips it.
+    pub fn reserve(&self, n: u64) -> u64 {
+        self.send_counter.fetch_add(n, Ordering::Relaxed)
+    }
+
+    /// Encrypt `payload` into a complete data message in `out` with
+    /// `counter`, which the caller [reserved](Self::reserve) and uses
+    /// once; returns its length.
+    fn encrypt(
         &self,
         now: Instant,
+        counter: u64,
         payload: &[u8],
         out: &mut [u8],
     ) -> Result<usize, SessionError> {
@@ -130,10 +143,6 @@ impl Session {
         if out.len() < total {
             return Err(SessionError::Buffer);
         }
-        // Reserved before sealing: a counter is never used twice, even by
-        // two threads sealing at once. A failed seal below wastes its
-        // number, which costs nothing (the receiver's window skips it).
-        let counter = self.send_counter.fetch_add(1, Ordering::Relaxed);
         if counter >= REJECT_AFTER_MESSAGES {
             return Err(SessionError::Expired);
         }
@@ -146,13 +155,16 @@ impl Session {
         Ok(DATA_HEADER_LEN + n)
     }
 
-    /// [`encrypt`](Self::encrypt) `payload` padded with zeros to a multiple
-    /// of [`PAD_TO`], but never past `limit` (the interface MTU: a packet
-    /// that fills it must not grow past what the path was sized for;
-    /// WireGuard §5.4.6 does the same); `scratch` holds the padded copy.
+    /// Seal `payload` with `counter` (reserved with [`reserve`](Self::reserve),
+    /// used once) padded with zeros to a multiple of [`PAD_TO`], but never
+    /// past `limit` (the interface MTU: a packet that fills it must not
+    /// grow past what the path was sized for; WireGuard §5.4.6 does the
+    /// same), into a complete data message in `out`; `scratch` holds the
+    /// padded copy. Its length.
     pub fn seal_padded(
         &self,
         now: Instant,
+        counter: u64,
         payload: &[u8],
         limit: usize,
         scratch: &mut [u8],
@@ -170,7 +182,7 @@ impl Session {
             scratch[payload.len()..padded].fill(0);
             &scratch[..padded]
         };
-        self.encrypt(now, plain, out)
+        self.encrypt(now, counter, plain, out)
     }
 
     /// Authenticate and decrypt; returns the plaintext length written to `out`.

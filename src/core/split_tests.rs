@@ -199,34 +199,45 @@ fn counters_are_never_reused_across_halves_batches_and_threads() {
     sim.start_all();
     sim.run_for(Duration::from_millis(200));
     let view = sim.nodes[0].node.data.view(PeerId(0)).unwrap().clone();
-    let session = view.tx.unwrap().session;
+    let session = view.tx.clone().unwrap().session;
     let counter_of = |d: &[u8]| match crate::wire::parse(d) {
         Ok(crate::wire::Packet::Data(d)) => d.counter,
         other => panic!("not a data message: {other:?}"),
     };
     let now = sim.now;
-    // Four workers sealing batches on the one session at once, while the
-    // control half seals its own messages on it too.
-    let workers: Vec<_> = (0..4)
+    let routes = sim.nodes[0].node.data.routes().clone();
+    // Four workers sealing batches on the one session at once, each with
+    // its own data half as the daemon's workers have, while the control
+    // half seals its own messages on it too.
+    let workers: Vec<_> = (0..4u8)
         .map(|w| {
-            let s = session.clone();
+            let (routes, view) = (routes.clone(), view.clone());
             std::thread::spawn(move || {
-                let mut scratch = vec![0u8; 2048];
-                let mut seen = Vec::new();
-                for batch in 0..50 {
+                let mut dp = DataPlane::default();
+                dp.apply(DataUpdate::Routes(routes));
+                dp.apply(DataUpdate::Peer {
+                    id: PeerId(0),
+                    view,
+                });
+                let mut batches = Vec::new();
+                for batch in 0..50u8 {
+                    dp.begin_batch(20);
+                    let mut seen = Vec::new();
                     for k in 0..20u8 {
-                        let payload = [w, batch, k];
-                        let mut out = vec![0u8; 128];
-                        let n = s
-                            .seal_padded(now, &payload, usize::MAX, &mut scratch, &mut out)
-                            .unwrap();
-                        match crate::wire::parse(&out[..n]) {
+                        let pkt = ip_packet(overlay(1), overlay(2), &[w, batch, k]);
+                        let mut out = vec![0u8; pkt.len() + OVERHEAD];
+                        let DataTun::Send { len, .. } = dp.handle_tun(now, &pkt, &mut out) else {
+                            panic!("worker {w} did not seal");
+                        };
+                        match crate::wire::parse(&out[..len]) {
                             Ok(crate::wire::Packet::Data(d)) => seen.push(d.counter),
                             other => panic!("{other:?}"),
                         }
                     }
+                    dp.end_batch();
+                    batches.push(seen);
                 }
-                seen
+                batches
             })
         })
         .collect();
@@ -242,10 +253,18 @@ fn counters_are_never_reused_across_halves_batches_and_threads() {
             let _ = n.ping(now, PeerId(0));
         });
     }
-    let mut all: Vec<u64> = workers
+    let batches: Vec<Vec<u64>> = workers
         .into_iter()
         .flat_map(|h| h.join().unwrap())
         .collect();
+    // One reservation per batch: each batch's numbers are one block.
+    for b in &batches {
+        assert!(
+            b.windows(2).all(|w| w[1] == w[0] + 1),
+            "a batch's counters are not one block: {b:?}"
+        );
+    }
+    let mut all: Vec<u64> = batches.into_iter().flatten().collect();
     assert_eq!(all.len(), 4000);
     all.extend(control);
     let unique: HashSet<u64> = all.iter().copied().collect();

@@ -805,6 +805,7 @@ impl Loop {
         let now = Instant::now();
         let mut run = std::mem::take(&mut self.run);
         let mut sealed = 0;
+        self.dp.begin_batch(n.min(TUN_BATCH));
         for i in 0..n.min(TUN_BATCH) {
             let at = run.used;
             let b = &mut self.b;
@@ -830,6 +831,7 @@ impl Loop {
                 }
             }
         }
+        self.dp.end_batch();
         self.run = run;
         self.gauges.sealed.fetch_add(sealed, Ordering::Relaxed);
     }

@@ -349,12 +349,7 @@ fn finish(buf: &mut [u8], r: &Run) {
     p[at..at + 2].copy_from_slice(&partial.to_be_bytes());
     hdr[0] = VNET_F_NEEDS_CSUM;
     hdr[1] = gso_type;
-    let fields = [
-        seg.iph + seg.l4h,
-        r.gso_size,
-        seg.iph,
-        csum_offset,
-    ];
+    let fields = [seg.iph + seg.l4h, r.gso_size, seg.iph, csum_offset];
     for (i, v) in fields.into_iter().enumerate() {
         hdr[2 + 2 * i..4 + 2 * i].copy_from_slice(&(v as u16).to_ne_bytes());
     }
