@@ -12,11 +12,13 @@
 //! Invariant: the written indices rise, each a non-empty buffer; an
 //! unmerged packet is written unchanged under an empty header; every
 //! merged packet verifies as the kernel will use it
-//! (`gro::verify_merged`); and no byte is lost or made up: the written
-//! packets hold every input packet's bytes, less the headers of those that
-//! joined another.
+//! (`gro::verify_merged`); and each merged packet's payload is its first
+//! packet's followed by those of the packets that joined it, in order
+//! (a packet not written joined the latest written one of its flow before
+//! it), TCP ones with consecutive sequence numbers: nothing lost, reordered
+//! or made up.
 
-use kith::wire::gro::{Gro, VNET_HDR_LEN, verify_merged, vnet_header};
+use kith::wire::gro::{Gro, VNET_HDR_LEN, layout, verify_merged, vnet_header};
 use kith::wire::transport_packet;
 
 /// A batch as the data plane writes it.
@@ -77,36 +79,92 @@ pub fn run(data: &[u8]) {
     let written = gro.coalesce(&mut bufs, udp).to_vec();
 
     assert!(written.windows(2).all(|w| w[0] < w[1]), "{written:?}");
-    let mut out_bytes = 0usize;
     for &i in &written {
         assert!(bufs[i].len() > VNET_HDR_LEN, "empty buffer {i} written");
         let packet = &bufs[i][VNET_HDR_LEN..];
-        out_bytes += packet.len();
         if bufs[i][..VNET_HDR_LEN] == [0; VNET_HDR_LEN] {
             assert_eq!(packet, before[i].as_slice(), "unmerged packet {i} changed");
         } else if let Err(e) = verify_merged(&bufs[i]) {
             panic!("merged packet {i}: {e}: {:?}", vnet_header(&bufs[i]));
         }
     }
-    // Every packet not written was merged: its payload is in a written
-    // one, its headers are not.
-    let mut in_bytes = 0usize;
+    // What each written packet should hold: its own payload, then that of
+    // every packet that joined it. A packet that was not written joined the
+    // latest written packet of its flow before it.
+    let mut expect: Vec<(usize, Vec<u8>, u32)> = Vec::new();
     for (i, p) in before.iter().enumerate() {
         if written.contains(&i) {
-            in_bytes += p.len();
-        } else if !p.is_empty() {
-            let (iph, proto) = if p[0] >> 4 == 4 {
-                (20, p[9])
-            } else {
-                (40, p[6])
-            };
-            let l4h = if proto == 17 {
-                8
-            } else {
-                usize::from(p[iph + 12] >> 4) * 4
-            };
-            in_bytes += p.len() - iph - l4h;
+            expect.push((i, p.clone(), seq_after(p)));
+            continue;
         }
+        if p.is_empty() {
+            continue;
+        }
+        let (iph, l4h, _) = layout(p).expect("a packet that joined another is TCP or UDP");
+        let head = expect
+            .iter_mut()
+            .rev()
+            .find(|(h, ..)| same_flow(&before[*h], p))
+            .unwrap_or_else(|| panic!("packet {i} joined no earlier packet of its flow"));
+        if let Some(seq) = tcp_seq(p) {
+            assert_eq!(seq, head.2, "packet {i} joined out of sequence");
+        }
+        head.1.extend_from_slice(&p[iph + l4h..]);
+        head.2 = seq_after(p);
     }
-    assert_eq!(out_bytes, in_bytes, "bytes lost or made up");
+    for (i, want, _) in expect {
+        let got = &bufs[i][VNET_HDR_LEN..];
+        if got.len() != want.len() || bufs[i][..VNET_HDR_LEN] == [0; VNET_HDR_LEN] {
+            assert_eq!(got, want.as_slice(), "packet {i}: bytes lost or made up");
+            continue;
+        }
+        // Merged: headers rewritten (lengths, checksums, PSH); the payloads
+        // must be exactly the joined ones.
+        let (iph, l4h, _) = layout(got).expect("merged packets are TCP or UDP");
+        assert_eq!(
+            &got[iph + l4h..],
+            &want[iph + l4h..],
+            "packet {i}: payloads"
+        );
+    }
+}
+
+/// The TCP sequence number of IP packet `p`, if it is a TCP segment.
+fn tcp_seq(p: &[u8]) -> Option<u32> {
+    let (iph, _, proto) = layout(p)?;
+    (proto == 6).then(|| u32::from_be_bytes([p[iph + 4], p[iph + 5], p[iph + 6], p[iph + 7]]))
+}
+
+/// The sequence number after TCP segment `p` (0 for anything else).
+fn seq_after(p: &[u8]) -> u32 {
+    match (tcp_seq(p), layout(p)) {
+        (Some(seq), Some((iph, l4h, _))) => seq.wrapping_add((p.len() - iph - l4h) as u32),
+        _ => 0,
+    }
+}
+
+/// Same addresses, protocol and ports (and, for TCP, ACK number).
+fn same_flow(a: &[u8], b: &[u8]) -> bool {
+    let (Some((ia, _, pa)), Some((ib, _, pb))) = (layout(a), layout(b)) else {
+        return false;
+    };
+    let addrs = |p: &[u8], iph: usize| {
+        if iph == 20 {
+            p[12..20].to_vec()
+        } else {
+            p[8..40].to_vec()
+        }
+    };
+    let ack = |p: &[u8], iph: usize, proto: u8| {
+        if proto == 6 {
+            p[iph + 8..iph + 12].to_vec()
+        } else {
+            Vec::new()
+        }
+    };
+    ia == ib
+        && pa == pb
+        && addrs(a, ia) == addrs(b, ib)
+        && a[ia..ia + 4] == b[ib..ib + 4]
+        && ack(a, ia, pa) == ack(b, ib, pb)
 }

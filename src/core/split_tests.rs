@@ -273,6 +273,65 @@ fn counters_are_never_reused_across_halves_batches_and_threads() {
     assert!(session.messages_sent() >= all.len() as u64 + 100);
 }
 
+/// Two workers' data halves taking turns batch by batch on one session
+/// (no threads, so the interleaving is certain): each batch's counters are
+/// one block, reserved when its first packet is sealed, and what a batch
+/// left unused is skipped, never handed out later.
+#[test]
+fn each_batch_seals_on_one_block_of_counters() {
+    let mut sim = pair(77);
+    sim.start_all();
+    sim.run_for(Duration::from_millis(200));
+    let view = sim.nodes[0].node.data.view(PeerId(0)).unwrap().clone();
+    let routes = sim.nodes[0].node.data.routes().clone();
+    let worker = || {
+        let mut dp = DataPlane::default();
+        dp.apply(DataUpdate::Routes(routes.clone()));
+        dp.apply(DataUpdate::Peer {
+            id: PeerId(0),
+            view: view.clone(),
+        });
+        dp
+    };
+    let (mut a, mut b) = (worker(), worker());
+    let now = sim.now;
+    let pkt = ip_packet(overlay(1), overlay(2), b"batch");
+    let seal = |dp: &mut DataPlane| {
+        let mut out = vec![0u8; pkt.len() + OVERHEAD];
+        let DataTun::Send { len, .. } = dp.handle_tun(now, &pkt, &mut out) else {
+            panic!("not sealed");
+        };
+        match crate::wire::parse(&out[..len]) {
+            Ok(crate::wire::Packet::Data(d)) => d.counter,
+            other => panic!("{other:?}"),
+        }
+    };
+    let start = view.tx.as_ref().unwrap().session.messages_sent();
+    a.begin_batch(4);
+    b.begin_batch(3);
+    let a1 = seal(&mut a);
+    let b1 = seal(&mut b);
+    let a2 = seal(&mut a);
+    let b2 = seal(&mut b);
+    let b3 = seal(&mut b);
+    b.end_batch();
+    let a3 = seal(&mut a);
+    // a's batch ends one packet early: its fourth number is let go.
+    a.end_batch();
+    a.begin_batch(2);
+    let a4 = seal(&mut a);
+    a.end_batch();
+    assert_eq!([a1, a2, a3], [start, start + 1, start + 2], "a's block");
+    assert_eq!(
+        [b1, b2, b3],
+        [start + 4, start + 5, start + 6],
+        "b's block, after a's"
+    );
+    assert_eq!(a4, start + 7, "a's next batch starts after both blocks");
+    // Outside a batch (the control half's way), one number at a time.
+    assert_eq!(seal(&mut b), start + 9, "a's second block took two");
+}
+
 #[test]
 fn a_removed_peer_leaves_the_data_half() {
     let mut sim = pair(76);

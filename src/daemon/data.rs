@@ -21,21 +21,21 @@
 //! Workers: `[interface] queues = N` runs N copies of the loop, one per
 //! queue of a multi-queue TUN device, each on its own thread with its own
 //! [`DataPlane`] (so nothing of the per-packet state is shared but the
-//! sessions, whose counters and replay windows are safe across threads).
-//! The kernel puts each flow's outgoing packets on one TUN queue, so one
-//! flow is sealed by one worker, in order. Only worker 0 reads the data
-//! socket (and the hard-NAT routes' sockets, `Down::Sockets`, which every
-//! worker sends on for their addresses): the receive side stays one reader (per-worker sockets with
-//! SO_REUSEPORT would let a second daemon on the same port join the group
-//! silently instead of failing with "address in use", and a peer's
+//! sessions, whose counters and replay windows are safe across threads). The
+//! kernel puts each flow's outgoing packets on one TUN queue, so one flow is
+//! sealed by one worker, in order. Only worker 0 reads the data socket (and
+//! the hard-NAT routes' sockets, `Down::Sockets`, which every worker sends
+//! on for their addresses): the receive side stays one reader (per-worker
+//! sockets with SO_REUSEPORT would let a second daemon on the same port join
+//! the group silently instead of failing with "address in use", and a peer's
 //! traffic is one UDP flow, which the kernel would hand to one socket
 //! anyway); the others seal and send on the shared socket, which is safe
-//! from several threads. Worker 0 writes each opened packet to the queue
-//! of its flow ([`flow_queue`]), because the kernel steers a flow's
-//! outgoing packets to the queue its incoming ones were last written to:
-//! written all through queue 0, every TCP flow would be sealed by worker
-//! 0. Every view the control plane publishes goes to every worker; packets
-//! for the TUN go to worker 0. With one queue it is the same code, N = 1.
+//! from several threads. Worker 0 writes each opened packet to the queue of
+//! its flow ([`flow_queue`]), because the kernel steers a flow's outgoing
+//! packets to the queue its incoming ones were last written to: written all
+//! through queue 0, every TCP flow would be sealed by worker 0. Every view
+//! the control plane publishes goes to every worker; packets for the TUN go
+//! to worker 0. With one queue it is the same code, N = 1.
 //!
 //! Latency: after I/O the loop keeps polling without sleeping for the
 //! `[interface] busy_poll` window, so the answer to a packet just sent is
@@ -912,13 +912,24 @@ impl Loop {
 }
 
 /// Merge what GRO may of `bufs` and write the result to `tun`, one
-/// packet (or merged run) per write.
+/// packet (or merged run) per write. A device without offload (no
+/// virtio-net header: an old kernel, or `KITH_TUN_OFFLOAD=off`) takes the
+/// packets as they are.
 fn write_merged(gro: &mut Gro, tun: &tun_rs::SyncDevice, bufs: &mut [Vec<u8>], stats: &Stats) {
-    for &i in gro.coalesce(bufs, tun.udp_gso()) {
-        if let Err(e) = tun.send(&bufs[i]) {
+    let written = |r: std::io::Result<usize>| {
+        if let Err(e) = r {
             Stats::add(&stats.tun_write_errors, 1);
             debug!(error = %e, "TUN write failed; packet (or merged run) dropped");
         }
+    };
+    if !tun.tcp_gso() {
+        for b in bufs.iter().filter(|b| b.len() > TUN_HDR) {
+            written(tun.send(&b[TUN_HDR..]));
+        }
+        return;
+    }
+    for &i in gro.coalesce(bufs, tun.udp_gso()) {
+        written(tun.send(&bufs[i]));
     }
 }
 
@@ -1080,8 +1091,10 @@ impl Epoll {
     /// Sleep until a descriptor is readable or `timeout` passes; whether
     /// `watch` is among the readable ones.
     fn wait(&self, timeout: Duration, watch: RawFd) -> std::io::Result<bool> {
-        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
-        // SAFETY: evs is valid for 4 events.
+        // Room for every descriptor (TUN, eventfd, data socket, a few
+        // routes), so the eventfd is never left out of a report.
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
+        // SAFETY: evs is valid for 16 events.
         let rc = unsafe {
             libc::epoll_wait(
                 self.0.as_raw_fd(),

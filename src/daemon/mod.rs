@@ -149,6 +149,10 @@ fn cpus() -> usize {
 
 /// The TUN device with `queues` queues (one descriptor each, for one
 /// data-plane worker each); the first is the one the device was made with.
+/// The environment variable that turns TUN offload off (`off`): the
+/// device a kernel without IFF_VNET_HDR gives, for tests and diagnosis.
+pub const TUN_OFFLOAD_ENV: &str = "KITH_TUN_OFFLOAD";
+
 fn create_tun(cfg: &Config, queues: usize) -> Result<Vec<tun_rs::SyncDevice>, StartError> {
     let iface = &cfg.interface;
     // Opening an existing TUN by name would attach to it (or fail with a
@@ -181,9 +185,17 @@ fn create_tun(cfg: &Config, queues: usize) -> Result<Vec<tun_rs::SyncDevice>, St
         source,
     };
     // Offload (IFF_VNET_HDR + TSO) lets one read carry up to 64 KiB of TCP;
-    // kernels without it still get a working, slower device.
-    let first = build(true)
+    // kernels without it still get a working, slower device, and
+    // KITH_TUN_OFFLOAD=off asks for that device (tests, diagnosis).
+    let offload = std::env::var(TUN_OFFLOAD_ENV).map_or(true, |v| v != "off");
+    if !offload {
+        info!("TUN offload off ({TUN_OFFLOAD_ENV}=off): one packet per read and write");
+    }
+    let first = build(offload)
         .or_else(|e| {
+            if !offload {
+                return Err(e);
+            }
             debug!(error = %e, "TUN offload unavailable; using plain TUN");
             build(false)
         })
@@ -831,10 +843,9 @@ impl Shell {
     /// that a peer whose address is reached over TCP stays with the control
     /// plane (only it has those connections).
     fn publish(&mut self) {
-        let (generation, sockets) = self.pools.sockets();
-        if generation != self.pool_routes_sent {
-            self.pool_routes_sent = generation;
-            self.data.send(data::Down::Sockets(sockets));
+        if self.pools.generation() != self.pool_routes_sent {
+            self.pool_routes_sent = self.pools.generation();
+            self.data.send(data::Down::Sockets(self.pools.sockets()));
         }
         while let Some(u) = self.node.poll_data_update() {
             match u {

@@ -173,7 +173,11 @@ impl Pools {
         let sock = match sock {
             Ok(sock) => Arc::new(sock),
             Err(e) => {
-                warn!(peer = d.peer.0, error = %e, "hard NAT: a probe got through, but its socket cannot be kept; trying again later");
+                // It stays a pool socket (its reader still hands its
+                // datagrams over), so a later answer may still make it a
+                // route.
+                warn!(peer = d.peer.0, error = %e, "hard NAT: a probe got through, but its socket cannot be taken for the route");
+                pool.members[d.socket] = Some(member);
                 return;
             }
         };
@@ -195,11 +199,15 @@ impl Pools {
             .map(|r| r.sock.as_ref())
     }
 
-    /// Every route's address and socket, for the data plane, and a number
-    /// that changes whenever they do.
-    pub fn sockets(&self) -> (u64, Vec<(SocketAddr, Arc<Udp>)>) {
+    /// A number that changes whenever the routes do.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Every route's address and socket, for the data plane.
+    pub fn sockets(&self) -> Vec<(SocketAddr, Arc<Udp>)> {
         let routes = self.routes.iter().map(|r| (r.addr, r.sock.clone()));
-        (self.generation, routes.collect())
+        routes.collect()
     }
 
     /// End the attempt: close the peer's pool sockets that are not routes.

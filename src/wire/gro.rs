@@ -23,7 +23,7 @@
 //! buffer only within its capacity (the data plane's buffers hold 64 KiB),
 //! and the bookkeeping reuses its vectors from batch to batch.
 
-use super::ip::sum_words;
+use super::ip::{fold16, sum_words};
 
 /// The virtio-net header in front of every packet on an `IFF_VNET_HDR`
 /// TUN device (`struct virtio_net_hdr`, native byte order).
@@ -80,9 +80,12 @@ struct Run {
 }
 
 /// Merges each batch of opened packets; keep one per writer and reuse it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Gro {
     runs: Vec<Run>,
+    /// Runs one batch may build: past it, a new flow goes unmerged (and
+    /// nothing is allocated).
+    max_runs: usize,
     merged: Vec<bool>,
     write: Vec<usize>,
 }
@@ -92,6 +95,7 @@ impl Gro {
     pub fn with_capacity(batch: usize) -> Self {
         Self {
             runs: Vec::with_capacity(batch),
+            max_runs: batch,
             merged: Vec::with_capacity(batch),
             write: Vec::with_capacity(batch),
         }
@@ -108,7 +112,20 @@ impl Gro {
         self.merged.clear();
         self.merged.resize(bufs.len(), false);
         for i in 0..bufs.len() {
-            let Some(seg) = bufs[i].get(VNET_HDR_LEN..).and_then(|p| segment(p, udp)) else {
+            let Some(p) = bufs[i].get(VNET_HDR_LEN..) else {
+                continue;
+            };
+            let Some(flow) = flow(p) else {
+                continue;
+            };
+            let Some(seg) = segment(p, flow, udp) else {
+                // Nothing after it may join a run before it: that would
+                // deliver the flow out of order (the kernel flushes a
+                // flow's held packets on such a packet too).
+                let key = flow.0;
+                for r in self.runs.iter_mut().filter(|r| r.seg.key == key) {
+                    r.closed = true;
+                }
                 continue;
             };
             if let Some(r) = self.runs.iter().rposition(|r| r.seg.key == seg.key)
@@ -117,7 +134,7 @@ impl Gro {
                 self.merged[i] = true;
                 continue;
             }
-            if self.runs.len() < self.runs.capacity() {
+            if self.runs.len() < self.max_runs {
                 self.runs.push(Run {
                     head: i,
                     seg,
@@ -188,87 +205,93 @@ impl Gro {
     }
 }
 
-/// The layout of IP packet `p` if it is a merge candidate: TCP with data
-/// and no flags but ACK and PSH, or (when `udp`) UDP with data; no IPv4
-/// options or fragments, no IPv6 extension headers; lengths consistent.
-fn segment(p: &[u8], udp: bool) -> Option<Segment> {
+/// Where IP packet `p`'s transport header and payload begin, and which
+/// transport it carries: `(IP header length, transport header length,
+/// protocol)`, for TCP and UDP in IPv4 without options or IPv6 without
+/// extension headers (what GRO merges). `None` for anything else or a
+/// packet too short for its headers. The tests and the fuzz check read
+/// packets with it too.
+pub fn layout(p: &[u8]) -> Option<(usize, usize, u8)> {
+    let (iph, proto) = match p.first()? >> 4 {
+        4 if p.len() >= 20 && p[0] == 0x45 => (20, p[9]),
+        6 if p.len() >= 40 => (40, p[6]),
+        _ => return None,
+    };
+    let l4 = &p[iph..];
+    let l4h = match proto {
+        TCP if l4.len() >= 20 => usize::from(l4[12] >> 4) * 4,
+        UDP => 8,
+        _ => return None,
+    };
+    (l4h >= 8 && l4h <= l4.len()).then_some((iph, l4h, proto))
+}
+
+/// The flow of TCP or UDP packet `p` (see [`layout`]) and its layout.
+fn flow(p: &[u8]) -> Option<(Key, usize, usize)> {
+    let (iph, l4h, proto) = layout(p)?;
     let mut key = Key {
         src: [0; 16],
         dst: [0; 16],
         ports: [0; 4],
         ack: 0,
-        proto: 0,
-        v6: false,
+        proto,
+        v6: iph == 40,
     };
-    let iph = match p.first()? >> 4 {
-        4 => {
-            // IHL 5 only; DF may be set, nothing else of the flags/offset.
-            if p.len() < 20
-                || p[0] != 0x45
-                || usize::from(u16::from_be_bytes([p[2], p[3]])) != p.len()
-                || p[6] & 0xbf != 0
-                || p[7] != 0
-            {
-                return None;
-            }
-            key.src[..4].copy_from_slice(&p[12..16]);
-            key.dst[..4].copy_from_slice(&p[16..20]);
-            key.proto = p[9];
-            20
-        }
-        6 => {
-            if p.len() < 40 || usize::from(u16::from_be_bytes([p[4], p[5]])) + 40 != p.len() {
-                return None;
-            }
-            key.src.copy_from_slice(&p[8..24]);
-            key.dst.copy_from_slice(&p[24..40]);
-            key.proto = p[6];
-            key.v6 = true;
-            40
-        }
-        _ => return None,
+    let (src, dst) = if key.v6 {
+        (8..24, 24..40)
+    } else {
+        (12..16, 16..20)
     };
+    key.src[..src.len()].copy_from_slice(&p[src]);
+    key.dst[..dst.len()].copy_from_slice(&p[dst]);
     let l4 = &p[iph..];
-    key.ports.copy_from_slice(l4.get(..4)?);
-    match key.proto {
-        TCP => {
-            if l4.len() <= 20 {
-                return None;
-            }
-            let l4h = usize::from(l4[12] >> 4) * 4;
-            let flags = l4[13];
-            if l4h < 20
-                || l4h >= l4.len()
-                || flags & !(TCP_ACK | TCP_PSH) != 0
-                || flags & TCP_ACK == 0
-            {
-                return None;
-            }
-            key.ack = u32::from_be_bytes([l4[8], l4[9], l4[10], l4[11]]);
-            Some(Segment {
-                key,
-                iph,
-                l4h,
-                payload: l4.len() - l4h,
-                seq: u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]),
-                psh: flags & TCP_PSH != 0,
-            })
-        }
-        UDP if udp => {
-            if l4.len() <= 8 || usize::from(u16::from_be_bytes([l4[4], l4[5]])) != l4.len() {
-                return None;
-            }
-            Some(Segment {
-                key,
-                iph,
-                l4h: 8,
-                payload: l4.len() - 8,
-                seq: 0,
-                psh: false,
-            })
-        }
-        _ => None,
+    key.ports.copy_from_slice(&l4[..4]);
+    if proto == TCP {
+        key.ack = u32::from_be_bytes([l4[8], l4[9], l4[10], l4[11]]);
     }
+    Some((key, iph, l4h))
+}
+
+/// Packet `p` of flow `key` as a merge candidate: TCP with data and no
+/// flags but ACK and PSH, or (when `udp`) UDP with data; no IPv4 fragments;
+/// lengths and the IPv4 header checksum right (the merged packet gets a
+/// new one, which would hide a damaged header the kernel drops).
+fn segment(p: &[u8], (key, iph, l4h): (Key, usize, usize), udp: bool) -> Option<Segment> {
+    if key.v6 {
+        if usize::from(u16::from_be_bytes([p[4], p[5]])) + 40 != p.len() {
+            return None;
+        }
+    } else if usize::from(u16::from_be_bytes([p[2], p[3]])) != p.len()
+        // DF may be set, nothing else of the flags and fragment offset.
+        || p[6] & 0xbf != 0
+        || p[7] != 0
+        || fold(sum_words(&p[..20], 0)) != 0xffff
+    {
+        return None;
+    }
+    let l4 = &p[iph..];
+    let payload = l4.len() - l4h;
+    let mut seg = Segment {
+        key,
+        iph,
+        l4h,
+        payload,
+        seq: 0,
+        psh: false,
+    };
+    if payload == 0 {
+        return None;
+    }
+    if key.proto == TCP {
+        let flags = l4[13];
+        if l4h < 20 || flags & !(TCP_ACK | TCP_PSH) != 0 || flags & TCP_ACK == 0 {
+            return None;
+        }
+        seg.seq = u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]);
+        seg.psh = flags & TCP_PSH != 0;
+        return Some(seg);
+    }
+    (udp && usize::from(u16::from_be_bytes([l4[4], l4[5]])) == l4.len()).then_some(seg)
 }
 
 /// Whether `b` (already known to share `a`'s flow key) may follow `a` in
@@ -276,8 +299,8 @@ fn segment(p: &[u8], udp: bool) -> Option<Segment> {
 /// whole header but sequence number, flags and checksum.
 fn same_headers(a: &[u8], b: &[u8], seg: &Segment) -> bool {
     let ip = if seg.key.v6 {
-        // Version, traffic class; hop limit.
-        a[0] == b[0] && a[1] >> 4 == b[1] >> 4 && a[7] == b[7]
+        // Version, traffic class, flow label; hop limit.
+        a[..4] == b[..4] && a[7] == b[7]
     } else {
         // TOS; DF; TTL.
         a[1] == b[1] && a[6] == b[6] && a[8] == b[8]
@@ -311,11 +334,8 @@ fn pseudo_sum(p: &[u8], seg: &Segment, len: usize) -> u32 {
     sum_words(addrs, u32::from(seg.key.proto) + len as u32)
 }
 
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
+fn fold(sum: u32) -> u16 {
+    fold16(u64::from(sum))
 }
 
 /// Rewrites the first packet of merged run `r` (in `buf`, header
@@ -374,11 +394,8 @@ pub fn verify_merged(buf: &[u8]) -> Result<(), String> {
         vnet_header(buf).ok_or("no header")?;
     let mut p = buf[VNET_HDR_LEN..].to_vec();
     let (start, offset) = (usize::from(start), usize::from(offset));
-    let (iph, addrs, proto) = match p.first().map(|b| b >> 4) {
-        Some(4) if p.len() >= 20 => (20, 12..20, p[9]),
-        Some(6) if p.len() >= 40 => (40, 8..40, p[6]),
-        _ => return Err("not IP".into()),
-    };
+    let (iph, _, proto) = layout(&p).ok_or("not a TCP or UDP packet GRO makes")?;
+    let addrs = if iph == 20 { 12..20 } else { 8..40 };
     let want = match (proto, iph) {
         (TCP, 20) => (VNET_GSO_TCPV4, 16),
         (TCP, _) => (VNET_GSO_TCPV6, 16),
