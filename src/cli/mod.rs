@@ -750,6 +750,13 @@ pub fn render_status(r: &crate::daemon::control::StatusReport) -> String {
             );
         }
     }
+    if r.control_data > 0 {
+        let _ = writeln!(
+            out,
+            "\nslow path: {} data packets carried by the control plane (relay over TCP, paths settling)",
+            r.control_data
+        );
+    }
     if r.tcp_dropped > 0 {
         let _ = writeln!(
             out,
@@ -867,7 +874,7 @@ mod tests {
             }],
             relay_service: None,
             tcp_dropped: 0,
-            control_data: 0,
+            control_data: 7,
             data_drops: vec![("udp_dropped".into(), 3), ("truncated".into(), 0)],
             data_workers: vec![40, 2],
         }
@@ -882,6 +889,13 @@ mod tests {
             plain.contains("data plane: 2 workers, datagrams sealed 40 / 2"),
             "{plain}"
         );
+        assert!(
+            plain.contains("slow path: 7 data packets carried by the control plane"),
+            "{plain}"
+        );
+        let mut quiet = report(None);
+        quiet.control_data = 0;
+        assert!(!render_status(&quiet).contains("slow path"));
         let punched = render_status(&report(Some(PunchReport {
             role: "easy".into(),
             probes: 311,

@@ -6,7 +6,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::data::{DataTun, DataUdp};
+use super::data::{DataTun, DataUdp, PeerView};
+use super::routes::RouteTable;
 use super::sim::*;
 use super::tests::{delivered, pair};
 use super::*;
@@ -193,6 +194,26 @@ fn an_expired_session_in_the_data_half_is_refused_by_the_session_itself() {
     );
 }
 
+/// Another worker's data half, as the daemon starts one per TUN queue:
+/// these routes and `view` for peer 0.
+fn worker(routes: &RouteTable, view: &PeerView) -> DataPlane {
+    let mut dp = DataPlane::default();
+    dp.apply(DataUpdate::Routes(routes.clone()));
+    dp.apply(DataUpdate::Peer {
+        id: PeerId(0),
+        view: view.clone(),
+    });
+    dp
+}
+
+/// The counter of data message `d`.
+fn counter_of(d: &[u8]) -> u64 {
+    match crate::wire::parse(d) {
+        Ok(crate::wire::Packet::Data(d)) => d.counter,
+        other => panic!("not a data message: {other:?}"),
+    }
+}
+
 #[test]
 fn counters_are_never_reused_across_halves_batches_and_threads() {
     let mut sim = pair(75);
@@ -200,10 +221,6 @@ fn counters_are_never_reused_across_halves_batches_and_threads() {
     sim.run_for(Duration::from_millis(200));
     let view = sim.nodes[0].node.data.view(PeerId(0)).unwrap().clone();
     let session = view.tx.clone().unwrap().session;
-    let counter_of = |d: &[u8]| match crate::wire::parse(d) {
-        Ok(crate::wire::Packet::Data(d)) => d.counter,
-        other => panic!("not a data message: {other:?}"),
-    };
     let now = sim.now;
     let routes = sim.nodes[0].node.data.routes().clone();
     // Four workers sealing batches on the one session at once, each with
@@ -213,12 +230,7 @@ fn counters_are_never_reused_across_halves_batches_and_threads() {
         .map(|w| {
             let (routes, view) = (routes.clone(), view.clone());
             std::thread::spawn(move || {
-                let mut dp = DataPlane::default();
-                dp.apply(DataUpdate::Routes(routes));
-                dp.apply(DataUpdate::Peer {
-                    id: PeerId(0),
-                    view,
-                });
+                let mut dp = worker(&routes, &view);
                 let mut batches = Vec::new();
                 for batch in 0..50u8 {
                     dp.begin_batch(20);
@@ -229,10 +241,7 @@ fn counters_are_never_reused_across_halves_batches_and_threads() {
                         let DataTun::Send { len, .. } = dp.handle_tun(now, &pkt, &mut out) else {
                             panic!("worker {w} did not seal");
                         };
-                        match crate::wire::parse(&out[..len]) {
-                            Ok(crate::wire::Packet::Data(d)) => seen.push(d.counter),
-                            other => panic!("{other:?}"),
-                        }
+                        seen.push(counter_of(&out[..len]));
                     }
                     dp.end_batch();
                     batches.push(seen);
@@ -284,16 +293,7 @@ fn each_batch_seals_on_one_block_of_counters() {
     sim.run_for(Duration::from_millis(200));
     let view = sim.nodes[0].node.data.view(PeerId(0)).unwrap().clone();
     let routes = sim.nodes[0].node.data.routes().clone();
-    let worker = || {
-        let mut dp = DataPlane::default();
-        dp.apply(DataUpdate::Routes(routes.clone()));
-        dp.apply(DataUpdate::Peer {
-            id: PeerId(0),
-            view: view.clone(),
-        });
-        dp
-    };
-    let (mut a, mut b) = (worker(), worker());
+    let (mut a, mut b) = (worker(&routes, &view), worker(&routes, &view));
     let now = sim.now;
     let pkt = ip_packet(overlay(1), overlay(2), b"batch");
     let seal = |dp: &mut DataPlane| {
@@ -301,10 +301,7 @@ fn each_batch_seals_on_one_block_of_counters() {
         let DataTun::Send { len, .. } = dp.handle_tun(now, &pkt, &mut out) else {
             panic!("not sealed");
         };
-        match crate::wire::parse(&out[..len]) {
-            Ok(crate::wire::Packet::Data(d)) => d.counter,
-            other => panic!("{other:?}"),
-        }
+        counter_of(&out[..len])
     };
     let start = view.tx.as_ref().unwrap().session.messages_sent();
     a.begin_batch(4);
