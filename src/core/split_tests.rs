@@ -214,15 +214,23 @@ fn counter_of(d: &[u8]) -> u64 {
     }
 }
 
-#[test]
-fn counters_are_never_reused_across_halves_batches_and_threads() {
-    let mut sim = pair(75);
+/// A pair (seeded `seed`) whose first node has a session with the
+/// second, and that node's data half's view of it and routes: what the
+/// daemon gives each further worker.
+fn settled(seed: u64) -> (Sim, PeerView, RouteTable) {
+    let mut sim = pair(seed);
     sim.start_all();
     sim.run_for(Duration::from_millis(200));
-    let view = sim.nodes[0].node.data.view(PeerId(0)).unwrap().clone();
+    let data = &sim.nodes[0].node.data;
+    let (view, routes) = (data.view(PeerId(0)).unwrap().clone(), data.routes().clone());
+    (sim, view, routes)
+}
+
+#[test]
+fn counters_are_never_reused_across_halves_batches_and_threads() {
+    let (mut sim, view, routes) = settled(75);
     let session = view.tx.clone().unwrap().session;
     let now = sim.now;
-    let routes = sim.nodes[0].node.data.routes().clone();
     // Four workers sealing batches on the one session at once, each with
     // its own data half as the daemon's workers have, while the control
     // half seals its own messages on it too.
@@ -288,11 +296,7 @@ fn counters_are_never_reused_across_halves_batches_and_threads() {
 /// left unused is skipped, never handed out later.
 #[test]
 fn each_batch_seals_on_one_block_of_counters() {
-    let mut sim = pair(77);
-    sim.start_all();
-    sim.run_for(Duration::from_millis(200));
-    let view = sim.nodes[0].node.data.view(PeerId(0)).unwrap().clone();
-    let routes = sim.nodes[0].node.data.routes().clone();
+    let (sim, view, routes) = settled(77);
     let (mut a, mut b) = (worker(&routes, &view), worker(&routes, &view));
     let now = sim.now;
     let pkt = ip_packet(overlay(1), overlay(2), b"batch");
