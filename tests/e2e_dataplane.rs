@@ -204,7 +204,8 @@ const STREAMS: u16 = 16;
 fn a_tun_without_offload_carries_bulk_tcp_intact() {
     let lab = common::lab();
     let pair = pair_with(&lab, |s| {
-        s.env.push(("KITH_TUN_OFFLOAD".into(), "off".into()))
+        s.env
+            .push((kith::daemon::TUN_OFFLOAD_ENV.into(), "off".into()))
     });
     let Pair {
         mut node_a,

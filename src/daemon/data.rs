@@ -98,7 +98,7 @@ pub enum Up {
 }
 
 /// From the control plane to the data plane.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Down {
     Update(DataUpdate),
     /// An IP packet for the TUN device.
@@ -203,22 +203,17 @@ impl Handle {
     /// same device).
     pub fn send(&self, d: Down) {
         match d {
-            Down::Update(u) => {
-                if let Some((last, rest)) = self.workers.split_last() {
-                    for w in rest {
-                        w.send(Down::Update(u.clone()));
-                    }
-                    last.send(Down::Update(u));
-                }
-            }
-            Down::Sockets(s) => {
-                for w in &self.workers {
-                    w.send(Down::Sockets(s.clone()));
-                }
-            }
             tun @ Down::Tun(_) => {
                 if let Some(w) = self.workers.first() {
                     w.send(tun);
+                }
+            }
+            every => {
+                if let Some((last, rest)) = self.workers.split_last() {
+                    for w in rest {
+                        w.send(every.clone());
+                    }
+                    last.send(every);
                 }
             }
         }
@@ -315,7 +310,7 @@ pub fn spawn(
         let mut dp = DataPlane::default();
         dp.set_mtu(options.mtu);
         let mut fds = vec![tun.as_raw_fd(), wake_fd.as_raw_fd()];
-        if i == 0 {
+        if reads_udp(i) {
             fds.push(udp.as_raw_fd());
         }
         let mut l = Loop {
@@ -467,9 +462,8 @@ struct Loop {
 }
 
 impl Loop {
-    /// Worker 0 reads the data socket; the others only send on it.
     fn reads_udp(&self) -> bool {
-        self.queue == 0
+        reads_udp(self.queue)
     }
 
     fn run(&mut self) -> std::io::Result<()> {
@@ -805,8 +799,9 @@ impl Loop {
         let now = Instant::now();
         let mut run = std::mem::take(&mut self.run);
         let mut sealed = 0;
-        self.dp.begin_batch(n.min(TUN_BATCH));
-        for i in 0..n.min(TUN_BATCH) {
+        let n = n.min(TUN_BATCH);
+        self.dp.begin_batch(n);
+        for i in 0..n {
             let at = run.used;
             let b = &mut self.b;
             let pkt = &b.tun_pkts[i][..b.tun_sizes[i]];
@@ -909,6 +904,12 @@ impl Loop {
             }
         }
     }
+}
+
+/// Worker 0 reads the data socket (and the routes'); the others only send
+/// on them.
+fn reads_udp(worker: usize) -> bool {
+    worker == 0
 }
 
 /// Merge what GRO may of `bufs` and write the result to `tun`, one

@@ -147,12 +147,12 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-/// The TUN device with `queues` queues (one descriptor each, for one
-/// data-plane worker each); the first is the one the device was made with.
 /// The environment variable that turns TUN offload off (`off`): the
 /// device a kernel without IFF_VNET_HDR gives, for tests and diagnosis.
 pub const TUN_OFFLOAD_ENV: &str = "KITH_TUN_OFFLOAD";
 
+/// The TUN device with `queues` queues (one descriptor each, for one
+/// data-plane worker each); the first is the one the device was made with.
 fn create_tun(cfg: &Config, queues: usize) -> Result<Vec<tun_rs::SyncDevice>, StartError> {
     let iface = &cfg.interface;
     // Opening an existing TUN by name would attach to it (or fail with a

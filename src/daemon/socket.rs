@@ -45,7 +45,7 @@ pub(super) fn setsockopt(
 /// Data-path socket buffers: large enough that a burst does not drop.
 /// The FORCE variants pass the sysctl cap when we hold CAP_NET_ADMIN;
 /// otherwise take what the cap allows.
-pub fn size_buffers(fd: libc::c_int) {
+fn size_buffers(fd: libc::c_int) {
     for (force, plain) in [
         (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
         (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),

@@ -43,7 +43,7 @@ use super::capture::{LINKTYPE_ETHERNET, LINKTYPE_RAW};
 use super::topology::wait_both_ways;
 use super::{Capture, Host, Internet, KithNode, KithSpec, Lab, LabError, Pcap, Result, Uplink};
 use crate::identity::SecretKey;
-use crate::wire::{self, IPV4_HEADER_LEN, checksum, emit_ipv4_header, sum_words};
+use crate::wire::{self, IPV4_HEADER_LEN, checksum, emit_ipv4_header, pseudo_sum};
 
 /// The IPv4 identification every flood packet carries, so a capture on
 /// the attacker's own path can leave its copies out ([`INITIATIONS`]).
@@ -124,12 +124,7 @@ fn udp_packet(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8], out: &mut Ve
     out.extend_from_slice(payload);
     // RFC 768: over the pseudo-header (addresses, protocol, length) and
     // the datagram; a computed zero is sent as all ones.
-    let mut pseudo = [0u8; 12];
-    pseudo[..4].copy_from_slice(&src.ip().octets());
-    pseudo[4..8].copy_from_slice(&dst.ip().octets());
-    pseudo[9] = libc::IPPROTO_UDP as u8;
-    pseudo[10..].copy_from_slice(&(udp_len as u16).to_be_bytes());
-    let udp_sum = match checksum(&out[20..], sum_words(&pseudo, 0)) {
+    let udp_sum = match checksum(&out[20..], pseudo_sum(out, proto, udp_len)) {
         0 => 0xffff,
         s => s,
     };
@@ -687,6 +682,7 @@ fn wait_captured(capture: &Capture, timeout: Duration) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::sum_words;
 
     fn initiation(sender: u32) -> Vec<u8> {
         let mut msg = vec![0u8; wire::INITIATION_LEN];

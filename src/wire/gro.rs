@@ -23,7 +23,7 @@
 //! buffer only within its capacity (the data plane's buffers hold 64 KiB),
 //! and the bookkeeping reuses its vectors from batch to batch.
 
-use super::ip::{fold16, sum_words};
+use super::ip::{checksum, pseudo_sum};
 
 /// The virtio-net header in front of every packet on an `IFF_VNET_HDR`
 /// TUN device (`struct virtio_net_hdr`, native byte order).
@@ -265,7 +265,7 @@ fn segment(p: &[u8], (key, iph, l4h): (Key, usize, usize), udp: bool) -> Option<
         // DF may be set, nothing else of the flags and fragment offset.
         || p[6] & 0xbf != 0
         || p[7] != 0
-        || fold(sum_words(&p[..20], 0)) != 0xffff
+        || checksum(&p[..20], 0) != 0
     {
         return None;
     }
@@ -324,18 +324,17 @@ fn checksum_ok(p: &[u8], seg: &Segment) -> bool {
     if seg.key.proto == UDP && !seg.key.v6 && l4[6..8] == [0, 0] {
         return true;
     }
-    fold(sum_words(l4, pseudo_sum(p, seg, l4.len()))) == 0xffff
+    checksum(l4, pseudo_sum(p, seg.key.proto, l4.len())) == 0
 }
 
-/// The pseudo-header's sum (RFC 793 / RFC 8200 §8.1) for `len` bytes of
-/// transport data in packet `p`.
-fn pseudo_sum(p: &[u8], seg: &Segment, len: usize) -> u32 {
-    let addrs = if seg.key.v6 { &p[8..40] } else { &p[12..20] };
-    sum_words(addrs, u32::from(seg.key.proto) + len as u32)
-}
-
-fn fold(sum: u32) -> u16 {
-    fold16(u64::from(sum))
+/// The virtio-net GSO type and transport checksum offset of a merged run
+/// of `proto` (TCP or UDP) over IPv6 or IPv4.
+fn gso_kind(proto: u8, v6: bool) -> (u8, usize) {
+    match (proto, v6) {
+        (TCP, false) => (VNET_GSO_TCPV4, 16),
+        (TCP, true) => (VNET_GSO_TCPV6, 16),
+        _ => (VNET_GSO_UDP_L4, 6),
+    }
 }
 
 /// Rewrites the first packet of merged run `r` (in `buf`, header
@@ -353,18 +352,15 @@ fn finish(buf: &mut [u8], r: &Run) {
         let total = p.len() as u16;
         p[2..4].copy_from_slice(&total.to_be_bytes());
         p[10..12].fill(0);
-        let sum = !fold(sum_words(&p[..20], 0));
+        let sum = checksum(&p[..20], 0);
         p[10..12].copy_from_slice(&sum.to_be_bytes());
     }
-    let (gso_type, csum_offset) = match (seg.key.proto, seg.key.v6) {
-        (TCP, false) => (VNET_GSO_TCPV4, 16),
-        (TCP, true) => (VNET_GSO_TCPV6, 16),
-        _ => (VNET_GSO_UDP_L4, 6),
-    };
+    let (gso_type, csum_offset) = gso_kind(seg.key.proto, seg.key.v6);
     if seg.key.proto == UDP {
         p[seg.iph + 4..seg.iph + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
     }
-    let partial = fold(pseudo_sum(p, seg, l4_len));
+    // Folded but not complemented: sum_words never exceeds 16 bits.
+    let partial = pseudo_sum(p, seg.key.proto, l4_len) as u16;
     let at = seg.iph + csum_offset;
     p[at..at + 2].copy_from_slice(&partial.to_be_bytes());
     hdr[0] = VNET_F_NEEDS_CSUM;
@@ -395,12 +391,7 @@ pub fn verify_merged(buf: &[u8]) -> Result<(), String> {
     let mut p = buf[VNET_HDR_LEN..].to_vec();
     let (start, offset) = (usize::from(start), usize::from(offset));
     let (iph, _, proto) = layout(&p).ok_or("not a TCP or UDP packet GRO makes")?;
-    let addrs = if iph == 20 { 12..20 } else { 8..40 };
-    let want = match (proto, iph) {
-        (TCP, 20) => (VNET_GSO_TCPV4, 16),
-        (TCP, _) => (VNET_GSO_TCPV6, 16),
-        _ => (VNET_GSO_UDP_L4, 6),
-    };
+    let want = gso_kind(proto, iph == 40);
     if flags != VNET_F_NEEDS_CSUM || (gso_type, offset) != want || start != iph {
         return Err(format!("header {:?}", vnet_header(buf)));
     }
@@ -411,7 +402,7 @@ pub fn verify_merged(buf: &[u8]) -> Result<(), String> {
         ));
     }
     let ip_len = if iph == 20 {
-        if fold(sum_words(&p[..20], 0)) != 0xffff {
+        if checksum(&p[..20], 0) != 0 {
             return Err("IPv4 header checksum".into());
         }
         usize::from(u16::from_be_bytes([p[2], p[3]]))
@@ -421,11 +412,10 @@ pub fn verify_merged(buf: &[u8]) -> Result<(), String> {
     if ip_len != p.len() {
         return Err(format!("IP length {ip_len} for {} bytes", p.len()));
     }
-    let sum = !fold(sum_words(&p[start..], 0));
+    let sum = checksum(&p[start..], 0);
     p[start + offset..start + offset + 2].copy_from_slice(&sum.to_be_bytes());
     let l4 = &p[start..];
-    let pseudo = sum_words(&p[addrs], u32::from(proto) + l4.len() as u32);
-    if fold(sum_words(l4, pseudo)) != 0xffff {
+    if checksum(l4, pseudo_sum(&p, proto, l4.len())) != 0 {
         return Err("the completed transport checksum does not verify".into());
     }
     Ok(())

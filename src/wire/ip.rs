@@ -124,8 +124,21 @@ pub fn sum_words(data: &[u8], sum: u32) -> u32 {
     u32::from(fold16(swapped + u64::from(sum)))
 }
 
+/// The pseudo-header's sum (RFC 768, RFC 793, RFC 8200 §8.1: source and
+/// destination address, protocol, length) for `len` bytes of `proto` in IP
+/// packet `packet`, whose header gives the addresses: what [`checksum`]
+/// continues from for a UDP, TCP or ICMPv6 checksum.
+pub fn pseudo_sum(packet: &[u8], proto: u8, len: usize) -> u32 {
+    let addrs = if packet[0] >> 4 == 6 {
+        &packet[8..40]
+    } else {
+        &packet[12..20]
+    };
+    sum_words(addrs, u32::from(proto) + len as u32)
+}
+
 /// `sum` folded to 16 bits with end-around carries.
-pub(crate) fn fold16(mut sum: u64) -> u16 {
+fn fold16(mut sum: u64) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -181,13 +194,6 @@ pub fn transport_packet(
     flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
-    let (src, dst) = (Ipv4Addr::new(100, 64, 0, 1), Ipv4Addr::new(100, 64, 0, 2));
-    let addrs: Vec<u8> = if v6 {
-        let ula = |n: u8| [0xfd, 0x6b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n];
-        [ula(1), ula(2)].concat()
-    } else {
-        [src.octets(), dst.octets()].concat()
-    };
     let mut t = vec![0u8; if proto == 6 { 20 } else { 8 }];
     t[0..2].copy_from_slice(&sport.to_be_bytes());
     t[2..4].copy_from_slice(&49153u16.to_be_bytes());
@@ -203,19 +209,23 @@ pub fn transport_packet(
         6
     };
     t.extend_from_slice(payload);
-    let sum = checksum(&t, sum_words(&addrs, u32::from(proto) + t.len() as u32));
-    t[at..at + 2].copy_from_slice(&sum.to_be_bytes());
-    if !v6 {
+    let mut p = if v6 {
+        let ula = |n: u8| [0xfd, 0x6b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n];
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&(t.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[proto, 64]);
+        p.extend_from_slice(&[ula(1), ula(2)].concat());
+        p
+    } else {
         let mut p = vec![0u8; IPV4_HEADER_LEN];
+        let (src, dst) = (Ipv4Addr::new(100, 64, 0, 1), Ipv4Addr::new(100, 64, 0, 2));
         emit_ipv4_header(&mut p, src, dst, proto, t.len(), 1, true);
-        p.extend_from_slice(&t);
-        return p;
-    }
-    let mut p = vec![0x60, 0, 0, 0];
-    p.extend_from_slice(&(t.len() as u16).to_be_bytes());
-    p.extend_from_slice(&[proto, 64]);
-    p.extend_from_slice(&addrs);
+        p
+    };
+    let iph = p.len();
     p.extend_from_slice(&t);
+    let sum = checksum(&p[iph..], pseudo_sum(&p, proto, t.len()));
+    p[iph + at..iph + at + 2].copy_from_slice(&sum.to_be_bytes());
     p
 }
 
@@ -286,9 +296,7 @@ pub fn too_big(packet: &[u8], hdr: &IpHeader, mtu: usize, out: &mut [u8]) -> Opt
             icmp[ICMP_HEADER_LEN..].copy_from_slice(&packet[..quote]);
             // RFC 4443 §2.3: over the pseudo-header (addresses, length,
             // next header) and the message.
-            let mut pseudo = sum_words(&head[8..40], 0);
-            pseudo += icmp_len as u32 + u32::from(PROTO_ICMPV6);
-            let sum = checksum(icmp, pseudo);
+            let sum = checksum(icmp, pseudo_sum(head, PROTO_ICMPV6, icmp_len));
             icmp[2..4].copy_from_slice(&sum.to_be_bytes());
             Some(IPV6_HEADER_LEN + icmp_len)
         }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::wire::{checksum, transport_packet};
+use crate::wire::{checksum, pseudo_sum, transport_packet};
 
 /// What the data plane's TUN buffers hold.
 const ROOM: usize = VNET_HDR_LEN + 65_600;
@@ -161,9 +161,7 @@ fn refresh_checksums(buf: &mut [u8]) {
     }
     let at = iph + if proto == TCP { 16 } else { 6 };
     p[at..at + 2].fill(0);
-    let addrs = if iph == 20 { 12..20 } else { 8..40 };
-    let pseudo = sum_words(&p[addrs], u32::from(proto) + (p.len() - iph) as u32);
-    let sum = checksum(&p[iph..], pseudo);
+    let sum = checksum(&p[iph..], pseudo_sum(p, proto, p.len() - iph));
     p[at..at + 2].copy_from_slice(&sum.to_be_bytes());
 }
 
