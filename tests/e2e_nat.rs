@@ -396,8 +396,8 @@ fn predicted_ports(log: &str) -> Option<usize> {
 /// b's NAT hands out ports in order ([`SiteKind::Sequential`]): b's daemon
 /// measures the step with three STUN mappings and publishes it, and a
 /// probes the ports b's new sockets will get before any random one. The
-/// first hits come within a few dozen probes, where birthday probing needs
-/// about 250.
+/// path lands on one of the first few dozen predicted ports, where birthday
+/// probing hits a random one of b's ~260 new ports after about 250 probes.
 #[test]
 fn cone_and_sequential_connect_by_port_prediction() {
     let (_turn, lab) = common::lab_in_turn();
@@ -443,16 +443,31 @@ fn cone_and_sequential_connect_by_port_prediction() {
         "{row}: a predicted no ports for b (b's record carried no step?): {predicted:?}\n--- a's log ---\n{}",
         pair.node_a.log_tail(40)
     );
-    // The predicted ports came first and hit: a handful of probes, not the
-    // ~250 random ones birthday probing needs against 256 sockets.
+    // The path landed on a predicted port near the front of a's order: a's
+    // probe to it is what let b's packets through a's port-dependent
+    // filter. Which port, not how many probes a had sent when the path came
+    // up: lookups run every few seconds, so b may find a's record after a
+    // has started probing, and a keeps probing (further down its list) until
+    // b's sockets exist and their packets pass the filter its earlier probes
+    // opened; that count measures the lag between the two lookups.
+    // Without prediction the hit is a random one of b's ~260 new ports.
+    let (ab, _) = pair.reports().expect("status");
+    let port = |a: Option<&str>| -> i64 {
+        a.and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            .map(|a| i64::from(a.port()))
+            .unwrap_or_else(|| panic!("{row}: no port in {a:?}"))
+    };
+    let (hit, public) = (port(ab.endpoint.as_deref()), port(nat.public.as_deref()));
+    let step = i64::from(step.expect("checked above"));
+    let offset = hit - public;
     assert!(
-        a_punch.probes <= 64,
-        "{row}: a needed {} probes; port prediction should hit within 64: {a_punch:?}",
-        a_punch.probes
+        offset % step == 0 && (1..=64).contains(&(offset / step)),
+        "{row}: the path uses b's port {hit}, not among the first 64 predicted from {public} step {step}: {ab:?}"
     );
     eprintln!(
-        "{row}: direct after {t:?}; a predicted {} ports, sent {} probes; b opened {} sockets; b's step {step:?}",
+        "{row}: direct after {t:?}; a predicted {} ports, hit the {}th, sent {} probes; b opened {} sockets; b's step {step}",
         predicted.unwrap_or(0),
+        offset / step,
         a_punch.probes,
         b_punch.probes
     );
