@@ -28,7 +28,12 @@ pub(crate) fn scratch_dir(prefix: &str) -> PathBuf {
 pub(crate) fn claim_prefix(prefix: &str) -> Result<()> {
     std::fs::create_dir_all(CLAIMS).map_err(|e| LabError::io(format!("creating {CLAIMS}"), e))?;
     let path = claim_path(prefix);
-    std::fs::write(&path, std::process::id().to_string())
+    // Written aside and renamed into place: another lab's sweep (a thread
+    // of this test binary, or another process) must never read the claim
+    // half-written, take it for a dead lab's and reap this lab's files.
+    let tmp = path.with_extension("pid.new");
+    std::fs::write(&tmp, std::process::id().to_string())
+        .and_then(|()| std::fs::rename(&tmp, &path))
         .map_err(|e| LabError::io(format!("writing {}", path.display()), e))
 }
 
@@ -185,6 +190,37 @@ mod tests {
         release_prefix(&live);
         assert!(reaped, "the killed lab's claim and directory are gone");
         assert!(kept, "a live lab's claim and directory stay");
+    }
+
+    /// Labs start on many test threads at once, each sweeping while
+    /// another writes its claim: a sweep must always read a live claim as
+    /// live.
+    #[test]
+    fn a_claim_being_written_always_reads_as_live() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: writing lab claims under {CLAIMS} needs root");
+            return;
+        }
+        let prefix = random_prefix().unwrap();
+        claim_prefix(&prefix).unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let dead_reads = std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut dead = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    dead += usize::from(!claim_is_live(&prefix));
+                }
+                dead
+            });
+            for _ in 0..5_000 {
+                claim_prefix(&prefix).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            reader.join().unwrap()
+        });
+        release_prefix(&prefix);
+        assert_eq!(dead_reads, 0, "a live claim read as dead while rewritten");
     }
 
     #[test]
