@@ -122,8 +122,12 @@ impl std::fmt::Display for Queues {
     }
 }
 
-/// `[interface] busy_poll` when the key is absent.
-pub const DEFAULT_BUSY_POLL: std::time::Duration = std::time::Duration::from_micros(50);
+/// `[interface] busy_poll` when the key is absent: longer than a ping's
+/// round trip through the peer's daemon on a VM (~150 µs, three wakeups
+/// and two crossings of both kernels), so the answer is caught by the spin
+/// instead of a fourth wakeup; 50 µs never caught it (README, bench notes).
+/// Answers slower than the window switch the spin off (`BusyPoll`).
+pub const DEFAULT_BUSY_POLL: std::time::Duration = std::time::Duration::from_micros(200);
 /// Its largest value: past this, spinning burns a core for nothing.
 pub const MAX_BUSY_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 

@@ -372,7 +372,7 @@ fn interface(
                     v.span(),
                     "interface.busy_poll",
                     format!(
-                        "busy_poll {:?} is too long (at most \"10ms\"); \"50us\" suits most \
+                        "busy_poll {:?} is too long (at most \"10ms\"); \"200us\" suits most \
                          machines, \"0s\" turns it off (laptops)",
                         v.get_ref()
                     ),
