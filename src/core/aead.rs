@@ -9,15 +9,19 @@
 //! Must not: measure anything (no clocks here: the daemon times them and
 //! calls [`set_default`]).
 //!
-//! Flow: `noise::Resolver` asks [`Backend::cipher`] for every AEAD snow
-//! needs (the handshake's and each session's two), with the backend chosen
-//! when the resolver was made; snow keys it with [`Cipher::set`] and calls
-//! `encrypt`/`decrypt` with a 64-bit counter, which [`nonce`] lays out as
-//! WireGuard and the Noise spec do. Session code is unchanged by the choice,
-//! and the backends interoperate: a peer may have picked another.
+//! Flow: `noise::Resolver` asks [`Backend::cipher`] for the handshake's
+//! AEAD, with the backend chosen when the resolver was made; snow keys it
+//! with [`Cipher::set`] and calls `encrypt`/`decrypt` with a 64-bit
+//! counter, which [`nonce`] lays out as WireGuard and the Noise spec do.
+//! A finished handshake's two transport keys become [`DataKey`]s of the
+//! same backend (`noise::Handshake::into_transport`), which a session
+//! seals and opens with directly, in place, with the same nonce layout.
+//! Session code is unchanged by the choice, and the backends interoperate:
+//! a peer may have picked another.
 //!
-//! Keys at rest: `noise::WipedCipher` keys every cipher with zeros before
-//! snow drops it. What that reaches in each library:
+//! Keys at rest: `noise::WipedCipher` keys every snow cipher with zeros
+//! before snow drops it, and a [`DataKey`] does the same to itself when it
+//! is dropped. What that reaches in each library:
 //! - ring: the key lives inline in our struct; a new key overwrites it in
 //!   place.
 //! - aws-lc-rs: the key lives in an `EVP_AEAD_CTX` on AWS-LC's heap; a new
@@ -78,11 +82,15 @@ impl Backend {
 
     /// A fresh cipher for snow, keyed with zeros until snow sets its key.
     pub fn cipher(self) -> Box<dyn Cipher> {
+        Box::new(SnowCipher(self.aead(&[0; KEY_LEN])))
+    }
+
+    fn aead(self, key: &[u8; KEY_LEN]) -> Box<dyn Aead> {
         match self {
-            Self::Ring => Box::new(SnowCipher(ring::Ring::new(&[0; KEY_LEN]))),
+            Self::Ring => Box::new(ring::Ring::new(key)),
             #[cfg(feature = "aws-lc")]
-            Self::AwsLc => Box::new(SnowCipher(aws_lc::AwsLc::new(&[0; KEY_LEN]))),
-            Self::OpenSsl => Box::new(SnowCipher(openssl::OpenSsl::new(&[0; KEY_LEN]))),
+            Self::AwsLc => Box::new(aws_lc::AwsLc::new(key)),
+            Self::OpenSsl => Box::new(openssl::OpenSsl::new(key)),
         }
     }
 
@@ -143,46 +151,115 @@ pub fn nonce(counter: u64) -> [u8; NONCE_LEN] {
     nonce
 }
 
-/// A library call that failed for a reason other than a forged or
-/// damaged message (OpenSSL out of memory, an unkeyed context).
+/// A message that did not open (forged or damaged), or a library call
+/// that failed for another reason (OpenSSL out of memory, an unkeyed
+/// context).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Failed;
+pub struct Failed;
 
 /// What each backend provides: the RFC 8439 AEAD with a whole 96-bit
-/// nonce, the tag apart, from one buffer into another of the same length
-/// (what snow hands over; each library copies or not as it works best).
+/// nonce, the tag apart, in place (every library's fastest form: the data
+/// plane seals a packet where it already lies in the send buffer).
 trait Aead: Send + Sync {
     fn new(key: &[u8; KEY_LEN]) -> Self
     where
         Self: Sized;
     /// Replaces the key (see the module doc for where the old one goes).
     fn set_key(&mut self, key: &[u8; KEY_LEN]);
-    /// Encrypts `plaintext` into `out` (of its length); the tag.
+    /// Encrypts `buf` in place; the tag.
     fn seal(
         &self,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],
-        plaintext: &[u8],
-        out: &mut [u8],
+        buf: &mut [u8],
     ) -> Result<[u8; TAG_LEN], Failed>;
-    /// Checks `tag` and decrypts `ciphertext` into `out` (of its length);
-    /// `Failed` for a forged or damaged message, and then `out` may hold
-    /// anything (the caller wipes it).
+    /// Checks `tag` and decrypts `buf` in place; `Failed` for a forged or
+    /// damaged message, and then `buf` may hold anything (the caller
+    /// wipes it).
     fn open(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), Failed>;
+    /// As [`open`](Self::open), from `ciphertext` into `out` (of its
+    /// length): a received datagram has to end up in another buffer
+    /// anyway, and a library that decrypts from one buffer into another
+    /// does that copy as part of the decryption.
+    fn open_into(
         &self,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],
         ciphertext: &[u8],
         tag: &[u8; TAG_LEN],
         out: &mut [u8],
-    ) -> Result<(), Failed>;
+    ) -> Result<(), Failed> {
+        out.copy_from_slice(ciphertext);
+        self.open(nonce, aad, out, tag)
+    }
 }
 
-/// A backend as snow sees it: the counter turned into the nonce, the tag
-/// appended to the ciphertext.
-struct SnowCipher<A>(A);
+/// One direction of a session: its transport key, used directly with
+/// snow's nonce layout and no associated data (what snow's stateless
+/// transport mode does, so peers interoperate), sealing and opening in
+/// place. The key is set to zeros when it is dropped (see the module doc
+/// for what that reaches).
+pub struct DataKey(Box<dyn Aead>);
 
-impl<A: Aead> Cipher for SnowCipher<A> {
+impl DataKey {
+    pub fn new(backend: Backend, key: &[u8; KEY_LEN]) -> Self {
+        Self(backend.aead(key))
+    }
+
+    /// Encrypts `buf` in place with `counter` (used once); the tag.
+    pub fn seal(&self, counter: u64, buf: &mut [u8]) -> Result<[u8; TAG_LEN], Failed> {
+        self.0.seal(&nonce(counter), &[], buf)
+    }
+
+    /// Checks `tag` and decrypts `buf` in place; a forged or damaged
+    /// message leaves `buf` zeroed.
+    pub fn open(&self, counter: u64, buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), Failed> {
+        self.0
+            .open(&nonce(counter), &[], buf, tag)
+            .inspect_err(|_| buf.fill(0))
+    }
+
+    /// As [`open`](Self::open), from `ciphertext` into `out`, which must be
+    /// as long; a forged or damaged message leaves `out` zeroed.
+    pub fn open_into(
+        &self,
+        counter: u64,
+        ciphertext: &[u8],
+        tag: &[u8; TAG_LEN],
+        out: &mut [u8],
+    ) -> Result<(), Failed> {
+        if out.len() != ciphertext.len() {
+            return Err(Failed);
+        }
+        self.0
+            .open_into(&nonce(counter), &[], ciphertext, tag, out)
+            .inspect_err(|_| out.fill(0))
+    }
+}
+
+impl Drop for DataKey {
+    fn drop(&mut self) {
+        self.0.set_key(&[0; KEY_LEN]);
+    }
+}
+
+/// A session's two keys.
+pub struct SessionKeys {
+    pub send: DataKey,
+    pub recv: DataKey,
+}
+
+/// A backend as snow sees it (the handshake's messages): the counter
+/// turned into the nonce, the tag appended to the ciphertext.
+struct SnowCipher(Box<dyn Aead>);
+
+impl Cipher for SnowCipher {
     fn name(&self) -> &'static str {
         "ChaChaPoly"
     }
@@ -200,7 +277,8 @@ impl<A: Aead> Cipher for SnowCipher<A> {
             return 0;
         };
         let (body, tag_out) = out.split_at_mut(len);
-        match self.0.seal(&nonce(counter), authtext, plaintext, body) {
+        body.copy_from_slice(plaintext);
+        match self.0.seal(&nonce(counter), authtext, body) {
             Ok(tag) => {
                 tag_out.copy_from_slice(&tag);
                 len + TAG_LEN
@@ -227,7 +305,7 @@ impl<A: Aead> Cipher for SnowCipher<A> {
         let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| snow::Error::Decrypt)?;
         let out = out.get_mut(..len).ok_or(snow::Error::Decrypt)?;
         self.0
-            .open(&nonce(counter), authtext, body, tag, out)
+            .open_into(&nonce(counter), authtext, body, tag, out)
             .map(|()| len)
             .map_err(|Failed| {
                 out.fill(0);

@@ -235,8 +235,6 @@ pub struct DataPlane {
     relay: Option<SharedService>,
     /// Peers with pending activity, in the order it began.
     dirty: Vec<PeerId>,
-    /// Padding scratch for [`Session::seal_padded`], allocated once.
-    scratch: Vec<u8>,
     /// A relay frame being built or taken apart, allocated once.
     frame: Vec<u8>,
     /// Padding stops at the interface MTU ([`DataPlane::set_mtu`]).
@@ -258,7 +256,6 @@ impl Default for DataPlane {
             routes: RouteTable::default(),
             relay: None,
             dirty: Vec::new(),
-            scratch: vec![0; wire::MAX_DATAGRAM],
             frame: vec![0; RELAY_HEADER_LEN + wire::MAX_DATAGRAM + SEAL_OVERHEAD],
             mtu: usize::MAX,
             batch_left: 0,
@@ -456,10 +453,7 @@ impl DataPlane {
             return Err(DataTun::Control);
         };
         let counter = Self::counter(&mut self.reserved, self.batch_left, &tx.session);
-        let len = match tx
-            .session
-            .seal_padded(now, counter, payload, limit, &mut self.scratch, out)
-        {
+        let len = match tx.session.seal_padded(now, counter, payload, limit, out) {
             Ok(len) => len,
             // Expired: the control half queues it and starts a handshake.
             Err(SessionError::Expired) => return Err(DataTun::Control),

@@ -560,8 +560,6 @@ pub struct Node {
     record: Option<Vec<u8>>,
     /// The same record, for introductions.
     record_body: Option<wire::RecordBody>,
-    /// Padding scratch for the send path, allocated once.
-    scratch: Vec<u8>,
     /// A relay frame being built (sending, forwarding), allocated once.
     relay_buf: Vec<u8>,
     /// A delivered datagram being opened: apart from `relay_buf`, since
@@ -609,7 +607,6 @@ impl Node {
             peer_records: VecDeque::new(),
             record: None,
             record_body: None,
-            scratch: vec![0u8; wire::MAX_DATAGRAM],
             relay_buf: vec![0u8; wire::MAX_DATAGRAM + OVERHEAD],
             relay_in: vec![0u8; wire::MAX_DATAGRAM + OVERHEAD],
             service: None,
@@ -1210,7 +1207,7 @@ impl Node {
         let p = &mut self.peers[id.0];
         let session = p.current.as_ref().filter(|s| s.is_valid(now))?;
         let counter = session.reserve(1);
-        let sealed = session.seal_padded(now, counter, payload, limit, &mut self.scratch, out);
+        let sealed = session.seal_padded(now, counter, payload, limit, out);
         if let Ok(len) = sealed {
             p.tx_bytes += len as u64;
         }

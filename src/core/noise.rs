@@ -9,9 +9,11 @@
 //! Secrets at rest: every primitive snow gets from [`Resolver`] wipes its key
 //! when snow drops it, so a finished or abandoned handshake and an expired
 //! session leave no key behind in freed memory: the X25519 private keys
-//! (static and ephemeral) live in [`X25519`] (zeroized), the AEAD keys of
-//! the handshake and of the session in [`WipedCipher`] (set to zeros; what
-//! that reaches in each AEAD library is in `core::aead`), and
+//! (static and ephemeral) live in [`X25519`] (zeroized), the handshake's
+//! AEAD key in [`WipedCipher`] and the session's two in `aead::DataKey`s
+//! (set to zeros; what that reaches in each AEAD library is in
+//! `core::aead`; the Split() output snow hands over is zeroized once they
+//! are keyed), and
 //! the RNG that drew the ephemeral key in [`WipedRandom`] (reseeded with
 //! zeros); [`Handshake`] overwrites snow's copy of the psk once message 2 is
 //! done, or when it is dropped unfinished. Out of reach: snow 0.10 keeps
@@ -82,6 +84,7 @@ fn build(
     remote: Option<&[u8; KEY_LEN]>,
     psk: &[u8; KEY_LEN],
 ) -> Result<Handshake, snow::Error> {
+    let aead = resolver.aead;
     let builder = snow::Builder::with_resolver(params(), Box::new(resolver))
         .local_private_key(static_secret)?
         .prologue(prologue)?
@@ -90,13 +93,13 @@ fn build(
         Some(remote) => builder.remote_public_key(remote)?.build_initiator()?,
         None => builder.build_responder()?,
     };
-    Ok(Handshake(Some(state)))
+    Ok(Handshake(Some(state), aead))
 }
 
 /// One Noise handshake in progress. snow keeps its own copy of the psk in
 /// the state; it is overwritten with zeros in place when the handshake
 /// turns into a session (message 2 was its last use) or is dropped.
-pub struct Handshake(Option<snow::HandshakeState>);
+pub struct Handshake(Option<snow::HandshakeState>, aead::Backend);
 
 impl Handshake {
     pub fn write_message(&mut self, payload: &[u8], out: &mut [u8]) -> Result<usize, snow::Error> {
@@ -113,14 +116,31 @@ impl Handshake {
         <[u8; KEY_LEN]>::try_from(state.get_remote_static()?).ok()
     }
 
-    /// The session keys, once both messages went through.
-    pub fn into_transport(mut self) -> Result<snow::StatelessTransportState, snow::Error> {
+    /// The session keys, once both messages went through: Noise's Split()
+    /// (the first key seals what the initiator sends), each key in a
+    /// [`aead::DataKey`] of the backend the handshake used, which seals and
+    /// opens in place where snow's transport would copy. What snow's
+    /// stateless transport mode computes, byte for byte (the `kat` tests
+    /// hold the two together).
+    pub fn into_transport(mut self) -> Result<aead::SessionKeys, snow::Error> {
         // Wiped where it lies, before the state is moved out of `self`.
         self.wipe_psk();
-        let state = self.0.take().ok_or(snow::Error::State(
-            snow::error::StateProblem::HandshakeNotFinished,
-        ))?;
-        state.into_stateless_transport_mode()
+        let not_finished = || snow::Error::State(snow::error::StateProblem::HandshakeNotFinished);
+        let mut state = self.0.take().ok_or_else(not_finished)?;
+        if !state.is_handshake_finished() {
+            return Err(not_finished());
+        }
+        let (i_to_r, r_to_i) = state.dangerously_get_raw_split();
+        let (i_to_r, r_to_i) = (Zeroizing::new(i_to_r), Zeroizing::new(r_to_i));
+        let (send, recv) = if state.is_initiator() {
+            (&i_to_r, &r_to_i)
+        } else {
+            (&r_to_i, &i_to_r)
+        };
+        Ok(aead::SessionKeys {
+            send: aead::DataKey::new(self.1, send),
+            recv: aead::DataKey::new(self.1, recv),
+        })
     }
 
     #[cfg(test)]

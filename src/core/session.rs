@@ -1,14 +1,14 @@
 //! One established Noise session: transport keys, send counter, replay window.
 //!
 //! Datagram transport (Noise spec §11.4 "out-of-order transport messages"):
-//! the nonce travels in the packet as the 64-bit counter, and
-//! `snow::StatelessTransportState` encrypts with it explicitly. snow does no
-//! replay protection in this mode, so the window here is checked before and
-//! marked after decryption (boringtun's order).
+//! the nonce travels in the packet as the 64-bit counter, and each message
+//! is sealed with it explicitly, as snow's stateless transport mode would,
+//! but in place: the handshake's Split() keys go to two [`DataKey`]s
+//! (`noise::Handshake::into_transport`), so a packet is copied once into
+//! the datagram and encrypted where it lies. The replay window is checked
+//! before and marked after decryption (boringtun's order).
 //!
-//! The session holds no key of its own: the two transport keys live in the
-//! ciphers snow got from `noise::Resolver`, which set them to zeros when a
-//! dropped session drops them.
+//! The keys are set to zeros when a dropped session drops them.
 //!
 //! A [`Session`] is a handle both halves of the node hold at once (see
 //! `core::data`): the data plane seals and opens on it, the control plane
@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::aead::{DataKey, SessionKeys};
 use super::replay::ReplayWindow;
 use super::timers::{REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, scaled};
 use crate::wire::{self, DATA_HEADER_LEN, TAG_LEN};
@@ -53,7 +54,8 @@ pub struct Session(Arc<Inner>);
 pub struct Inner {
     pub local_index: u32,
     pub remote_index: u32,
-    transport: snow::StatelessTransportState,
+    send: DataKey,
+    recv: DataKey,
     /// The next counter to send; may pass REJECT_AFTER_MESSAGES, after
     /// which nothing is sealed.
     send_counter: AtomicU64,
@@ -85,14 +87,15 @@ impl Session {
     pub fn new(
         local_index: u32,
         remote_index: u32,
-        transport: snow::StatelessTransportState,
+        keys: SessionKeys,
         created: Instant,
         initiator: bool,
     ) -> Self {
         Self(Arc::new(Inner {
             local_index,
             remote_index,
-            transport,
+            send: keys.send,
+            recv: keys.recv,
             send_counter: AtomicU64::new(0),
             replay: Mutex::new(ReplayWindow::default()),
             created,
@@ -126,63 +129,43 @@ impl Session {
         self.send_counter.fetch_add(n, Ordering::Relaxed)
     }
 
-    /// Encrypt `payload` into a complete data message in `out` with
-    /// `counter`, which the caller [reserved](Self::reserve) and uses
-    /// once; returns its length.
-    fn encrypt(
-        &self,
-        now: Instant,
-        counter: u64,
-        payload: &[u8],
-        out: &mut [u8],
-    ) -> Result<usize, SessionError> {
-        if self.age(now) >= scaled(REJECT_AFTER_TIME) {
-            return Err(SessionError::Expired);
-        }
-        let total = DATA_HEADER_LEN + payload.len() + TAG_LEN;
-        if out.len() < total {
-            return Err(SessionError::Buffer);
-        }
-        if counter >= REJECT_AFTER_MESSAGES {
-            return Err(SessionError::Expired);
-        }
-        wire::emit_data_header(out, self.remote_index, counter)
-            .map_err(|_| SessionError::Buffer)?;
-        let n = self
-            .transport
-            .write_message(counter, payload, &mut out[DATA_HEADER_LEN..total])
-            .map_err(|_| SessionError::Buffer)?;
-        Ok(DATA_HEADER_LEN + n)
-    }
-
     /// Seal `payload` with `counter` (reserved with [`reserve`](Self::reserve),
     /// used once) padded with zeros to a multiple of [`PAD_TO`], but never
     /// past `limit` (the interface MTU: a packet that fills it must not
     /// grow past what the path was sized for; WireGuard §5.4.6 does the
-    /// same), into a complete data message in `out`; `scratch` holds the
-    /// padded copy. Its length.
+    /// same), into a complete data message in `out`: the one copy of the
+    /// payload, then encryption in place. Its length.
     pub fn seal_padded(
         &self,
         now: Instant,
         counter: u64,
         payload: &[u8],
         limit: usize,
-        scratch: &mut [u8],
         out: &mut [u8],
     ) -> Result<usize, SessionError> {
-        let padded = payload
-            .len()
-            .next_multiple_of(PAD_TO)
-            .min(limit)
-            .min(scratch.len());
-        let plain: &[u8] = if padded <= payload.len() {
-            payload
-        } else {
-            scratch[..payload.len()].copy_from_slice(payload);
-            scratch[payload.len()..padded].fill(0);
-            &scratch[..padded]
-        };
-        self.encrypt(now, counter, plain, out)
+        if self.age(now) >= scaled(REJECT_AFTER_TIME) || counter >= REJECT_AFTER_MESSAGES {
+            return Err(SessionError::Expired);
+        }
+        let padded = payload.len().next_multiple_of(PAD_TO).min(limit);
+        let padded = padded.max(payload.len());
+        let total = DATA_HEADER_LEN + padded + TAG_LEN;
+        if out.len() < total {
+            return Err(SessionError::Buffer);
+        }
+        wire::emit_data_header(out, self.remote_index, counter)
+            .map_err(|_| SessionError::Buffer)?;
+        let (body, tag) = out[DATA_HEADER_LEN..total].split_at_mut(padded);
+        body[..payload.len()].copy_from_slice(payload);
+        body[payload.len()..].fill(0);
+        match self.send.seal(counter, body) {
+            Ok(t) => tag.copy_from_slice(&t),
+            Err(_) => {
+                // Nothing half-sealed leaves: the caller drops the packet.
+                body.fill(0);
+                return Err(SessionError::Buffer);
+            }
+        }
+        Ok(total)
     }
 
     /// Authenticate and decrypt; returns the plaintext length written to `out`.
@@ -199,18 +182,21 @@ impl Session {
         if !self.window().check(counter) {
             return Err(SessionError::Replay(counter));
         }
-        if out.len() + TAG_LEN < ciphertext.len() {
-            return Err(SessionError::Buffer);
-        }
-        let n = self
-            .transport
-            .read_message(counter, ciphertext, out)
+        let len = ciphertext
+            .len()
+            .checked_sub(TAG_LEN)
+            .ok_or(SessionError::Decrypt)?;
+        let (body, tag) = ciphertext.split_at(len);
+        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| SessionError::Decrypt)?;
+        let out = out.get_mut(..len).ok_or(SessionError::Buffer)?;
+        self.recv
+            .open_into(counter, body, tag, out)
             .map_err(|_| SessionError::Decrypt)?;
         // Only an authentic packet may move the window.
         if !self.window().mark(counter) {
             return Err(SessionError::Replay(counter));
         }
-        Ok(n)
+        Ok(len)
     }
 
     /// A poisoned lock only means a thread panicked between check and

@@ -18,10 +18,9 @@
 
 use std::time::{Duration, Instant};
 
-use snow::types::Cipher;
 use tracing::info;
 
-use crate::core::aead::{self, Backend, TAG_LEN};
+use crate::core::aead::{self, Backend, DataKey};
 
 /// The environment variable that names a backend and skips the
 /// measurement (tests, or an operator who measured otherwise).
@@ -45,29 +44,24 @@ pub struct Speed {
 }
 
 /// Seals and opens [`PACKET`]-byte buffers with every backend for about
-/// `budget` in all, through the same snow `Cipher` calls the sessions
-/// make; the speeds, in [`Backend::ALL`] order.
+/// `budget` in all, through the same in-place calls the sessions make
+/// ([`DataKey`]); the speeds, in [`Backend::ALL`] order.
 pub fn measure(budget: Duration) -> Vec<Speed> {
     let slice = budget / (ROUNDS * Backend::ALL.len() as u32);
     let mut key = [0u8; aead::KEY_LEN];
     // Any key measures the same; a random one keeps this honest about not
     // depending on it.
     let _ = getrandom::fill(&mut key);
-    let ciphers: Vec<(Backend, Box<dyn Cipher>)> = Backend::ALL
+    let ciphers: Vec<(Backend, DataKey)> = Backend::ALL
         .iter()
-        .map(|&b| {
-            let mut c = b.cipher();
-            c.set(&key);
-            (b, c)
-        })
+        .map(|&b| (b, DataKey::new(b, &key)))
         .collect();
     let mut best = vec![0.0f64; ciphers.len()];
-    let plain = vec![0x5au8; PACKET];
-    let mut sealed = vec![0u8; PACKET + TAG_LEN];
+    let mut packet = vec![0x5au8; PACKET];
     let mut opened = vec![0u8; PACKET];
     for _ in 0..ROUNDS {
         for ((_, cipher), best) in ciphers.iter().zip(&mut best) {
-            let rate = round(&**cipher, slice, &plain, &mut sealed, &mut opened);
+            let rate = round(cipher, slice, &mut packet, &mut opened);
             *best = best.max(rate);
         }
     }
@@ -81,18 +75,13 @@ pub fn measure(budget: Duration) -> Vec<Speed> {
         .collect()
 }
 
-/// Seal-then-open pairs for `slice` of wall-clock time; bytes per second
+/// Seal-then-open pairs as a session makes them (sealed in place in
+/// `packet`, opened into `opened`) for `slice` of wall-clock time; bytes per second
 /// of this thread's CPU time, so that other processes taking the core
 /// (a busy machine, the daemon's own start) do not count against the
 /// backend measured at that moment. An open that fails counts nothing (a
 /// broken backend never wins).
-fn round(
-    cipher: &dyn Cipher,
-    slice: Duration,
-    plain: &[u8],
-    sealed: &mut [u8],
-    opened: &mut [u8],
-) -> f64 {
+fn round(key: &DataKey, slice: Duration, packet: &mut [u8], opened: &mut [u8]) -> f64 {
     let mut counter = 0u64;
     let mut bytes = 0usize;
     let (start, cpu_start) = (Instant::now(), thread_cpu_time());
@@ -100,9 +89,11 @@ fn round(
     // slice of milliseconds, rare enough not to weigh on the result.
     while start.elapsed() < slice {
         for _ in 0..8 {
-            let n = cipher.encrypt(counter, &[], plain, sealed);
-            if cipher.decrypt(counter, &[], &sealed[..n], opened).is_ok() {
-                bytes += 2 * plain.len();
+            let ok = key
+                .seal(counter, packet)
+                .and_then(|tag| key.open_into(counter, packet, &tag, opened));
+            if ok.is_ok() {
+                bytes += 2 * packet.len();
             }
             counter += 1;
         }

@@ -36,18 +36,34 @@ impl Aead for AwsLc {
         &self,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],
-        plaintext: &[u8],
-        out: &mut [u8],
+        buf: &mut [u8],
     ) -> Result<[u8; TAG_LEN], Failed> {
         let key = self.0.as_ref().ok_or(Failed)?;
-        out.copy_from_slice(plaintext);
         let tag = key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), out)
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
             .map_err(|_| Failed)?;
         tag.as_ref().try_into().map_err(|_| Failed)
     }
 
     fn open(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), Failed> {
+        let key = self.0.as_ref().ok_or(Failed)?;
+        key.open_in_place_separate_tag(
+            Nonce::assume_unique_for_key(*nonce),
+            Aad::from(aad),
+            tag,
+            buf,
+        )
+        .map(drop)
+        .map_err(|_| Failed)
+    }
+
+    fn open_into(
         &self,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],

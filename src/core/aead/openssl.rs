@@ -66,16 +66,18 @@ impl Aead for OpenSsl {
         &self,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],
-        plaintext: &[u8],
-        out: &mut [u8],
+        buf: &mut [u8],
     ) -> Result<[u8; TAG_LEN], Failed> {
         let mut ctx = self.locked()?;
         let mut tag = [0u8; TAG_LEN];
-        // A stream cipher: the update writes as many bytes as it reads,
-        // and EVP_EncryptFinal writes none, so an empty buffer is enough.
+        // A stream cipher: the update writes as many bytes as it reads
+        // (in place, which EVP allows when input and output are the same
+        // buffer), and EVP_EncryptFinal writes none, so an empty buffer is
+        // enough.
+        let len = buf.len();
         ctx.encrypt_init(None, None, Some(nonce))
             .and_then(|()| ctx.cipher_update(aad, None))
-            .and_then(|_| ctx.cipher_update(plaintext, Some(out)))
+            .and_then(|_| ctx.cipher_update_inplace(buf, len))
             .and_then(|_| ctx.cipher_final(&mut []))
             .and_then(|_| ctx.tag(&mut tag))
             .map_err(|_| Failed)?;
@@ -86,14 +88,33 @@ impl Aead for OpenSsl {
         &self,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), Failed> {
+        let mut ctx = self.locked()?;
+        // EVP_DecryptFinal checks the tag: a forgery fails there, after
+        // the update wrote its unauthenticated plaintext into `buf`, which
+        // the caller wipes.
+        let len = buf.len();
+        ctx.decrypt_init(None, None, Some(nonce))
+            .and_then(|()| ctx.set_tag(tag))
+            .and_then(|()| ctx.cipher_update(aad, None))
+            .and_then(|_| ctx.cipher_update_inplace(buf, len))
+            .and_then(|_| ctx.cipher_final(&mut []))
+            .map(drop)
+            .map_err(|_| Failed)
+    }
+
+    fn open_into(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
         ciphertext: &[u8],
         tag: &[u8; TAG_LEN],
         out: &mut [u8],
     ) -> Result<(), Failed> {
         let mut ctx = self.locked()?;
-        // EVP_DecryptFinal checks the tag: a forgery fails there, after
-        // the update wrote its unauthenticated plaintext into `out`, which
-        // the caller wipes.
+        // As `open`, decrypting from one buffer into the other.
         ctx.decrypt_init(None, None, Some(nonce))
             .and_then(|()| ctx.set_tag(tag))
             .and_then(|()| ctx.cipher_update(aad, None))

@@ -30,14 +30,11 @@ impl Aead for Ring {
         &self,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],
-        plaintext: &[u8],
-        out: &mut [u8],
+        buf: &mut [u8],
     ) -> Result<[u8; TAG_LEN], Failed> {
-        // ring works in place only.
-        out.copy_from_slice(plaintext);
         let tag = self
             .0
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), out)
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
             .map_err(|_| Failed)?;
         tag.as_ref().try_into().map_err(|_| Failed)
     }
@@ -46,17 +43,15 @@ impl Aead for Ring {
         &self,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],
-        ciphertext: &[u8],
+        buf: &mut [u8],
         tag: &[u8; TAG_LEN],
-        out: &mut [u8],
     ) -> Result<(), Failed> {
-        out.copy_from_slice(ciphertext);
         self.0
             .open_in_place_separate_tag(
                 Nonce::assume_unique_for_key(*nonce),
                 Aad::from(aad),
                 Tag::from(*tag),
-                out,
+                buf,
                 0..,
             )
             .map(drop)

@@ -15,16 +15,6 @@ fn unhex(text: &str) -> Vec<u8> {
         .collect()
 }
 
-/// The backend's AEAD itself, keyed with `key` (whole-nonce interface).
-fn aead(backend: Backend, key: &[u8; KEY_LEN]) -> Box<dyn Aead> {
-    match backend {
-        Backend::Ring => Box::new(ring::Ring::new(key)),
-        #[cfg(feature = "aws-lc")]
-        Backend::AwsLc => Box::new(aws_lc::AwsLc::new(key)),
-        Backend::OpenSsl => Box::new(openssl::OpenSsl::new(key)),
-    }
-}
-
 /// `backend`'s cipher for snow, keyed with `key`.
 fn cipher(backend: Backend, key: &[u8; KEY_LEN]) -> Box<dyn Cipher> {
     let mut c = backend.cipher();
@@ -55,25 +45,18 @@ fn rfc8439_aead_known_answer_for_every_backend() {
         .try_into()
         .unwrap();
     for &backend in Backend::ALL {
-        let a = aead(backend, &key);
-        let mut out = vec![0u8; plaintext.len()];
-        assert_eq!(
-            a.seal(&nonce, &aad, plaintext, &mut out),
-            Ok(tag),
-            "{backend}"
-        );
+        let a = backend.aead(&key);
+        let mut out = plaintext.to_vec();
+        assert_eq!(a.seal(&nonce, &aad, &mut out), Ok(tag), "{backend}");
         assert_eq!(out, ciphertext, "{backend}");
-        let mut back = vec![0u8; plaintext.len()];
-        assert_eq!(
-            a.open(&nonce, &aad, &ciphertext, &tag, &mut back),
-            Ok(()),
-            "{backend}"
-        );
+        let mut back = ciphertext.clone();
+        assert_eq!(a.open(&nonce, &aad, &mut back, &tag), Ok(()), "{backend}");
         assert_eq!(back, plaintext, "{backend}");
         let mut forged = tag;
         forged[0] ^= 1;
+        let mut back = ciphertext.clone();
         assert_eq!(
-            a.open(&nonce, &aad, &ciphertext, &forged, &mut back),
+            a.open(&nonce, &aad, &mut back, &forged),
             Err(Failed),
             "{backend} accepted a forged tag"
         );
@@ -147,6 +130,53 @@ fn short_or_misfit_buffers_fail_without_panicking() {
             0,
             "{backend}"
         );
+    }
+}
+
+fn forged_from(sealed: &[u8]) -> Vec<u8> {
+    let mut f = sealed.to_vec();
+    f[100] ^= 4;
+    f
+}
+
+/// A session's key seals in place exactly what snow's cipher seals from
+/// one buffer into another (so a session interoperates with any Noise
+/// stack's transport messages), opens it back, and leaves nothing of a
+/// forged message behind.
+#[test]
+fn a_data_key_seals_in_place_what_snow_seals() {
+    let key = [0x42; KEY_LEN];
+    let plaintext: Vec<u8> = (0..1420u32).map(|i| (i * 7) as u8).collect();
+    for &backend in Backend::ALL {
+        let mut snow_sealed = vec![0u8; plaintext.len() + TAG_LEN];
+        let n = cipher(backend, &key).encrypt(9, &[], &plaintext, &mut snow_sealed);
+        assert_eq!(n, snow_sealed.len(), "{backend}");
+        let k = DataKey::new(backend, &key);
+        let mut buf = plaintext.clone();
+        let tag = k.seal(9, &mut buf).unwrap();
+        assert_eq!(buf, snow_sealed[..plaintext.len()], "{backend}");
+        assert_eq!(tag, snow_sealed[plaintext.len()..], "{backend}");
+        let mut forged = forged_from(&buf);
+        assert_eq!(k.open(9, &mut forged, &tag), Err(Failed), "{backend}");
+        assert!(
+            forged.iter().all(|&b| b == 0),
+            "{backend}: plaintext of a forgery left"
+        );
+        assert_eq!(k.open(10, &mut buf.clone(), &tag), Err(Failed), "{backend}");
+        let mut into = vec![0xaa; buf.len()];
+        k.open_into(9, &buf, &tag, &mut into).unwrap();
+        assert_eq!(into, plaintext, "{backend}");
+        let mut into = vec![0xaa; buf.len()];
+        assert_eq!(
+            k.open_into(9, &forged_from(&buf), &tag, &mut into),
+            Err(Failed)
+        );
+        assert!(
+            into.iter().all(|&b| b == 0),
+            "{backend}: plaintext of a forgery left"
+        );
+        k.open(9, &mut buf, &tag).unwrap();
+        assert_eq!(buf, plaintext, "{backend}");
     }
 }
 
