@@ -393,6 +393,17 @@ fn predicted_ports(log: &str) -> Option<usize> {
         .ok()
 }
 
+/// When the first line of `log` holding `needle` was written: its date and
+/// its time of day in seconds (tracing's RFC 3339 UTC stamps).
+fn logged_at<'a>(log: &'a str, needle: &str) -> Option<(&'a str, f64)> {
+    let line = log.lines().find(|l| l.contains(needle))?;
+    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let mut hms = time.split(':').map(|f| f.parse::<f64>().ok());
+    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
+    Some((date, h * 3600.0 + m * 60.0 + s))
+}
+
 /// b's NAT hands out ports in order ([`SiteKind::Sequential`]): b's daemon
 /// measures the step with three STUN mappings and publishes it, and a
 /// probes the ports b's new sockets will get before any random one. The
@@ -445,12 +456,8 @@ fn cone_and_sequential_connect_by_port_prediction() {
     );
     // The path landed on a predicted port near the front of a's order: a's
     // probe to it is what let b's packets through a's port-dependent
-    // filter. Which port, not how many probes a had sent when the path came
-    // up: lookups run every few seconds, so b may find a's record after a
-    // has started probing, and a keeps probing (further down its list) until
-    // b's sockets exist and their packets pass the filter its earlier probes
-    // opened; that count measures the lag between the two lookups.
-    // Without prediction the hit is a random one of b's ~260 new ports.
+    // filter. (Without prediction the hit is a random one of b's ~260 new
+    // ports.)
     let (ab, _) = pair.reports().expect("status");
     let port = |a: Option<&str>| -> i64 {
         a.and_then(|a| a.parse::<std::net::SocketAddr>().ok())
@@ -464,8 +471,30 @@ fn cone_and_sequential_connect_by_port_prediction() {
         offset % step == 0 && (1..=64).contains(&(offset / step)),
         "{row}: the path uses b's port {hit}, not among the first 64 predicted from {public} step {step}: {ab:?}"
     );
+    // And when b's sockets were there before a's first probe (a probes
+    // `easy_delay` after it decides), a's count is the prediction's alone:
+    // a handful, where birthday probing needs ~250. When b found a's record
+    // later (lookups run every few seconds), a kept probing further down
+    // its list until b's packets came through the filter its earlier
+    // probes had opened, and the count measures that lag instead.
+    let easy_delay = kith::nat::punch::Budget::default().easy_delay.as_secs_f64();
+    let a_probing = logged_at(&log, "probing its ports").map(|(d, t)| (d, t + easy_delay));
+    let b_log = pair.node_b.log();
+    let b_opened = logged_at(&b_log, "opening sockets towards the peer");
+    match (a_probing, b_opened) {
+        (Some((da, probing)), Some((db, opened))) if da == db && opened < probing => assert!(
+            a_punch.probes <= 64,
+            "{row}: b's sockets were open {:.1} s before a's first probe, yet a needed {} probes: {a_punch:?}",
+            probing - opened,
+            a_punch.probes
+        ),
+        _ => eprintln!(
+            "{row}: b opened its sockets after a began probing ({a_probing:?} / {b_opened:?}): a's {} probes not judged",
+            a_punch.probes
+        ),
+    }
     eprintln!(
-        "{row}: direct after {t:?}; a predicted {} ports, hit the {}th, sent {} probes; b opened {} sockets; b's step {step}",
+        "{row}: direct after {t:?}; a predicted {} ports, the path on predicted port #{}, a sent {} probes; b opened {} sockets; b's step {step}",
         predicted.unwrap_or(0),
         offset / step,
         a_punch.probes,

@@ -1,4 +1,5 @@
-//! ChaCha20-Poly1305 (RFC 8439 §2.8) for snow's `Cipher` trait, from one
+//! ChaCha20-Poly1305 (RFC 8439 §2.8) for the handshake (snow's `Cipher`
+//! trait) and for sessions ([`DataKey`], in place), from one
 //! of three libraries: ring, aws-lc-rs, or OpenSSL through the openssl
 //! crate's EVP interface. All three compute the same function; which is
 //! fastest depends on the CPU (OpenSSL has AVX-512 code paths the others
@@ -246,6 +247,8 @@ impl DataKey {
 impl Drop for DataKey {
     fn drop(&mut self) {
         self.0.set_key(&[0; KEY_LEN]);
+        // The zeroing must not be elided as a dead store before the free.
+        std::hint::black_box(&*self.0);
     }
 }
 

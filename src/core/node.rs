@@ -1638,7 +1638,7 @@ impl Node {
         ) {
             return UdpOutcome::Dropped(DropReason::HandshakeFailed);
         }
-        let Ok(transport) = state.into_transport() else {
+        let Ok(keys) = state.into_transport() else {
             return UdpOutcome::Dropped(DropReason::HandshakeFailed);
         };
         let local_index = self.new_index(id);
@@ -1651,7 +1651,7 @@ impl Node {
         let mac1 = noise::mac(&self.peers[id.0].mac1_key, &msg[..mac1_at]);
         msg[mac1_at..mac1_at + wire::MAC_LEN].copy_from_slice(&mac1);
 
-        let session = Session::new(local_index, init.sender, transport, now, false);
+        let session = Session::new(local_index, init.sender, keys, now, false);
         let p = &mut self.peers[id.0];
         p.last_timestamp = Some(timestamp);
         p.last_initiation = Some(now);
@@ -1735,11 +1735,11 @@ impl Node {
             p.pending = Some(pending);
             return UdpOutcome::Dropped(DropReason::HandshakeFailed);
         }
-        let Ok(transport) = pending.state.into_transport() else {
+        let Ok(keys) = pending.state.into_transport() else {
             self.by_index.remove(&pending.local_index);
             return UdpOutcome::Dropped(DropReason::HandshakeFailed);
         };
-        let session = Session::new(pending.local_index, resp.sender, transport, now, true);
+        let session = Session::new(pending.local_index, resp.sender, keys, now, true);
         p.timers.clear(Timer::HandshakeRetry);
         let old_previous = p.previous.take();
         p.previous = p.current.replace(session);

@@ -13,7 +13,7 @@
 //! AEAD key in [`WipedCipher`] and the session's two in `aead::DataKey`s
 //! (set to zeros; what that reaches in each AEAD library is in
 //! `core::aead`; the Split() output snow hands over is zeroized once they
-//! are keyed), and
+//! are keyed, all but the copies snow leaves on its stack), and
 //! the RNG that drew the ephemeral key in [`WipedRandom`] (reseeded with
 //! zeros); [`Handshake`] overwrites snow's copy of the psk once message 2 is
 //! done, or when it is dropped unfinished. Out of reach: snow 0.10 keeps
@@ -514,6 +514,59 @@ mod tests {
         let mut m2 = [0u8; 128];
         let n = resp.write_message(&[], &mut m2).unwrap();
         init.read_message(&m2[..n], &mut [])
+    }
+
+    /// Keys only from a finished handshake: after message 1 the chaining
+    /// key has mixed neither the responder's ephemeral key nor the psk.
+    #[test]
+    fn an_unfinished_handshake_gives_no_keys() {
+        let psk = [0x42; KEY_LEN];
+        let (init, resp, _) = first_message(&psk, &psk);
+        let unfinished = |r: Result<aead::SessionKeys, snow::Error>| {
+            matches!(
+                r,
+                Err(snow::Error::State(
+                    snow::error::StateProblem::HandshakeNotFinished
+                ))
+            )
+        };
+        assert!(unfinished(init.into_transport()));
+        assert!(unfinished(resp.into_transport()));
+    }
+
+    /// A session's keys seal what snow's own stateless transport seals, on
+    /// both sides and at any counter: kith peers built before sessions
+    /// left snow's transport read what these send, and the other way round.
+    /// (The same handshake twice, from the same seed: once through
+    /// `into_transport`, once into snow's transport.)
+    #[test]
+    fn session_keys_seal_what_snows_transport_seals() {
+        let psk = [0x42; KEY_LEN];
+        let finished = || {
+            let (mut init, mut resp, _) = first_message(&psk, &psk);
+            assert_eq!(second_message(&mut init, &mut resp), Ok(0));
+            [init, resp]
+        };
+        let ours = finished().map(|h| h.into_transport().unwrap());
+        let snows =
+            finished().map(|mut h| h.0.take().unwrap().into_stateless_transport_mode().unwrap());
+        for (ours, snow) in ours.iter().zip(&snows) {
+            for counter in [0, 1, 255, 1 << 32, u64::MAX - 1] {
+                let plain: Vec<u8> = (0..1400u64).map(|i| (i ^ counter) as u8).collect();
+                let mut theirs = vec![0u8; plain.len() + aead::TAG_LEN];
+                let n = snow.write_message(counter, &plain, &mut theirs).unwrap();
+                let mut buf = plain.clone();
+                let tag = ours.send.seal(counter, &mut buf).unwrap();
+                assert_eq!(theirs[..plain.len()], buf[..]);
+                assert_eq!(theirs[plain.len()..n], tag[..]);
+            }
+        }
+        // And the two sides' keys pair up: what one seals the other opens.
+        let [init, resp] = &ours;
+        let mut buf = *b"ping";
+        let tag = init.send.seal(7, &mut buf).unwrap();
+        resp.recv.open(7, &mut buf, &tag).unwrap();
+        assert_eq!(&buf, b"ping");
     }
 
     #[test]

@@ -141,6 +141,21 @@ pub(crate) fn sweep_stale() {
     };
     for entry in claims.flatten() {
         let name = entry.file_name();
+        // A claim a killed lab was still writing (see `claim_prefix`).
+        // Judged by age, not by its contents: one being written now may
+        // read empty, and must not be taken away before its rename.
+        if let Some(prefix) = name.to_str().and_then(|n| n.strip_suffix(".pid.new"))
+            && is_lab_prefix(prefix)
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(60))
+        {
+            let _ = std::fs::remove_file(entry.path());
+            continue;
+        }
         let Some(prefix) = name.to_str().and_then(|n| n.strip_suffix(".pid")) else {
             continue;
         };
@@ -181,15 +196,37 @@ mod tests {
         claim_prefix(&live).unwrap();
         std::fs::create_dir_all(scratch_dir(&live)).unwrap();
 
+        // A claim the killed lab was still writing, long ago, and one being
+        // written now.
+        let (old_tmp, new_tmp) = (
+            claim_path(&killed).with_extension("pid.new"),
+            claim_path(&live).with_extension("pid.new"),
+        );
+        std::fs::write(&old_tmp, "").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&old_tmp)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(300))
+            .unwrap();
+        std::fs::write(&new_tmp, "").unwrap();
+
         sweep_stale();
         let reaped = !scratch_dir(&killed).exists() && !claim_path(&killed).exists();
         let kept = scratch_dir(&live).exists() && claim_path(&live).exists();
+        let tmp_swept = !old_tmp.exists() && new_tmp.exists();
+        let _ = std::fs::remove_file(&old_tmp);
+        let _ = std::fs::remove_file(&new_tmp);
         let _ = std::fs::remove_dir_all(scratch_dir(&killed));
         let _ = std::fs::remove_dir_all(scratch_dir(&live));
         release_prefix(&killed);
         release_prefix(&live);
         assert!(reaped, "the killed lab's claim and directory are gone");
         assert!(kept, "a live lab's claim and directory stay");
+        assert!(
+            tmp_swept,
+            "an old half-written claim goes, one being written stays"
+        );
     }
 
     /// Labs start on many test threads at once, each sweeping while

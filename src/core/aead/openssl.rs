@@ -4,8 +4,8 @@
 //! from the CPU at run time.
 //!
 //! An `EVP_CIPHER_CTX` holds per-message state, so each message takes the
-//! context's lock: uncontended (snow gives each direction of a session its
-//! own cipher), it costs two atomic operations against ~0.7 µs of
+//! context's lock: uncontended (each direction of a session has its own
+//! `DataKey`), it costs two atomic operations against ~0.7 µs of
 //! cryptography for a 1420-byte packet. The key is set once and each
 //! message only sets the IV, which in OpenSSL's provider restarts the
 //! AEAD (new Poly1305 key, lengths and tag reset).

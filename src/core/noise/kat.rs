@@ -177,7 +177,7 @@ struct Outputs {
     handshake_hash: Key,
     /// The first transport message each way (nonce 0, no associated
     /// data) of a fixed plaintext: it depends on nothing but the key, so
-    /// it stands for the transport keys snow does not hand out.
+    /// it stands for the transport keys (`into_transport`'s `DataKey`s).
     first_i_to_r: Vec<u8>,
     first_r_to_i: Vec<u8>,
 }
