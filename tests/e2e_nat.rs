@@ -48,11 +48,14 @@ fn connect(pair: &mut NatPair, row: &str) -> Duration {
     t
 }
 
+/// `endpoint` (as `kith status` shows one), parsed.
+fn addr_of(endpoint: Option<&str>) -> Option<SocketAddrV4> {
+    endpoint.and_then(|e| e.parse().ok())
+}
+
 /// `endpoint`'s IP.
 fn ip_of(endpoint: Option<&str>) -> Option<Ipv4Addr> {
-    endpoint
-        .and_then(|e| e.parse::<SocketAddrV4>().ok())
-        .map(|a| *a.ip())
+    addr_of(endpoint).map(|a| *a.ip())
 }
 
 /// The hole-punched rows: each side reaches the other at its site's public
@@ -460,7 +463,7 @@ fn cone_and_sequential_connect_by_port_prediction() {
     // ports.)
     let (ab, _) = pair.reports().expect("status");
     let port = |a: Option<&str>| -> i64 {
-        a.and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        addr_of(a)
             .map(|a| i64::from(a.port()))
             .unwrap_or_else(|| panic!("{row}: no port in {a:?}"))
     };

@@ -152,6 +152,13 @@ pub fn nonce(counter: u64) -> [u8; NONCE_LEN] {
     nonce
 }
 
+/// A sealed message's ciphertext and the tag after it; `None` when it is
+/// too short to hold a tag.
+pub fn split_tag(sealed: &[u8]) -> Option<(&[u8], &[u8; TAG_LEN])> {
+    let (body, tag) = sealed.split_at(sealed.len().checked_sub(TAG_LEN)?);
+    Some((body, tag.try_into().ok()?))
+}
+
 /// A message that did not open (forged or damaged), or a library call
 /// that failed for another reason (OpenSSL out of memory, an unkeyed
 /// context).
@@ -218,16 +225,9 @@ impl DataKey {
         self.0.seal(&nonce(counter), &[], buf)
     }
 
-    /// Checks `tag` and decrypts `buf` in place; a forged or damaged
-    /// message leaves `buf` zeroed.
-    pub fn open(&self, counter: u64, buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), Failed> {
-        self.0
-            .open(&nonce(counter), &[], buf, tag)
-            .inspect_err(|_| buf.fill(0))
-    }
-
-    /// As [`open`](Self::open), from `ciphertext` into `out`, which must be
-    /// as long; a forged or damaged message leaves `out` zeroed.
+    /// Checks `tag` and decrypts `ciphertext` into `out`, which must be as
+    /// long (a received datagram has to end up in another buffer anyway);
+    /// a forged or damaged message leaves `out` zeroed.
     pub fn open_into(
         &self,
         counter: u64,
@@ -300,12 +300,8 @@ impl Cipher for SnowCipher {
         ciphertext: &[u8],
         out: &mut [u8],
     ) -> Result<usize, snow::Error> {
-        let len = ciphertext
-            .len()
-            .checked_sub(TAG_LEN)
-            .ok_or(snow::Error::Decrypt)?;
-        let (body, tag) = ciphertext.split_at(len);
-        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| snow::Error::Decrypt)?;
+        let (body, tag) = split_tag(ciphertext).ok_or(snow::Error::Decrypt)?;
+        let len = body.len();
         let out = out.get_mut(..len).ok_or(snow::Error::Decrypt)?;
         self.0
             .open_into(&nonce(counter), authtext, body, tag, out)

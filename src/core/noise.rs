@@ -565,8 +565,9 @@ mod tests {
         let [init, resp] = &ours;
         let mut buf = *b"ping";
         let tag = init.send.seal(7, &mut buf).unwrap();
-        resp.recv.open(7, &mut buf, &tag).unwrap();
-        assert_eq!(&buf, b"ping");
+        let mut opened = [0; 4];
+        resp.recv.open_into(7, &buf, &tag, &mut opened).unwrap();
+        assert_eq!(&opened, b"ping");
     }
 
     #[test]

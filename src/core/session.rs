@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::aead::{DataKey, SessionKeys};
+use super::aead::{self, DataKey, SessionKeys};
 use super::replay::ReplayWindow;
 use super::timers::{REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, scaled};
 use crate::wire::{self, DATA_HEADER_LEN, TAG_LEN};
@@ -182,12 +182,8 @@ impl Session {
         if !self.window().check(counter) {
             return Err(SessionError::Replay(counter));
         }
-        let len = ciphertext
-            .len()
-            .checked_sub(TAG_LEN)
-            .ok_or(SessionError::Decrypt)?;
-        let (body, tag) = ciphertext.split_at(len);
-        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| SessionError::Decrypt)?;
+        let (body, tag) = aead::split_tag(ciphertext).ok_or(SessionError::Decrypt)?;
+        let len = body.len();
         let out = out.get_mut(..len).ok_or(SessionError::Buffer)?;
         self.recv
             .open_into(counter, body, tag, out)

@@ -18,6 +18,7 @@ use std::sync::{Mutex, PoisonError};
 
 use openssl::cipher::Cipher;
 use openssl::cipher_ctx::CipherCtx;
+use openssl::error::ErrorStack;
 
 use super::{Aead, Failed, KEY_LEN, NONCE_LEN, TAG_LEN};
 
@@ -40,6 +41,27 @@ impl OpenSsl {
     fn locked(&self) -> Result<std::sync::MutexGuard<'_, CipherCtx>, Failed> {
         let ctx = self.0.as_ref().ok_or(Failed)?;
         Ok(ctx.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// One message opened: `update` decrypts its body (in place or into
+    /// another buffer). EVP_DecryptFinal checks the tag: a forgery fails
+    /// there, after the update wrote its unauthenticated plaintext, which
+    /// the caller wipes.
+    fn decrypt(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        tag: &[u8; TAG_LEN],
+        update: impl FnOnce(&mut CipherCtx) -> Result<usize, ErrorStack>,
+    ) -> Result<(), Failed> {
+        let mut ctx = self.locked()?;
+        ctx.decrypt_init(None, None, Some(nonce))
+            .and_then(|()| ctx.set_tag(tag))
+            .and_then(|()| ctx.cipher_update(aad, None))
+            .and_then(|_| update(&mut ctx))
+            .and_then(|_| ctx.cipher_final(&mut []))
+            .map(drop)
+            .map_err(|_| Failed)
     }
 }
 
@@ -91,18 +113,8 @@ impl Aead for OpenSsl {
         buf: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), Failed> {
-        let mut ctx = self.locked()?;
-        // EVP_DecryptFinal checks the tag: a forgery fails there, after
-        // the update wrote its unauthenticated plaintext into `buf`, which
-        // the caller wipes.
         let len = buf.len();
-        ctx.decrypt_init(None, None, Some(nonce))
-            .and_then(|()| ctx.set_tag(tag))
-            .and_then(|()| ctx.cipher_update(aad, None))
-            .and_then(|_| ctx.cipher_update_inplace(buf, len))
-            .and_then(|_| ctx.cipher_final(&mut []))
-            .map(drop)
-            .map_err(|_| Failed)
+        self.decrypt(nonce, aad, tag, |ctx| ctx.cipher_update_inplace(buf, len))
     }
 
     fn open_into(
@@ -113,14 +125,8 @@ impl Aead for OpenSsl {
         tag: &[u8; TAG_LEN],
         out: &mut [u8],
     ) -> Result<(), Failed> {
-        let mut ctx = self.locked()?;
-        // As `open`, decrypting from one buffer into the other.
-        ctx.decrypt_init(None, None, Some(nonce))
-            .and_then(|()| ctx.set_tag(tag))
-            .and_then(|()| ctx.cipher_update(aad, None))
-            .and_then(|_| ctx.cipher_update(ciphertext, Some(out)))
-            .and_then(|_| ctx.cipher_final(&mut []))
-            .map(drop)
-            .map_err(|_| Failed)
+        self.decrypt(nonce, aad, tag, |ctx| {
+            ctx.cipher_update(ciphertext, Some(out))
+        })
     }
 }

@@ -252,9 +252,9 @@ fn seal_transport(k: &aead::SessionKeys, plaintext: &[u8]) -> Vec<u8> {
 }
 
 fn open_transport(k: &aead::SessionKeys, message: &[u8]) -> Vec<u8> {
-    let (body, tag) = message.split_at(message.len() - aead::TAG_LEN);
-    let mut plain = body.to_vec();
-    k.recv.open(0, &mut plain, tag.try_into().unwrap()).unwrap();
+    let (body, tag) = aead::split_tag(message).unwrap();
+    let mut plain = vec![0; body.len()];
+    k.recv.open_into(0, body, tag, &mut plain).unwrap();
     plain
 }
 
