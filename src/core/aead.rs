@@ -16,7 +16,8 @@
 //! counter, which [`nonce`] lays out as WireGuard and the Noise spec do.
 //! A finished handshake's two transport keys become [`DataKey`]s of the
 //! same backend (`noise::Handshake::into_transport`), which a session
-//! seals and opens with directly, in place, with the same nonce layout.
+//! seals with directly, in place, and opens from the datagram into the TUN
+//! buffer, with the same nonce layout.
 //! Session code is unchanged by the choice, and the backends interoperate:
 //! a peer may have picked another.
 //!
@@ -210,8 +211,8 @@ trait Aead: Send + Sync {
 
 /// One direction of a session: its transport key, used directly with
 /// snow's nonce layout and no associated data (what snow's stateless
-/// transport mode does, so peers interoperate), sealing and opening in
-/// place. The key is set to zeros when it is dropped (see the module doc
+/// transport mode does, so peers interoperate), sealing in place and
+/// opening into another buffer. The key is set to zeros when it is dropped (see the module doc
 /// for what that reaches).
 pub struct DataKey(Box<dyn Aead>);
 

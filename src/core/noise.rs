@@ -118,8 +118,8 @@ impl Handshake {
 
     /// The session keys, once both messages went through: Noise's Split()
     /// (the first key seals what the initiator sends), each key in a
-    /// [`aead::DataKey`] of the backend the handshake used, which seals and
-    /// opens in place where snow's transport would copy. What snow's
+    /// [`aead::DataKey`] of the backend the handshake used, which seals in
+    /// place where snow's transport would copy. What snow's
     /// stateless transport mode computes, byte for byte (the `kat` tests
     /// hold the two together).
     pub fn into_transport(mut self) -> Result<aead::SessionKeys, snow::Error> {
