@@ -52,6 +52,16 @@ pub const REPORT_EVERY: Duration = Duration::from_millis(250);
 /// data message framing (its padding is capped at the MTU).
 const RELAY_COST: usize = RELAY_HEADER_LEN + DATA_HEADER_LEN + TAG_LEN;
 
+/// Copies `payload` to where [`DataPlane::seal`] seals it in `out`; its
+/// length.
+fn stage(payload: &[u8], out: &mut [u8]) -> Result<usize, DataTun> {
+    let body = out
+        .get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + payload.len())
+        .ok_or(DataTun::Dropped(DropReason::Session(SessionError::Buffer)))?;
+    body.copy_from_slice(payload);
+    Ok(payload.len())
+}
+
 /// The largest packet a relayed path takes on an interface of `mtu`: a
 /// relayed datagram must fit where a direct one does (past it, it would
 /// leave in fragments and fail every GSO send).
@@ -354,23 +364,40 @@ impl DataPlane {
     /// An IP packet read from the TUN device; `out` as for
     /// [`Node::handle_tun`](super::Node::handle_tun).
     pub fn handle_tun(&mut self, now: Instant, packet: &[u8], out: &mut [u8]) -> DataTun {
-        let outcome = self.route_and_seal(now, packet, out);
+        match stage(packet, out) {
+            Ok(len) => self.handle_tun_in_place(now, out, len),
+            Err(e) => e,
+        }
+    }
+
+    /// As [`handle_tun`](Self::handle_tun) for a packet already where its
+    /// datagram carries it, `buf[DATA_HEADER_LEN..][..len]` (the data plane
+    /// writes TUN segments there): a direct path seals it where it lies.
+    /// `Send { len }`/`Reply { len }`: `buf[..len]`; `Control`: the packet
+    /// is still where it was.
+    pub fn handle_tun_in_place(&mut self, now: Instant, buf: &mut [u8], len: usize) -> DataTun {
+        let outcome = self.route_and_seal(now, buf, len);
         self.batch_left = self.batch_left.saturating_sub(1);
         outcome
     }
 
-    fn route_and_seal(&mut self, now: Instant, packet: &[u8], out: &mut [u8]) -> DataTun {
+    fn route_and_seal(&mut self, now: Instant, buf: &mut [u8], len: usize) -> DataTun {
+        let Some(packet) = buf.get(DATA_HEADER_LEN..DATA_HEADER_LEN + len) else {
+            return DataTun::Dropped(DropReason::Session(SessionError::Buffer));
+        };
         let (id, hdr, packet) = match self.routes.outbound(packet) {
             Ok(routed) => routed,
             Err(reason) => return DataTun::Dropped(reason),
         };
+        // Bytes past the IP length (padding) stay behind.
+        let len = packet.len();
         let Some(path) = self.peers.get(id.0).and_then(|p| p.view.path) else {
             return DataTun::Control;
         };
         match path {
             Via::Direct(dst) => {
                 let data = Seal::Data { relayed: false };
-                match self.seal(now, id, packet, self.mtu, out, data) {
+                match self.seal(now, id, buf, len, self.mtu, data) {
                     Ok(len) => DataTun::Send { dst, len },
                     Err(other) => other,
                 }
@@ -381,37 +408,11 @@ impl DataPlane {
                 let Some(dst) = self.hop(now, r) else {
                     return DataTun::Control;
                 };
-                // The frame and the hop's seal must fit where a direct
-                // datagram does: a packet that does not would leave in
-                // fragments (and fail every GSO send), so its sender hears
-                // the relayed path's size instead, as from a router.
-                let budget = relay_budget(self.mtu);
-                if packet.len() > budget
-                    && let Some(len) = wire::too_big(packet, &hdr, budget, out)
-                {
-                    return DataTun::Reply { len };
-                }
-                // Sealed end to end straight into the frame, then the frame
+                // Sealed end to end in the frame (out of `buf`, which
+                // keeps the packet until that worked), then the frame
                 // sealed for the hop.
                 let mut frame = std::mem::take(&mut self.frame);
-                let data = Seal::Data { relayed: true };
-                let sealed = self
-                    .seal(
-                        now,
-                        id,
-                        packet,
-                        budget,
-                        &mut frame[RELAY_HEADER_LEN..],
-                        data,
-                    )
-                    .and_then(|n| {
-                        let key = self.peers[id.0].view.key;
-                        wire::emit_relay_header(RelayKind::Forward, &key, n, &mut frame)
-                            .map_err(|e| DataTun::Dropped(DropReason::RelayFrame(e)))
-                    })
-                    .and_then(|total| {
-                        self.seal(now, r, &frame[..total], self.mtu, out, Seal::Frame)
-                    });
+                let sealed = self.seal_relayed(now, id, r, buf, len, &hdr, &mut frame);
                 self.frame = frame;
                 match sealed {
                     Ok(len) => DataTun::Send { dst, len },
@@ -427,6 +428,47 @@ impl DataPlane {
         }
     }
 
+    /// Packet `buf[DATA_HEADER_LEN..][..len]` for `id`, whose path is
+    /// through member `r`: sealed end to end into a Forward frame in
+    /// `frame`, the frame sealed for the hop into `buf`.
+    #[allow(clippy::too_many_arguments)]
+    fn seal_relayed(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        r: PeerId,
+        buf: &mut [u8],
+        len: usize,
+        hdr: &wire::IpHeader,
+        frame: &mut [u8],
+    ) -> Result<usize, DataTun> {
+        let inner = &mut frame[RELAY_HEADER_LEN..];
+        stage(&buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len], inner)?;
+        // The frame and the hop's seal must fit where a direct datagram
+        // does: a packet that does not would leave in fragments (and fail
+        // every GSO send), so its sender hears the relayed path's size
+        // instead, as from a router.
+        let budget = relay_budget(self.mtu);
+        if len > budget {
+            let packet = &inner[DATA_HEADER_LEN..DATA_HEADER_LEN + len];
+            if let Some(n) = wire::too_big(packet, hdr, budget, buf) {
+                return Err(DataTun::Reply { len: n });
+            }
+        }
+        let n = self.seal(now, id, inner, len, budget, Seal::Data { relayed: true })?;
+        let key = self.peers[id.0].view.key;
+        let total = wire::emit_relay_header(RelayKind::Forward, &key, n, frame)
+            .map_err(|e| DataTun::Dropped(DropReason::RelayFrame(e)))?;
+        let staged = stage(&frame[..total], buf)?;
+        // The packet is gone from `buf` now: a hop that cannot seal after
+        // all (its counters ran out since `hop` looked) drops it.
+        self.seal(now, r, buf, staged, self.mtu, Seal::Frame)
+            .map_err(|e| match e {
+                DataTun::Control => DataTun::Dropped(DropReason::Session(SessionError::Expired)),
+                other => other,
+            })
+    }
+
     /// Where frames through member `r` go, if the data half can seal them
     /// on its session now.
     fn hop(&self, now: Instant, r: PeerId) -> Option<SocketAddr> {
@@ -435,17 +477,18 @@ impl DataPlane {
         h.direct()
     }
 
-    /// Seal `payload` (padded, up to `limit`) on `id`'s send session into
-    /// `out` and note it for the control half's timers: the sealed length,
-    /// or the outcome for a packet the data half cannot send (no session,
-    /// expired, an error).
+    /// Seal the `len` bytes at `buf[DATA_HEADER_LEN..]` (padded, up to
+    /// `limit`) on `id`'s send session where they lie and note it for the
+    /// control half's timers: the sealed length, or the outcome for a
+    /// packet the data half cannot send (no session, expired: `buf`
+    /// untouched; an error).
     fn seal(
         &mut self,
         now: Instant,
         id: PeerId,
-        payload: &[u8],
+        buf: &mut [u8],
+        len: usize,
         limit: usize,
-        out: &mut [u8],
         what: Seal,
     ) -> Result<usize, DataTun> {
         let p = &mut self.peers[id.0];
@@ -453,7 +496,7 @@ impl DataPlane {
             return Err(DataTun::Control);
         };
         let counter = Self::counter(&mut self.reserved, self.batch_left, &tx.session);
-        let len = match tx.session.seal_padded(now, counter, payload, limit, out) {
+        let len = match tx.session.seal_in_place(now, counter, buf, len, limit) {
             Ok(len) => len,
             // Expired: the control half queues it and starts a handshake.
             Err(SessionError::Expired) => return Err(DataTun::Control),
@@ -603,14 +646,20 @@ impl DataPlane {
                     return Some(DataUdp::Dropped(DropReason::Relay(why)));
                 }
                 let src = self.peers[hop.0].view.key;
-                let mut frame = std::mem::take(&mut self.frame);
-                frame[RELAY_HEADER_LEN..end].copy_from_slice(&out[RELAY_HEADER_LEN..end]);
-                let sealed = wire::emit_relay_header(RelayKind::Deliver, &src, n, &mut frame)
-                    .map_err(|e| DataTun::Dropped(DropReason::RelayFrame(e)))
-                    .and_then(|total| {
-                        self.seal(now, peer, &frame[..total], self.mtu, out, Seal::Frame)
-                    });
-                self.frame = frame;
+                // The datagram moves up to where the sealed frame carries
+                // it, behind a Deliver header naming its sender.
+                if out.len() < DATA_HEADER_LEN + end {
+                    return Some(DataUdp::Dropped(DropReason::Session(SessionError::Buffer)));
+                }
+                out.copy_within(RELAY_HEADER_LEN..end, DATA_HEADER_LEN + RELAY_HEADER_LEN);
+                let sealed = wire::emit_relay_header(
+                    RelayKind::Deliver,
+                    &src,
+                    n,
+                    &mut out[DATA_HEADER_LEN..],
+                )
+                .map_err(|e| DataTun::Dropped(DropReason::RelayFrame(e)))
+                .and_then(|total| self.seal(now, peer, out, total, self.mtu, Seal::Frame));
                 Some(match sealed {
                     Ok(len) => {
                         if let Some(s) = &self.relay {

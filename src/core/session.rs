@@ -4,8 +4,9 @@
 //! the nonce travels in the packet as the 64-bit counter, and each message
 //! is sealed with it explicitly, as snow's stateless transport mode would,
 //! but in place: the handshake's Split() keys go to two [`DataKey`]s
-//! (`noise::Handshake::into_transport`), so a packet is copied once into
-//! the datagram and encrypted where it lies. The replay window is checked
+//! (`noise::Handshake::into_transport`), so a packet is encrypted where it
+//! lies in the datagram (the data plane writes TUN segments straight there;
+//! other callers copy it in once). The replay window is checked
 //! before and marked after decryption (boringtun's order).
 //!
 //! The keys are set to zeros when a dropped session drops them.
@@ -129,12 +130,8 @@ impl Session {
         self.send_counter.fetch_add(n, Ordering::Relaxed)
     }
 
-    /// Seal `payload` with `counter` (reserved with [`reserve`](Self::reserve),
-    /// used once) padded with zeros to a multiple of [`PAD_TO`], but never
-    /// past `limit` (the interface MTU: a packet that fills it must not
-    /// grow past what the path was sized for; WireGuard §5.4.6 does the
-    /// same), into a complete data message in `out`: the one copy of the
-    /// payload, then encryption in place. Its length.
+    /// Seal `payload` as [`seal_in_place`](Self::seal_in_place) does,
+    /// after copying it to where that seals (the one copy of the payload).
     pub fn seal_padded(
         &self,
         now: Instant,
@@ -143,20 +140,41 @@ impl Session {
         limit: usize,
         out: &mut [u8],
     ) -> Result<usize, SessionError> {
+        let body = out
+            .get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + payload.len())
+            .ok_or(SessionError::Buffer)?;
+        body.copy_from_slice(payload);
+        self.seal_in_place(now, counter, out, payload.len(), limit)
+    }
+
+    /// Seal the `len` payload bytes at `buf[DATA_HEADER_LEN..]` where they
+    /// lie, with `counter` (reserved with [`reserve`](Self::reserve), used
+    /// once), padded with zeros to a multiple of [`PAD_TO`] but never past
+    /// `limit` (the interface MTU: a packet that fills it must not grow
+    /// past what the path was sized for; WireGuard §5.4.6 does the same):
+    /// `buf` then starts with a complete data message; its length. An
+    /// expired session leaves `buf` untouched, so the caller still has the
+    /// packet to queue.
+    pub fn seal_in_place(
+        &self,
+        now: Instant,
+        counter: u64,
+        buf: &mut [u8],
+        len: usize,
+        limit: usize,
+    ) -> Result<usize, SessionError> {
         if self.age(now) >= scaled(REJECT_AFTER_TIME) || counter >= REJECT_AFTER_MESSAGES {
             return Err(SessionError::Expired);
         }
-        let padded = payload.len().next_multiple_of(PAD_TO).min(limit);
-        let padded = padded.max(payload.len());
+        let padded = len.next_multiple_of(PAD_TO).min(limit).max(len);
         let total = DATA_HEADER_LEN + padded + TAG_LEN;
-        if out.len() < total {
+        if buf.len() < total {
             return Err(SessionError::Buffer);
         }
-        wire::emit_data_header(out, self.remote_index, counter)
+        wire::emit_data_header(buf, self.remote_index, counter)
             .map_err(|_| SessionError::Buffer)?;
-        let (body, tag) = out[DATA_HEADER_LEN..total].split_at_mut(padded);
-        body[..payload.len()].copy_from_slice(payload);
-        body[payload.len()..].fill(0);
+        let (body, tag) = buf[DATA_HEADER_LEN..total].split_at_mut(padded);
+        body[len..].fill(0);
         match self.send.seal(counter, body) {
             Ok(t) => tag.copy_from_slice(&t),
             Err(_) => {

@@ -23,19 +23,12 @@
 //! buffer only within its capacity (the data plane's buffers hold 64 KiB),
 //! and the bookkeeping reuses its vectors from batch to batch.
 
-use super::ip::{checksum, pseudo_sum};
+use super::ip::{PROTO_TCP as TCP, PROTO_UDP as UDP, checksum, pseudo_sum};
+pub use super::vnet::{VNET_HDR_LEN, vnet_header};
+use super::vnet::{
+    VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_GSO_UDP_L4, write_vnet_header,
+};
 
-/// The virtio-net header in front of every packet on an `IFF_VNET_HDR`
-/// TUN device (`struct virtio_net_hdr`, native byte order).
-pub const VNET_HDR_LEN: usize = 10;
-
-const VNET_F_NEEDS_CSUM: u8 = 1;
-const VNET_GSO_TCPV4: u8 = 1;
-const VNET_GSO_TCPV6: u8 = 4;
-const VNET_GSO_UDP_L4: u8 = 5;
-
-const TCP: u8 = 6;
-const UDP: u8 = 17;
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
 /// The kernel takes at most this many segments in one UDP GSO packet
@@ -363,20 +356,8 @@ fn finish(buf: &mut [u8], r: &Run) {
     let partial = pseudo_sum(p, seg.key.proto, l4_len) as u16;
     let at = seg.iph + csum_offset;
     p[at..at + 2].copy_from_slice(&partial.to_be_bytes());
-    hdr[0] = VNET_F_NEEDS_CSUM;
-    hdr[1] = gso_type;
     let fields = [seg.iph + seg.l4h, r.gso_size, seg.iph, csum_offset];
-    for (i, v) in fields.into_iter().enumerate() {
-        hdr[2 + 2 * i..4 + 2 * i].copy_from_slice(&(v as u16).to_ne_bytes());
-    }
-}
-
-/// The virtio-net header's fields, for tests and the fuzz check: flags,
-/// GSO type, header length, GSO size, checksum start and offset.
-pub fn vnet_header(buf: &[u8]) -> Option<(u8, u8, u16, u16, u16, u16)> {
-    let h = buf.get(..VNET_HDR_LEN)?;
-    let f = |i: usize| u16::from_ne_bytes([h[i], h[i + 1]]);
-    Some((h[0], h[1], f(2), f(4), f(6), f(8)))
+    write_vnet_header(hdr, VNET_F_NEEDS_CSUM, gso_type, fields);
 }
 
 /// Checks merged packet `buf` (header included) as the kernel will use

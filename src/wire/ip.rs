@@ -81,6 +81,8 @@ pub const IPV4_HEADER_LEN: usize = 20;
 pub const IPV6_HEADER_LEN: usize = 40;
 const ICMP_HEADER_LEN: usize = 8;
 const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
 const PROTO_ICMPV6: u8 = 58;
 /// An ICMPv4 error quotes at most this much of the packet (RFC 1812
 /// §4.3.2.3: the error is at most 576 bytes).

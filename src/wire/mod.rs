@@ -43,6 +43,8 @@ mod packet;
 mod record;
 mod relay;
 mod stream;
+pub mod tso;
+pub mod vnet;
 
 pub use control::*;
 pub use ip::*;
