@@ -34,6 +34,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("route", checks::route::run),
     ("stream", checks::stream::run),
     ("stun", checks::stun::run),
+    ("tso", checks::tso::run),
     ("wire_ip", checks::wire_ip::run),
     ("wire_packet", checks::wire_packet::run),
 ];

@@ -18,5 +18,6 @@ pub mod relay;
 pub mod route;
 pub mod stream;
 pub mod stun;
+pub mod tso;
 pub mod wire_ip;
 pub mod wire_packet;

@@ -1,9 +1,10 @@
 //! The data plane's thread: a minimal loop over the TUN device, the data
 //! socket and an eventfd, running the core's [`DataPlane`].
 //!
-//! It owns the per-packet work and nothing else: it reads TUN batches
-//! (offloaded, up to 64 KiB), seals them into one GSO buffer and sends each
-//! run to a peer (or its relay) with one syscall; it reads (GRO-coalesced)
+//! It owns the per-packet work and nothing else: it reads the TUN
+//! (offloaded, up to 64 KiB a read), splits each read segment by segment
+//! straight into one GSO buffer (`wire::tso`), seals each where it lies and
+//! sends each run to a peer (or its relay) with one syscall; it reads (GRO-coalesced)
 //! datagrams, opens them and writes the packets to the TUN in one batch;
 //! frames it relays for other members join the same send runs. Whatever the
 //! data half hands over goes to the control plane (tokio, `daemon::Shell`)
@@ -55,12 +56,19 @@ use tracing::{debug, warn};
 
 use super::socket::{self, Received, Udp};
 use crate::core::{Activity, DataPlane, DataTun, DataUdp, DataUpdate, OVERHEAD, PeerId, Via};
+use crate::wire::DATA_HEADER_LEN;
 use crate::wire::gro::Gro;
+use crate::wire::tso::Tso;
 
 pub(super) const TUN_HDR: usize = crate::wire::gro::VNET_HDR_LEN;
 const _: () = assert!(TUN_HDR == tun_rs::VIRTIO_NET_HDR_LEN);
-/// Segments one offloaded TUN read can split into.
-const TUN_BATCH: usize = tun_rs::IDEAL_BATCH_SIZE;
+/// Segments one offloaded TUN read may split into: 64 KiB at the smallest
+/// MSS Linux sends with (`net.ipv4.tcp_min_snd_mss`, 48 by default) is
+/// 1366. They go straight into the GSO runs, so the number costs no
+/// memory; a batch reserves as many send counters, well within the
+/// receiver's replay window.
+const TUN_BATCH: usize = 2048;
+const _: () = assert!(TUN_BATCH < crate::core::REPLAY_WINDOW as usize / 2);
 /// Reads of one descriptor before the other gets a turn.
 const DRAIN: usize = 32;
 /// Authenticated or local messages waiting for the control plane.
@@ -118,7 +126,8 @@ pub struct Stats {
     pub udp_dropped: AtomicU64,
     /// Datagrams the kernel truncated (larger than the receive buffer).
     pub truncated: AtomicU64,
-    /// TUN reads that failed (e.g. an offloaded segment too large to split).
+    /// TUN reads that failed or could not be split (a malformed offload
+    /// header, more segments than a batch), segments that did not fit.
     pub tun_read_errors: AtomicU64,
     /// Writes the TUN device refused (a merged run counts once).
     pub tun_write_errors: AtomicU64,
@@ -328,7 +337,7 @@ pub fn spawn(
             strangers: str_tx.clone(),
             stats: handle.stats.clone(),
             started: handle.started,
-            b: Buffers::new(options.mtu, n),
+            b: Buffers::new(n),
             max_wire: options.mtu + crate::wire::DATA_HEADER_LEN + crate::wire::TAG_LEN,
             busy: BusyPoll::new(options.busy_poll),
             no_gso: Vec::new(),
@@ -358,11 +367,9 @@ pub fn spawn(
 /// Every buffer of the data path, allocated once at start: the per-packet
 /// path allocates nothing (what goes to the control plane is copied out).
 struct Buffers {
-    /// Raw offloaded TUN read (virtio header + up to 64 KiB).
+    /// Raw offloaded TUN read (virtio header + up to 64 KiB), split
+    /// segment by segment straight into `gso`.
     tun_raw: Vec<u8>,
-    /// The TUN read split into IP packets.
-    tun_pkts: Vec<Vec<u8>>,
-    tun_sizes: Vec<usize>,
     /// Encrypted datagrams waiting for one GSO send.
     gso: Vec<u8>,
     /// A received (possibly coalesced) UDP read.
@@ -376,15 +383,10 @@ struct Buffers {
 }
 
 impl Buffers {
-    fn new(mtu: usize, queues: usize) -> Self {
+    fn new(queues: usize) -> Self {
         let big = crate::wire::MAX_DATAGRAM + OVERHEAD;
-        // Split TUN segments never exceed the MTU; the slack covers a
-        // device whose MTU was raised behind our back.
-        let segment = mtu + 256 + OVERHEAD;
         Self {
             tun_raw: vec![0; TUN_HDR + crate::wire::MAX_DATAGRAM],
-            tun_pkts: vec![vec![0; segment]; TUN_BATCH],
-            tun_sizes: vec![0; TUN_BATCH],
             gso: vec![0; socket::MAX_GSO_BYTES + big],
             udp_in: vec![0; crate::wire::MAX_DATAGRAM],
             // GRO merges a flow into its first buffer only within that
@@ -537,13 +539,7 @@ impl Loop {
             }
         }
         for _ in 0..DRAIN {
-            let b = &mut self.b;
-            match self.queues[self.queue].recv_multiple(
-                &mut b.tun_raw,
-                &mut b.tun_pkts,
-                &mut b.tun_sizes,
-                0,
-            ) {
+            match self.queues[self.queue].recv(&mut self.b.tun_raw) {
                 Ok(n) => {
                     did = true;
                     self.on_tun(n);
@@ -789,23 +785,40 @@ impl Loop {
         }
     }
 
-    /// Seal a batch of TUN packets straight into the GSO buffer and send
-    /// each run of same-destination, same-size datagrams with one syscall.
+    /// Split a TUN read (`b.tun_raw[..read]`) segment by segment straight
+    /// into the GSO buffer, seal each where it lies, and send each run of
+    /// same-destination, same-size datagrams with one syscall.
     ///
     /// The run stays open across reads (one TSO read rarely fills it):
     /// [`Loop::turn`] sends what is left once the TUN has nothing more, so
     /// a lone packet still leaves at once.
-    fn on_tun(&mut self, n: usize) {
+    fn on_tun(&mut self, read: usize) {
         let now = Instant::now();
+        let vnet = self.queues[self.queue].tcp_gso();
+        let tso = match Tso::parse(&self.b.tun_raw[..read], vnet, TUN_BATCH) {
+            Ok(tso) => tso,
+            Err(e) => {
+                Stats::add(&self.stats.tun_read_errors, 1);
+                debug!(error = %e, "TUN read dropped: cannot split it");
+                return;
+            }
+        };
         let mut run = std::mem::take(&mut self.run);
         let mut sealed = 0;
-        let n = n.min(TUN_BATCH);
-        self.dp.begin_batch(n);
-        for i in 0..n {
+        self.dp.begin_batch(tso.segments());
+        for i in 0..tso.segments() {
             let at = run.used;
             let b = &mut self.b;
-            let pkt = &b.tun_pkts[i][..b.tun_sizes[i]];
-            match self.dp.handle_tun(now, pkt, &mut b.gso[at..]) {
+            let buf = &mut b.gso[at..];
+            let len = match tso.write(&b.tun_raw[..read], i, &mut buf[DATA_HEADER_LEN..]) {
+                Ok(len) => len,
+                Err(e) => {
+                    Stats::add(&self.stats.tun_read_errors, 1);
+                    debug!(error = %e, "TUN segment dropped");
+                    continue;
+                }
+            };
+            match self.dp.handle_tun_in_place(now, buf, len) {
                 DataTun::Send { dst, len } => {
                     self.extend_run(&mut run, dst, len);
                     sealed += 1;
@@ -819,7 +832,10 @@ impl Loop {
                     reply.extend_from_slice(&b.gso[at..at + len]);
                     self.write_tun(1);
                 }
-                DataTun::Control => send_up(&self.up, &self.stats, Up::Tun(pkt.to_vec())),
+                DataTun::Control => {
+                    let pkt = self.b.gso[at + DATA_HEADER_LEN..][..len].to_vec();
+                    send_up(&self.up, &self.stats, Up::Tun(pkt));
+                }
                 DataTun::Dropped(reason) => {
                     Stats::add(&self.stats.tun_dropped, 1);
                     debug!(%reason, "TUN packet dropped");
