@@ -13,10 +13,13 @@
 //! Invariant: planning and writing never panic; a plan's every packet is
 //! written into enough room, and: without a header, the read as it is;
 //! with one and no segmentation, the packet with (if it was left to us) a
-//! transport checksum that verifies; segmented, packets whose IP lengths,
-//! IPv4 header checksum and transport checksum are right and whose
-//! payloads are the request's in order, TCP with consecutive sequence
-//! numbers and as many segments as the GSO size makes.
+//! transport checksum that verifies; segmented, as many packets as the GSO
+//! size makes, whose IP lengths, IPv4 IDs and header checksums are right,
+//! whose other header bytes are the request's, whose transport checksums
+//! verify (over the request's pseudo-header sum; over the addresses too
+//! for an undamaged request), whose payloads are the request's in order,
+//! TCP with consecutive sequence numbers, FIN and PSH on the last segment
+//! only and CWR on the first only.
 
 use kith::wire::tso::Tso;
 use kith::wire::vnet::{
@@ -33,13 +36,14 @@ pub fn run(data: &[u8]) {
         return;
     };
     let vnet = first & 1 != 0;
-    let read = if first & 2 != 0 {
+    // Whether the read is a request as the kernel makes them, undamaged.
+    let (read, pristine) = if first & 2 != 0 {
         match request(rest, vnet) {
             Some(r) => r,
             None => return,
         }
     } else {
-        rest.to_vec()
+        (rest.to_vec(), false)
     };
     let Ok(tso) = Tso::parse(&read, vnet, MAX_SEGMENTS) else {
         return;
@@ -84,32 +88,77 @@ pub fn run(data: &[u8]) {
     let tcp = gso_type & !VNET_GSO_ECN != VNET_GSO_UDP_L4;
     let proto = if tcp { 6 } else { 17 };
     let iph = start;
-    let l4h = if tcp { usize::from(p[iph + 12] >> 4) * 4 } else { 8 };
+    let l4h = if tcp {
+        usize::from(p[iph + 12] >> 4) * 4
+    } else {
+        8
+    };
     let hdr = iph + l4h;
     let gso = usize::from(gso_size);
     assert_eq!(packets.len(), (p.len() - hdr).div_ceil(gso), "segments");
+    let field = iph + if tcp { 16 } else { 6 };
+    let partial = u32::from(u16::from_be_bytes([p[field], p[field + 1]]));
+    let whole = (p.len() - iph) as u16;
+    let v4 = p[0] >> 4 == 4;
     let mut carried = Vec::new();
     let mut seq = None;
     for (i, s) in packets.iter().enumerate() {
-        assert!(s.len() > hdr && s.len() <= hdr + gso, "segment {i}: {} bytes", s.len());
-        if p[0] >> 4 == 4 {
+        let last = i + 1 == packets.len();
+        assert!(
+            s.len() > hdr && s.len() <= hdr + gso,
+            "segment {i}: {} bytes",
+            s.len()
+        );
+        if v4 {
             assert_eq!(usize::from(u16::from_be_bytes([s[2], s[3]])), s.len());
-            assert_eq!(checksum(&s[..iph], 0), 0, "segment {i}: IPv4 header checksum");
+            assert_eq!(
+                checksum(&s[..iph], 0),
+                0,
+                "segment {i}: IPv4 header checksum"
+            );
+            let id = u16::from_be_bytes([p[4], p[5]]).wrapping_add(i as u16);
+            assert_eq!(s[4..6], id.to_be_bytes(), "segment {i}: IPv4 ID");
+            // Everything else of the IP header as the request's.
+            assert_eq!(s[..2], p[..2]);
+            assert_eq!(s[6..10], p[6..10]);
+            assert_eq!(s[12..iph], p[12..iph]);
         } else {
             assert_eq!(usize::from(u16::from_be_bytes([s[4], s[5]])) + 40, s.len());
+            assert_eq!(s[..4], p[..4]);
+            assert_eq!(s[6..iph], p[6..iph]);
         }
         let l4 = &s[iph..];
-        assert_eq!(
-            checksum(l4, pseudo_sum(s, proto, l4.len())),
-            0,
-            "segment {i}: transport checksum"
-        );
+        // The pseudo-header sum the request carried, for this length.
+        let pseudo = partial + u32::from(!whole) + l4.len() as u32;
+        assert_eq!(checksum(l4, pseudo), 0, "segment {i}: transport checksum");
+        if pristine {
+            // And so, as the request was made, over its own addresses.
+            let sum = checksum(l4, pseudo_sum(s, proto, l4.len()));
+            assert_eq!(sum, 0, "segment {i}: transport checksum over the addresses");
+        }
         if tcp {
             let this = u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]);
             if let Some(want) = seq {
                 assert_eq!(this, want, "segment {i}: sequence number");
             }
             seq = Some(this.wrapping_add((s.len() - hdr) as u32));
+            // FIN and PSH only on the last segment, CWR only on the first.
+            let mut want = p[iph + 13];
+            if i > 0 {
+                want &= !0x80;
+            }
+            if !last {
+                want &= !0x09;
+            }
+            assert_eq!(l4[13], want, "segment {i}: flags");
+            assert_eq!(l4[..4], p[iph..iph + 4], "segment {i}: ports");
+            assert_eq!(l4[8..13], p[iph + 8..iph + 13], "segment {i}: ack, offset");
+            assert_eq!(l4[14..16], p[iph + 14..iph + 16], "segment {i}: window");
+            assert_eq!(
+                l4[18..l4h],
+                p[iph + 18..hdr],
+                "segment {i}: urgent, options"
+            );
         } else {
             assert_eq!(usize::from(u16::from_be_bytes([l4[4], l4[5]])), l4.len());
         }
@@ -119,8 +168,8 @@ pub fn run(data: &[u8]) {
 }
 
 /// A segmentation request (or a packet with its checksum left) from the
-/// parameters in `rest`, then damaged as it says.
-fn request(rest: &[u8], vnet: bool) -> Option<Vec<u8>> {
+/// parameters in `rest`, then damaged as it says; whether it was not.
+fn request(rest: &[u8], vnet: bool) -> Option<(Vec<u8>, bool)> {
     let [kind, l1, l0, g1, g0, damage @ ..] = rest else {
         return None;
     };
@@ -129,7 +178,8 @@ fn request(rest: &[u8], vnet: bool) -> Option<Vec<u8>> {
     let proto = if udp { 17 } else { 6 };
     let len = usize::from(u16::from_be_bytes([*l1, *l0])) % 65_000;
     let gso = usize::from(u16::from_be_bytes([*g1, *g0]));
-    let flags = 0x10 | (kind >> 4 & 1) | if kind & 0x20 != 0 { 0x08 } else { 0 } | (kind & 0x40) << 1;
+    let flags =
+        0x10 | (kind >> 4 & 1) | if kind & 0x20 != 0 { 0x08 } else { 0 } | (kind & 0x40) << 1;
     let payload: Vec<u8> = (0..len).map(|i| (i as u8) ^ *l0).collect();
     let mut p = transport_packet(v6, proto, 4000, 12345, flags, &payload);
     let iph = if v6 { 40 } else { 20 };
@@ -155,9 +205,11 @@ fn request(rest: &[u8], vnet: bool) -> Option<Vec<u8>> {
         );
     }
     read.extend_from_slice(&p);
+    let pristine = read.clone();
     for pair in damage.chunks_exact(3) {
         let at = usize::from(u16::from_be_bytes([pair[0], pair[1]])) % read.len();
         read[at] ^= pair[2];
     }
-    Some(read)
+    let undamaged = read == pristine;
+    Some((read, undamaged))
 }

@@ -52,6 +52,11 @@ pub const REPORT_EVERY: Duration = Duration::from_millis(250);
 /// data message framing (its padding is capped at the MTU).
 const RELAY_COST: usize = RELAY_HEADER_LEN + DATA_HEADER_LEN + TAG_LEN;
 
+/// The most send counters a batch reserves on a session at once: a
+/// worker's packets reach the receiver behind at most this many of every
+/// other worker's, which must stay well within its replay window.
+pub const COUNTER_BLOCK: u64 = 256;
+
 /// Copies `payload` to where [`DataPlane::seal`] seals it in `out`; its
 /// length.
 fn stage(payload: &[u8], out: &mut [u8]) -> Result<usize, DataTun> {
@@ -326,9 +331,10 @@ impl DataPlane {
 
     /// The next `n` calls of [`handle_tun`](Self::handle_tun) are one
     /// batch (one TUN read): each session they seal on reserves its
-    /// counters once, for the rest of the batch, instead of once per
-    /// packet. Another worker's batch on the same session takes numbers
-    /// after the block, so the receiver sees at most a batch out of order.
+    /// counters a block at a time (the rest of the batch, at most
+    /// [`COUNTER_BLOCK`]) instead of once per packet. Other workers'
+    /// batches on the same session take numbers after the block, so the
+    /// receiver sees a packet at most a block per other worker late.
     pub fn begin_batch(&mut self, n: usize) {
         self.reserved.clear();
         self.batch_left = n as u64;
@@ -355,9 +361,10 @@ impl DataPlane {
             *next += 1;
             return *next - 1;
         }
-        let first = session.reserve(left);
+        let block = left.min(COUNTER_BLOCK);
+        let first = session.reserve(block);
         reserved.retain(|(s, ..)| !s.same(session));
-        reserved.push((session.clone(), first + 1, first + left));
+        reserved.push((session.clone(), first + 1, first + block));
         first
     }
 

@@ -74,7 +74,7 @@ mod split_tests;
 #[cfg(test)]
 mod tests;
 
-pub use data::{Activity, DataPlane, DataTun, DataUdp, DataUpdate};
+pub use data::{Activity, COUNTER_BLOCK, DataPlane, DataTun, DataUdp, DataUpdate};
 pub use node::*;
 pub use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
 pub use timers::*;

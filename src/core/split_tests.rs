@@ -380,3 +380,79 @@ fn padding_never_takes_a_full_packet_past_the_mtu() {
         );
     }
 }
+
+/// The daemon writes a TUN segment where its datagram will carry it and
+/// hands over only the packet's length: what the data half leaves to the
+/// control half must still be there, unsealed, for the daemon to copy out.
+#[test]
+fn a_packet_left_to_the_control_half_stays_where_it_lies() {
+    let mut sim = pair(78);
+    let pkt = ip_packet(overlay(1), overlay(2), b"in place");
+    let at = crate::wire::DATA_HEADER_LEN;
+    let mut buf = vec![0x5au8; at + pkt.len() + OVERHEAD];
+    buf[at..at + pkt.len()].copy_from_slice(&pkt);
+    let before = buf.clone();
+    let now = sim.now;
+    // No session yet.
+    let r = sim.nodes[0]
+        .node
+        .data
+        .handle_tun_in_place(now, &mut buf, pkt.len());
+    assert_eq!(r, DataTun::Control);
+    assert_eq!(buf, before, "the packet moved or changed");
+
+    sim.start_all();
+    sim.run_for(Duration::from_millis(200));
+    // The session aged out (the view is frozen at it).
+    let later = sim.now + REJECT_AFTER_TIME;
+    let r = sim.nodes[0]
+        .node
+        .data
+        .handle_tun_in_place(later, &mut buf, pkt.len());
+    assert_eq!(r, DataTun::Control);
+    assert_eq!(buf, before, "the packet moved or changed");
+
+    // Sealed where it lies, it is what the peer opens.
+    let now = sim.now;
+    let r = sim.nodes[0]
+        .node
+        .data
+        .handle_tun_in_place(now, &mut buf, pkt.len());
+    let DataTun::Send { len, .. } = r else {
+        panic!("not sealed: {r:?}");
+    };
+    let mut plain = vec![0u8; len + OVERHEAD];
+    let r = sim.nodes[1]
+        .node
+        .data
+        .handle_udp(now, underlay(1), &buf[..len], &mut plain);
+    assert_eq!(r, DataUdp::WriteTun { len: pkt.len() });
+    assert_eq!(plain[..pkt.len()], pkt[..]);
+}
+
+/// A TUN read of many segments (a tiny MSS) reserves counters a block at
+/// a time, so another worker's packets are never more than a block ahead.
+#[test]
+fn a_long_batch_reserves_its_counters_a_block_at_a_time() {
+    let (sim, view, routes) = settled(79);
+    let (mut a, mut b) = (worker(&routes, &view), worker(&routes, &view));
+    let now = sim.now;
+    let pkt = ip_packet(overlay(1), overlay(2), b"tiny");
+    let seal = |dp: &mut DataPlane| {
+        let mut out = vec![0u8; pkt.len() + OVERHEAD];
+        let DataTun::Send { len, .. } = dp.handle_tun(now, &pkt, &mut out) else {
+            panic!("not sealed");
+        };
+        counter_of(&out[..len])
+    };
+    let start = view.tx.as_ref().unwrap().session.messages_sent();
+    let block = crate::core::COUNTER_BLOCK;
+    a.begin_batch(1000);
+    let first: Vec<u64> = (0..block).map(|_| seal(&mut a)).collect();
+    assert_eq!(first, (start..start + block).collect::<Vec<_>>());
+    b.begin_batch(1);
+    assert_eq!(seal(&mut b), start + block, "b's block comes right after");
+    b.end_batch();
+    assert_eq!(seal(&mut a), start + block + 1, "a's next block after b's");
+    a.end_batch();
+}

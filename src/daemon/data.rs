@@ -64,11 +64,13 @@ pub(super) const TUN_HDR: usize = crate::wire::gro::VNET_HDR_LEN;
 const _: () = assert!(TUN_HDR == tun_rs::VIRTIO_NET_HDR_LEN);
 /// Segments one offloaded TUN read may split into: 64 KiB at the smallest
 /// MSS Linux sends with (`net.ipv4.tcp_min_snd_mss`, 48 by default) is
-/// 1366. They go straight into the GSO runs, so the number costs no
-/// memory; a batch reserves as many send counters, well within the
-/// receiver's replay window.
+/// 1366. They go straight into the GSO runs, so the number costs no memory.
 const TUN_BATCH: usize = 2048;
-const _: () = assert!(TUN_BATCH < crate::core::REPLAY_WINDOW as usize / 2);
+// Every worker but one may seal a block of counters ahead of a packet.
+const _: () = assert!(
+    (crate::config::MAX_QUEUES as u64 - 1) * crate::core::COUNTER_BLOCK
+        < crate::core::REPLAY_WINDOW / 2
+);
 /// Reads of one descriptor before the other gets a turn.
 const DRAIN: usize = 32;
 /// Authenticated or local messages waiting for the control plane.

@@ -24,10 +24,10 @@
 //! and the bookkeeping reuses its vectors from batch to batch.
 
 use super::ip::{PROTO_TCP as TCP, PROTO_UDP as UDP, checksum, pseudo_sum};
-pub use super::vnet::{VNET_HDR_LEN, vnet_header};
 use super::vnet::{
     VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_GSO_UDP_L4, write_vnet_header,
 };
+pub use super::vnet::{VNET_HDR_LEN, vnet_header};
 
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;

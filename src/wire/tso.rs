@@ -15,6 +15,10 @@
 //! first only; UDP lengths; each segment's full transport checksum, which
 //! the receiving host checks (a peer's kernel takes a packet written
 //! without a virtio-net header as one whose checksum is still to verify).
+//! The checksum starts from the pseudo-header sum the kernel left in the
+//! field, adjusted from the request's length to the segment's, as the
+//! kernel's own segmentation does: the addresses it summed (a routing
+//! header's final destination, not the IPv6 header's) stay in.
 //!
 //! A segment is written wherever the caller wants it: the data plane writes
 //! it straight into the datagram it then seals in place, so the payload is
@@ -26,7 +30,7 @@
 //! one would take the data plane down: every length is checked once in
 //! [`Tso::parse`], and [`Tso::write`] checks the buffers it is given.
 
-use super::ip::{PROTO_TCP as TCP, PROTO_UDP as UDP, checksum, pseudo_sum};
+use super::ip::{PROTO_TCP as TCP, PROTO_UDP as UDP, checksum};
 use super::vnet::{
     VNET_F_NEEDS_CSUM, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_TCPV6,
     VNET_GSO_UDP_L4, VNET_HDR_LEN, vnet_header,
@@ -47,6 +51,8 @@ pub enum TsoError {
     GsoType(u8),
     #[error("GSO type {gso_type:#x} for an IP version {version} packet")]
     Version { gso_type: u8, version: u8 },
+    #[error("ECN flag on a UDP GSO request")]
+    UdpEcn,
     #[error("checksum start {start} and offset {offset} do not fit a {len}-byte packet")]
     Checksum {
         start: usize,
@@ -129,7 +135,14 @@ impl Tso {
                 });
             }
         } else {
-            split(p, gso_type, usize::from(gso_size), start, offset, max_segments)?
+            split(
+                p,
+                gso_type,
+                usize::from(gso_size),
+                start,
+                offset,
+                max_segments,
+            )?
         };
         Ok(Self {
             start: VNET_HDR_LEN,
@@ -156,18 +169,16 @@ impl Tso {
         let room = out.len();
         match self.kind {
             Kind::Whole => {
-                let out = out.get_mut(..p.len()).ok_or(TsoError::Room {
-                    len: p.len(),
-                    room,
-                })?;
+                let out = out
+                    .get_mut(..p.len())
+                    .ok_or(TsoError::Room { len: p.len(), room })?;
                 out.copy_from_slice(p);
                 Ok(p.len())
             }
             Kind::Checksum { start, offset } => {
-                let out = out.get_mut(..p.len()).ok_or(TsoError::Room {
-                    len: p.len(),
-                    room,
-                })?;
+                let out = out
+                    .get_mut(..p.len())
+                    .ok_or(TsoError::Room { len: p.len(), room })?;
                 out.copy_from_slice(p);
                 // The field holds the pseudo-header sum: summing over it
                 // completes the checksum (skb_checksum_help), and a zero
@@ -202,8 +213,10 @@ impl Tso {
                     let sum = checksum(&out[..iph], 0);
                     out[10..12].copy_from_slice(&sum.to_be_bytes());
                 }
+                let field = iph + csum_at(proto);
+                let partial = u16::from_be_bytes([p[field], p[field + 1]]);
                 let l4 = &mut out[iph..];
-                let csum_at = if proto == TCP {
+                if proto == TCP {
                     let seq = u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]);
                     let seq = seq.wrapping_add((i * gso) as u32);
                     l4[4..8].copy_from_slice(&seq.to_be_bytes());
@@ -213,16 +226,22 @@ impl Tso {
                     if i + 1 < segments {
                         l4[13] &= !(TCP_FIN | TCP_PSH);
                     }
-                    TCP_CSUM_AT
                 } else {
                     l4[4..6].copy_from_slice(&((len - iph) as u16).to_be_bytes());
-                    UDP_CSUM_AT
-                };
-                l4[csum_at..csum_at + 2].fill(0);
-                let sum = checksum(&out[iph..], pseudo_sum(out, proto, len - iph));
+                }
+                out[field..field + 2].fill(0);
+                // One's complement: minus the request's transport length,
+                // plus the segment's (both fit 16 bits: checked in `parse`).
+                let whole = (p.len() - iph) as u16;
+                let pseudo = u32::from(partial) + u32::from(!whole) + (len - iph) as u32;
+                let sum = checksum(&out[iph..], pseudo);
                 // UDP's zero means "no checksum" (RFC 768): 0xffff instead.
-                let sum = if sum == 0 && proto == UDP { 0xffff } else { sum };
-                out[iph + csum_at..iph + csum_at + 2].copy_from_slice(&sum.to_be_bytes());
+                let sum = if sum == 0 && proto == UDP {
+                    0xffff
+                } else {
+                    sum
+                };
+                out[field..field + 2].copy_from_slice(&sum.to_be_bytes());
                 Ok(len)
             }
         }
@@ -246,7 +265,8 @@ fn split(
     let (proto, v6) = match (gso_type & !VNET_GSO_ECN, version) {
         (VNET_GSO_TCPV4, 4) => (TCP, false),
         (VNET_GSO_TCPV6, 6) => (TCP, true),
-        (VNET_GSO_UDP_L4, 4 | 6) if !ecn => (UDP, version == 6),
+        (VNET_GSO_UDP_L4, _) if ecn => return Err(TsoError::UdpEcn),
+        (VNET_GSO_UDP_L4, 4 | 6) => (UDP, version == 6),
         (VNET_GSO_TCPV4 | VNET_GSO_TCPV6 | VNET_GSO_UDP_L4, _) => {
             return Err(TsoError::Version { gso_type, version });
         }
@@ -263,8 +283,7 @@ fn split(
     } else {
         iph >= 20 && iph == usize::from(p[0] & 0x0f) * 4
     };
-    let want_offset = if proto == TCP { TCP_CSUM_AT } else { UDP_CSUM_AT };
-    if !iph_ok || csum_offset != want_offset {
+    if !iph_ok || csum_offset != csum_at(proto) {
         return Err(headers(0));
     }
     let l4h = if proto == TCP {
@@ -292,10 +311,13 @@ fn split(
         });
     }
     // The length fields hold 16 bits: IPv4's the whole packet, IPv6's and
-    // UDP's all past the fixed IPv6 header.
+    // UDP's all past the fixed IPv6 header; and the pseudo-header sum is
+    // adjusted from the request's transport length, 16 bits as well.
     let longest = hdr + gso.min(payload);
-    if longest - if v6 { 40 } else { 0 } > usize::from(u16::MAX) {
-        return Err(TsoError::TooLong { len: longest });
+    if longest - if v6 { 40 } else { 0 } > usize::from(u16::MAX)
+        || p.len() - iph > usize::from(u16::MAX)
+    {
+        return Err(TsoError::TooLong { len: p.len() });
     }
     Ok(Kind::Split {
         iph,
@@ -305,6 +327,15 @@ fn split(
         v6,
         segments,
     })
+}
+
+/// Where the checksum field of a TCP or UDP header is.
+fn csum_at(proto: u8) -> usize {
+    if proto == TCP {
+        TCP_CSUM_AT
+    } else {
+        UDP_CSUM_AT
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 use super::*;
-use crate::wire::{parse_ip, transport_packet, vnet::write_vnet_header};
+use crate::wire::{parse_ip, pseudo_sum, sum_words, transport_packet, vnet::write_vnet_header};
 
 const MAX: usize = 128;
 
@@ -9,7 +9,12 @@ const MAX: usize = 128;
 fn request(v6: bool, proto: u8, flags: u8, payload: &[u8], gso: usize) -> Vec<u8> {
     let mut p = transport_packet(v6, proto, 5001, 1_000_000, flags, payload);
     let (iph, l4h) = (if v6 { 40 } else { 20 }, if proto == TCP { 20 } else { 8 });
-    let at = iph + if proto == TCP { TCP_CSUM_AT } else { UDP_CSUM_AT };
+    let at = iph
+        + if proto == TCP {
+            TCP_CSUM_AT
+        } else {
+            UDP_CSUM_AT
+        };
     let partial = pseudo_sum(&p, proto, p.len() - iph) as u16;
     p[at..at + 2].copy_from_slice(&partial.to_be_bytes());
     let gso_type = match (proto, v6) {
@@ -60,7 +65,11 @@ fn check(segs: &[Vec<u8>], payload: &[u8]) {
             assert_eq!(checksum(&s[..20], 0), 0, "IPv4 header checksum");
         }
         let l4 = &s[iph..];
-        assert_eq!(checksum(l4, pseudo_sum(s, proto, l4.len())), 0, "transport checksum");
+        assert_eq!(
+            checksum(l4, pseudo_sum(s, proto, l4.len())),
+            0,
+            "transport checksum"
+        );
         if proto == TCP {
             let this = u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]);
             if let Some(want) = seq {
@@ -82,15 +91,25 @@ fn a_tcp_request_becomes_segments_the_receiver_takes() {
         let read = request(v6, TCP, 0x18 | TCP_FIN, &data, 1380);
         let segs = segments(&read);
         assert_eq!(segs.len(), 11);
-        assert!(segs[..10].iter().all(|s| s.len() == 1380 + 20 + if v6 { 40 } else { 20 }));
+        assert!(
+            segs[..10]
+                .iter()
+                .all(|s| s.len() == 1380 + 20 + if v6 { 40 } else { 20 })
+        );
         check(&segs, &data);
         let flags = |s: &Vec<u8>| s[if v6 { 40 } else { 20 } + 13];
         // FIN and PSH only on the last segment.
         assert!(segs[..10].iter().all(|s| flags(s) == 0x10));
         assert_eq!(flags(&segs[10]), 0x18 | TCP_FIN);
         if !v6 {
-            let ids: Vec<u16> = segs.iter().map(|s| u16::from_be_bytes([s[4], s[5]])).collect();
-            assert!(ids.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "{ids:?}");
+            let ids: Vec<u16> = segs
+                .iter()
+                .map(|s| u16::from_be_bytes([s[4], s[5]]))
+                .collect();
+            assert!(
+                ids.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+                "{ids:?}"
+            );
         }
     }
 }
@@ -147,7 +166,11 @@ fn segments_are_the_bytes_tun_rs_makes() {
         let k = tun_rs::gso_split(&mut input, hdr, &mut bufs, &mut sizes, 0, v6).unwrap();
         assert_eq!(k, ours.len(), "{v6} {proto} {n}");
         for (i, s) in ours.iter().enumerate() {
-            assert_eq!(s[..], bufs[i][..sizes[i]], "segment {i} of {v6} {proto} {n}");
+            assert_eq!(
+                s[..],
+                bufs[i][..sizes[i]],
+                "segment {i} of {v6} {proto} {n}"
+            );
         }
     }
 }
@@ -165,8 +188,15 @@ fn tcp_options_and_ipv4_options_are_carried_on_every_segment() {
     p.extend_from_slice(&data);
     let len = p.len() as u16;
     p[2..4].copy_from_slice(&len.to_be_bytes());
+    let partial = pseudo_sum(&p, TCP, p.len() - 24) as u16;
+    p[40..42].copy_from_slice(&partial.to_be_bytes());
     let mut read = vec![0; VNET_HDR_LEN];
-    write_vnet_header(&mut read, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, [56, 1000, 24, 16]);
+    write_vnet_header(
+        &mut read,
+        VNET_F_NEEDS_CSUM,
+        VNET_GSO_TCPV4,
+        [56, 1000, 24, 16],
+    );
     read.extend_from_slice(&p);
     let segs = segments(&read);
     assert_eq!(segs.len(), 4);
@@ -178,6 +208,58 @@ fn tcp_options_and_ipv4_options_are_carried_on_every_segment() {
         assert_eq!(checksum(l4, pseudo_sum(s, TCP, l4.len())), 0);
     }
     let carried: Vec<u8> = segs.iter().flat_map(|s| s[56..].to_vec()).collect();
+    assert_eq!(carried, data);
+}
+
+/// An IPv6 request with extension headers: a hop-by-hop header (8 bytes)
+/// and a routing header (type 2, Mobile IPv6: 24 bytes) whose address is
+/// the final destination. The kernel summed that address into the
+/// pseudo-header, so every segment must verify against it, not against
+/// the IPv6 header's destination.
+#[test]
+fn ipv6_extension_headers_are_carried_and_the_senders_pseudo_header_kept() {
+    let data = payload(3500);
+    let base = transport_packet(true, TCP, 5001, 99, 0x18, &data);
+    let home: [u8; 16] = [0xfd, 0x6b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x77];
+    let mut ext = vec![43, 0, 1, 4, 0, 0, 0, 0]; // hop-by-hop: next routing, PadN
+    ext.extend_from_slice(&[6, 2, 2, 1, 0, 0, 0, 0]); // routing type 2, 1 left
+    ext.extend_from_slice(&home);
+    let mut p = base[..40].to_vec();
+    p[6] = 0; // next header: hop-by-hop
+    p.extend_from_slice(&ext);
+    p.extend_from_slice(&base[40..]);
+    let iph = 40 + ext.len();
+    let l4_len = p.len() - iph;
+    let ip_payload = (p.len() - 40) as u16;
+    p[4..6].copy_from_slice(&ip_payload.to_be_bytes());
+    // The sender's pseudo-header: source, the routing header's address.
+    let src: [u8; 16] = p[8..24].try_into().unwrap();
+    let pseudo_of =
+        move |len: usize| sum_words(&src, sum_words(&home, u32::from(TCP) + len as u32));
+    let partial = pseudo_of(l4_len) as u16;
+    p[iph + 16..iph + 18].copy_from_slice(&partial.to_be_bytes());
+    let mut read = vec![0; VNET_HDR_LEN];
+    write_vnet_header(
+        &mut read,
+        VNET_F_NEEDS_CSUM,
+        VNET_GSO_TCPV6,
+        [iph + 20, 1200, iph, 16],
+    );
+    read.extend_from_slice(&p);
+    let segs = segments(&read);
+    assert_eq!(segs.len(), 3);
+    let mut carried = Vec::new();
+    for s in &segs {
+        assert_eq!(s[40..iph], ext[..], "extension headers");
+        assert_eq!(usize::from(u16::from_be_bytes([s[4], s[5]])), s.len() - 40);
+        let l4 = &s[iph..];
+        assert_eq!(
+            checksum(l4, pseudo_of(l4.len())),
+            0,
+            "checksum against the final destination"
+        );
+        carried.extend_from_slice(&l4[20..]);
+    }
     assert_eq!(carried, data);
 }
 
@@ -219,33 +301,63 @@ fn bad_requests_are_errors() {
         f(&mut r);
         Tso::parse(&r, true, MAX)
     };
-    assert!(matches!(Tso::parse(&ok[..4], true, MAX), Err(TsoError::Short(4))));
-    assert!(matches!(Tso::parse(&ok[..10], true, MAX), Err(TsoError::Short(10))));
-    assert!(matches!(with(&|r| r[1] = 9), Err(TsoError::GsoType(9))));
-    assert!(matches!(with(&|r| r[1] = VNET_GSO_TCPV6), Err(TsoError::Version { .. })));
     assert!(matches!(
-        with(&|r| r[1] = VNET_GSO_UDP_L4 | VNET_GSO_ECN),
+        Tso::parse(&ok[..4], true, MAX),
+        Err(TsoError::Short(4))
+    ));
+    assert!(matches!(
+        Tso::parse(&ok[..10], true, MAX),
+        Err(TsoError::Short(10))
+    ));
+    assert!(matches!(with(&|r| r[1] = 9), Err(TsoError::GsoType(9))));
+    assert!(matches!(
+        with(&|r| r[1] = VNET_GSO_TCPV6),
         Err(TsoError::Version { .. })
     ));
-    assert!(matches!(with(&|r| r[4..6].fill(0)), Err(TsoError::ZeroSize)));
+    assert!(matches!(
+        with(&|r| r[1] = VNET_GSO_UDP_L4 | VNET_GSO_ECN),
+        Err(TsoError::UdpEcn)
+    ));
+    assert!(matches!(
+        with(&|r| r[4..6].fill(0)),
+        Err(TsoError::ZeroSize)
+    ));
     // Checksum start past the IP header IHL gives, a wrong offset, a TCP
     // header shorter than 20 bytes, headers only.
-    assert!(matches!(with(&|r| r[6] = 24), Err(TsoError::Headers { .. })));
+    assert!(matches!(
+        with(&|r| r[6] = 24),
+        Err(TsoError::Headers { .. })
+    ));
     assert!(matches!(with(&|r| r[8] = 6), Err(TsoError::Headers { .. })));
-    assert!(matches!(with(&|r| r[10 + 32] = 0x40), Err(TsoError::Headers { .. })));
-    assert!(matches!(with(&|r| r.truncate(50)), Err(TsoError::Headers { .. })));
+    assert!(matches!(
+        with(&|r| r[10 + 32] = 0x40),
+        Err(TsoError::Headers { .. })
+    ));
+    assert!(matches!(
+        with(&|r| r.truncate(50)),
+        Err(TsoError::Headers { .. })
+    ));
     assert!(matches!(
         Tso::parse(&ok, true, 2),
-        Err(TsoError::TooMany { segments: 3, max: 2 })
+        Err(TsoError::TooMany {
+            segments: 3,
+            max: 2
+        })
     ));
     let mut none = ok.clone();
     none[1] = VNET_GSO_NONE;
     none[6..8].copy_from_slice(&3030u16.to_ne_bytes());
-    assert!(matches!(Tso::parse(&none, true, MAX), Err(TsoError::Checksum { .. })));
+    assert!(matches!(
+        Tso::parse(&none, true, MAX),
+        Err(TsoError::Checksum { .. })
+    ));
 
     let tso = Tso::parse(&ok, true, MAX).unwrap();
     let mut small = [0; 1000];
-    assert!(matches!(tso.write(&ok, 0, &mut small), Err(TsoError::Room { len: 1040, .. })));
+    assert!(matches!(
+        tso.write(&ok, 0, &mut small),
+        Err(TsoError::Room { len: 1040, .. })
+    ));
     let mut out = vec![0; 2000];
     assert_eq!(tso.write(&ok, 3, &mut out), Err(TsoError::Read));
     assert_eq!(tso.write(&ok[..100], 0, &mut out), Err(TsoError::Read));
