@@ -21,10 +21,10 @@
 //! TCP with consecutive sequence numbers, FIN and PSH on the last segment
 //! only and CWR on the first only.
 
-use kith::wire::tso::Tso;
+use kith::wire::tso::{Tso, request};
 use kith::wire::vnet::{
     VNET_F_NEEDS_CSUM, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_TCPV6,
-    VNET_GSO_UDP_L4, VNET_HDR_LEN, vnet_header, write_vnet_header,
+    VNET_GSO_UDP_L4, VNET_HDR_LEN, vnet_header,
 };
 use kith::wire::{checksum, pseudo_sum, transport_packet};
 
@@ -38,7 +38,7 @@ pub fn run(data: &[u8]) {
     let vnet = first & 1 != 0;
     // Whether the read is a request as the kernel makes them, undamaged.
     let (read, pristine) = if first & 2 != 0 {
-        match request(rest, vnet) {
+        match made(rest, vnet) {
             Some(r) => r,
             None => return,
         }
@@ -169,7 +169,7 @@ pub fn run(data: &[u8]) {
 
 /// A segmentation request (or a packet with its checksum left) from the
 /// parameters in `rest`, then damaged as it says; whether it was not.
-fn request(rest: &[u8], vnet: bool) -> Option<(Vec<u8>, bool)> {
+fn made(rest: &[u8], vnet: bool) -> Option<(Vec<u8>, bool)> {
     let [kind, l1, l0, g1, g0, damage @ ..] = rest else {
         return None;
     };
@@ -181,30 +181,17 @@ fn request(rest: &[u8], vnet: bool) -> Option<(Vec<u8>, bool)> {
     let flags =
         0x10 | (kind >> 4 & 1) | if kind & 0x20 != 0 { 0x08 } else { 0 } | (kind & 0x40) << 1;
     let payload: Vec<u8> = (0..len).map(|i| (i as u8) ^ *l0).collect();
-    let mut p = transport_packet(v6, proto, 4000, 12345, flags, &payload);
-    let iph = if v6 { 40 } else { 20 };
-    let csum_at = if udp { 6 } else { 16 };
-    let l4_len = p.len() - iph;
-    let partial = pseudo_sum(&p, proto, l4_len) as u16;
-    p[iph + csum_at..iph + csum_at + 2].copy_from_slice(&partial.to_be_bytes());
-    let mut read = Vec::new();
-    if vnet {
-        let gso_type = match (kind & 8 != 0, udp, v6) {
-            (true, ..) => VNET_GSO_NONE,
-            (_, true, _) => VNET_GSO_UDP_L4,
-            (_, false, false) => VNET_GSO_TCPV4,
-            (_, false, true) => VNET_GSO_TCPV6,
-        } | if kind & 4 != 0 { VNET_GSO_ECN } else { 0 };
-        let l4h = if udp { 8 } else { 20 };
-        read.resize(VNET_HDR_LEN, 0);
-        write_vnet_header(
-            &mut read,
-            VNET_F_NEEDS_CSUM,
-            gso_type,
-            [iph + l4h, gso, iph, csum_at],
-        );
+    let p = transport_packet(v6, proto, 4000, 12345, flags, &payload);
+    let gso_type = match (kind & 8 != 0, udp, v6) {
+        (true, ..) => VNET_GSO_NONE,
+        (_, true, _) => VNET_GSO_UDP_L4,
+        (_, false, false) => VNET_GSO_TCPV4,
+        (_, false, true) => VNET_GSO_TCPV6,
+    } | if kind & 4 != 0 { VNET_GSO_ECN } else { 0 };
+    let mut read = request(&p, gso_type, gso).expect("a TCP or UDP packet");
+    if !vnet {
+        read.drain(..VNET_HDR_LEN);
     }
-    read.extend_from_slice(&p);
     let pristine = read.clone();
     for pair in damage.chunks_exact(3) {
         let at = usize::from(u16::from_be_bytes([pair[0], pair[1]])) % read.len();

@@ -4,7 +4,7 @@
 //! that it hands over what is not its own.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::data::{DataTun, DataUdp, PeerView};
 use super::routes::RouteTable;
@@ -214,6 +214,15 @@ fn counter_of(d: &[u8]) -> u64 {
     }
 }
 
+/// The counter `dp` seals `pkt` with.
+fn sealed_counter(dp: &mut DataPlane, now: Instant, pkt: &[u8]) -> u64 {
+    let mut out = vec![0u8; pkt.len() + OVERHEAD];
+    let DataTun::Send { len, .. } = dp.handle_tun(now, pkt, &mut out) else {
+        panic!("not sealed");
+    };
+    counter_of(&out[..len])
+}
+
 /// A pair (seeded `seed`) whose first node has a session with the
 /// second, and that node's data half's view of it and routes: what the
 /// daemon gives each further worker.
@@ -300,13 +309,7 @@ fn each_batch_seals_on_one_block_of_counters() {
     let (mut a, mut b) = (worker(&routes, &view), worker(&routes, &view));
     let now = sim.now;
     let pkt = ip_packet(overlay(1), overlay(2), b"batch");
-    let seal = |dp: &mut DataPlane| {
-        let mut out = vec![0u8; pkt.len() + OVERHEAD];
-        let DataTun::Send { len, .. } = dp.handle_tun(now, &pkt, &mut out) else {
-            panic!("not sealed");
-        };
-        counter_of(&out[..len])
-    };
+    let seal = |dp: &mut DataPlane| sealed_counter(dp, now, &pkt);
     let start = view.tx.as_ref().unwrap().session.messages_sent();
     a.begin_batch(4);
     b.begin_batch(3);
@@ -438,13 +441,7 @@ fn a_long_batch_reserves_its_counters_a_block_at_a_time() {
     let (mut a, mut b) = (worker(&routes, &view), worker(&routes, &view));
     let now = sim.now;
     let pkt = ip_packet(overlay(1), overlay(2), b"tiny");
-    let seal = |dp: &mut DataPlane| {
-        let mut out = vec![0u8; pkt.len() + OVERHEAD];
-        let DataTun::Send { len, .. } = dp.handle_tun(now, &pkt, &mut out) else {
-            panic!("not sealed");
-        };
-        counter_of(&out[..len])
-    };
+    let seal = |dp: &mut DataPlane| sealed_counter(dp, now, &pkt);
     let start = view.tx.as_ref().unwrap().session.messages_sent();
     let block = crate::core::COUNTER_BLOCK;
     a.begin_batch(1000);

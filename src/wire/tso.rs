@@ -30,10 +30,10 @@
 //! one would take the data plane down: every length is checked once in
 //! [`Tso::parse`], and [`Tso::write`] checks the buffers it is given.
 
-use super::ip::{PROTO_TCP as TCP, PROTO_UDP as UDP, checksum};
+use super::ip::{PROTO_TCP as TCP, PROTO_UDP as UDP, checksum, pseudo_sum};
 use super::vnet::{
     VNET_F_NEEDS_CSUM, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_TCPV6,
-    VNET_GSO_UDP_L4, VNET_HDR_LEN, vnet_header,
+    VNET_GSO_UDP_L4, VNET_HDR_LEN, vnet_header, write_vnet_header,
 };
 
 const TCP_FIN: u8 = 0x01;
@@ -327,6 +327,24 @@ fn split(
         v6,
         segments,
     })
+}
+
+/// A segmentation request as the kernel hands one over, for tests and the
+/// fuzz check: TCP or UDP `packet` (IPv4 without options or IPv6 without
+/// extension headers: see [`super::gro::layout`]) behind a header asking
+/// for `gso_type` in `gso`-byte segments, the transport checksum field
+/// holding the pseudo-header sum (`CHECKSUM_PARTIAL`). `None` for another
+/// packet.
+pub fn request(packet: &[u8], gso_type: u8, gso: usize) -> Option<Vec<u8>> {
+    let (iph, l4h, proto) = super::gro::layout(packet)?;
+    let mut read = vec![0; VNET_HDR_LEN];
+    let fields = [iph + l4h, gso, iph, csum_at(proto)];
+    write_vnet_header(&mut read, VNET_F_NEEDS_CSUM, gso_type, fields);
+    read.extend_from_slice(packet);
+    let field = VNET_HDR_LEN + iph + csum_at(proto);
+    let partial = pseudo_sum(packet, proto, packet.len() - iph) as u16;
+    read[field..field + 2].copy_from_slice(&partial.to_be_bytes());
+    Some(read)
 }
 
 /// Where the checksum field of a TCP or UDP header is.

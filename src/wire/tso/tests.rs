@@ -3,35 +3,16 @@ use crate::wire::{parse_ip, pseudo_sum, sum_words, transport_packet, vnet::write
 
 const MAX: usize = 128;
 
-/// A segmentation request as the kernel hands it over: a header, then one
-/// TCP or UDP packet carrying `payload`, its checksum field holding the
-/// pseudo-header sum (`CHECKSUM_PARTIAL`).
+/// A request for `gso`-byte segments of a TCP or UDP packet carrying
+/// `payload`.
 fn request(v6: bool, proto: u8, flags: u8, payload: &[u8], gso: usize) -> Vec<u8> {
-    let mut p = transport_packet(v6, proto, 5001, 1_000_000, flags, payload);
-    let (iph, l4h) = (if v6 { 40 } else { 20 }, if proto == TCP { 20 } else { 8 });
-    let at = iph
-        + if proto == TCP {
-            TCP_CSUM_AT
-        } else {
-            UDP_CSUM_AT
-        };
-    let partial = pseudo_sum(&p, proto, p.len() - iph) as u16;
-    p[at..at + 2].copy_from_slice(&partial.to_be_bytes());
+    let p = transport_packet(v6, proto, 5001, 1_000_000, flags, payload);
     let gso_type = match (proto, v6) {
         (TCP, false) => VNET_GSO_TCPV4,
         (TCP, true) => VNET_GSO_TCPV6,
         _ => VNET_GSO_UDP_L4,
     };
-    let mut read = vec![0; VNET_HDR_LEN];
-    let offset = at - iph;
-    write_vnet_header(
-        &mut read,
-        VNET_F_NEEDS_CSUM,
-        gso_type,
-        [iph + l4h, gso, iph, offset],
-    );
-    read.extend_from_slice(&p);
-    read
+    super::request(&p, gso_type, gso).unwrap()
 }
 
 fn payload(n: usize) -> Vec<u8> {
