@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use kith::daemon::routes::{FWMARK, PRIO_SUPPRESS, PRIO_TABLE, table_id};
 use kith::identity::SecretKey;
 use kith::lab::nat::StunServers;
-use kith::lab::topology::{A_OVERLAY, B_OVERLAY, dht_spec, wait_both_ways};
+use kith::lab::topology::{A_OVERLAY, B_OVERLAY, Pair, dht_spec, wait_both_ways};
 use kith::lab::{Host, KithNode, KithSpec, LabDht, transfer};
 
 const PING_INTERVAL: Duration = Duration::from_millis(100);
@@ -221,28 +221,15 @@ fn an_exit_node_carries_the_default_route_and_the_underlay_stays_out() {
 #[test]
 fn ipv6_overlay_ping_and_tcp_both_ways() {
     let lab = common::lab();
-    let a = lab.host("a").unwrap();
-    let b = lab.host("b").unwrap();
-    lab.link(&a, "198.18.0.1/24", &b, "198.18.0.2/24").unwrap();
     let (a6, b6): (Ipv6Addr, Ipv6Addr) =
         ("fd00:6b::1".parse().unwrap(), "fd00:6b::2".parse().unwrap());
     let mut spec_a = KithSpec::new("100.96.0.1/16", key());
     spec_a.extra_addresses = vec![format!("{a6}/64")];
     let mut spec_b = KithSpec::new("100.96.0.2/16", key());
     spec_b.extra_addresses = vec![format!("{b6}/64")];
-    let bin = common::kith_bin();
-    let (mut node_a, mut node_b, _) = kith::lab::topology::spawn_pair(
-        &lab,
-        &bin,
-        (&a, spec_a),
-        (&b, spec_b),
-        (
-            Some("198.18.0.2:51871".into()),
-            Some("198.18.0.1:51871".into()),
-        ),
-    )
-    .unwrap();
-    wait_both_ways(&mut node_a, &mut node_b, Duration::from_secs(10)).unwrap();
+    let mut pair = Pair::start_with(&lab, &common::kith_bin(), spec_a, spec_b).unwrap();
+    pair.wait_tunnel(Duration::from_secs(10)).unwrap();
+    let Pair { a, b, node_a, .. } = pair;
 
     a.wait_reachable(IpAddr::V6(b6), Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("a → b over IPv6: {e}\n{}", node_a.log_tail(20)));
