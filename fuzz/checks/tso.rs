@@ -6,7 +6,8 @@
 //! The first byte: bit 0 the read carries a virtio-net header; bit 1 a
 //! request is made (else the rest is the read). A request: a byte of kind
 //! (bit 0 IPv6, bit 1 UDP, bit 2 ECN, bit 3 no segmentation, only the
-//! checksum left, bit 4 FIN, bit 5 PSH, bit 6 CWR), two bytes payload
+//! checksum left, bit 4 FIN, bit 5 PSH, bit 6 CWR, bit 7 taken as checked:
+//! `DATA_VALID` and a whole checksum in the field), two bytes payload
 //! length, two bytes GSO size, then (position, xor) pairs that damage the
 //! read, header included.
 //!
@@ -16,15 +17,16 @@
 //! transport checksum that verifies; segmented, as many packets as the GSO
 //! size makes, whose IP lengths, IPv4 IDs and header checksums are right,
 //! whose other header bytes are the request's, whose transport checksums
-//! verify (over the request's pseudo-header sum; over the addresses too
-//! for an undamaged request), whose payloads are the request's in order,
+//! verify (over the request's pseudo-header sum when it left one; over the
+//! addresses for an undamaged request or one taken as checked), whose
+//! payloads are the request's in order,
 //! TCP with consecutive sequence numbers, FIN and PSH on the last segment
 //! only and CWR on the first only.
 
 use kith::wire::tso::{Tso, request};
 use kith::wire::vnet::{
-    VNET_F_NEEDS_CSUM, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_TCPV6,
-    VNET_GSO_UDP_L4, VNET_HDR_LEN, vnet_header,
+    VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4,
+    VNET_GSO_TCPV6, VNET_GSO_UDP_L4, VNET_HDR_LEN, vnet_header,
 };
 use kith::wire::{checksum, pseudo_sum, transport_packet};
 
@@ -128,11 +130,14 @@ pub fn run(data: &[u8]) {
             assert_eq!(s[6..iph], p[6..iph]);
         }
         let l4 = &s[iph..];
-        // The pseudo-header sum the request carried, for this length.
-        let pseudo = partial + u32::from(!whole) + l4.len() as u32;
-        assert_eq!(checksum(l4, pseudo), 0, "segment {i}: transport checksum");
-        if pristine {
-            // And so, as the request was made, over its own addresses.
+        if flags & VNET_F_NEEDS_CSUM != 0 {
+            // The pseudo-header sum the request carried, for this length.
+            let pseudo = partial + u32::from(!whole) + l4.len() as u32;
+            assert_eq!(checksum(l4, pseudo), 0, "segment {i}: transport checksum");
+        }
+        if pristine || flags & VNET_F_NEEDS_CSUM == 0 {
+            // Over the addresses: as the request was made, or as the
+            // kernel sums them for a request it took as checked.
             let sum = checksum(l4, pseudo_sum(s, proto, l4.len()));
             assert_eq!(sum, 0, "segment {i}: transport checksum over the addresses");
         }
@@ -189,6 +194,13 @@ fn made(rest: &[u8], vnet: bool) -> Option<(Vec<u8>, bool)> {
         (_, false, true) => VNET_GSO_TCPV6,
     } | if kind & 4 != 0 { VNET_GSO_ECN } else { 0 };
     let mut read = request(&p, gso_type, gso).expect("a TCP or UDP packet");
+    if kind & 0x80 != 0 {
+        // Taken as checked (a forwarded packet): the field holds the
+        // packet's whole checksum, as `transport_packet` made it.
+        read[0] = VNET_F_DATA_VALID;
+        let field = if v6 { 40 } else { 20 } + if udp { 6 } else { 16 };
+        read[VNET_HDR_LEN + field..][..2].copy_from_slice(&p[field..field + 2]);
+    }
     if !vnet {
         read.drain(..VNET_HDR_LEN);
     }

@@ -53,8 +53,9 @@ pub const REPORT_EVERY: Duration = Duration::from_millis(250);
 const RELAY_COST: usize = RELAY_HEADER_LEN + DATA_HEADER_LEN + TAG_LEN;
 
 /// The most send counters a batch reserves on a session at once: a
-/// worker's packets reach the receiver behind at most this many of every
-/// other worker's, which must stay well within its replay window.
+/// worker's packet reaches the receiver behind at most about two such
+/// blocks of every other worker's, which must stay within its replay
+/// window.
 pub const COUNTER_BLOCK: u64 = 256;
 
 /// Copies `payload` to where [`DataPlane::seal`] seals it in `out`; its
@@ -333,8 +334,10 @@ impl DataPlane {
     /// batch (one TUN read): each session they seal on reserves its
     /// counters a block at a time (the rest of the batch, at most
     /// [`COUNTER_BLOCK`]) instead of once per packet. Other workers'
-    /// batches on the same session take numbers after the block, so the
-    /// receiver sees a packet at most a block per other worker late.
+    /// batches on the same session take numbers after the block, so a
+    /// packet reaches the receiver behind at most about two blocks per
+    /// other worker (one sealed before it, one while it waited in the
+    /// open GSO run).
     pub fn begin_batch(&mut self, n: usize) {
         self.reserved.clear();
         self.batch_left = n as u64;
@@ -350,7 +353,8 @@ impl DataPlane {
 
     /// The next send counter on `session`: from the batch's block
     /// (`reserved`), reserving one for the rest of the batch (`left`
-    /// packets) first if it has none; outside a batch, one on its own.
+    /// packets, at most [`COUNTER_BLOCK`]) first if it has none left;
+    /// outside a batch, one on its own.
     fn counter(reserved: &mut Vec<(Session, u64, u64)>, left: u64, session: &Session) -> u64 {
         if left == 0 {
             return session.reserve(1);

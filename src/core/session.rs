@@ -15,7 +15,7 @@
 //! `core::data`): the data plane seals and opens on it, the control plane
 //! seals its control messages on it and decides when it is replaced. So
 //! the send counter is an atomic from which every sealer reserves numbers
-//! ([`Session::reserve`]: a data-plane worker a block per TUN batch, the
+//! ([`Session::reserve`]: a data-plane worker a block at a time, the
 //! control plane one per message), never one twice, and the replay window
 //! sits behind a mutex, locked once per opened packet and uncontended in
 //! practice: a session receives on one thread at a time except while a

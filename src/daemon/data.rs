@@ -66,10 +66,12 @@ const _: () = assert!(TUN_HDR == tun_rs::VIRTIO_NET_HDR_LEN);
 /// MSS Linux sends with (`net.ipv4.tcp_min_snd_mss`, 48 by default) is
 /// 1366. They go straight into the GSO runs, so the number costs no memory.
 const TUN_BATCH: usize = 2048;
-// Every worker but one may seal a block of counters ahead of a packet.
+// A packet may wait in the open GSO run while every other worker seals a
+// block of counters, after the one each sealed before it: two blocks per
+// other worker must fit the replay window.
 const _: () = assert!(
-    (crate::config::MAX_QUEUES as u64 - 1) * crate::core::COUNTER_BLOCK
-        < crate::core::REPLAY_WINDOW / 2
+    (crate::config::MAX_QUEUES as u64 - 1) * 2 * crate::core::COUNTER_BLOCK
+        < crate::core::REPLAY_WINDOW
 );
 /// Reads of one descriptor before the other gets a turn.
 const DRAIN: usize = 32;

@@ -16,9 +16,13 @@
 //! the receiving host checks (a peer's kernel takes a packet written
 //! without a virtio-net header as one whose checksum is still to verify).
 //! The checksum starts from the pseudo-header sum the kernel left in the
-//! field, adjusted from the request's length to the segment's, as the
-//! kernel's own segmentation does: the addresses it summed (a routing
-//! header's final destination, not the IPv6 header's) stay in.
+//! field (`NEEDS_CSUM`), adjusted from the request's length to the
+//! segment's, as the kernel's own segmentation does: the addresses it
+//! summed (a routing header's final destination, not the IPv6 header's)
+//! stay in. A request the kernel took as checked (`DATA_VALID`: a
+//! forwarded packet) holds a whole checksum there instead, and its
+//! segments' pseudo-headers are summed from the IP header, as the kernel
+//! would.
 //!
 //! A segment is written wherever the caller wants it: the data plane writes
 //! it straight into the datagram it then seals in place, so the payload is
@@ -65,7 +69,7 @@ pub enum TsoError {
     ZeroSize,
     #[error("{segments} segments, more than the {max} a read may split into")]
     TooMany { segments: usize, max: usize },
-    #[error("a {len}-byte segment is larger than an IP packet can be")]
+    #[error("a {len}-byte GSO request: its segments' length fields cannot hold it")]
     TooLong { len: usize },
     #[error("a {len}-byte segment does not fit the {room} bytes it was given")]
     Room { len: usize, room: usize },
@@ -100,6 +104,10 @@ enum Kind {
         proto: u8,
         v6: bool,
         segments: usize,
+        /// `NEEDS_CSUM`: the checksum field holds the pseudo-header sum.
+        /// Without it (a packet the kernel took as checked, `DATA_VALID`)
+        /// it holds the whole request's checksum.
+        partial: bool,
     },
 }
 
@@ -135,14 +143,9 @@ impl Tso {
                 });
             }
         } else {
-            split(
-                p,
-                gso_type,
-                usize::from(gso_size),
-                start,
-                offset,
-                max_segments,
-            )?
+            let partial = flags & VNET_F_NEEDS_CSUM != 0;
+            let gso = usize::from(gso_size);
+            split(p, gso_type, gso, start, offset, partial, max_segments)?
         };
         Ok(Self {
             start: VNET_HDR_LEN,
@@ -195,6 +198,7 @@ impl Tso {
                 proto,
                 v6,
                 segments,
+                partial,
             } => {
                 let hdr = iph + l4h;
                 let from = hdr + i * gso;
@@ -213,8 +217,11 @@ impl Tso {
                     let sum = checksum(&out[..iph], 0);
                     out[10..12].copy_from_slice(&sum.to_be_bytes());
                 }
+                if (p[0] >> 4 == 6) != v6 {
+                    return Err(TsoError::Read);
+                }
                 let field = iph + csum_at(proto);
-                let partial = u16::from_be_bytes([p[field], p[field + 1]]);
+                let sum_left = u16::from_be_bytes([p[field], p[field + 1]]);
                 let l4 = &mut out[iph..];
                 if proto == TCP {
                     let seq = u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]);
@@ -230,10 +237,17 @@ impl Tso {
                     l4[4..6].copy_from_slice(&((len - iph) as u16).to_be_bytes());
                 }
                 out[field..field + 2].fill(0);
-                // One's complement: minus the request's transport length,
-                // plus the segment's (both fit 16 bits: checked in `parse`).
-                let whole = (p.len() - iph) as u16;
-                let pseudo = u32::from(partial) + u32::from(!whole) + (len - iph) as u32;
+                let pseudo = if partial {
+                    // One's complement: minus the request's transport
+                    // length, plus the segment's (both fit 16 bits:
+                    // checked in `parse`).
+                    let whole = (p.len() - iph) as u16;
+                    u32::from(sum_left) + u32::from(!whole) + (len - iph) as u32
+                } else {
+                    // As the kernel does then (`__tcp_v4_send_check`):
+                    // from the IP header's addresses.
+                    pseudo_sum(out, proto, len - iph)
+                };
                 let sum = checksum(&out[iph..], pseudo);
                 // UDP's zero means "no checksum" (RFC 768): 0xffff instead.
                 let sum = if sum == 0 && proto == UDP {
@@ -258,6 +272,7 @@ fn split(
     gso: usize,
     iph: usize,
     csum_offset: usize,
+    partial: bool,
     max_segments: usize,
 ) -> Result<Kind, TsoError> {
     let version = p[0] >> 4;
@@ -326,6 +341,7 @@ fn split(
         proto,
         v6,
         segments,
+        partial,
     })
 }
 

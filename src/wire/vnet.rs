@@ -11,6 +11,9 @@ pub const VNET_HDR_LEN: usize = 10;
 /// reader, from `csum_start`, written at `csum_start + csum_offset` (the
 /// field holds the pseudo-header sum).
 pub const VNET_F_NEEDS_CSUM: u8 = 1;
+/// `VIRTIO_NET_HDR_F_DATA_VALID`: the kernel took the packet as checked
+/// (its checksum field holds a whole checksum, not a pseudo-header sum).
+pub const VNET_F_DATA_VALID: u8 = 2;
 pub const VNET_GSO_NONE: u8 = 0;
 pub const VNET_GSO_TCPV4: u8 = 1;
 pub const VNET_GSO_TCPV6: u8 = 4;

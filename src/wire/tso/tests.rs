@@ -244,6 +244,34 @@ fn ipv6_extension_headers_are_carried_and_the_senders_pseudo_header_kept() {
     assert_eq!(carried, data);
 }
 
+/// A forwarded request the kernel took as checked (`DATA_VALID`): the
+/// field holds the whole packet's checksum, not a pseudo-header sum, and
+/// each segment's is summed from its addresses, as the kernel would.
+#[test]
+fn a_request_taken_as_checked_gets_checksums_from_its_addresses() {
+    for (v6, proto) in [(false, TCP), (true, TCP), (false, UDP), (true, UDP)] {
+        let data = payload(4321);
+        let mut read = request(v6, proto, 0x18, &data, 1000);
+        read[0] = crate::wire::vnet::VNET_F_DATA_VALID;
+        let whole = transport_packet(v6, proto, 5001, 1_000_000, 0x18, &data);
+        let field = if v6 { 40 } else { 20 } + csum_at(proto);
+        read[VNET_HDR_LEN + field..][..2].copy_from_slice(&whole[field..field + 2]);
+        let segs = segments(&read);
+        assert_eq!(segs.len(), 5);
+        check(&segs, &data);
+    }
+}
+
+#[test]
+fn a_request_longer_than_the_length_fields_hold_is_refused() {
+    let mut read = request(true, TCP, 0x10, &payload(60_000), 1000);
+    read.extend_from_slice(&payload(6000));
+    assert!(matches!(
+        Tso::parse(&read, true, 4096),
+        Err(TsoError::TooLong { .. })
+    ));
+}
+
 #[test]
 fn a_packet_with_its_checksum_left_to_us_gets_the_right_one() {
     for (v6, proto) in [(false, TCP), (true, TCP), (false, UDP), (true, UDP)] {
