@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use super::node::{DropReason, PeerId, Via};
 use super::routes::RouteTable;
-use super::session::{SEAL_OVERHEAD, Session, SessionError};
+use super::session::{self, SEAL_OVERHEAD, Session, SessionError};
 use super::timers::REKEY_AFTER_MESSAGES;
 use crate::relay::{Refusal, SharedService};
 use crate::wire::{self, DATA_HEADER_LEN, Packet, RELAY_HEADER_LEN, RelayKind, TAG_LEN};
@@ -58,14 +58,9 @@ const RELAY_COST: usize = RELAY_HEADER_LEN + DATA_HEADER_LEN + TAG_LEN;
 /// window.
 pub const COUNTER_BLOCK: u64 = 256;
 
-/// Copies `payload` to where [`DataPlane::seal`] seals it in `out`; its
-/// length.
+/// [`session::stage`] for the data half's outcomes.
 fn stage(payload: &[u8], out: &mut [u8]) -> Result<usize, DataTun> {
-    let body = out
-        .get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + payload.len())
-        .ok_or(DataTun::Dropped(DropReason::Session(SessionError::Buffer)))?;
-    body.copy_from_slice(payload);
-    Ok(payload.len())
+    session::stage(payload, out).map_err(|e| DataTun::Dropped(DropReason::Session(e)))
 }
 
 /// The largest packet a relayed path takes on an interface of `mtu`: a

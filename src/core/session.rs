@@ -48,6 +48,16 @@ pub enum SessionError {
     Buffer,
 }
 
+/// Copies `payload` to where [`Session::seal_in_place`] seals it in `out`
+/// (behind the data header); its length.
+pub fn stage(payload: &[u8], out: &mut [u8]) -> Result<usize, SessionError> {
+    let body = out
+        .get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + payload.len())
+        .ok_or(SessionError::Buffer)?;
+    body.copy_from_slice(payload);
+    Ok(payload.len())
+}
+
 /// A cheap handle (an `Arc`): clones are the same session.
 #[derive(Clone)]
 pub struct Session(Arc<Inner>);
@@ -140,11 +150,8 @@ impl Session {
         limit: usize,
         out: &mut [u8],
     ) -> Result<usize, SessionError> {
-        let body = out
-            .get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + payload.len())
-            .ok_or(SessionError::Buffer)?;
-        body.copy_from_slice(payload);
-        self.seal_in_place(now, counter, out, payload.len(), limit)
+        let len = stage(payload, out)?;
+        self.seal_in_place(now, counter, out, len, limit)
     }
 
     /// Seal the `len` payload bytes at `buf[DATA_HEADER_LEN..]` where they

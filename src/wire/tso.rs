@@ -171,24 +171,19 @@ impl Tso {
             .ok_or(TsoError::Read)?;
         let room = out.len();
         match self.kind {
-            Kind::Whole => {
+            Kind::Whole | Kind::Checksum { .. } => {
                 let out = out
                     .get_mut(..p.len())
                     .ok_or(TsoError::Room { len: p.len(), room })?;
                 out.copy_from_slice(p);
-                Ok(p.len())
-            }
-            Kind::Checksum { start, offset } => {
-                let out = out
-                    .get_mut(..p.len())
-                    .ok_or(TsoError::Room { len: p.len(), room })?;
-                out.copy_from_slice(p);
-                // The field holds the pseudo-header sum: summing over it
-                // completes the checksum (skb_checksum_help), and a zero
-                // result goes out as 0xffff, which means the same.
-                let sum = checksum(&out[start..], 0);
-                let sum = if sum == 0 { 0xffff } else { sum };
-                out[start + offset..start + offset + 2].copy_from_slice(&sum.to_be_bytes());
+                if let Kind::Checksum { start, offset } = self.kind {
+                    // The field holds the pseudo-header sum: summing over
+                    // it completes the checksum (skb_checksum_help), and a
+                    // zero result goes out as 0xffff, which means the same.
+                    let sum = checksum(&out[start..], 0);
+                    let sum = if sum == 0 { 0xffff } else { sum };
+                    out[start + offset..start + offset + 2].copy_from_slice(&sum.to_be_bytes());
+                }
                 Ok(p.len())
             }
             Kind::Split {
